@@ -1,0 +1,3 @@
+from relayforge.cli import main
+
+main()

@@ -1,0 +1,85 @@
+"""The BlackSheep application: routes for the process's mode, and its lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from blacksheep import Application, Request, Response
+
+from relayforge.errors import MethodNotAllowed, NotFound
+from relayforge.http.errors import error_response
+from relayforge.http.instrument import Handler, instrument
+from relayforge.http.ops import OpsEndpoints
+from relayforge.http.webhooks import WebhookEndpoint
+from relayforge.observability import logging as log_setup
+from relayforge.observability import tracing
+from relayforge.runtime import Runtime
+from relayforge.settings import Settings, load_settings
+
+log = logging.getLogger("relayforge")
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+
+
+def create_app(settings: Settings, mode: str = "all") -> Application:
+    app = Application(show_error_details=False)
+    runtime = Runtime(settings, mode)
+    app.services.register(Runtime, instance=runtime)  # type: ignore[arg-type]
+
+    def route(method: str, template: str, handler: Handler) -> None:
+        app.router.add(method, template, instrument(template, handler))
+
+    ops = OpsEndpoints({"database": runtime.check_database})
+    route("GET", "/healthz", ops.healthz)
+    route("GET", "/readyz", ops.readyz)
+    route("GET", "/metrics", ops.metrics)
+
+    webhooks: WebhookEndpoint | None = None
+    if runtime.ingests:
+        async def by_header(request: Request) -> Response:
+            assert webhooks is not None
+            return await webhooks.by_header(request)
+
+        async def by_path(request: Request) -> Response:
+            assert webhooks is not None
+            return await webhooks.by_path(request)
+
+        route("POST", "/webhooks/{source}", by_header)
+        route("POST", "/tenants/{tenant_id}/webhooks/{source}", by_path)
+
+    async def fallback(request: Request) -> Response:
+        allowed = []
+        for method in METHODS:
+            match = app.router.get_match_by_method_and_path(method, request.path)
+            if match is not None and match.pattern != b"*":
+                allowed.append(method)
+        if allowed:
+            response = error_response(MethodNotAllowed(f"method {request.method} not allowed"))
+            response.add_header(b"Allow", ", ".join(allowed).encode())
+            return response
+        return error_response(NotFound(f"no route for {request.path[:200]}"))
+
+    app.router.fallback = instrument("unmatched", fallback)
+
+    async def on_start(application: Application) -> None:
+        nonlocal webhooks
+        await runtime.start()
+        if runtime.ingests:
+            assert runtime.secrets is not None and runtime.writer is not None
+            webhooks = WebhookEndpoint(settings, runtime.secrets, runtime.writer)
+
+    async def on_stop(application: Application) -> None:
+        await runtime.stop()
+
+    app.on_start += on_start
+    app.on_stop += on_stop
+    return app
+
+
+def app_factory() -> Application:
+    """Entry point for Granian workers: settings from the environment, mode from the CLI."""
+    settings = load_settings()
+    log_setup.configure(settings.log.level, settings.log.json)
+    mode = os.environ.get("RELAYFORGE_MODE", "all")
+    tracing.configure(settings, mode)
+    return create_app(settings, mode)

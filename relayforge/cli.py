@@ -1,0 +1,146 @@
+"""`relayforge serve --mode all|ingest|relay|consume | migrate | doctor | keys | secrets`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import uuid
+
+from relayforge import kernels
+from relayforge.observability import logging as log_setup
+from relayforge.runtime import MODES
+from relayforge.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("relayforge")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"relayforge: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _database_url(settings: Settings) -> tuple[str, str]:
+    """The database URL and a word for the startup log; starts the embedded server if needed."""
+    if settings.database.url:
+        return settings.database.url, "postgres"
+    from relayforge.db.pool import start_embedded
+
+    return start_embedded(settings), f"embedded postgres ({settings.database.embedded_dir})"
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    settings = _settings()
+    log_setup.configure(settings.log.level, settings.log.json)
+    url, database = _database_url(settings)
+    os.environ["DATABASE__URL"] = url  # Granian workers read settings from the environment
+    os.environ["RELAYFORGE_MODE"] = args.mode
+    if settings.database.migrate_on_start:
+        from relayforge.db.migrate import migrate_url
+
+        asyncio.run(migrate_url(url))
+    broker = "rabbitmq" if settings.amqp.url else ("in-process" if args.mode == "all" else "none")
+    if args.mode in ("relay", "consume") and not settings.amqp.url:
+        print(f"relayforge: configuration error: AMQP__URL: required in mode {args.mode}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    log.info("relayforge starting", extra={
+        "mode": args.mode, "database": database, "broker": broker,
+        "kernels": kernels.IMPLEMENTATION, "address": f"{settings.server.host}:{settings.server.port}",
+        "ingest_mode": settings.ingest.mode,
+    })
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    Granian(
+        "relayforge.app:app_factory",
+        factory=True,
+        address=settings.server.host,
+        port=settings.server.port,
+        interface=Interfaces.ASGI,
+        workers=settings.server.workers,
+        loop=Loops.uvloop,
+        log_access=False,
+        backlog=2048,
+    ).serve()
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    settings = _settings()
+    log_setup.configure(settings.log.level, settings.log.json)
+    url, _ = _database_url(settings)
+    from relayforge.db.migrate import migrate_url
+
+    applied = asyncio.run(migrate_url(url))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    settings = _settings()
+    print(f"kernels: {kernels.IMPLEMENTATION}")
+    print(f"app_env: {settings.app_env}")
+    print(f"database: {'DATABASE__URL' if settings.database.url else 'embedded'}")
+    print(f"broker: {'AMQP__URL' if settings.amqp.url else 'in-process (mode all only)'}")
+    print(f"master key: {'set' if settings.secrets.master_key else 'development key'}")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    settings = _settings()
+    url, _ = _database_url(settings)
+    from relayforge.security.apikeys import create_key_cli
+
+    key_id, key = asyncio.run(create_key_cli(url, args.role, args.name))
+    print(key)
+    print(f"key id {key_id}, role {args.role}: shown once, store it now", file=sys.stderr)
+
+
+def cmd_secrets_set(args: argparse.Namespace) -> None:
+    settings = _settings()
+    url, _ = _database_url(settings)
+    from relayforge.security.secrets import set_secret_cli
+
+    secret = args.secret if args.secret is not None else sys.stdin.readline().rstrip("\n")
+    if not secret:
+        print("relayforge: the secret is empty", file=sys.stderr)
+        raise SystemExit(2)
+    stored = asyncio.run(set_secret_cli(
+        url, settings, uuid.UUID(args.tenant), args.provider, secret, args.previous_expires_in
+    ))
+    print(f"secret {stored.id} (fingerprint {stored.fingerprint}) is now current")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="relayforge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--mode", choices=MODES, default="all")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("doctor", help="say which kernels and backends are in use").set_defaults(
+        func=cmd_doctor)
+
+    keys = sub.add_parser("keys", help="admin API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--role", choices=("viewer", "operator", "admin"), required=True)
+    create.add_argument("--name", default="cli")
+    create.set_defaults(func=cmd_keys_create)
+
+    secrets = sub.add_parser("secrets", help="tenant provider secrets").add_subparsers(
+        dest="secrets", required=True)
+    set_ = secrets.add_parser("set", help="make a secret current (rotation with overlap)")
+    set_.add_argument("--tenant", required=True, help="tenant UUID")
+    set_.add_argument("--provider", choices=("generic", "github", "stripe"), required=True)
+    set_.add_argument("--secret", help="the secret (read from stdin when absent)")
+    set_.add_argument("--previous-expires-in", type=int, default=86400,
+                      help="seconds the previous secrets stay valid")
+    set_.set_defaults(func=cmd_secrets_set)
+
+    args = parser.parse_args(argv)
+    args.func(args)

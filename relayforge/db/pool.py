@@ -1,0 +1,34 @@
+"""The asyncpg pool, and the embedded PostgreSQL used when no DATABASE__URL is set."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asyncpg
+
+from relayforge.settings import Settings
+
+log = logging.getLogger("relayforge.db")
+
+
+async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
+    # No statement cache cap tuning needed: every runtime query is one of a fixed set of names.
+    return await asyncpg.create_pool(
+        url, min_size=1, max_size=max_size, command_timeout=60, server_settings={"jit": "off"}
+    )
+
+
+def start_embedded(settings: Settings) -> str:
+    """Start (or reuse) the embedded PostgreSQL under DATABASE__EMBEDDED_DIR; return its URL.
+
+    The server outlives nothing: it stops when the process that started it exits.
+    """
+    import pgserver
+
+    data_dir = Path(settings.database.embedded_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    url: str = server.get_uri()
+    log.info("embedded postgres started", extra={"data_dir": str(data_dir)})
+    return url

@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, and the only place where errors become responses."""

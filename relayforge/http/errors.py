@@ -1,0 +1,29 @@
+"""JSON responses, and the one mapping from RelayforgeError to the contract's error body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from blacksheep import Content, Response
+
+from relayforge.errors import RelayforgeError
+
+JSON = b"application/json"
+
+
+def json_response(status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return Response(status, headers, Content(JSON, orjson.dumps(doc)))
+
+
+def error_response(exc: RelayforgeError) -> Response:
+    doc: dict[str, Any] = {"error": exc.message, "code": exc.code}
+    if exc.inbox_id is not None:
+        doc["inbox_id"] = str(exc.inbox_id)
+        doc["accepted"] = False
+    if exc.signature_valid is not None:
+        doc["signature_valid"] = exc.signature_valid
+    headers = []
+    if exc.retry_after is not None:
+        headers.append((b"Retry-After", str(exc.retry_after).encode()))
+    return json_response(exc.status, doc, headers)

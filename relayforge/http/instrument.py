@@ -1,0 +1,89 @@
+"""The wrapper every route goes through: request and correlation ids, the server span, metrics
+by route template, one access log line, and errors turned into contract responses."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from blacksheep import Request, Response
+from opentelemetry import trace
+
+from relayforge.errors import RelayforgeError
+from relayforge.http.errors import error_response, json_response
+from relayforge.observability import logging as log_context
+from relayforge.observability import metrics, tracing
+
+Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("relayforge.http")
+access = logging.getLogger("relayforge.access")
+
+MAX_ID_LENGTH = 128
+
+
+def _client_id(raw: bytes | None) -> str | None:
+    """A client-supplied id, if it is short printable ASCII (it is echoed and logged)."""
+    if not raw or len(raw) > MAX_ID_LENGTH:
+        return None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() else None
+
+
+def instrument(route: str, handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = _client_id(request.get_first_header(b"x-request-id")) or uuid.uuid4().hex
+        correlation_id = _client_id(request.get_first_header(b"x-correlation-id")) or request_id
+        tokens = (
+            log_context.request_id.set(request_id),
+            log_context.correlation_id.set(correlation_id),
+        )
+        carrier = {
+            k: v.decode("latin-1")
+            for k, v in request.scope.get("headers", ())
+            if k in (b"traceparent", b"tracestate", b"baggage")
+        }
+        request.scope["relayforge.ids"] = (request_id, correlation_id, carrier)
+        method = request.method
+        with tracing.tracer.start_as_current_span(
+            f"{method} {route}", context=tracing.extract(carrier), kind=trace.SpanKind.SERVER
+        ) as span:
+            trace_token = log_context.trace_id.set(tracing.current_trace_id())
+            try:
+                response = await handler(request)
+            except RelayforgeError as exc:
+                response = error_response(exc)
+            except Exception:
+                log.exception("unhandled error", extra={"route": route})
+                response = json_response(500, {"error": "internal error", "code": "internal"})
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", response.status)
+            status = response.status
+            response.add_header(b"X-Request-Id", request_id.encode())
+            response.add_header(b"X-Correlation-Id", correlation_id.encode())
+            elapsed = time.perf_counter() - started
+            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            metrics.HTTP_DURATION.labels(route, method).observe(elapsed)
+            if access.isEnabledFor(logging.INFO):
+                access.info("request", extra={
+                    "method": method, "route": route, "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                })
+            log_context.trace_id.reset(trace_token)
+        for var, token in zip((log_context.request_id, log_context.correlation_id), tokens,
+                              strict=True):
+            var.reset(token)
+        return response
+
+    wrapped.__name__ = getattr(handler, "__name__", "handler")
+    return wrapped
+
+
+def request_ids(request: Request) -> tuple[str, str, dict[str, str]]:
+    ids: tuple[str, str, dict[str, str]] = request.scope["relayforge.ids"]
+    return ids

@@ -1,0 +1,47 @@
+"""Operations routes: /healthz, /readyz, /metrics (served in every mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from blacksheep import Content, Request, Response
+
+from relayforge.http.errors import json_response
+from relayforge.observability import metrics
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+class OpsEndpoints:
+    def __init__(self, checks: dict[str, ReadinessCheck]) -> None:
+        self._started = time.monotonic()
+        self._checks = checks
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response(200, {
+            "status": "ok", "uptime_seconds": round(time.monotonic() - self._started, 3),
+        })
+
+    async def readyz(self, request: Request) -> Response:
+        results = await asyncio.gather(*(self._run(c) for c in self._checks.values()))
+        checks = dict(zip(self._checks, results, strict=True))
+        ready = all(c["status"] == "ok" for c in checks.values())
+        return json_response(200 if ready else 503, {
+            "status": "ready" if ready else "not_ready", "checks": checks,
+        })
+
+    @staticmethod
+    async def _run(check: ReadinessCheck) -> dict[str, object]:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+        except Exception as exc:  # any failure means not ready; say which and why
+            return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    async def metrics(self, request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(200, None, Content(content_type.encode(), body))

@@ -1,0 +1,148 @@
+"""POST /webhooks/{source} and /tenants/{tenant_id}/webhooks/{source}.
+
+The order of checks is the contract's: cheap and unauthenticated first, nothing tenant-visible
+before the signature verified.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+from blacksheep import Request, Response
+
+from relayforge.connectors import CONNECTORS
+from relayforge.errors import (
+    InvalidPayload,
+    InvalidSignature,
+    InvalidTenant,
+    PayloadTooLarge,
+    RateLimited,
+    RelayforgeError,
+    StaleTimestamp,
+    UnknownSource,
+)
+from relayforge.http.errors import json_response
+from relayforge.http.instrument import request_ids
+from relayforge.ingest import Delivery, IngestWriter
+from relayforge.kernels import sha256_hex
+from relayforge.observability import logging as log_context
+from relayforge.observability import metrics, tracing
+from relayforge.security.limits import TenantBuckets, TokenBucket, retry_after_seconds
+from relayforge.security.secrets import SecretStore
+from relayforge.settings import Settings
+
+
+class WebhookEndpoint:
+    def __init__(self, settings: Settings, secrets: SecretStore, writer: IngestWriter) -> None:
+        h = settings.hardening
+        self._settings = settings
+        self._secrets = secrets
+        self._writer = writer
+        self._max_body = h.max_body_bytes
+        self._ingress = TokenBucket(h.ingress_rate_limit_per_second, h.ingress_burst)
+        self._tenants = TenantBuckets(
+            h.tenant_rate_limit_per_second, h.tenant_rate_limit_burst, h.tenant_bucket_idle_seconds
+        )
+
+    async def by_header(self, request: Request) -> Response:
+        return await self._receive(request, request.get_first_header(b"x-tenant-id"))
+
+    async def by_path(self, request: Request) -> Response:
+        return await self._receive(request, request.route_values["tenant_id"].encode())
+
+    async def _receive(self, request: Request, raw_tenant: bytes | None) -> Response:
+        source = request.route_values.get("source", "").lower()
+        try:
+            return await self._handle(request, raw_tenant, source)
+        except RelayforgeError as exc:
+            metrics.WEBHOOKS_REJECTED.labels(source if source in CONNECTORS else "unknown",
+                                             exc.code).inc()
+            raise
+
+    async def _handle(self, request: Request, raw_tenant: bytes | None, source: str) -> Response:
+        wait = self._ingress.take()
+        if wait:
+            raise RateLimited("ingress rate limit exceeded", retry_after=retry_after_seconds(wait))
+        body = await self._read_body(request)
+        tenant_id = self._tenant(raw_tenant)
+        connector = CONNECTORS.get(source)
+        if connector is None:
+            raise UnknownSource(f"unknown webhook source {source[:64]!r}")
+        headers = dict(request.scope["headers"])
+
+        keys = await self._secrets.verifiers(tenant_id, connector.name)
+        if not keys:
+            raise InvalidSignature("no secret is configured for this source", signature_valid=False)
+        signed = connector.verify(headers, body, keys)
+        log_context.tenant_id.set(str(tenant_id))
+
+        wait = self._tenants.take(tenant_id)
+        if wait:
+            raise RateLimited("tenant rate limit exceeded", retry_after=retry_after_seconds(wait))
+
+        request_id, correlation_id, carrier = request_ids(request)
+        trace_context = tracing.carry(carrier)
+        trace_context["correlation_id"] = correlation_id
+        evidence = {
+            name.decode(): headers[name].decode("latin-1")
+            for name in connector.evidence_headers if name in headers
+        }
+        delivery = Delivery(
+            tenant_id=tenant_id,
+            source=connector.name,
+            payload_hash=sha256_hex(body),
+            evidence_headers=orjson.dumps(evidence).decode(),
+            body=body,
+            request_id=request_id,
+            correlation_id=correlation_id,
+            trace_context=orjson.dumps(trace_context).decode(),
+            replay_protected=connector.replay_protected,
+        )
+        try:
+            delivery.event = connector.normalize(headers, body)
+            connector.check_freshness(signed, int(time.time()), self._settings)
+        except (InvalidPayload, StaleTimestamp) as exc:
+            delivery.rejection = exc  # recorded as evidence, then refused
+
+        recorded = await self._writer.record(delivery)
+        if recorded.error is not None:
+            raise recorded.error
+        return json_response(202, {
+            "inbox_id": str(recorded.inbox_id),
+            "job_id": str(recorded.job_id),
+            "job_created": recorded.job_created,
+            "deduped": not recorded.job_created,
+            "accepted": True,
+            "signature_valid": True,
+        })
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.get_first_header(b"content-length")
+        if declared is not None:
+            try:
+                if int(declared) > self._max_body:
+                    raise PayloadTooLarge(f"body exceeds {self._max_body} bytes")
+            except ValueError:
+                pass  # the server has already framed the body; count it below
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # also bounds chunked bodies with no length
+            if not chunk:
+                continue
+            size += len(chunk)
+            if size > self._max_body:
+                raise PayloadTooLarge(f"body exceeds {self._max_body} bytes")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _tenant(self, raw: bytes | None) -> uuid.UUID:
+        if raw is None:
+            return self._settings.tenant.default_id
+        try:
+            if len(raw) > 64:
+                raise ValueError
+            return uuid.UUID(raw.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidTenant("tenant id must be a UUID") from None

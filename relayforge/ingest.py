@@ -1,0 +1,274 @@
+"""Records verified webhooks: Stripe replay claims, daily quota, then inbox + job + outbox, in one
+transaction.
+
+Group commit: in `batch` mode concurrent requests are queued and written by a few writer tasks,
+each batch in one transaction of multi-row statements, each request awaiting its own result. The
+number of transactions (and of row-lock holds on a hot job or quota row) grows with batches, not
+with requests. `single` mode writes each request in its own transaction, for comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from relayforge.connectors.base import DomainEvent
+from relayforge.db.queries import Q
+from relayforge.errors import QuotaExceeded, RelayforgeError, ReplayedEvent, Unavailable
+from relayforge.ids import new_id
+from relayforge.observability import metrics
+from relayforge.settings import Settings
+
+log = logging.getLogger("relayforge.ingest")
+
+RETRYABLE_DB_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+WRITE_TRIES = 3
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One request whose signature verified, ready to be recorded."""
+
+    tenant_id: uuid.UUID
+    source: str
+    payload_hash: str
+    evidence_headers: str  # JSON object text
+    body: bytes
+    request_id: str
+    correlation_id: str
+    trace_context: str  # JSON object text: W3C headers + correlation id
+    event: DomainEvent | None = None  # None when `rejection` is set
+    replay_protected: bool = False
+    rejection: RelayforgeError | None = None  # refused before the transaction; row kept as evidence
+
+    @property
+    def dedup_key(self) -> str:
+        assert self.event is not None
+        if self.event.provider_event_id is not None:
+            return "provider:" + self.event.provider_event_id
+        return "hash:" + self.payload_hash
+
+
+@dataclass(slots=True)
+class Recorded:
+    inbox_id: uuid.UUID | None
+    job_id: uuid.UUID | None = None
+    job_created: bool = False
+    error: RelayforgeError | None = None
+
+
+def seconds_to_utc_midnight(now: datetime | None = None) -> int:
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((midnight - now).total_seconds()) + 1)
+
+
+class IngestWriter:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._batch_mode = settings.ingest.mode == "batch"
+        self._batch_max = settings.ingest.batch_max_size
+        self._pending: list[tuple[Delivery, asyncio.Future[Recorded]]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    async def start(self) -> None:
+        if self._batch_mode:
+            self._tasks = [
+                asyncio.create_task(self._writer(), name=f"ingest-writer-{i}")
+                for i in range(self._settings.ingest.writers)
+            ]
+
+    async def close(self) -> None:
+        """Finish what was queued, then stop the writers."""
+        self._closing = True
+        self._wake.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def record(self, delivery: Delivery) -> Recorded:
+        if not self._batch_mode:
+            return (await self._write_with_retry([delivery]))[0]
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._pending.append((delivery, future))
+        self._wake.set()
+        return await future
+
+    async def _writer(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[: self._batch_max]
+            del self._pending[: self._batch_max]
+            try:
+                results = await self._write_with_retry([d for d, _ in batch])
+            except Exception as exc:  # the database is down or refused the batch: nothing acked
+                log.error("ingest batch failed", extra={"error": repr(exc), "size": len(batch)})
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            Unavailable("the database is unavailable, retry later", retry_after=5)
+                        )
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():  # the client may have gone; the row is recorded anyway
+                    future.set_result(result)
+
+    async def _write_with_retry(self, batch: list[Delivery]) -> list[Recorded]:
+        for attempt in range(1, WRITE_TRIES + 1):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await self._write(conn, batch)
+            except RETRYABLE_DB_ERRORS:
+                if attempt == WRITE_TRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write(self, conn: asyncpg.Connection, batch: list[Delivery]) -> list[Recorded]:
+        results: list[Recorded | None] = [None] * len(batch)
+        claimed = await self._claim_stripe_events(conn, batch, results)
+        await self._charge_quota(conn, batch, results, claimed)
+        await self._accept(conn, batch, results)
+        await self._store_rejections(conn, batch, results)
+        return [r if r is not None else Recorded(None) for r in results]
+
+    async def _claim_stripe_events(
+        self, conn: asyncpg.Connection, batch: list[Delivery], results: list[Recorded | None]
+    ) -> dict[int, tuple[uuid.UUID, str]]:
+        """Replayed events get 409; returns the claims made, to release on a quota refusal."""
+        wanted: dict[tuple[uuid.UUID, str], int] = {}
+        for i, d in enumerate(batch):
+            if d.rejection is None and d.replay_protected and d.event and d.event.provider_event_id:
+                key = (d.tenant_id, d.event.provider_event_id)
+                if key in wanted:  # the same event twice in one batch: the later is the replay
+                    results[i] = Recorded(None, error=_replayed())
+                else:
+                    wanted[key] = i
+        if not wanted:
+            return {}
+        keys = sorted(wanted)
+        rows = await conn.fetch(
+            Q["stripe_claim_events"], [k[0] for k in keys], [k[1] for k in keys]
+        )
+        fresh = {(r["tenant_id"], r["event_id"]) for r in rows}
+        claims: dict[int, tuple[uuid.UUID, str]] = {}
+        for key, i in wanted.items():
+            if key in fresh:
+                claims[i] = key
+            else:
+                results[i] = Recorded(None, error=_replayed())
+        return claims
+
+    async def _charge_quota(
+        self,
+        conn: asyncpg.Connection,
+        batch: list[Delivery],
+        results: list[Recorded | None],
+        claims: dict[int, tuple[uuid.UUID, str]],
+    ) -> None:
+        limit = self._settings.hardening.tenant_daily_quota
+        candidates = [i for i, d in enumerate(batch) if d.rejection is None and results[i] is None]
+        if limit <= 0 or not candidates:
+            return
+        tenants = sorted({batch[i].tenant_id for i in candidates})
+        used = {r["tenant_id"]: r["used"] for r in await conn.fetch(Q["quota_lock"], tenants)}
+        charge: dict[uuid.UUID, int] = defaultdict(int)
+        released: list[tuple[uuid.UUID, str]] = []
+        for i in candidates:
+            tenant = batch[i].tenant_id
+            if used[tenant] + charge[tenant] < limit:
+                charge[tenant] += 1
+                continue
+            results[i] = Recorded(None, error=QuotaExceeded(
+                "daily quota exceeded for this tenant", retry_after=seconds_to_utc_midnight()))
+            if i in claims:
+                released.append(claims[i])
+        if released:  # a refused event reserves nothing: the provider's retry must succeed later
+            await conn.execute(
+                Q["stripe_release_events"], [k[0] for k in released], [k[1] for k in released]
+            )
+        if charge:
+            await conn.execute(Q["quota_charge"], list(charge), list(charge.values()))
+
+    async def _accept(
+        self, conn: asyncpg.Connection, batch: list[Delivery], results: list[Recorded | None]
+    ) -> None:
+        accepted = [i for i, d in enumerate(batch) if d.rejection is None and results[i] is None]
+        if not accepted:
+            return
+        items = [batch[i] for i in accepted]
+        inbox_ids = [new_id() for _ in items]
+        events = [d.event for d in items]
+        rows = await conn.fetch(
+            Q["ingest_accept"],
+            list(range(len(items))),
+            inbox_ids,
+            [new_id() for _ in items],
+            [d.tenant_id for d in items],
+            [d.source for d in items],
+            [e.event_type for e in events if e],
+            [e.provider_event_id for e in events if e],
+            [d.dedup_key for d in items],
+            [d.payload_hash for d in items],
+            [d.evidence_headers for d in items],
+            [d.body for d in items],
+            [e.to_json() for e in events if e],
+            [d.request_id for d in items],
+            [d.correlation_id for d in items],
+            [d.trace_context for d in items],
+            self._settings.worker.max_attempts,
+            self._settings.amqp.routing_prefix,
+        )
+        for row in rows:
+            ord_ = row["ord"]
+            results[accepted[ord_]] = Recorded(inbox_ids[ord_], row["job_id"], row["job_created"])
+            if row["job_created"]:
+                metrics.JOBS_CREATED.labels(items[ord_].source).inc()
+
+    async def _store_rejections(
+        self, conn: asyncpg.Connection, batch: list[Delivery], results: list[Recorded | None]
+    ) -> None:
+        """Keep a row for requests refused after their signature verified (not for quota)."""
+        keep_body = self._settings.webhooks.store_rejected_bodies
+        rows: list[tuple[int, Delivery, RelayforgeError]] = []
+        for i, d in enumerate(batch):
+            error = d.rejection or (results[i].error if results[i] is not None else None)
+            if error is not None and not isinstance(error, QuotaExceeded):
+                rows.append((i, d, error))
+        if not rows:
+            return
+        ids = [new_id() for _ in rows]
+        await conn.execute(
+            Q["inbox_insert_rejected"],
+            ids,
+            [d.tenant_id for _, d, _ in rows],
+            [d.source for _, d, _ in rows],
+            [d.event.event_type if d.event else None for _, d, _ in rows],
+            [d.event.provider_event_id if d.event else None for _, d, _ in rows],
+            [d.payload_hash for _, d, _ in rows],
+            [d.evidence_headers for _, d, _ in rows],
+            [d.body if keep_body else None for _, d, _ in rows],
+            [e.code for _, _, e in rows],
+            [d.request_id for _, d, _ in rows],
+        )
+        for inbox_id, (i, _, error) in zip(ids, rows, strict=True):
+            error.inbox_id = inbox_id
+            error.signature_valid = True
+            results[i] = Recorded(inbox_id, error=error)
+
+
+def _replayed() -> ReplayedEvent:
+    return ReplayedEvent("this Stripe event was already received for this tenant",
+                         signature_valid=True)

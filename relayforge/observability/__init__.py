@@ -1,0 +1,1 @@
+"""Metrics, logs and traces: every metric is declared in metrics.py."""

@@ -1,0 +1,54 @@
+"""Every Prometheus metric of Relayforge, declared once."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by route template", ["route", "method", "status"]
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds", "HTTP request duration", ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+WEBHOOKS_REJECTED = Counter(
+    "webhooks_rejected_total", "Webhook requests refused, by contract code", ["source", "code"]
+)
+JOBS_CREATED = Counter("jobs_created_total", "Jobs created by ingest", ["source"])
+JOBS_PROCESSED = Counter(
+    "jobs_processed_total", "Job attempts finished, by resulting status", ["status"]
+)
+JOB_DURATION = Histogram(
+    "job_processing_duration_seconds", "Handler run time per attempt",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
+)
+JOB_RETRIES = Counter("job_retries_total", "Job attempts scheduled for retry")
+DLQ_MESSAGES = Counter("dlq_messages_total", "Messages dead-lettered (jobs and poison messages)")
+OUTBOX_PENDING = Gauge("outbox_pending_count", "Outbox rows not yet published")
+OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published with a confirm")
+INGEST_BATCH_SIZE = Histogram(
+    "ingest_batch_size", "Requests written per ingest transaction",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text; merges worker processes when PROMETHEUS_MULTIPROC_DIR is set."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""Tenant protection and access: rate limits, provider secrets, admin keys and roles."""

@@ -1,0 +1,65 @@
+"""In-memory token buckets: the global ingress limit and one bucket per tenant.
+
+Per process: with N ingest processes the effective limits are N times these (README).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+
+class TokenBucket:
+    __slots__ = ("rate", "burst", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
+        self.rate = rate
+        self.burst = float(max(burst, 1))
+        self.tokens = self.burst
+        self.updated = time.monotonic() if now is None else now
+
+    def take(self, now: float | None = None) -> float:
+        """Take one token: 0.0 when granted, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        if self.rate <= 0:
+            return math.inf
+        return (1.0 - self.tokens) / self.rate
+
+
+class TenantBuckets:
+    """One bucket per tenant; buckets idle longer than `idle_seconds` (hence full) are evicted,
+    so memory is bounded by the tenants active in that window."""
+
+    def __init__(self, rate: float, burst: int, idle_seconds: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.idle_seconds = idle_seconds
+        self._buckets: dict[uuid.UUID, TokenBucket] = {}
+        self._next_sweep = time.monotonic() + idle_seconds
+
+    def take(self, tenant_id: uuid.UUID) -> float:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        bucket = self._buckets.get(tenant_id)
+        if bucket is None:
+            bucket = self._buckets[tenant_id] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
+
+    def _sweep(self, now: float) -> None:
+        cutoff = now - self.idle_seconds
+        self._buckets = {t: b for t, b in self._buckets.items() if b.updated >= cutoff}
+        self._next_sweep = now + self.idle_seconds
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def retry_after_seconds(wait: float) -> int:
+    return max(1, math.ceil(wait)) if math.isfinite(wait) else 3600

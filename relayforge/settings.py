@@ -1,0 +1,308 @@
+"""Every environment variable Relayforge reads, named once, parsed into one frozen object.
+
+Variables are `SECTION__KEY` (a `.env` file in the working directory is honoured, the real
+environment winning). A bad value raises ConfigError with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Values that only make sense on a developer's machine; APP_ENV=production refuses them.
+DEV_GENERIC_SECRET = "dev-generic-secret"
+DEV_GITHUB_SECRET = "dev-github-secret"
+DEV_STRIPE_SECRET = "whsec_dev_stripe_secret"
+DEV_SECRETS = {DEV_GENERIC_SECRET, DEV_GITHUB_SECRET, DEV_STRIPE_SECRET}
+# A fixed development master key: secrets stored with it are only as secret as this source file.
+DEV_MASTER_KEY = base64.b64encode(b"relayforge-dev-master-key-32byte").decode()
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""  # empty: start the embedded PostgreSQL under ./var/
+    max_connections: int = 10
+    embedded_dir: str = "var/postgres"
+    migrate_on_start: bool = True
+
+
+@dataclass(frozen=True)
+class AmqpSettings:
+    url: str = ""  # empty in mode `all`: the in-process broker
+    exchange: str = "relayforge.events"
+    queue: str = "relayforge.jobs"
+    dlx: str = "relayforge.dlx"
+    dlq: str = "relayforge.jobs.dlq"
+    routing_prefix: str = "job"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    generic_hmac_secret: str = DEV_GENERIC_SECRET
+    github_secret: str = DEV_GITHUB_SECRET
+    stripe_endpoint_secret: str = DEV_STRIPE_SECRET
+    stripe_signature_tolerance_seconds: int = 300
+    store_rejected_bodies: bool = False
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    default_id: uuid.UUID = uuid.UUID(int=0)
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    fallback_api_keys_json: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class HardeningSettings:
+    ingress_rate_limit_per_second: float = 200.0
+    ingress_burst: int = 400
+    max_body_bytes: int = 262144
+    tenant_rate_limit_per_second: float = 100.0
+    tenant_rate_limit_burst: int = 200
+    tenant_daily_quota: int = 100000
+    tenant_bucket_idle_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    mode: str = "batch"  # batch: group commit; single: one transaction per request (comparison)
+    batch_max_size: int = 256
+    writers: int = 2
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    handlers: str = ""  # "source[:event_type]=module:callable;..." (see jobs.py)
+    max_attempts: int = 5
+    backoff_base_ms: int = 500
+    backoff_max_ms: int = 60000
+    concurrency: int = 16
+    prefetch: int = 32
+    job_timeout_seconds: float = 30.0
+    lease_seconds: int = 120
+    enable_test_faults: bool = False
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch_size: int = 200
+    poll_interval_ms: int = 1000
+    claim_timeout_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    inbox_days: int = 30
+    jobs_days: int = 90
+    outbox_days: int = 7
+    audit_days: int = 365
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+    json: bool = True
+
+
+@dataclass(frozen=True)
+class OtelSettings:
+    enabled: bool = False
+    exporter_otlp_endpoint: str = "http://127.0.0.1:4318"
+    exporter_otlp_timeout_ms: int = 10000
+    service_name: str = "relayforge"
+
+
+@dataclass(frozen=True)
+class SecretsSettings:
+    master_key: bytes = b""  # 32 bytes, base64 in the environment
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_env: str = "development"
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    tenant: TenantSettings = field(default_factory=TenantSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    hardening: HardeningSettings = field(default_factory=HardeningSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    otel: OtelSettings = field(default_factory=OtelSettings)
+    secrets: SecretsSettings = field(default_factory=SecretsSettings)
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+
+# Plain names some platforms set, accepted as aliases of the sectioned ones.
+ALIASES = {"DATABASE_URL": "DATABASE__URL", "AMQP_URL": "AMQP__URL"}
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    import orjson
+
+    data = orjson.loads(raw)
+    if not isinstance(data, list):
+        raise ValueError('expected [{"key": "...", "role": "viewer|operator|admin"}]')
+    keys = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
+            raise ValueError('each entry needs a non-empty "key"')
+        if item.get("role") not in ("viewer", "operator", "admin"):
+            raise ValueError("role must be viewer, operator or admin")
+        keys.append((item["key"], item["role"]))
+    return tuple(keys)
+
+
+def _parse_master_key(raw: str) -> bytes:
+    key = base64.b64decode(raw, validate=True)
+    if len(key) != 32:
+        raise ValueError("must be 32 bytes, base64-encoded (openssl rand -base64 32)")
+    return key
+
+
+def _parse_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _parse_ingest_mode(raw: str) -> str:
+    if raw not in ("batch", "single"):
+        raise ValueError("expected batch or single")
+    return raw
+
+
+PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
+    ("tenant", "default_id"): uuid.UUID,
+    ("admin", "fallback_api_keys_json"): _parse_api_keys,
+    ("secrets", "master_key"): _parse_master_key,
+    ("log", "level"): _parse_level,
+    ("ingest", "mode"): _parse_ingest_mode,
+}
+TYPE_PARSERS: dict[Any, Callable[[str], Any]] = {
+    "bool": _parse_bool,
+    "int": _parse_positive_int,
+    "float": _parse_positive_float,
+    "str": str,
+}
+
+
+def _section(cls: type[T], name: str, env: Mapping[str, str]) -> T:
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        var = f"{name.upper()}__{f.name.upper()}"
+        raw = env.get(var)
+        if raw is None:
+            continue
+        parser = PARSERS.get((name, f.name)) or TYPE_PARSERS[f.type]
+        try:
+            values[f.name] = parser(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{var}: invalid value {raw[:40]!r}: {exc}") from None
+    return cls(**values)
+
+
+def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> Settings:
+    """Settings from `env` (default: the process environment plus ./.env)."""
+    if env is None:
+        if dotenv and os.path.exists(".env"):
+            from dotenv import dotenv_values
+
+            merged = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+            merged.update(os.environ)
+            env = merged
+        else:
+            env = os.environ
+    env = dict(env)
+    for alias, name in ALIASES.items():
+        if alias in env and name not in env:
+            env[name] = env[alias]
+    sections = {
+        f.name: _section(f.default_factory, f.name, env)  # type: ignore[misc]
+        for f in fields(Settings)
+        if f.name != "app_env"
+    }
+    settings = Settings(app_env=env.get("APP_ENV", "development"), **sections)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.server.port > 65535:
+        raise ConfigError("SERVER__PORT: must be at most 65535")
+    if s.server.workers < 1:
+        raise ConfigError("SERVER__WORKERS: must be at least 1")
+    if s.worker.max_attempts < 1:
+        raise ConfigError("WORKER__MAX_ATTEMPTS: must be at least 1")
+    if s.database.max_connections < 2:
+        raise ConfigError("DATABASE__MAX_CONNECTIONS: must be at least 2")
+    if s.ingest.batch_max_size < 1:
+        raise ConfigError("INGEST__BATCH_MAX_SIZE: must be at least 1")
+    if s.production:
+        if not s.secrets.master_key:
+            raise ConfigError("SECRETS__MASTER_KEY: required when APP_ENV=production")
+        for var, value in (
+            ("WEBHOOKS__GENERIC_HMAC_SECRET", s.webhooks.generic_hmac_secret),
+            ("WEBHOOKS__GITHUB_SECRET", s.webhooks.github_secret),
+            ("WEBHOOKS__STRIPE_ENDPOINT_SECRET", s.webhooks.stripe_endpoint_secret),
+        ):
+            if value in DEV_SECRETS:
+                raise ConfigError(f"{var}: the development default is refused when APP_ENV=production")
+        if s.worker.enable_test_faults:
+            raise ConfigError("WORKER__ENABLE_TEST_FAULTS: refused when APP_ENV=production")
+
+
+def master_key(s: Settings) -> bytes:
+    """The key that encrypts tenant secrets at rest (the dev key outside production)."""
+    return s.secrets.master_key or base64.b64decode(DEV_MASTER_KEY)
