@@ -1,0 +1,125 @@
+"""Fixtures: a migrated template database per run, a fresh database per server, real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from tests import support
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def template_db(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database migrated by `relayforge migrate` (the real CLI), cloned for every server."""
+    admin = support.postgres_admin_url()
+    name = f"rf_tpl_{run_id}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    support.run_sync(create())
+    import subprocess
+    import sys
+
+    env = support.base_env() | {"DATABASE__URL": support.with_database(admin, name)}
+    out = subprocess.run([sys.executable, "-m", "relayforge", "migrate"], env=env,
+                         capture_output=True, text=True, cwd=support.ROOT)
+    assert out.returncode == 0, out.stderr
+    yield name
+    support.run_sync(_drop(admin, name))
+
+
+async def _drop(admin: str, name: str) -> None:
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+async def clone_database(template: str) -> tuple[str, str]:
+    admin = support.postgres_admin_url()
+    name = f"rf_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    await conn.close()
+    return name, support.with_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def fresh_database(template_db: str) -> Iterator[Callable[[], str]]:
+    created: list[str] = []
+
+    def make() -> str:
+        name, url = support.run_sync(clone_database(template_db))
+        created.append(name)
+        return url
+
+    yield make
+    for name in created:
+        support.run_sync(_drop(support.postgres_admin_url(), name))
+
+
+@pytest.fixture(scope="session")
+def start_server(
+    fresh_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., support.Server]]:
+    """Start a real `relayforge serve` process on its own database; stopped at session end."""
+    servers: list[support.Server] = []
+
+    def start(mode: str = "ingest", database_url: str | None = None, **env: str) -> support.Server:
+        port = support.free_port()
+        db = database_url or fresh_database()
+        full_env = support.base_env() | {
+            "DATABASE__URL": db, "SERVER__PORT": str(port), "WORKER__ENABLE_TEST_FAULTS": "true",
+        } | env
+        log_path = tmp_path_factory.mktemp("server") / f"{mode}-{port}.log"
+        server = support.Server(f"http://127.0.0.1:{port}", db, full_env, mode, log_path)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ingest_server(start_server: Callable[..., support.Server]) -> support.Server:
+    """The shared ingest-only server; tests isolate themselves with their own tenant ids."""
+    return start_server("ingest")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def db() -> AsyncIterator[Callable[[str], "asyncpg.Connection"]]:
+    conns: list[asyncpg.Connection] = []
+
+    async def connect(url: str) -> asyncpg.Connection:
+        conn = await asyncpg.connect(url)
+        conns.append(conn)
+        return conn
+
+    yield connect  # type: ignore[misc]
+    for conn in conns:
+        await conn.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("PYTHONHASHSEED", "0")

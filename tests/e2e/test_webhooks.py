@@ -1,0 +1,400 @@
+"""The contract's webhook table, row by row, through a real server and a real HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import orjson
+import pytest
+
+from tests.support import (
+    Server,
+    new_tenant,
+    sign_generic,
+    sign_github,
+    sign_stripe,
+)
+
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def generic_body(**extra: object) -> bytes:
+    return orjson.dumps({"event": "order.created", "data": {"n": uuid.uuid4().hex}, **extra})
+
+
+async def post_generic(client: httpx.AsyncClient, server: Server, body: bytes, tenant: str | None,
+                       **headers: str) -> httpx.Response:
+    h = {"X-Signature": sign_generic(body), "Content-Type": "application/json", **headers}
+    if tenant is not None:
+        h["X-Tenant-Id"] = tenant
+    return await client.post(f"{server.url}/webhooks/generic", content=body, headers=h)
+
+
+def stripe_event(event_id: str | None = None, **extra: object) -> bytes:
+    return orjson.dumps({
+        "id": event_id or f"evt_{uuid.uuid4().hex}", "type": "invoice.paid", "created": 1700000000,
+        "data": {"object": {"id": "in_1", "amount_paid": 4200}}, **extra,
+    })
+
+
+async def test_generic_accepted_records_inbox_job_and_outbox(client, ingest_server, db):
+    tenant = new_tenant()
+    body = generic_body()
+    r = await post_generic(client, ingest_server, body, tenant)
+    assert r.status_code == 202
+    doc = r.json()
+    assert doc["job_created"] is True and doc["deduped"] is False
+    assert doc["accepted"] is True and doc["signature_valid"] is True
+    conn = await db(ingest_server.database_url)
+    job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", uuid.UUID(doc["job_id"]))
+    assert str(job["tenant_id"]) == tenant and job["source"] == "generic"
+    assert job["status"] == "pending" and job["event_type"] == "order.created"
+    assert job["first_inbox_id"] == uuid.UUID(doc["inbox_id"])
+    inbox = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1",
+                                uuid.UUID(doc["inbox_id"]))
+    assert inbox["accepted"] and inbox["signature_valid"] and bytes(inbox["body"]) == body
+    assert inbox["job_id"] == job["id"]
+    outbox = await conn.fetch("SELECT * FROM outbox_messages WHERE job_id = $1", job["id"])
+    assert len(outbox) == 1 and outbox[0]["routing_key"] == "job.generic"
+    event = orjson.loads(job["event"])
+    assert event["source"] == "generic" and event["provider_event_id"] is None
+
+
+async def test_duplicate_body_returns_same_job_deduped(client, ingest_server, db):
+    tenant = new_tenant()
+    body = generic_body()
+    first = (await post_generic(client, ingest_server, body, tenant)).json()
+    second = await post_generic(client, ingest_server, body, tenant)
+    assert second.status_code == 202
+    doc = second.json()
+    assert doc["job_id"] == first["job_id"]
+    assert doc["job_created"] is False and doc["deduped"] is True
+    assert doc["inbox_id"] != first["inbox_id"]
+    conn = await db(ingest_server.database_url)
+    job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", uuid.UUID(first["job_id"]))
+    assert job["last_inbox_id"] == uuid.UUID(doc["inbox_id"])
+    assert await conn.fetchval("SELECT count(*) FROM outbox_messages WHERE job_id = $1",
+                               job["id"]) == 1
+
+
+async def test_event_id_header_dedups_different_bodies(client, ingest_server, db):
+    tenant = new_tenant()
+    event_id = f"evt-{uuid.uuid4()}"
+    a = await post_generic(client, ingest_server, generic_body(), tenant, **{"X-Event-Id": event_id})
+    b = await post_generic(client, ingest_server, generic_body(), tenant, **{"X-Event-Id": event_id})
+    assert a.json()["job_id"] == b.json()["job_id"] and b.json()["deduped"] is True
+    conn = await db(ingest_server.database_url)
+    key = await conn.fetchval("SELECT dedup_key FROM jobs WHERE id = $1",
+                              uuid.UUID(a.json()["job_id"]))
+    assert key == f"provider:{event_id}"
+
+
+async def test_same_event_for_two_tenants_makes_two_jobs(client, ingest_server):
+    body = generic_body()
+    a = await post_generic(client, ingest_server, body, new_tenant())
+    b = await post_generic(client, ingest_server, body, new_tenant())
+    assert a.json()["job_id"] != b.json()["job_id"]
+    assert a.json()["job_created"] and b.json()["job_created"]
+
+
+async def test_tenant_in_url_equals_tenant_header(client, ingest_server):
+    tenant = new_tenant()
+    body = generic_body()
+    by_header = await post_generic(client, ingest_server, body, tenant)
+    by_path = await client.post(
+        f"{ingest_server.url}/tenants/{tenant}/webhooks/generic", content=body,
+        headers={"X-Signature": sign_generic(body)},
+    )
+    assert by_path.status_code == 202
+    assert by_path.json()["job_id"] == by_header.json()["job_id"]
+
+
+async def test_absent_tenant_header_uses_default_tenant(client, ingest_server, db):
+    r = await post_generic(client, ingest_server, generic_body(), None)
+    assert r.status_code == 202
+    conn = await db(ingest_server.database_url)
+    tenant = await conn.fetchval("SELECT tenant_id FROM jobs WHERE id = $1",
+                                 uuid.UUID(r.json()["job_id"]))
+    assert str(tenant) == NIL
+
+
+async def test_source_is_case_insensitive(client, ingest_server):
+    body = generic_body()
+    r = await client.post(f"{ingest_server.url}/webhooks/GeNeRiC", content=body,
+                          headers={"X-Signature": sign_generic(body), "X-Tenant-Id": new_tenant()})
+    assert r.status_code == 202
+
+
+async def test_unknown_source_is_404(client, ingest_server):
+    r = await client.post(f"{ingest_server.url}/webhooks/paypal", content=b"{}")
+    assert r.status_code == 404
+    assert r.json()["code"] == "unknown_source"
+
+
+@pytest.mark.parametrize("tenant", ["not-a-uuid", "1234", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"])
+async def test_invalid_tenant_header_is_400(client, ingest_server, tenant):
+    body = generic_body()
+    r = await post_generic(client, ingest_server, body, tenant)
+    assert r.status_code == 400 and r.json()["code"] == "invalid_tenant"
+
+
+async def test_invalid_tenant_in_url_is_400(client, ingest_server):
+    r = await client.post(f"{ingest_server.url}/tenants/nope/webhooks/generic", content=b"{}")
+    assert r.status_code == 400 and r.json()["code"] == "invalid_tenant"
+
+
+@pytest.mark.parametrize("source,header", [
+    ("generic", "X-Signature"), ("github", "X-Hub-Signature-256"), ("stripe", "Stripe-Signature"),
+])
+async def test_missing_signature_is_401(client, ingest_server, source, header):
+    r = await client.post(f"{ingest_server.url}/webhooks/{source}", content=b'{"event":"x"}',
+                          headers={"X-Tenant-Id": new_tenant()})
+    assert r.status_code == 401
+    assert r.json() == {"error": f"missing {header.lower()} header", "code": "missing_signature",
+                        "signature_valid": False}
+
+
+@pytest.mark.parametrize("source,headers", [
+    ("generic", {"X-Signature": "0" * 64}),
+    ("generic", {"X-Signature": "not-hex"}),
+    ("github", {"X-Hub-Signature-256": "sha256=" + "0" * 64}),
+    ("github", {"X-Hub-Signature-256": "sha1=abc"}),
+    ("stripe", {"Stripe-Signature": f"t={int(time.time())},v1={'0' * 64}"}),
+    ("stripe", {"Stripe-Signature": "garbage"}),
+])
+async def test_invalid_signature_is_401(client, ingest_server, source, headers):
+    r = await client.post(f"{ingest_server.url}/webhooks/{source}", content=b'{"event":"x"}',
+                          headers={"X-Tenant-Id": new_tenant(), **headers})
+    assert r.status_code == 401
+    assert r.json()["code"] == "invalid_signature" and r.json()["signature_valid"] is False
+
+
+async def test_signature_by_another_secret_is_401(client, ingest_server):
+    body = generic_body()
+    r = await client.post(f"{ingest_server.url}/webhooks/generic", content=body,
+                          headers={"X-Signature": sign_generic(body, "other-secret")})
+    assert r.status_code == 401 and r.json()["code"] == "invalid_signature"
+
+
+@pytest.mark.parametrize("body", [
+    b"not json",
+    b"[1, 2, 3]",
+    b'{"data": 1}',
+    b'{"event": ""}',
+    b'{"event": 7}',
+    b'{"event": "x", "extra": true}',
+    b'{"event": "x", "fail_until_attempt": -1}',
+    b'{"event": "x", "fail_until_attempt": 10001}',
+    b'{"event": "x", "fail_until_attempt": true}',
+    b'{"event": "x", "force_permanent_fail": "yes"}',
+    b'{"event": "\xff\xfe"}',
+    b'{"event": "a\\u0000b"}',
+    b'{"event": "x", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    b'{"event": "x", "data": 1e999}',
+])
+async def test_invalid_generic_payload_is_400_and_kept_as_evidence(client, ingest_server, db, body):
+    tenant = new_tenant()
+    r = await post_generic(client, ingest_server, body, tenant)
+    assert r.status_code == 400, r.text
+    doc = r.json()
+    assert doc["code"] == "invalid_payload" and doc["accepted"] is False
+    assert doc["signature_valid"] is True
+    conn = await db(ingest_server.database_url)
+    row = await conn.fetchrow("SELECT * FROM webhook_inbox WHERE id = $1",
+                              uuid.UUID(doc["inbox_id"]))
+    assert row["accepted"] is False and row["rejection_code"] == "invalid_payload"
+    assert row["body"] is None  # metadata only unless WEBHOOKS__STORE_REJECTED_BODIES
+    assert await conn.fetchval("SELECT count(*) FROM jobs WHERE tenant_id = $1",
+                               uuid.UUID(tenant)) == 0
+
+
+@pytest.mark.parametrize("body", [
+    b'{"event": "x", "data": 123456789012345678901234567890}',
+    b'{"event": "x", "event": "y"}',
+    b'{"event": "\\u00e9t\\u00e9", "data": {"nested": [[[[1]]]]}}',
+])
+async def test_odd_but_valid_generic_payload_is_accepted(client, ingest_server, body):
+    # Huge integers become doubles and duplicate keys keep the last value (the raw body is
+    # stored byte for byte in the inbox either way).
+    r = await post_generic(client, ingest_server, body, new_tenant())
+    assert r.status_code == 202, r.text
+
+
+async def test_github_json_delivery(client, ingest_server, db):
+    body = orjson.dumps({"action": "opened", "number": 7})
+    delivery = str(uuid.uuid4())
+    r = await client.post(f"{ingest_server.url}/webhooks/github", content=body, headers={
+        "X-Hub-Signature-256": sign_github(body), "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": delivery, "Content-Type": "application/json",
+        "X-Tenant-Id": new_tenant(),
+    })
+    assert r.status_code == 202
+    conn = await db(ingest_server.database_url)
+    job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", uuid.UUID(r.json()["job_id"]))
+    assert job["event_type"] == "pull_request" and job["provider_event_id"] == delivery
+    assert orjson.loads(job["event"])["data"] == {"action": "opened", "number": 7}
+
+
+async def test_github_form_encoded_delivery(client, ingest_server, db):
+    from urllib.parse import urlencode
+
+    body = urlencode({"payload": '{"action":"created","zen":"Keep it simple"}'}).encode()
+    r = await client.post(f"{ingest_server.url}/webhooks/github", content=body, headers={
+        "X-Hub-Signature-256": sign_github(body),
+        "Content-Type": "application/x-www-form-urlencoded", "X-Tenant-Id": new_tenant(),
+    })
+    assert r.status_code == 202, r.text
+    conn = await db(ingest_server.database_url)
+    job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", uuid.UUID(r.json()["job_id"]))
+    assert job["event_type"] == "github.created"
+    assert orjson.loads(job["event"])["data"]["zen"] == "Keep it simple"
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (b'{"number": 1}', "application/json"),  # no X-GitHub-Event and no action
+    (b"payload=not-json", "application/x-www-form-urlencoded"),
+    (b"other=1", "application/x-www-form-urlencoded"),
+    (b"\xff", "application/json"),
+])
+async def test_invalid_github_payload_is_400(client, ingest_server, body, content_type):
+    r = await client.post(f"{ingest_server.url}/webhooks/github", content=body, headers={
+        "X-Hub-Signature-256": sign_github(body), "Content-Type": content_type,
+    })
+    assert r.status_code == 400 and r.json()["code"] == "invalid_payload"
+
+
+async def test_stripe_event_accepted_and_normalized(client, ingest_server, db):
+    body = stripe_event()
+    r = await client.post(f"{ingest_server.url}/tenants/{new_tenant()}/webhooks/stripe",
+                          content=body, headers={"Stripe-Signature": sign_stripe(body)})
+    assert r.status_code == 202, r.text
+    conn = await db(ingest_server.database_url)
+    job = await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", uuid.UUID(r.json()["job_id"]))
+    event = orjson.loads(job["event"])
+    assert event == {
+        "source": "stripe", "event_type": "invoice.paid",
+        "provider_event_id": orjson.loads(body)["id"], "occurred_at_unix": 1700000000,
+        "data": {"id": "in_1", "amount_paid": 4200},
+    }
+
+
+async def test_stripe_signature_with_several_v1_accepts_any(client, ingest_server):
+    body = stripe_event()
+    header = sign_stripe(body)
+    t, v1 = header.split(",")
+    r = await client.post(f"{ingest_server.url}/webhooks/stripe", content=body,
+                          headers={"Stripe-Signature": f"{t},v1={'0' * 64},{v1},v0=abc"})
+    assert r.status_code == 202
+
+
+async def test_stripe_header_with_two_timestamps_is_401(client, ingest_server):
+    body = stripe_event()
+    header = sign_stripe(body)
+    r = await client.post(f"{ingest_server.url}/webhooks/stripe", content=body,
+                          headers={"Stripe-Signature": f"t={int(time.time())},{header}"})
+    assert r.status_code == 401 and r.json()["code"] == "invalid_signature"
+
+
+@pytest.mark.parametrize("skew", [-301, 301, -100000])
+async def test_stripe_stale_or_future_timestamp_is_401(client, ingest_server, skew):
+    body = stripe_event()
+    r = await client.post(f"{ingest_server.url}/tenants/{new_tenant()}/webhooks/stripe",
+                          content=body,
+                          headers={"Stripe-Signature": sign_stripe(body,
+                                                                   timestamp=int(time.time()) + skew)})
+    assert r.status_code == 401
+    doc = r.json()
+    assert doc["code"] == "stale_timestamp" and doc["signature_valid"] is True
+
+
+async def test_stripe_replay_is_409_and_other_tenant_accepted(client, ingest_server):
+    body = stripe_event()
+    tenant = new_tenant()
+    url = f"{ingest_server.url}/tenants/{tenant}/webhooks/stripe"
+    first = await client.post(url, content=body, headers={"Stripe-Signature": sign_stripe(body)})
+    assert first.status_code == 202
+    replay = await client.post(url, content=body, headers={"Stripe-Signature": sign_stripe(body)})
+    assert replay.status_code == 409
+    doc = replay.json()
+    assert doc["code"] == "replayed_event" and doc["accepted"] is False and doc["inbox_id"]
+    other = await client.post(f"{ingest_server.url}/tenants/{new_tenant()}/webhooks/stripe",
+                              content=body, headers={"Stripe-Signature": sign_stripe(body)})
+    assert other.status_code == 202
+
+
+@pytest.mark.parametrize("body", [
+    b'{"type": "invoice.paid"}', b'{"id": "evt_1"}', b'{"id": "", "type": "x"}',
+    b'{"id": "evt_1", "type": "x", "created": "yesterday"}',
+    b'{"id": "evt_1", "type": "x", "data": []}',
+])
+async def test_invalid_stripe_payload_is_400(client, ingest_server, body):
+    r = await client.post(f"{ingest_server.url}/webhooks/stripe", content=body,
+                          headers={"Stripe-Signature": sign_stripe(body)})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_payload"
+
+
+async def test_body_over_limit_is_413(client, ingest_server):
+    body = b'{"event":"x","data":"' + b"a" * 300_000 + b'"}'
+    r = await post_generic(client, ingest_server, body, new_tenant())
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+async def test_chunked_body_over_limit_is_413(client, ingest_server):
+    async def chunks():
+        for _ in range(40):
+            yield b"a" * 10_000
+
+    r = await client.post(f"{ingest_server.url}/webhooks/generic", content=chunks())
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+async def test_request_id_is_echoed_or_generated(client, ingest_server):
+    r = await client.get(f"{ingest_server.url}/healthz", headers={"X-Request-Id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = await client.get(f"{ingest_server.url}/healthz")
+    assert len(r.headers["x-request-id"]) == 32
+    r = await client.get(f"{ingest_server.url}/healthz", headers={"X-Correlation-Id": "corr-9"})
+    assert r.headers["x-correlation-id"] == "corr-9"
+
+
+async def test_correlation_id_is_stored_with_the_job(client, ingest_server, db):
+    r = await post_generic(client, ingest_server, generic_body(), new_tenant(),
+                           **{"X-Correlation-Id": "corr-42"})
+    conn = await db(ingest_server.database_url)
+    assert await conn.fetchval("SELECT correlation_id FROM jobs WHERE id = $1",
+                               uuid.UUID(r.json()["job_id"])) == "corr-42"
+
+
+async def test_unknown_route_and_wrong_method_are_json(client, ingest_server):
+    r = await client.get(f"{ingest_server.url}/nowhere")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = await client.get(f"{ingest_server.url}/webhooks/generic")
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"
+
+
+async def test_200_concurrent_deliveries_of_one_event_create_one_job(client, ingest_server, db):
+    tenant = new_tenant()
+    body = generic_body()
+    results = await asyncio.gather(*(post_generic(client, ingest_server, body, tenant)
+                                     for _ in range(200)))
+    assert all(r.status_code == 202 for r in results)
+    job_ids = {r.json()["job_id"] for r in results}
+    assert len(job_ids) == 1
+    assert sum(r.json()["job_created"] for r in results) == 1
+    conn = await db(ingest_server.database_url)
+    t = uuid.UUID(tenant)
+    assert await conn.fetchval("SELECT count(*) FROM jobs WHERE tenant_id = $1", t) == 1
+    assert await conn.fetchval("SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1", t) == 200
+    assert await conn.fetchval(
+        "SELECT count(*) FROM outbox_messages WHERE tenant_id = $1", t) == 1
+
+
+async def test_healthz_and_readyz(client, ingest_server):
+    r = await client.get(f"{ingest_server.url}/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok" and "uptime_seconds" in r.json()
+    r = await client.get(f"{ingest_server.url}/readyz")
+    assert r.status_code == 200 and r.json()["checks"]["database"]["status"] == "ok"

@@ -1,0 +1,170 @@
+"""Test support: service URLs, databases cloned from a migrated template, real server processes,
+and provider-style signing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERIC_SECRET = "test-generic-secret"
+GITHUB_SECRET = "test-github-secret"
+STRIPE_SECRET = "whsec_test_stripe_secret"
+ADMIN_KEY, OPERATOR_KEY, VIEWER_KEY = "admin-test-key", "operator-test-key", "viewer-test-key"
+
+
+def _docker_available() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "info"], capture_output=True).returncode == 0
+
+
+def postgres_admin_url() -> str:
+    """A server where tests may CREATE DATABASE: RELAYFORGE_TEST_POSTGRES_URL, else this machine's
+    PostgreSQL; testcontainers only when Docker runs and no URL is set."""
+    url = os.environ.get("RELAYFORGE_TEST_POSTGRES_URL")
+    if url:
+        return url
+    if not _port_open("127.0.0.1", 5432) and _docker_available():  # pragma: no cover
+        from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer("postgres:16").start()
+        os.environ["RELAYFORGE_TEST_POSTGRES_URL"] = container.get_connection_url(driver=None)
+        return os.environ["RELAYFORGE_TEST_POSTGRES_URL"]
+    return "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def amqp_url() -> str:
+    url = os.environ.get("RELAYFORGE_TEST_AMQP_URL")
+    if url:
+        return url
+    if not _port_open("127.0.0.1", 5672) and _docker_available():  # pragma: no cover
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        container = RabbitMqContainer("rabbitmq:3.13").start()
+        port = container.get_exposed_port(5672)
+        os.environ["RELAYFORGE_TEST_AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:{port}/"
+        return os.environ["RELAYFORGE_TEST_AMQP_URL"]
+    return "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.split("__")[0] in ("SERVER", "DATABASE", "AMQP", "WEBHOOKS", "HARDENING",
+                                       "WORKER", "RELAY", "INGEST", "ADMIN", "TENANT", "LOG")}
+    env.update({
+        "WEBHOOKS__GENERIC_HMAC_SECRET": GENERIC_SECRET,
+        "WEBHOOKS__GITHUB_SECRET": GITHUB_SECRET,
+        "WEBHOOKS__STRIPE_ENDPOINT_SECRET": STRIPE_SECRET,
+        "ADMIN__FALLBACK_API_KEYS_JSON": (
+            f'[{{"key":"{ADMIN_KEY}","role":"admin"}},{{"key":"{OPERATOR_KEY}","role":"operator"}},'
+            f'{{"key":"{VIEWER_KEY}","role":"viewer"}}]'
+        ),
+        "DATABASE__MIGRATE_ON_START": "false",
+        "LOG__LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@dataclass
+class Server:
+    url: str
+    database_url: str
+    env: dict[str, str]
+    mode: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "relayforge", "serve", "--mode", self.mode],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int = 15, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(sig=9)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def sign_generic(body: bytes, secret: str = GENERIC_SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sign_github(body: bytes, secret: str = GITHUB_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def sign_stripe(body: bytes, secret: str = STRIPE_SECRET, timestamp: int | None = None) -> str:
+    """Stripe-Signature as the `stripe` package's own test helper computes it."""
+    import stripe
+
+    t = int(time.time()) if timestamp is None else timestamp
+    signature = stripe.WebhookSignature._compute_signature(f"{t}.{body.decode()}", secret)
+    return f"t={t},v1={signature}"
+
+
+def new_tenant() -> str:
+    return str(uuid.uuid4())
+
+
+def run_sync(coro):  # type: ignore[no-untyped-def]
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    import asyncio
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -1,0 +1,80 @@
+"""Configuration: defaults from the contract, one clear line naming a bad variable."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import pytest
+
+from relayforge.settings import ConfigError, load_settings
+
+
+def test_contract_defaults():
+    s = load_settings({})
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 8080)
+    assert s.tenant.default_id == uuid.UUID(int=0)
+    assert s.hardening.ingress_rate_limit_per_second == 200
+    assert s.hardening.ingress_burst == 400
+    assert s.hardening.max_body_bytes == 262144
+    assert s.hardening.tenant_rate_limit_per_second == 100
+    assert s.hardening.tenant_rate_limit_burst == 200
+    assert s.hardening.tenant_daily_quota == 100000
+    assert s.webhooks.stripe_signature_tolerance_seconds == 300
+    assert s.worker.max_attempts == 5
+
+
+def test_database_url_alias():
+    assert load_settings({"DATABASE_URL": "postgresql://x/y"}).database.url == "postgresql://x/y"
+    both = {"DATABASE_URL": "postgresql://a/a", "DATABASE__URL": "postgresql://b/b"}
+    assert load_settings(both).database.url == "postgresql://b/b"
+
+
+@pytest.mark.parametrize("var,value", [
+    ("SERVER__PORT", "eighty"),
+    ("SERVER__PORT", "70000"),
+    ("HARDENING__MAX_BODY_BYTES", "-1"),
+    ("TENANT__DEFAULT_ID", "not-a-uuid"),
+    ("LOG__JSON", "maybe"),
+    ("LOG__LEVEL", "LOUD"),
+    ("ADMIN__FALLBACK_API_KEYS_JSON", '[{"key": "k", "role": "root"}]'),
+    ("ADMIN__FALLBACK_API_KEYS_JSON", "not json"),
+    ("SECRETS__MASTER_KEY", "c2hvcnQ="),
+    ("INGEST__MODE", "fast"),
+    ("WORKER__MAX_ATTEMPTS", "0"),
+])
+def test_bad_value_names_the_variable(var, value):
+    with pytest.raises(ConfigError) as err:
+        load_settings({var: value})
+    assert str(err.value).startswith(var)
+    assert "\n" not in str(err.value)
+
+
+def test_production_refuses_dev_secrets_and_missing_master_key():
+    with pytest.raises(ConfigError, match="SECRETS__MASTER_KEY"):
+        load_settings({"APP_ENV": "production"})
+    key = base64.b64encode(b"k" * 32).decode()
+    with pytest.raises(ConfigError, match="WEBHOOKS__GENERIC_HMAC_SECRET"):
+        load_settings({"APP_ENV": "production", "SECRETS__MASTER_KEY": key})
+    ok = load_settings({
+        "APP_ENV": "production", "SECRETS__MASTER_KEY": key,
+        "WEBHOOKS__GENERIC_HMAC_SECRET": "g", "WEBHOOKS__GITHUB_SECRET": "h",
+        "WEBHOOKS__STRIPE_ENDPOINT_SECRET": "whsec_s",
+    })
+    assert ok.production and ok.secrets.master_key == b"k" * 32
+
+
+def test_cli_prints_one_line_for_bad_config():
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "relayforge", "serve"], cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", "SERVER__PORT": "abc"},
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "relayforge: configuration error: SERVER__PORT: invalid value 'abc': "
+        "invalid literal for int() with base 10: 'abc'"
+    ]
