@@ -17,7 +17,8 @@ CREATE TABLE outbox_messages (
 );
 CREATE INDEX outbox_due ON outbox_messages (available_at, id) WHERE status = 'pending';
 CREATE INDEX outbox_sent ON outbox_messages (sent_at) WHERE status = 'sent';
-CREATE INDEX outbox_job ON outbox_messages (job_id);
+-- One message starts one attempt: scheduling the same attempt twice is a no-op.
+CREATE UNIQUE INDEX outbox_job_attempt ON outbox_messages (job_id, attempt);
 
 CREATE FUNCTION relayforge_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

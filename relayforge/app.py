@@ -29,7 +29,10 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
     def route(method: str, template: str, handler: Handler) -> None:
         app.router.add(method, template, instrument(template, handler))
 
-    ops = OpsEndpoints({"database": runtime.check_database})
+    checks = {"database": runtime.check_database}
+    if runtime.relays or runtime.consumes:
+        checks["broker"] = runtime.check_broker
+    ops = OpsEndpoints(checks)
     route("GET", "/healthz", ops.healthz)
     route("GET", "/readyz", ops.readyz)
     route("GET", "/metrics", ops.metrics)

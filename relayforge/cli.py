@@ -49,6 +49,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print(f"relayforge: configuration error: AMQP__URL: required in mode {args.mode}",
               file=sys.stderr)
         raise SystemExit(2)
+    if broker == "in-process" and settings.server.workers > 1:
+        print("relayforge: configuration error: SERVER__WORKERS: the in-process broker needs one "
+              "worker; set AMQP__URL to run more", file=sys.stderr)
+        raise SystemExit(2)
     log.info("relayforge starting", extra={
         "mode": args.mode, "database": database, "broker": broker,
         "kernels": kernels.IMPLEMENTATION, "address": f"{settings.server.host}:{settings.server.port}",

@@ -1,14 +1,25 @@
-"""Assembles the parts a process runs for its mode, and starts and stops them in order."""
+"""Assembles the parts a process runs for its mode, and starts and stops them in order.
+
+    ingest   pool, secret store, ingest writer            (never talks to the broker)
+    relay    pool, broker, outbox relay (+ job lease recovery, retention)
+    consume  pool, broker, job consumer
+    all      all of the above; the in-process broker when AMQP__URL is unset
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
+from relayforge.broker import Broker
+from relayforge.consumer import JobConsumer
 from relayforge.db.pool import create_pool
+from relayforge.db.queries import Q
 from relayforge.ingest import IngestWriter
+from relayforge.jobs import HandlerRegistry
+from relayforge.relay import Relay
 from relayforge.security.secrets import SecretCipher, SecretStore
 from relayforge.settings import Settings, master_key
 
@@ -25,14 +36,28 @@ class Runtime:
     cipher: SecretCipher | None = None
     secrets: SecretStore | None = None
     writer: IngestWriter | None = None
-    services: list[object] = field(default_factory=list)
+    broker: Broker | None = None
+    relay: Relay | None = None
+    consumer: JobConsumer | None = None
 
     @property
     def ingests(self) -> bool:
         return self.mode in ("all", "ingest")
 
+    @property
+    def relays(self) -> bool:
+        return self.mode in ("all", "relay")
+
+    @property
+    def consumes(self) -> bool:
+        return self.mode in ("all", "consume")
+
+    def registry(self) -> HandlerRegistry:
+        return HandlerRegistry(self.settings.worker.handlers)
+
     async def start(self) -> None:
         s = self.settings
+        registry = self.registry() if self.consumes else None  # bad handlers fail fast
         self.pool = await create_pool(s.database.url, s.database.max_connections)
         self.cipher = SecretCipher(master_key(s))
         if self.ingests:
@@ -44,10 +69,42 @@ class Runtime:
             await self.secrets.start(s.database.url)
             self.writer = IngestWriter(self.pool, s)
             await self.writer.start()
+        if self.relays or self.consumes:
+            self.broker = self._make_broker()
+            await self.broker.connect()
+            if self.broker.name == "in-process":
+                rearmed = await self.pool.fetch(Q["outbox_requeue_volatile"])
+                if rearmed:
+                    log.info("re-armed jobs for the in-process broker",
+                             extra={"count": len(rearmed)})
+        if self.consumes:
+            assert self.broker is not None and registry is not None
+            self.consumer = JobConsumer(self.pool, self.broker, s, registry)
+            await self.consumer.start()
+        if self.relays:
+            assert self.broker is not None
+            self.relay = Relay(self.pool, self.broker, s)
+            await self.relay.start()
+
+    def _make_broker(self) -> Broker:
+        if self.settings.amqp.url:
+            from relayforge.broker.amqp import AmqpBroker
+
+            return AmqpBroker(self.settings.amqp.url, self.settings.amqp)
+        from relayforge.broker.local import LocalBroker
+
+        return LocalBroker()
 
     async def stop(self) -> None:
+        """Stop taking work first, finish what is in hand, then close connections."""
         if self.writer is not None:
             await self.writer.close()
+        if self.consumer is not None:
+            await self.consumer.stop(self.settings.worker.job_timeout_seconds)
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.broker is not None:
+            await self.broker.close()
         if self.secrets is not None:
             await self.secrets.close()
         if self.pool is not None:
@@ -56,3 +113,8 @@ class Runtime:
     async def check_database(self) -> None:
         assert self.pool is not None
         await self.pool.fetchval("SELECT 1")
+
+    async def check_broker(self) -> None:
+        if self.broker is None:
+            raise ConnectionError("broker not started")
+        await self.broker.check()

@@ -289,6 +289,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("DATABASE__MAX_CONNECTIONS: must be at least 2")
     if s.ingest.batch_max_size < 1:
         raise ConfigError("INGEST__BATCH_MAX_SIZE: must be at least 1")
+    if s.worker.lease_seconds <= s.worker.job_timeout_seconds:
+        raise ConfigError("WORKER__LEASE_SECONDS: must exceed WORKER__JOB_TIMEOUT_SECONDS")
+    if s.worker.prefetch < 1 or s.worker.concurrency < 1:
+        raise ConfigError("WORKER__PREFETCH: prefetch and concurrency must be at least 1")
     if s.production:
         if not s.secrets.master_key:
             raise ConfigError("SECRETS__MASTER_KEY: required when APP_ENV=production")

@@ -118,3 +118,175 @@ ORDER BY created_at DESC;
 
 -- name: secrets_delete
 DELETE FROM tenant_provider_secrets WHERE tenant_id = $1 AND provider = $2 AND id = $3 RETURNING id;
+
+--------------------------------------------------------------------------- outbox_messages (relay)
+
+-- name: outbox_claim
+-- A lease, not a held transaction: a relay that dies mid-batch leaves rows claimable again
+-- once claimed_until passes; live relays skip each other's rows.
+UPDATE outbox_messages o
+SET claimed_until = now() + make_interval(secs => $2), publish_attempts = o.publish_attempts + 1
+FROM (
+    SELECT id FROM outbox_messages
+    WHERE status = 'pending' AND available_at <= now()
+      AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY available_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE o.id = due.id
+RETURNING o.id, o.job_id, o.tenant_id, o.routing_key, o.attempt, o.headers::text AS headers;
+
+-- name: outbox_mark_sent
+-- Confirmed rows become sent and their jobs queued, in one statement. A job whose consumer
+-- already started this attempt (the delivery beat the confirm) keeps its newer state.
+WITH sent AS (
+    UPDATE outbox_messages
+    SET status = 'sent', sent_at = now(), claimed_until = NULL, last_error = NULL
+    WHERE id = ANY($1::bigint[]) AND status = 'pending'
+    RETURNING job_id, attempt
+)
+UPDATE jobs j SET status = 'queued', updated_at = now()
+FROM sent
+WHERE j.id = sent.job_id AND j.status IN ('pending', 'retrying') AND j.attempts = sent.attempt - 1;
+
+-- name: outbox_release
+UPDATE outbox_messages
+SET claimed_until = NULL, last_error = $2, available_at = now() + make_interval(secs => $3)
+WHERE id = ANY($1::bigint[]) AND status = 'pending';
+
+-- name: outbox_pending_count
+SELECT count(*) FROM outbox_messages WHERE status = 'pending';
+
+-- name: outbox_next_due_in
+SELECT EXTRACT(EPOCH FROM (min(available_at) - now()))::float8
+FROM outbox_messages WHERE status = 'pending';
+
+-- name: outbox_requeue_volatile
+-- With the in-process broker, messages die with the process: re-arm the message that starts
+-- the next attempt of every job still waiting on one.
+UPDATE outbox_messages o
+SET status = 'pending', sent_at = NULL, claimed_until = NULL
+FROM jobs j
+WHERE o.job_id = j.id AND o.status = 'sent' AND j.status IN ('pending', 'queued', 'retrying')
+  AND o.attempt = j.attempts + 1
+RETURNING o.id;
+
+-- name: outbox_prune_sent
+DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < now() - make_interval(days => $1);
+
+------------------------------------------------------------------------------ jobs (consumer)
+
+-- name: job_start
+-- The only way into `processing`: the message must start exactly the next attempt.
+UPDATE jobs
+SET status = 'processing', attempts = attempts + 1, updated_at = now(),
+    lease_expires_at = now() + make_interval(secs => $3)
+WHERE id = $1 AND status IN ('pending', 'queued', 'retrying') AND attempts = $2 - 1
+  AND attempts < max_attempts
+RETURNING id, tenant_id, source, event, attempts, max_attempts, correlation_id,
+          trace_context::text AS trace_context;
+
+-- name: job_state
+SELECT status, attempts, max_attempts FROM jobs WHERE id = $1;
+
+-- name: job_succeed
+UPDATE jobs SET status = 'succeeded', last_error = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1 AND status = 'processing' AND attempts = $2
+RETURNING id;
+
+-- name: job_retry
+-- Fail the attempt and schedule the next one through the outbox, atomically.
+WITH j AS (
+    UPDATE jobs SET status = 'retrying', last_error = $3, lease_expires_at = NULL, updated_at = now()
+    WHERE id = $1 AND status = 'processing' AND attempts = $2
+    RETURNING id, tenant_id, source, attempts
+)
+INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers, available_at)
+SELECT id, tenant_id, $5 || '.' || source, attempts + 1, $6::jsonb,
+       now() + make_interval(secs => $4)
+FROM j
+ON CONFLICT (job_id, attempt) DO NOTHING
+RETURNING job_id;
+
+-- name: job_dead_letter
+UPDATE jobs SET status = 'dead_lettered', last_error = $3, lease_expires_at = NULL, updated_at = now()
+WHERE id = $1 AND status = 'processing' AND attempts = $2
+RETURNING id;
+
+-- name: jobs_recover_expired
+-- Jobs whose consumer died mid-attempt: the attempt counts as failed; retried or dead-lettered.
+WITH expired AS (
+    SELECT id FROM jobs
+    WHERE status = 'processing' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+),
+moved AS (
+    UPDATE jobs j
+    SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead_lettered' ELSE 'retrying' END,
+        last_error = 'lease expired: the consumer of attempt ' || j.attempts || ' stopped',
+        lease_expires_at = NULL, updated_at = now()
+    FROM expired e
+    WHERE j.id = e.id
+    RETURNING j.id, j.tenant_id, j.source, j.attempts, j.status, j.trace_context
+),
+retry AS (
+    INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
+    SELECT id, tenant_id, $2 || '.' || source, attempts + 1, trace_context
+    FROM moved WHERE status = 'retrying'
+    ON CONFLICT (job_id, attempt) DO NOTHING
+)
+SELECT id, status FROM moved;
+
+-- name: job_reprocess
+-- Only a dead-lettered job; its max_attempts rises by WORKER__MAX_ATTEMPTS (a fresh budget).
+WITH j AS (
+    UPDATE jobs SET status = 'pending', max_attempts = max_attempts + $2, updated_at = now()
+    WHERE id = $1 AND status = 'dead_lettered'
+    RETURNING id, tenant_id, source, attempts, trace_context
+)
+INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
+SELECT id, tenant_id, $3 || '.' || source, attempts + 1, trace_context FROM j
+ON CONFLICT (job_id, attempt) DO NOTHING
+RETURNING job_id;
+
+-- name: jobs_reprocess_bulk
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE status = 'dead_lettered'
+      AND ($1::uuid IS NULL OR tenant_id = $1)
+      AND ($2::text IS NULL OR source = $2)
+      AND ($3::text IS NULL OR event_type = $3)
+    ORDER BY created_at, id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+),
+j AS (
+    UPDATE jobs SET status = 'pending', max_attempts = jobs.max_attempts + $5, updated_at = now()
+    FROM picked WHERE jobs.id = picked.id AND jobs.status = 'dead_lettered'
+    RETURNING jobs.id, jobs.tenant_id, jobs.source, jobs.attempts, jobs.trace_context
+)
+INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
+SELECT id, tenant_id, $6 || '.' || source, attempts + 1, trace_context FROM j
+ON CONFLICT (job_id, attempt) DO NOTHING
+RETURNING job_id;
+
+------------------------------------------------------------------------------------- retention
+
+-- name: prune_inbox
+DELETE FROM webhook_inbox WHERE received_at < now() - make_interval(days => $1);
+
+-- name: prune_jobs
+DELETE FROM jobs
+WHERE status IN ('succeeded', 'dead_lettered') AND updated_at < now() - make_interval(days => $1);
+
+-- name: prune_stripe_idempotency
+DELETE FROM stripe_event_idempotency WHERE created_at < now() - make_interval(days => $1);
+
+-- name: prune_quota
+DELETE FROM tenant_daily_quota_usage WHERE quota_date < (now() AT TIME ZONE 'UTC')::date - 7;
+
+-- name: prune_audit
+DELETE FROM admin_audit_log WHERE created_at < now() - make_interval(days => $1);

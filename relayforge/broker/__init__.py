@@ -1,0 +1,56 @@
+"""Message brokers behind one small interface: RabbitMQ (amqp.py) or in-process (local.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+# Header names carried by every job message.
+JOB_ID_HEADER = "job_id"
+ATTEMPT_HEADER = "attempt"
+CORRELATION_HEADER = "correlation_id"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    outbox_id: int
+    routing_key: str
+    body: bytes
+    headers: dict[str, str]
+    message_id: str
+
+
+class IncomingMessage(Protocol):
+    body: bytes
+    headers: dict[str, object]
+    redelivered: bool
+
+    async def ack(self) -> None: ...
+
+    async def dead_letter(self) -> None:
+        """Reject without requeue: the broker routes it to the DLQ."""
+
+    async def release(self) -> None:
+        """Give it back to the queue (shutdown, or work not done)."""
+
+
+Consumer = Callable[[IncomingMessage], Awaitable[None]]
+
+
+class Broker(Protocol):
+    name: str
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
+        """Publish all, confirmed; per message None or the error that refused it."""
+
+    async def start_consuming(self, consumer: Consumer, prefetch: int) -> None: ...
+
+    async def stop_consuming(self) -> None: ...
+
+    async def check(self) -> None:
+        """Raise unless the broker is reachable (readiness)."""
