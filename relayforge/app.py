@@ -8,6 +8,7 @@ import os
 from blacksheep import Application, Request, Response
 
 from relayforge.errors import MethodNotAllowed, NotFound
+from relayforge.http.admin import AdminEndpoints
 from relayforge.http.errors import error_response
 from relayforge.http.instrument import Handler, instrument
 from relayforge.http.ops import OpsEndpoints
@@ -49,6 +50,10 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
 
         route("POST", "/webhooks/{source}", by_header)
         route("POST", "/tenants/{tenant_id}/webhooks/{source}", by_path)
+
+        admin = AdminEndpoints(runtime)
+        for method, template, role, handler in admin.routes():
+            route(method, template, admin.guard(role, handler))
 
     async def fallback(request: Request) -> Response:
         allowed = []

@@ -142,3 +142,19 @@ class SecretStore:
         return keys
 
 
+
+
+async def set_secret_cli(url: str, settings: object, tenant_id: uuid.UUID, provider: str,
+                         secret: str, previous_expires_in: int) -> StoredSecret:
+    from relayforge.settings import Settings, master_key
+
+    assert isinstance(settings, Settings)
+    conn = await asyncpg.connect(url)
+    try:
+        stored = await rotate(conn, SecretCipher(master_key(settings)), tenant_id, provider, secret,
+                              previous_expires_in)
+        await conn.execute(Q["audit_insert"], None, "cli", "admin", "secret.set",
+                           f"{tenant_id}/{provider}", f'{{"secret_id": "{stored.id}"}}')
+        return stored
+    finally:
+        await conn.close()

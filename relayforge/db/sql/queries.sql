@@ -290,3 +290,62 @@ DELETE FROM tenant_daily_quota_usage WHERE quota_date < (now() AT TIME ZONE 'UTC
 
 -- name: prune_audit
 DELETE FROM admin_audit_log WHERE created_at < now() - make_interval(days => $1);
+
+---------------------------------------------------------------------- admin_api_keys, audit log
+
+-- name: api_key_lookup
+SELECT id, role FROM admin_api_keys WHERE key_hash = $1 AND revoked_at IS NULL;
+
+-- name: api_key_insert
+INSERT INTO admin_api_keys (id, name, key_hash, role) VALUES ($1, $2, $3, $4)
+RETURNING id, name, role, created_at;
+
+-- name: api_key_list
+SELECT id, name, role, created_at, revoked_at FROM admin_api_keys ORDER BY created_at DESC;
+
+-- name: api_key_revoke
+UPDATE admin_api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id;
+
+-- name: audit_insert
+INSERT INTO admin_audit_log (key_id, key_source, role, action, target, detail)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb);
+
+----------------------------------------------------------------------------- admin read models
+
+-- name: admin_jobs_list
+-- Newest first; ids are time-ordered (UUIDv7), so the cursor is the last id seen.
+SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, max_attempts,
+       last_error, created_at, updated_at, first_inbox_id, last_inbox_id
+FROM jobs
+WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR tenant_id = $2)
+  AND ($3::text IS NULL OR source = $3) AND ($4::uuid IS NULL OR id < $4)
+ORDER BY id DESC
+LIMIT $5;
+
+-- name: admin_job_get
+SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, max_attempts,
+       last_error, created_at, updated_at, first_inbox_id, last_inbox_id
+FROM jobs WHERE id = $1;
+
+-- name: admin_inbox_list
+SELECT id, tenant_id, source, event_type, provider_event_id, dedup_key, payload_hash, accepted,
+       signature_valid, rejection_code, job_id, request_id, received_at
+FROM webhook_inbox
+WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR source = $2)
+  AND ($3::boolean IS NULL OR accepted = $3) AND ($4::uuid IS NULL OR id < $4)
+ORDER BY id DESC
+LIMIT $5;
+
+-- name: admin_inbox_get
+SELECT id, tenant_id, source, event_type, provider_event_id, dedup_key, payload_hash, accepted,
+       signature_valid, rejection_code, job_id, request_id, received_at, headers::text AS headers,
+       body
+FROM webhook_inbox WHERE id = $1;
+
+-- name: admin_job_counts
+SELECT status, count(*) AS n FROM jobs WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY status;
+
+-- name: admin_inbox_counts
+SELECT count(*) FILTER (WHERE accepted) AS accepted, count(*) FILTER (WHERE NOT accepted) AS rejected
+FROM webhook_inbox
+WHERE received_at > now() - interval '24 hours' AND ($1::uuid IS NULL OR tenant_id = $1);
