@@ -1,0 +1,107 @@
+"""Faults: kill -9 of the consumer mid-job and of the relay mid-batch (real child processes), and
+RabbitMQ closing the connections from the server side. Every accepted webhook must end in
+exactly one terminal job, none lost, none run to success twice."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology, send, wait_for_jobs
+
+pytestmark = pytest.mark.faults
+
+RECORDING = {"WORKER__HANDLERS": "generic=tests.handlers:recording"}
+SHORT_LEASE = {"WORKER__LEASE_SECONDS": "3", "WORKER__JOB_TIMEOUT_SECONDS": "2"}
+
+
+@pytest.fixture
+async def database(fresh_database):
+    url = fresh_database()
+    conn = await asyncpg.connect(url)
+    await conn.execute("CREATE TABLE handler_runs (job_id uuid NOT NULL, attempt int NOT NULL)")
+    await conn.close()
+    return url
+
+
+@pytest.fixture
+async def names():
+    prefix = f"rft.fault.{uuid.uuid4().hex[:8]}"
+    yield amqp_env(prefix)
+    await delete_topology(prefix)
+
+
+async def assert_each_ran_to_success_once(database: str, job_ids: list[str]) -> list[asyncpg.Record]:
+    rows = await wait_for_jobs(database, job_ids, timeout=90)
+    assert {r["status"] for r in rows} == {"succeeded"}
+    conn = await asyncpg.connect(database)
+    runs = await conn.fetch("SELECT job_id, count(*) AS n FROM handler_runs GROUP BY job_id")
+    await conn.close()
+    counts = {str(r["job_id"]): r["n"] for r in runs}
+    assert sorted(counts) == sorted(job_ids), "a job succeeded without its handler finishing"
+    assert set(counts.values()) == {1}, f"handlers ran to the end more than once: {counts}"
+    return rows
+
+
+async def wait_until(database: str, sql: str, timeout: float = 30) -> None:
+    conn = await asyncpg.connect(database)
+    try:
+        for _ in range(int(timeout * 20)):
+            if await conn.fetchval(sql):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for: {sql}")
+    finally:
+        await conn.close()
+
+
+async def test_consumer_killed_mid_job_recovers_every_job(client, start_server, database, names):
+    env = {**names, **FAST, **RECORDING, **SHORT_LEASE, "TEST_HANDLER_SLEEP": "1.0",
+           "WORKER__CONCURRENCY": "8", "WORKER__PREFETCH": "8"}
+    ingest = start_server("ingest", database_url=database, **FAST)
+    start_server("relay", database_url=database, **env)
+    consumer = start_server("consume", database_url=database, **env)
+    docs = [await send(client, ingest) for _ in range(20)]
+    await wait_until(database, "SELECT count(*) >= 4 FROM jobs WHERE status = 'processing'")
+    consumer.kill()  # SIGKILL: no shutdown, handlers die mid-sleep
+    start_server("consume", database_url=database, **env)
+    rows = await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
+    recovered = [r for r in rows if r["attempts"] > 1]
+    assert recovered, "no job was in flight when the consumer died"
+
+
+async def test_relay_killed_mid_batch_loses_and_doubles_nothing(client, start_server, database,
+                                                                names):
+    relay_env = {**names, **FAST, "RELAY__BATCH_SIZE": "5", "RELAY__CLAIM_TIMEOUT_SECONDS": "2"}
+    ingest = start_server("ingest", database_url=database, **FAST)
+    start_server("consume", database_url=database, **names, **FAST, **RECORDING)
+    docs = [await send(client, ingest) for _ in range(150)]
+    relay = start_server("relay", database_url=database, **relay_env)
+    await wait_until(database, "SELECT count(*) > 0 FROM outbox_messages WHERE status = 'sent'")
+    relay.kill()
+    conn = await asyncpg.connect(database)
+    left = await conn.fetchval("SELECT count(*) FROM outbox_messages WHERE status = 'pending'")
+    await conn.close()
+    assert left > 0, "the relay finished before it could be killed"
+    start_server("relay", database_url=database, **relay_env)
+    await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl on this machine")
+async def test_broker_closing_connections_loses_nothing(client, start_server, database, names):
+    server = start_server("all", database_url=database, **names, **FAST, **RECORDING,
+                          **SHORT_LEASE)
+    docs = []
+    for wave in range(3):
+        docs += [await send(client, server) for _ in range(30)]
+        subprocess.run(["rabbitmqctl", "close_all_connections", "relayforge fault test"],
+                       check=True, capture_output=True, timeout=60)
+    docs += [await send(client, server) for _ in range(30)]
+    await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
+    ready = await client.get(f"{server.url}/readyz")
+    assert ready.status_code == 200, ready.text

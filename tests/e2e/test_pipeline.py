@@ -1,0 +1,181 @@
+"""The job pipeline against the real RabbitMQ and PostgreSQL: outbox → relay → broker →
+consumer → state, retries, dead letters and reprocess (mode `all`, and separate processes)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import orjson
+import pytest
+
+from tests.e2e.pipeline_support import (
+    FAST,
+    amqp_env,
+    delete_topology,
+    drain_queue,
+    publish_raw,
+    send,
+    wait_for_jobs,
+)
+from tests.support import ADMIN_KEY, OPERATOR_KEY, new_tenant, run_sync, sign_generic
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def prefix():
+    name = f"rft.{uuid.uuid4().hex[:8]}"
+    yield name
+    run_sync(delete_topology(name))
+
+
+@pytest.fixture(scope="module")
+def pipeline(start_server, prefix):
+    """Mode `all` on RabbitMQ, three tries per job."""
+    return start_server("all", **amqp_env(prefix), **FAST, WORKER__MAX_ATTEMPTS="3")
+
+
+async def test_deduped_event_makes_one_job_that_succeeds_on_attempt_1(client, pipeline, db):
+    tenant = new_tenant()
+    body = orjson.dumps({"event": "order.paid", "data": {"id": uuid.uuid4().hex}})
+    headers = {"X-Signature": sign_generic(body), "X-Tenant-Id": tenant}
+    responses = [await client.post(f"{pipeline.url}/webhooks/generic", content=body, headers=headers)
+                 for _ in range(3)]
+    job_ids = {r.json()["job_id"] for r in responses}
+    assert len(job_ids) == 1
+    [job] = await wait_for_jobs(pipeline.database_url, list(job_ids))
+    assert (job["status"], job["attempts"]) == ("succeeded", 1)
+    conn = await db(pipeline.database_url)
+    outbox = await conn.fetch("SELECT status, attempt FROM outbox_messages WHERE job_id = $1",
+                              job["id"])
+    assert [(r["status"], r["attempt"]) for r in outbox] == [("sent", 1)]
+
+
+async def test_fail_until_attempt_2_succeeds_on_attempt_3(client, pipeline, db):
+    doc = await send(client, pipeline, fail_until_attempt=2)
+    [job] = await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
+    assert (job["status"], job["attempts"], job["last_error"]) == ("succeeded", 3, None)
+    conn = await db(pipeline.database_url)
+    attempts = [r["attempt"] for r in await conn.fetch(
+        "SELECT attempt FROM outbox_messages WHERE job_id = $1 ORDER BY attempt", job["id"])]
+    assert attempts == [1, 2, 3]  # every retry went through the outbox
+
+
+async def test_always_failing_job_is_dead_lettered_with_message_in_dlq(client, pipeline, prefix):
+    doc = await send(client, pipeline, fail_until_attempt=100)
+    [job] = await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
+    assert (job["status"], job["attempts"], job["max_attempts"]) == ("dead_lettered", 3, 3)
+    assert "fail_until_attempt" in job["last_error"]
+    dead = await drain_queue(f"{prefix}.dlq")
+    assert doc["job_id"] in {m.headers.get("job_id") for m in dead}
+
+
+async def test_permanent_failure_dead_letters_at_once(client, pipeline):
+    doc = await send(client, pipeline, force_permanent_fail=True)
+    [job] = await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
+    assert (job["status"], job["attempts"]) == ("dead_lettered", 1)
+
+
+async def test_reprocess_runs_a_dead_letter_again_with_a_fresh_budget(client, pipeline):
+    doc = await send(client, pipeline, fail_until_attempt=3)  # fails all 3 tries of the budget
+    await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
+    r = await client.post(f"{pipeline.url}/admin/jobs/{doc['job_id']}/reprocess", headers=OPERATOR)
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    [job] = await wait_for_jobs(pipeline.database_url, [doc["job_id"]], ("succeeded",))
+    assert (job["attempts"], job["max_attempts"]) == (4, 6)
+
+
+async def test_reprocess_of_a_succeeded_job_is_409(client, pipeline):
+    doc = await send(client, pipeline)
+    await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
+    r = await client.post(f"{pipeline.url}/admin/jobs/{doc['job_id']}/reprocess", headers=OPERATOR)
+    assert r.status_code == 409 and r.json()["code"] == "conflict"
+    r = await client.post(f"{pipeline.url}/admin/jobs/{uuid.uuid4()}/reprocess", headers=OPERATOR)
+    assert r.status_code == 404
+
+
+async def test_bulk_reprocess_by_tenant(client, pipeline):
+    tenant = new_tenant()
+    docs = [await send(client, pipeline, tenant, force_permanent_fail=True) for _ in range(3)]
+    other = await send(client, pipeline, force_permanent_fail=True)
+    ids = [d["job_id"] for d in docs]
+    await wait_for_jobs(pipeline.database_url, ids + [other["job_id"]])
+    r = await client.post(f"{pipeline.url}/admin/jobs/reprocess", headers=OPERATOR,
+                          json={"tenant_id": tenant, "source": "generic"})
+    assert r.status_code == 202
+    assert sorted(r.json()["job_ids"]) == sorted(ids) and r.json()["reprocessed"] == 3
+    rows = await wait_for_jobs(pipeline.database_url, ids)
+    assert {r["attempts"] for r in rows} == {2}
+
+
+async def test_duplicate_message_never_reruns_a_succeeded_job(client, pipeline, prefix, db):
+    doc = await send(client, pipeline)
+    await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
+    message = orjson.dumps({"job_id": doc["job_id"], "tenant_id": str(uuid.uuid4()), "attempt": 1})
+    for _ in range(3):
+        await publish_raw(prefix, "job.generic", message)
+    # a later message for the same job proves the duplicates were consumed before it
+    marker = await send(client, pipeline)
+    await wait_for_jobs(pipeline.database_url, [marker["job_id"]])
+    conn = await db(pipeline.database_url)
+    job = await conn.fetchrow("SELECT status, attempts FROM jobs WHERE id = $1",
+                              uuid.UUID(doc["job_id"]))
+    assert (job["status"], job["attempts"]) == ("succeeded", 1)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"job_id": "nope", "attempt": 1}',
+                                  b'{"job_id": "%s", "attempt": 1}' % str(uuid.uuid4()).encode()])
+async def test_poison_message_goes_to_the_dlq(pipeline, prefix, body):
+    await publish_raw(prefix, "job.generic", body)
+    dead = await drain_queue(f"{prefix}.dlq", timeout=10)
+    assert body in {m.body for m in dead}
+
+
+async def test_relay_and_consumer_metrics(client, pipeline):
+    await send(client, pipeline)
+    text = (await client.get(f"{pipeline.url}/metrics")).text
+    for name in ("jobs_created_total", "jobs_processed_total", "job_processing_duration_seconds",
+                 "job_retries_total", "dlq_messages_total", "outbox_pending_count",
+                 "http_requests_total", "http_request_duration_seconds"):
+        assert name in text
+    assert 'http_requests_total{method="POST",route="/webhooks/{source}",status="202"}' in text
+
+
+async def test_readyz_checks_database_and_broker(client, pipeline):
+    r = await client.get(f"{pipeline.url}/readyz")
+    assert r.status_code == 200
+    assert set(r.json()["checks"]) == {"database", "broker"}
+
+
+async def test_in_process_broker_quick_start_carries_jobs_to_the_end(client, start_server):
+    server = start_server("all", **FAST)
+    ok = await send(client, server)
+    retried = await send(client, server, fail_until_attempt=1)
+    rows = await wait_for_jobs(server.database_url, [ok["job_id"], retried["job_id"]])
+    assert sorted((r["status"], r["attempts"]) for r in rows) == [("succeeded", 1), ("succeeded", 2)]
+
+
+async def test_separate_ingest_relay_consume_processes(client, start_server, fresh_database, prefix):
+    database = fresh_database()
+    names = amqp_env(prefix + ".sep")
+    ingest = start_server("ingest", database_url=database, **FAST)
+    relay = start_server("relay", database_url=database, **names, **FAST)
+    consume = start_server("consume", database_url=database, **names, **FAST)
+    docs = [await send(client, ingest, fail_until_attempt=i % 2) for i in range(10)]
+    rows = await wait_for_jobs(database, [d["job_id"] for d in docs])
+    assert all(r["status"] == "succeeded" for r in rows)
+    for server in (relay, consume):
+        assert (await client.get(f"{server.url}/healthz")).status_code == 200
+        ready = await client.get(f"{server.url}/readyz")
+        assert ready.status_code == 200 and set(ready.json()["checks"]) == {"database", "broker"}
+        assert "outbox_pending_count" in (await client.get(f"{server.url}/metrics")).text
+        # relay and consume serve no webhooks
+        assert (await client.post(f"{server.url}/webhooks/generic", content=b"{}")).status_code == 404
+    await delete_topology(prefix + ".sep")
+
+
+async def test_relay_without_broker_url_refuses_to_start(start_server):
+    with pytest.raises(RuntimeError, match="AMQP__URL"):
+        start_server("relay")
