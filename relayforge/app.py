@@ -12,6 +12,7 @@ from relayforge.http.admin import AdminEndpoints
 from relayforge.http.errors import error_response
 from relayforge.http.instrument import Handler, instrument
 from relayforge.http.ops import OpsEndpoints
+from relayforge.http.openapi import DocsEndpoints
 from relayforge.http.webhooks import WebhookEndpoint
 from relayforge.observability import logging as log_setup
 from relayforge.observability import tracing
@@ -50,6 +51,11 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
 
         route("POST", "/webhooks/{source}", by_header)
         route("POST", "/tenants/{tenant_id}/webhooks/{source}", by_path)
+
+        docs = DocsEndpoints()
+        route("GET", "/openapi.json", docs.openapi)
+        route("GET", "/docs", docs.page)  # BlackSheep matches /docs/ here too
+        route("GET", "/docs/{asset}", docs.asset)
 
         admin = AdminEndpoints(runtime)
         for method, template, role, handler in admin.routes():
