@@ -28,7 +28,13 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
     runtime = Runtime(settings, mode)
     app.services.register(Runtime, instance=runtime)  # type: ignore[arg-type]
 
+    literal_routes: dict[str, list[str]] = {}  # path without parameters -> its methods
+
     def route(method: str, template: str, handler: Handler) -> None:
+        if "{" in template:
+            handler = _literal_paths_first(handler, literal_routes)
+        else:
+            literal_routes.setdefault(template, []).append(method)
         app.router.add(method, template, instrument(template, handler))
 
     checks = {"database": runtime.check_database}
@@ -62,15 +68,16 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
             route(method, template, admin.guard(role, handler))
 
     async def fallback(request: Request) -> Response:
-        allowed = []
+        matches = {}
         for method in METHODS:
             match = app.router.get_match_by_method_and_path(method, request.path)
             if match is not None and match.pattern != b"*":
-                allowed.append(method)
+                matches[method] = match.pattern.count(b"{")
+        # /admin/jobs/reprocess also matches /admin/jobs/{job_id}: the literal route wins.
+        fewest = min(matches.values(), default=0)
+        allowed = [m for m, params in matches.items() if params == fewest]
         if allowed:
-            response = error_response(MethodNotAllowed(f"method {request.method} not allowed"))
-            response.add_header(b"Allow", ", ".join(allowed).encode())
-            return response
+            return error_response(MethodNotAllowed(f"method {request.method} not allowed", allowed))
         return error_response(NotFound(f"no route for {request.path[:200]}"))
 
     app.router.fallback = instrument("unmatched", fallback)
@@ -88,6 +95,19 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
     app.on_start += on_start
     app.on_stop += on_stop
     return app
+
+
+def _literal_paths_first(handler: Handler, literal_routes: dict[str, list[str]]) -> Handler:
+    """A parameter route never answers for a path that is another method's literal route:
+    GET /admin/jobs/reprocess is a 405, not a job lookup of id "reprocess"."""
+
+    async def guarded(request: Request) -> Response:
+        methods = literal_routes.get(request.path.rstrip("/"))
+        if methods is not None:
+            raise MethodNotAllowed(f"method {request.method} not allowed", methods)
+        return await handler(request)
+
+    return guarded
 
 
 def app_factory() -> Application:

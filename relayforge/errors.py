@@ -68,6 +68,10 @@ class UnknownSource(RelayforgeError):
 class MethodNotAllowed(RelayforgeError):
     status, code = 405, "method_not_allowed"
 
+    def __init__(self, message: str, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
 
 class Conflict(RelayforgeError):
     status, code = 409, "conflict"

@@ -71,34 +71,54 @@ def fresh_database(template_db: str) -> Iterator[Callable[[], str]]:
         support.run_sync(_drop(support.postgres_admin_url(), name))
 
 
-@pytest.fixture(scope="session")
-def start_server(
-    fresh_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., support.Server]]:
-    """Start a real `relayforge serve` process on its own database; stopped at session end."""
-    servers: list[support.Server] = []
+class ServerFactory:
+    """Starts real `relayforge serve` processes, each on its own database, and stops them all."""
 
-    def start(mode: str = "ingest", database_url: str | None = None, **env: str) -> support.Server:
+    def __init__(self, fresh_database: Callable[[], str], tmp: pytest.TempPathFactory) -> None:
+        self._fresh_database = fresh_database
+        self._tmp = tmp
+        self.servers: list[support.Server] = []
+
+    def __call__(self, mode: str = "ingest", database_url: str | None = None,
+                 **env: str) -> support.Server:
         port = support.free_port()
-        db = database_url or fresh_database()
+        db = database_url or self._fresh_database()
         full_env = support.base_env() | {
             "DATABASE__URL": db, "SERVER__PORT": str(port), "WORKER__ENABLE_TEST_FAULTS": "true",
         } | env
-        log_path = tmp_path_factory.mktemp("server") / f"{mode}-{port}.log"
+        log_path = self._tmp.mktemp("server") / f"{mode}-{port}.log"
         server = support.Server(f"http://127.0.0.1:{port}", db, full_env, mode, log_path)
+        self.servers.append(server)
         server.start()
-        servers.append(server)
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def start_server(fresh_database, tmp_path_factory) -> Iterator[ServerFactory]:
+    """Servers for one test, stopped when it ends."""
+    factory = ServerFactory(fresh_database, tmp_path_factory)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_servers(fresh_database, tmp_path_factory) -> Iterator[ServerFactory]:
+    """Servers shared by one module's tests, stopped when the module ends."""
+    factory = ServerFactory(fresh_database, tmp_path_factory)
+    yield factory
+    factory.stop_all()
 
 
 @pytest.fixture(scope="session")
-def ingest_server(start_server: Callable[..., support.Server]) -> support.Server:
+def ingest_server(fresh_database, tmp_path_factory) -> Iterator[support.Server]:
     """The shared ingest-only server; tests isolate themselves with their own tenant ids."""
-    return start_server("ingest")
+    factory = ServerFactory(fresh_database, tmp_path_factory)
+    yield factory("ingest")
+    factory.stop_all()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from urllib.parse import parse_qs
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,8 +43,26 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 
 def _query(request: Request, name: str) -> str | None:
-    values = request.query.get(name)
-    return values[-1] if values else None
+    """An optional query parameter; present but empty is an error, not "no filter"."""
+    # Parsed here, not with request.query, which drops blank values.
+    values = parse_qs(request.url.query.decode("latin-1") if request.url.query else "",
+                      keep_blank_values=True).get(name)
+    if not values:
+        return None
+    return _text(values[-1], name, 200)
+
+
+def _text(value: object, what: str, max_length: int) -> str:
+    """A client string bound for a text column: PostgreSQL text can't hold NUL."""
+    if not isinstance(value, str) or not value or len(value) > max_length or "\x00" in value:
+        raise BadRequest(f"{what} must be a non-empty string of at most {max_length} characters "
+                         "without NUL")
+    return value
+
+
+def _query_uuid(request: Request, name: str) -> uuid.UUID | None:
+    value = _query(request, name)
+    return None if value is None else _uuid(value, name)
 
 
 def _limit(request: Request) -> int:
@@ -66,8 +85,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.read() or b""
     if len(raw) > MAX_ADMIN_BODY:
         raise BadRequest("body too large")
-    if not raw.strip():
-        return {}
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -156,13 +173,11 @@ class AdminEndpoints:
         status = _query(request, "status")
         if status is not None and status not in STATES:
             raise BadRequest(f"status must be one of {', '.join(STATES)}")
-        tenant = _query(request, "tenant_id")
         source = _query(request, "source")
-        cursor = _query(request, "cursor")
         limit = _limit(request)
         rows = await self._pool.fetch(
-            Q["admin_jobs_list"], status, _uuid(tenant, "tenant_id") if tenant else None,
-            source.lower() if source else None, _uuid(cursor, "cursor") if cursor else None, limit,
+            Q["admin_jobs_list"], status, _query_uuid(request, "tenant_id"),
+            source.lower() if source else None, _query_uuid(request, "cursor"), limit,
         )
         items = [_row(r) for r in rows]
         return json_response(200, {
@@ -177,18 +192,16 @@ class AdminEndpoints:
         return json_response(200, _row(row))
 
     async def list_inbox(self, request: Request, who: Principal) -> Response:
-        tenant = _query(request, "tenant_id")
         source = _query(request, "source")
         accepted = _query(request, "accepted")
         if accepted not in (None, "true", "false"):
             raise BadRequest("accepted must be true or false")
-        cursor = _query(request, "cursor")
         limit = _limit(request)
         rows = await self._pool.fetch(
-            Q["admin_inbox_list"], _uuid(tenant, "tenant_id") if tenant else None,
+            Q["admin_inbox_list"], _query_uuid(request, "tenant_id"),
             source.lower() if source else None,
             None if accepted is None else accepted == "true",
-            _uuid(cursor, "cursor") if cursor else None, limit,
+            _query_uuid(request, "cursor"), limit,
         )
         items = [_row(r) for r in rows]
         return json_response(200, {
@@ -208,8 +221,7 @@ class AdminEndpoints:
         return json_response(200, doc)
 
     async def stats(self, request: Request, who: Principal) -> Response:
-        tenant = _query(request, "tenant_id")
-        tenant_id = _uuid(tenant, "tenant_id") if tenant else None
+        tenant_id = _query_uuid(request, "tenant_id")
         counts = {s: 0 for s in STATES}
         for r in await self._pool.fetch(Q["admin_job_counts"], tenant_id):
             counts[r["status"]] = r["n"]
@@ -240,19 +252,17 @@ class AdminEndpoints:
     async def reprocess_bulk(self, request: Request, who: Principal) -> Response:
         doc = await _json_body(request)
         _check_keys(doc, {"tenant_id", "source", "event_type", "limit"})
-        tenant = doc.get("tenant_id")
-        source = doc.get("source")
-        event_type = doc.get("event_type")
+        # A key that is present must be valid: null is not "no filter".
+        tenant = _uuid(_text(doc["tenant_id"], "tenant_id", 64), "tenant_id") \
+            if "tenant_id" in doc else None
+        source = _text(doc["source"], "source", 255).lower() if "source" in doc else None
+        event_type = _text(doc["event_type"], "event_type", 255) if "event_type" in doc else None
         limit = doc.get("limit", 100)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BULK:
             raise BadRequest(f"limit must be an integer 1..{MAX_BULK}")
-        for name, value in (("source", source), ("event_type", event_type), ("tenant_id", tenant)):
-            if value is not None and not isinstance(value, str):
-                raise BadRequest(f"{name} must be a string")
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                Q["jobs_reprocess_bulk"], _uuid(tenant, "tenant_id") if tenant else None,
-                source.lower() if source else None, event_type, limit,
+                Q["jobs_reprocess_bulk"], tenant, source, event_type, limit,
                 self._settings.worker.max_attempts, self._settings.amqp.routing_prefix,
             )
             ids = [str(r["job_id"]) for r in rows]
@@ -303,10 +313,10 @@ class AdminEndpoints:
         _check_keys(doc, {"role", "name"})
         role = doc.get("role")
         name = doc.get("name", "")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise BadRequest("role must be viewer, operator or admin")
-        if not isinstance(name, str) or len(name) > 200:
-            raise BadRequest("name must be a string of at most 200 characters")
+        if name != "":
+            _text(name, "name", 200)
         async with self._pool.acquire() as conn:
             row, key = await create_key(conn, role, name)
             await self._audit(conn, who, "api_key.create", str(row["id"]), {"role": role})

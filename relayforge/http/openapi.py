@@ -49,9 +49,10 @@ REQUEST_ID_PARAMS = [
     {"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"}},
     {"name": "X-Correlation-Id", "in": "header", "required": False, "schema": {"type": "string"}},
 ]
+PROVIDERS = ("generic", "github", "stripe")
 SOURCE_PARAM = {"name": "source", "in": "path", "required": True,
                 "description": "generic, github or stripe (case-insensitive)",
-                "schema": {"type": "string"}}
+                "schema": {"type": "string", "enum": list(PROVIDERS)}}
 SIGNATURE_HEADERS = [
     {"name": "X-Signature", "in": "header", "required": False,
      "description": "generic: lowercase hex HMAC-SHA256 of the raw body", "schema": {"type": "string"}},
@@ -107,12 +108,24 @@ def _admin(summary: str, role: str, responses: dict[str, Any], params: list[dict
 
 
 def _path(name: str, description: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if name.endswith("_id"):
+        schema["format"] = "uuid"
+    elif name == "provider":
+        schema["enum"] = list(PROVIDERS)
     return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string"}}
+            "schema": schema}
 
 
 def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _text(min_length: int, max_length: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": NO_NUL}
 
 
 PAGE = [_query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
@@ -133,7 +146,7 @@ def build_spec() -> dict[str, Any]:
             "parameters": [SOURCE_PARAM, {
                 "name": "X-Tenant-Id", "in": "header", "required": False,
                 "description": "tenant UUID; absent: TENANT__DEFAULT_ID",
-                "schema": {"type": "string"}}] + SIGNATURE_HEADERS + REQUEST_ID_PARAMS,
+                "schema": {"type": "string", "format": "uuid"}}] + SIGNATURE_HEADERS + REQUEST_ID_PARAMS,
         }},
         "/tenants/{tenant_id}/webhooks/{source}": {"post": {
             **webhook_op, "summary": "Receive a webhook (tenant in the URL)",
@@ -155,7 +168,7 @@ def build_spec() -> dict[str, Any]:
         "/admin/jobs": {"get": _admin("List jobs, newest first", "viewer", {
             "200": _json(_ref("JobList"), "a page of jobs")}, [
             _query("status", {"type": "string", "enum": list(STATES)}),
-            _query("tenant_id", UUID), _query("source", {"type": "string"}), *PAGE])},
+            _query("tenant_id", UUID), _query("source", _text(1, 200)), *PAGE])},
         "/admin/jobs/{job_id}": {"get": _admin("Get a job", "viewer", {
             "200": _json(_ref("JobView"), "the job"), **NOT_FOUND}, [_path("job_id", "job UUID")])},
         "/admin/jobs/{job_id}/reprocess": {"post": _admin(
@@ -168,7 +181,7 @@ def build_spec() -> dict[str, Any]:
                 "202": _json(_ref("BulkReprocessed"), "scheduled")}, body=_ref("BulkReprocess"))},
         "/admin/inbox": {"get": _admin("List inbox rows, newest first", "viewer", {
             "200": _json(_ref("InboxList"), "a page of inbox rows")}, [
-            _query("tenant_id", UUID), _query("source", {"type": "string"}),
+            _query("tenant_id", UUID), _query("source", _text(1, 200)),
             _query("accepted", {"type": "string", "enum": ["true", "false"]}), *PAGE])},
         "/admin/inbox/{inbox_id}": {"get": _admin("Get an inbox row with headers and body", "viewer", {
             "200": _json(_ref("InboxDetail"), "the row"), **NOT_FOUND},
@@ -281,7 +294,7 @@ def build_spec() -> dict[str, Any]:
         "Reprocessed": {"type": "object", "required": ["job_id", "status"], "properties": {
             "job_id": UUID, "status": {"type": "string", "enum": ["pending"]}}},
         "BulkReprocess": {"type": "object", "additionalProperties": False, "properties": {
-            "tenant_id": UUID, "source": {"type": "string"}, "event_type": {"type": "string"},
+            "tenant_id": UUID, "source": _text(1, 255), "event_type": _text(1, 255),
             "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BULK}}},
         "BulkReprocessed": {"type": "object", "required": ["reprocessed", "job_ids"], "properties": {
             "reprocessed": {"type": "integer"}, "job_ids": {"type": "array", "items": UUID}}},
@@ -295,7 +308,7 @@ def build_spec() -> dict[str, Any]:
             "items": {"type": "array", "items": _ref("Secret")}}},
         "ApiKeyCreate": {"type": "object", "required": ["role"], "additionalProperties": False,
                          "properties": {"role": api_key["role"],
-                                        "name": {"type": "string", "maxLength": 200}}},
+                                        "name": _text(0, 200)}},
         "ApiKeyCreated": {"type": "object", "required": ["id", "key", "role", "name", "created_at"],
                           "properties": {**api_key, "key": {"type": "string"}}},
         "ApiKeyList": {"type": "object", "required": ["items"], "properties": {"items": {

@@ -32,9 +32,9 @@ def prefix():
 
 
 @pytest.fixture(scope="module")
-def pipeline(start_server, prefix):
+def pipeline(module_servers, prefix):
     """Mode `all` on RabbitMQ, three tries per job."""
-    return start_server("all", **amqp_env(prefix), **FAST, WORKER__MAX_ATTEMPTS="3")
+    return module_servers("all", **amqp_env(prefix), **FAST, WORKER__MAX_ATTEMPTS="3")
 
 
 async def test_deduped_event_makes_one_job_that_succeeds_on_attempt_1(client, pipeline, db):

@@ -15,8 +15,8 @@ from tests.support import new_tenant, sign_generic, sign_stripe
 
 
 @pytest.fixture(scope="module")
-def quota_server(start_server):
-    return start_server("ingest", HARDENING__TENANT_DAILY_QUOTA="1")
+def quota_server(module_servers):
+    return module_servers("ingest", HARDENING__TENANT_DAILY_QUOTA="1")
 
 
 async def test_daily_quota_is_per_tenant(client, quota_server):
@@ -62,8 +62,8 @@ async def test_concurrent_requests_never_exceed_the_quota(client, start_server, 
 
 
 @pytest.fixture(scope="module")
-def bucket_server(start_server):
-    return start_server("ingest", HARDENING__TENANT_RATE_LIMIT_PER_SECOND="0.5",
+def bucket_server(module_servers):
+    return module_servers("ingest", HARDENING__TENANT_RATE_LIMIT_PER_SECOND="0.5",
                         HARDENING__TENANT_RATE_LIMIT_BURST="3")
 
 

@@ -1,0 +1,66 @@
+"""/openapi.json is a valid document of every served route; /docs/ renders offline in a real
+headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+from openapi_spec_validator import validate
+
+from relayforge.http.admin import AdminEndpoints
+from relayforge.runtime import Runtime
+from relayforge.settings import load_settings
+
+SERVED = {
+    ("POST", "/webhooks/{source}"), ("POST", "/tenants/{tenant_id}/webhooks/{source}"),
+    ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
+} | {(m, p) for m, p, _, _ in AdminEndpoints(Runtime(load_settings({}), "ingest")).routes()}
+
+
+async def test_openapi_is_valid_and_documents_every_route(client, ingest_server):
+    r = await client.get(f"{ingest_server.url}/openapi.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    spec = r.json()
+    validate(spec)
+    documented = {(m.upper(), p) for p, item in spec["paths"].items() for m in item}
+    assert documented == SERVED
+    webhook = spec["paths"]["/webhooks/{source}"]["post"]
+    headers = {p["name"] for p in webhook["parameters"] if p["in"] == "header"}
+    assert {"X-Tenant-Id", "X-Signature", "X-Hub-Signature-256", "Stripe-Signature"} <= headers
+    assert set(webhook["responses"]) >= {"202", "400", "401", "404", "409", "413", "429"}
+
+
+async def test_docs_redirects_and_serves_bundled_assets(client, ingest_server):
+    r = await client.get(f"{ingest_server.url}/docs")
+    assert r.status_code == 308 and r.headers["location"] == "/docs/"
+    page = await client.get(f"{ingest_server.url}/docs/")
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
+    assert "http" not in page.text.split("<body>")[1].split("/openapi.json")[0]  # no CDN
+    for asset, kind in (("swagger-ui-bundle.js", "javascript"), ("swagger-ui.css", "css")):
+        r = await client.get(f"{ingest_server.url}/docs/{asset}")
+        assert r.status_code == 200 and kind in r.headers["content-type"] and len(r.content) > 1000
+    assert (await client.get(f"{ingest_server.url}/docs/../settings.py")).status_code == 404
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None and not os.environ.get("CI"),
+                    reason="Debian's chromium is not installed (CI installs it)")
+def test_swagger_ui_renders_offline_in_headless_chromium(ingest_server, tmp_path):
+    browser = _chromium()
+    assert browser, "CI must install Debian's chromium"
+    out = subprocess.run([
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path}", "--virtual-time-budget=20000", "--dump-dom",
+        f"{ingest_server.url}/docs/",
+    ], capture_output=True, text=True, timeout=120)
+    dom = out.stdout
+    assert 'class="swagger-ui' in dom, out.stderr[-2000:]
+    assert "/webhooks/{source}" in dom and "/admin/jobs" in dom
+    assert "Relayforge" in dom
