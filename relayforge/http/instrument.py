@@ -21,6 +21,7 @@ log = logging.getLogger("relayforge.http")
 access = logging.getLogger("relayforge.access")
 
 MAX_ID_LENGTH = 128
+W3C_HEADER_NAMES = tuple(name.encode() for name in tracing.W3C_HEADERS)
 
 
 def _client_id(raw: bytes | None) -> str | None:
@@ -44,9 +45,9 @@ def instrument(route: str, handler: Handler) -> Handler:
             log_context.correlation_id.set(correlation_id),
         )
         carrier = {
-            k: v.decode("latin-1")
+            k.decode(): v.decode("latin-1")
             for k, v in request.scope.get("headers", ())
-            if k in (b"traceparent", b"tracestate", b"baggage")
+            if k in W3C_HEADER_NAMES
         }
         request.scope["relayforge.ids"] = (request_id, correlation_id, carrier)
         method = request.method

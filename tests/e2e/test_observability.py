@@ -1,0 +1,111 @@
+"""Observability through a real server: one OpenTelemetry trace from the provider's request to the
+job's last retry, and JSON log lines carrying request, correlation, trace, tenant and job ids."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+import uuid
+
+import orjson
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.e2e.pipeline_support import FAST, send, wait_for_jobs
+from tests.support import free_port
+
+
+class Collector:
+    """An OTLP/HTTP receiver on loopback that keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list = []
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        collector.spans.extend(scope.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def collector():
+    c = Collector()
+    yield c
+    c.close()
+
+
+async def test_one_trace_from_request_to_last_retry(client, start_server, collector):
+    server = start_server("all", **FAST, OTEL__ENABLED="true",
+                          OTEL__EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
+                          OTEL_BSP_SCHEDULE_DELAY="100")
+    trace_id = uuid.uuid4().hex
+    parent = "1" * 16
+    body = orjson.dumps({"event": "traced", "fail_until_attempt": 2})
+    from tests.support import sign_generic
+
+    r = await client.post(f"{server.url}/webhooks/generic", content=body, headers={
+        "X-Signature": sign_generic(body), "traceparent": f"00-{trace_id}-{parent}-01"})
+    assert r.status_code == 202
+    [job] = await wait_for_jobs(server.database_url, [r.json()["job_id"]])
+    assert job["attempts"] == 3
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        ours = [s for s in collector.spans if s.trace_id.hex() == trace_id]
+        if sum(s.name == "job generic" for s in ours) == 3:
+            break
+        time.sleep(0.1)
+    ours = [s for s in collector.spans if s.trace_id.hex() == trace_id]
+    by_id = {s.span_id.hex(): s for s in ours}
+    assert ours, sorted({(s.name, s.trace_id.hex()) for s in collector.spans})[:10]
+    [ingest] = [s for s in ours if s.name == "POST /webhooks/{source}"]
+    assert ingest.parent_span_id.hex() == parent  # continues the provider's trace
+    attempts = sorted((s for s in ours if s.name == "job generic"), key=lambda s: s.start_time_unix_nano)
+    assert len(attempts) == 3
+    # attempt 1 is a child of the request; every retry a child of the attempt before it
+    assert attempts[0].parent_span_id.hex() == ingest.span_id.hex()
+    for previous, current in zip(attempts, attempts[1:]):
+        assert by_id[current.parent_span_id.hex()] is previous
+
+
+async def test_logs_are_json_lines_with_context(client, start_server):
+    server = start_server("all", **FAST, LOG__LEVEL="INFO")  # OpenTelemetry SDK off
+    trace_id = uuid.uuid4().hex
+    body = orjson.dumps({"event": "logged"})
+    from tests.support import sign_generic
+
+    r = await client.post(f"{server.url}/webhooks/generic", content=body, headers={
+        "X-Signature": sign_generic(body), "traceparent": f"00-{trace_id}-{'2' * 16}-01",
+        "X-Correlation-Id": "corr-log-1"})
+    doc = r.json()
+    await wait_for_jobs(server.database_url, [doc["job_id"]])
+    time.sleep(0.3)
+    lines = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [x for x in lines if x.get("message") == "request" and x.get("route") ==
+              "/webhooks/{source}"]
+    mine = [x for x in access if x.get("correlation_id") == "corr-log-1"]
+    assert mine and {"timestamp", "level", "request_id", "status"} <= set(mine[0])
+    assert mine[0]["trace_id"] == trace_id  # carried even with the SDK off
+    done = [x for x in lines if x.get("message") == "job succeeded"
+            and x.get("job_id") == doc["job_id"]]
+    assert done and done[0]["trace_id"] == trace_id
+    assert done[0]["correlation_id"] == "corr-log-1" and "tenant_id" in done[0]
