@@ -1,0 +1,60 @@
+"""Token buckets, backoff and the handler registry."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+
+from relayforge.connectors.base import DomainEvent
+from relayforge.jobs import HandlerRegistry, record_processed, backoff_seconds
+from relayforge.security.limits import TenantBuckets, TokenBucket, retry_after_seconds
+
+
+def test_token_bucket_burst_then_rate():
+    bucket = TokenBucket(rate=2, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(0.0) == pytest.approx(0.5)
+    assert bucket.take(0.5) == 0.0  # one token refilled in half a second
+    assert retry_after_seconds(0.2) == 1 and retry_after_seconds(2.1) == 3
+
+
+def test_zero_rate_bucket_never_refills():
+    bucket = TokenBucket(rate=0, burst=1, now=0.0)
+    assert bucket.take(0.0) == 0.0
+    assert bucket.take(1000.0) == float("inf")
+    assert retry_after_seconds(float("inf")) == 3600
+
+
+def test_idle_tenant_buckets_are_evicted():
+    buckets = TenantBuckets(rate=1, burst=1, idle_seconds=0.0)
+    for _ in range(100):
+        buckets.take(uuid.uuid4())
+    buckets.take(uuid.uuid4())
+    assert len(buckets) <= 2
+
+
+def test_backoff_doubles_with_jitter_and_caps():
+    rng = random.Random(7)
+    for attempt, base in ((1, 0.1), (2, 0.2), (3, 0.4)):
+        delay = backoff_seconds(attempt, 100, 10_000, rng)
+        assert base / 2 <= delay <= base
+    assert backoff_seconds(40, 100, 10_000, rng) <= 10.0
+
+
+def test_handler_registry_most_specific_wins():
+    registry = HandlerRegistry(
+        "stripe=relayforge.jobs:apply_test_faults; stripe:invoice.paid=relayforge.jobs:backoff_seconds")
+    event = DomainEvent("stripe", "invoice.paid", "e", None, None)
+    assert registry.resolve(event).__name__ == "backoff_seconds"
+    assert registry.resolve(DomainEvent("stripe", "x", None, None, None)).__name__ == \
+        "apply_test_faults"
+    assert registry.resolve(DomainEvent("github", "x", None, None, None)) is record_processed
+
+
+@pytest.mark.parametrize("spec", ["stripe", "stripe=nomodule", "stripe=relayforge.jobs:nothing",
+                                  "stripe=relayforge.jobs:STATES"])
+def test_bad_handler_spec_names_the_variable(spec):
+    with pytest.raises(ValueError, match="WORKER__HANDLERS"):
+        HandlerRegistry(spec)
