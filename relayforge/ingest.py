@@ -137,6 +137,7 @@ class IngestWriter:
         raise AssertionError("unreachable")
 
     async def _write(self, conn: asyncpg.Connection, batch: list[Delivery]) -> list[Recorded]:
+        metrics.INGEST_BATCH_SIZE.observe(len(batch))
         results: list[Recorded | None] = [None] * len(batch)
         claimed = await self._claim_stripe_events(conn, batch, results)
         await self._charge_quota(conn, batch, results, claimed)

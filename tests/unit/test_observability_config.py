@@ -1,0 +1,53 @@
+"""The observability stack refers only to metrics the server exports, and its files parse."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+from prometheus_client import REGISTRY
+
+from relayforge.observability import metrics  # noqa: F401  (declares them)
+from tests.support import ROOT
+
+OBS = ROOT / "observability"
+SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
+
+
+def exported() -> set[str]:
+    names = set()
+    for family in REGISTRY.collect():
+        names.add(family.name)
+        names.update(family.name + s for s in SUFFIXES)
+    return names
+
+
+def referenced(expr: str) -> set[str]:
+    words = set(re.findall(r"\b([a-z_][a-z0-9_]*)\b(?=\s*[{\[)]|\s*[<>=!]|\s*$)", expr))
+    return {w for w in words if "_" in w and (w.startswith(("http_", "jobs_", "job_", "dlq_",
+                                                             "outbox_", "webhooks_", "ingest_")))}
+
+
+def test_alert_rules_and_dashboard_use_exported_metrics():
+    alerts = yaml.safe_load((OBS / "prometheus" / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+    dashboard = json.loads((OBS / "grafana" / "dashboards" / "relayforge.json").read_text())
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = set().union(*(referenced(e) for e in exprs))
+    assert used, "no metric names found"
+    assert used <= exported(), used - exported()
+
+
+def test_every_alert_has_a_runbook_section():
+    alerts = yaml.safe_load((OBS / "prometheus" / "alerts.yml").read_text())
+    runbook = (OBS / "runbook.md").read_text()
+    for group in alerts["groups"]:
+        for rule in group["rules"]:
+            assert f"## {rule['alert']}" in runbook
+            assert rule["annotations"]["runbook"] == f"runbook.md#{rule['alert'].lower()}"
+
+
+def test_stack_files_parse():
+    for path in [*OBS.rglob("*.yml"), *OBS.rglob("*.yaml"), ROOT / "docker-compose.yml"]:
+        assert yaml.safe_load(path.read_text()) is not None, path
