@@ -11,8 +11,8 @@ from relayforge.errors import MethodNotAllowed, NotFound
 from relayforge.http.admin import AdminEndpoints
 from relayforge.http.errors import error_response
 from relayforge.http.instrument import Handler, instrument
-from relayforge.http.ops import OpsEndpoints
 from relayforge.http.openapi import DocsEndpoints
+from relayforge.http.ops import OpsEndpoints, ReadinessCheck
 from relayforge.http.webhooks import WebhookEndpoint
 from relayforge.observability import logging as log_setup
 from relayforge.observability import tracing
@@ -26,7 +26,7 @@ METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 def create_app(settings: Settings, mode: str = "all") -> Application:
     app = Application(show_error_details=False)
     runtime = Runtime(settings, mode)
-    app.services.register(Runtime, instance=runtime)  # type: ignore[arg-type]
+    app.services.register(Runtime, instance=runtime)
 
     literal_routes: dict[str, list[str]] = {}  # path without parameters -> its methods
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
             literal_routes.setdefault(template, []).append(method)
         app.router.add(method, template, instrument(template, handler))
 
-    checks = {"database": runtime.check_database}
+    checks: dict[str, ReadinessCheck] = {"database": runtime.check_database}
     if runtime.relays or runtime.consumes:
         checks["broker"] = runtime.check_broker
     ops = OpsEndpoints(checks)

@@ -245,7 +245,8 @@ class IngestWriter:
         keep_body = self._settings.webhooks.store_rejected_bodies
         rows: list[tuple[int, Delivery, RelayforgeError]] = []
         for i, d in enumerate(batch):
-            error = d.rejection or (results[i].error if results[i] is not None else None)
+            result = results[i]
+            error = d.rejection or (result.error if result is not None else None)
             if error is not None and not isinstance(error, QuotaExceeded):
                 rows.append((i, d, error))
         if not rows:

@@ -56,8 +56,8 @@ async def record_processed(ctx: JobContext) -> None:
 def backoff_seconds(attempt: int, base_ms: int, max_ms: int, rng: random.Random | None = None) -> float:
     """Delay before try `attempt + 1`: base doubling per try, capped, with equal jitter (half
     fixed, half random) so retries of a burst spread out."""
-    exp = min(max_ms, base_ms * (2 ** min(attempt - 1, 30)))
-    jitter = (rng or random).uniform(0, exp / 2)
+    exp = float(min(max_ms, base_ms * (2 ** min(attempt - 1, 30))))
+    jitter: float = (rng or random).uniform(0, exp / 2)
     return (exp / 2 + jitter) / 1000
 
 

@@ -15,7 +15,13 @@ import time
 import asyncpg
 import orjson
 
-from relayforge.broker import ATTEMPT_HEADER, CORRELATION_HEADER, JOB_ID_HEADER, Broker, OutgoingMessage
+from relayforge.broker import (
+    ATTEMPT_HEADER,
+    CORRELATION_HEADER,
+    JOB_ID_HEADER,
+    Broker,
+    OutgoingMessage,
+)
 from relayforge.db.queries import Q
 from relayforge.observability import metrics
 from relayforge.settings import Settings

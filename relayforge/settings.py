@@ -268,8 +268,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> 
     for alias, name in ALIASES.items():
         if alias in env and name not in env:
             env[name] = env[alias]
-    sections = {
-        f.name: _section(f.default_factory, f.name, env)  # type: ignore[misc]
+    sections: dict[str, Any] = {
+        f.name: _section(f.default_factory, f.name, env)  # type: ignore[arg-type]
         for f in fields(Settings)
         if f.name != "app_env"
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -128,7 +127,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[Callable[[str], "asyncpg.Connection"]]:
+async def db() -> AsyncIterator[Callable[[str], asyncpg.Connection]]:
     conns: list[asyncpg.Connection] = []
 
     async def connect(url: str) -> asyncpg.Connection:

@@ -78,7 +78,7 @@ def free_port() -> int:
 
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.split("__")[0] in ("SERVER", "DATABASE", "AMQP", "WEBHOOKS", "HARDENING",
+           if k.split("__")[0] not in ("SERVER", "DATABASE", "AMQP", "WEBHOOKS", "HARDENING",
                                        "WORKER", "RELAY", "INGEST", "ADMIN", "TENANT", "LOG")}
     env.update({
         "WEBHOOKS__GENERIC_HMAC_SECRET": GENERIC_SECRET,

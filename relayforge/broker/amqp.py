@@ -27,7 +27,7 @@ class AmqpIncoming:
     def __init__(self, message: AbstractIncomingMessage) -> None:
         self._message = message
         self.body = message.body
-        self.headers = dict(message.headers or {})
+        self.headers: dict[str, object] = dict(message.headers or {})
         self.redelivered = bool(message.redelivered)
 
     async def ack(self) -> None:

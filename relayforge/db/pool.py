@@ -28,7 +28,7 @@ def start_embedded(settings: Settings) -> str:
 
     data_dir = Path(settings.database.embedded_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     url: str = server.get_uri()
     log.info("embedded postgres started", extra={"data_dir": str(data_dir)})
     return url

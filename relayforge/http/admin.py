@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import base64
 import uuid
-from urllib.parse import parse_qs
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import asyncpg
 import orjson
@@ -19,11 +19,12 @@ from relayforge.connectors import CONNECTORS
 from relayforge.db.queries import Q
 from relayforge.errors import BadRequest, Conflict, NotFound, UnknownSource
 from relayforge.http.errors import json_response
+from relayforge.http.instrument import route_value
 from relayforge.jobs import STATES
+from relayforge.runtime import Runtime
 from relayforge.security import secrets as tenant_secrets
 from relayforge.security.apikeys import ROLES, ApiKeyAuth, Principal, create_key
 from relayforge.security.secrets import SecretCipher
-from relayforge.runtime import Runtime
 from relayforge.settings import Settings
 
 MAX_PAGE = 500
@@ -186,7 +187,7 @@ class AdminEndpoints:
 
     async def get_job(self, request: Request, who: Principal) -> Response:
         row = await self._pool.fetchrow(
-            Q["admin_job_get"], _uuid(request.route_values["job_id"], "job id"))
+            Q["admin_job_get"], _uuid(route_value(request, "job_id"), "job id"))
         if row is None:
             raise NotFound("no such job")
         return json_response(200, _row(row))
@@ -210,7 +211,7 @@ class AdminEndpoints:
 
     async def get_inbox(self, request: Request, who: Principal) -> Response:
         row = await self._pool.fetchrow(
-            Q["admin_inbox_get"], _uuid(request.route_values["inbox_id"], "inbox id"))
+            Q["admin_inbox_get"], _uuid(route_value(request, "inbox_id"), "inbox id"))
         if row is None:
             raise NotFound("no such inbox row")
         doc = _row(row)
@@ -235,7 +236,7 @@ class AdminEndpoints:
     # ---------------------------------------------------------------------------- operator
 
     async def reprocess(self, request: Request, who: Principal) -> Response:
-        job_id = _uuid(request.route_values["job_id"], "job id")
+        job_id = _uuid(route_value(request, "job_id"), "job id")
         async with self._pool.acquire() as conn, conn.transaction():
             done = await conn.fetchval(Q["job_reprocess"], job_id,
                                        self._settings.worker.max_attempts,
@@ -273,8 +274,8 @@ class AdminEndpoints:
     # ------------------------------------------------------------------------------- admin
 
     async def put_secret(self, request: Request, who: Principal) -> Response:
-        tenant_id = _uuid(request.route_values["tenant_id"], "tenant id")
-        provider = _provider(request.route_values["provider"])
+        tenant_id = _uuid(route_value(request, "tenant_id"), "tenant id")
+        provider = _provider(route_value(request, "provider"))
         doc = await _json_body(request)
         _check_keys(doc, {"secret", "previous_expires_in_seconds"})
         secret = doc.get("secret")
@@ -291,16 +292,16 @@ class AdminEndpoints:
         return json_response(201, _secret_view(stored))
 
     async def list_secrets(self, request: Request, who: Principal) -> Response:
-        tenant_id = _uuid(request.route_values["tenant_id"], "tenant id")
-        provider = _provider(request.route_values["provider"])
+        tenant_id = _uuid(route_value(request, "tenant_id"), "tenant id")
+        provider = _provider(route_value(request, "provider"))
         async with self._pool.acquire() as conn:
             items = await tenant_secrets.list_secrets(conn, tenant_id, provider)
         return json_response(200, {"items": [_secret_view(s) for s in items]})
 
     async def delete_secret(self, request: Request, who: Principal) -> Response:
-        tenant_id = _uuid(request.route_values["tenant_id"], "tenant id")
-        provider = _provider(request.route_values["provider"])
-        secret_id = _uuid(request.route_values["secret_id"], "secret id")
+        tenant_id = _uuid(route_value(request, "tenant_id"), "tenant id")
+        provider = _provider(route_value(request, "provider"))
+        secret_id = _uuid(route_value(request, "secret_id"), "secret id")
         async with self._pool.acquire() as conn:
             if not await tenant_secrets.retire(conn, tenant_id, provider, secret_id):
                 raise NotFound("no such secret")
@@ -327,7 +328,7 @@ class AdminEndpoints:
         return json_response(200, {"items": [_row(r) for r in rows]})
 
     async def revoke_api_key(self, request: Request, who: Principal) -> Response:
-        key_id = _uuid(request.route_values["key_id"], "key id")
+        key_id = _uuid(route_value(request, "key_id"), "key id")
         async with self._pool.acquire() as conn:
             if await conn.fetchval(Q["api_key_revoke"], key_id) is None:
                 raise NotFound("no such active key")

@@ -3,6 +3,7 @@ by route template, one access log line, and errors turned into contract response
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import uuid
@@ -22,6 +23,8 @@ access = logging.getLogger("relayforge.access")
 
 MAX_ID_LENGTH = 128
 W3C_HEADER_NAMES = tuple(name.encode() for name in tracing.W3C_HEADERS)
+# The incoming W3C trace headers of the request being handled (stored with its job).
+_carrier: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("carrier")
 
 
 def _client_id(raw: bytes | None) -> str | None:
@@ -49,7 +52,7 @@ def instrument(route: str, handler: Handler) -> Handler:
             for k, v in request.scope.get("headers", ())
             if k in W3C_HEADER_NAMES
         }
-        request.scope["relayforge.ids"] = (request_id, correlation_id, carrier)
+        carrier_token = _carrier.set(carrier)
         method = request.method
         with tracing.tracer.start_as_current_span(
             f"{method} {route}", context=tracing.extract(carrier), kind=trace.SpanKind.SERVER
@@ -79,12 +82,19 @@ def instrument(route: str, handler: Handler) -> Handler:
         for var, token in zip((log_context.request_id, log_context.correlation_id), tokens,
                               strict=True):
             var.reset(token)
+        _carrier.reset(carrier_token)
         return response
 
     wrapped.__name__ = getattr(handler, "__name__", "handler")
     return wrapped
 
 
-def request_ids(request: Request) -> tuple[str, str, dict[str, str]]:
-    ids: tuple[str, str, dict[str, str]] = request.scope["relayforge.ids"]
-    return ids
+def request_ids() -> tuple[str, str, dict[str, str]]:
+    """The current request's id, correlation id and incoming W3C trace headers."""
+    return (log_context.request_id.get() or "", log_context.correlation_id.get() or "",
+            _carrier.get({}))
+
+
+def route_value(request: Request, name: str) -> str:
+    """A path parameter of the matched route (always present once the route matched)."""
+    return request.route_values.get(name) or ""

@@ -11,13 +11,14 @@ from blacksheep import Content, Request, Response
 
 from relayforge import __version__
 from relayforge.http.admin import MAX_BULK, MAX_PAGE
+from relayforge.http.instrument import route_value
 from relayforge.jobs import STATES
 
 JSON_CT = "application/json"
 REF = "#/components/schemas/"
 
 
-def _ref(name: str) -> dict[str, str]:
+def _ref(name: str) -> dict[str, Any]:
     return {"$ref": REF + name}
 
 
@@ -30,7 +31,7 @@ def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | No
 
 def _error(description: str, codes: list[str], rejected: bool = False,
            retry_after: bool = False) -> dict[str, Any]:
-    schema = _ref("RejectedError" if rejected else "Error")
+    schema: dict[str, Any] = _ref("RejectedError" if rejected else "Error")
     if codes:
         schema = {"allOf": [schema, {"type": "object", "properties": {
             "code": {"type": "string", "enum": codes}}}]}
@@ -365,7 +366,7 @@ class DocsEndpoints:
         return Response(200, None, Content(b"text/html; charset=utf-8", DOCS_HTML))
 
     async def asset(self, request: Request) -> Response:
-        name = request.route_values.get("asset", "")
+        name = route_value(request, "asset")
         content_type = ASSETS.get(name)
         if content_type is None:  # a fixed list: no path ever reaches the filesystem
             from relayforge.errors import NotFound

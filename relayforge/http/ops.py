@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from blacksheep import Content, Request, Response
 
@@ -16,7 +16,7 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 
 class OpsEndpoints:
-    def __init__(self, checks: dict[str, ReadinessCheck]) -> None:
+    def __init__(self, checks: Mapping[str, ReadinessCheck]) -> None:
         self._started = time.monotonic()
         self._checks = checks
 

@@ -24,7 +24,7 @@ from relayforge.errors import (
     UnknownSource,
 )
 from relayforge.http.errors import json_response
-from relayforge.http.instrument import request_ids
+from relayforge.http.instrument import request_ids, route_value
 from relayforge.ingest import Delivery, IngestWriter
 from relayforge.kernels import sha256_hex
 from relayforge.observability import logging as log_context
@@ -50,10 +50,10 @@ class WebhookEndpoint:
         return await self._receive(request, request.get_first_header(b"x-tenant-id"))
 
     async def by_path(self, request: Request) -> Response:
-        return await self._receive(request, request.route_values["tenant_id"].encode())
+        return await self._receive(request, route_value(request, "tenant_id").encode())
 
     async def _receive(self, request: Request, raw_tenant: bytes | None) -> Response:
-        source = request.route_values.get("source", "").lower()
+        source = route_value(request, "source").lower()
         try:
             return await self._handle(request, raw_tenant, source)
         except RelayforgeError as exc:
@@ -82,7 +82,7 @@ class WebhookEndpoint:
         if wait:
             raise RateLimited("tenant rate limit exceeded", retry_after=retry_after_seconds(wait))
 
-        request_id, correlation_id, carrier = request_ids(request)
+        request_id, correlation_id, carrier = request_ids()
         trace_context = tracing.carry(carrier)
         trace_context["correlation_id"] = correlation_id
         evidence = {
@@ -128,7 +128,8 @@ class WebhookEndpoint:
                 pass  # the server has already framed the body; count it below
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():  # also bounds chunked bodies with no length
+        # also bounds chunked bodies with no length (BlackSheep's stub mistypes stream())
+        async for chunk in request.stream():  # type: ignore[attr-defined]
             if not chunk:
                 continue
             size += len(chunk)

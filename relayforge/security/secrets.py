@@ -7,7 +7,6 @@ Ingest keeps verifiers (precomputed HMAC key state) in a cache that a LISTEN on
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging

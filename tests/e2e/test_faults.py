@@ -97,7 +97,7 @@ async def test_broker_closing_connections_loses_nothing(client, start_server, da
     server = start_server("all", database_url=database, **names, **FAST, **RECORDING,
                           **SHORT_LEASE)
     docs = []
-    for wave in range(3):
+    for _ in range(3):
         docs += [await send(client, server) for _ in range(30)]
         subprocess.run(["rabbitmqctl", "close_all_connections", "relayforge fault test"],
                        check=True, capture_output=True, timeout=60)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.e2e.pipeline_support import FAST, send, wait_for_jobs
+from tests.e2e.pipeline_support import FAST, wait_for_jobs
 from tests.support import free_port
 
 
@@ -83,7 +83,7 @@ async def test_one_trace_from_request_to_last_retry(client, start_server, collec
     assert len(attempts) == 3
     # attempt 1 is a child of the request; every retry a child of the attempt before it
     assert attempts[0].parent_span_id.hex() == ingest.span_id.hex()
-    for previous, current in zip(attempts, attempts[1:]):
+    for previous, current in zip(attempts, attempts[1:], strict=False):
         assert by_id[current.parent_span_id.hex()] is previous
 
 

@@ -10,6 +10,7 @@ import uuid
 
 import asyncpg
 import pytest
+from cryptography.exceptions import InvalidTag
 
 from relayforge.security.secrets import SecretCipher, SecretStore, list_secrets, retire, rotate
 from tests.conftest import clone_database
@@ -51,7 +52,7 @@ async def test_rotation_store_and_notify(url):
                                       "WHERE id = $1", old.id)
             assert b"old" not in bytes(row["ciphertext"])
             # bound to its tenant: another tenant's row can't be decrypted with this one's
-            with pytest.raises(Exception):
+            with pytest.raises(InvalidTag):
                 cipher.decrypt(uuid.uuid4(), "generic", row["nonce"], row["ciphertext"])
         await asyncio.sleep(0.3)
         assert len(await store.verifiers(tenant, "generic")) == 2
