@@ -25,29 +25,8 @@ sys.path.insert(0, str(ROOT))
 from tests import support  # noqa: E402
 
 
-async def _create_db(template: str | None = None) -> tuple[str, str]:
-    import uuid
-
-    import asyncpg
-
-    admin = support.postgres_admin_url()
-    name = f"rf_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return name, support.with_database(admin, name)
-
-
-async def _drop(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(support.postgres_admin_url())
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
-
-
 def run(mode: str, seconds: int, users: int, workers: int) -> dict[str, float]:
-    name, url = asyncio.run(_create_db())
+    name, url = asyncio.run(support.create_database(prefix="rf_bench"))
     port = support.free_port()
     env = support.base_env() | {
         "DATABASE__URL": url, "DATABASE__MIGRATE_ON_START": "true", "SERVER__PORT": str(port),
@@ -79,7 +58,7 @@ def run(mode: str, seconds: int, users: int, workers: int) -> dict[str, float]:
         return stats
     finally:
         server.stop()
-        asyncio.run(_drop(name))
+        asyncio.run(support.drop_database(name))
 
 
 async def _count(url: str) -> float:

@@ -4,38 +4,8 @@ twin. RELAYFORGE_NO_EXTENSIONS=1 forces the twin (the test suite runs both)."""
 from __future__ import annotations
 
 import os
-
-if os.environ.get("RELAYFORGE_NO_EXTENSIONS") == "1":
-    from relayforge._kernels_py import (
-        IMPLEMENTATION,
-        HmacSha256,
-        constant_time_eq,
-        hex_encode,
-        parse_github_signature,
-        parse_stripe_signature,
-        sha256_hex,
-    )
-else:
-    try:
-        from relayforge._native import (  # type: ignore[import-not-found,no-redef]
-            IMPLEMENTATION,
-            HmacSha256,
-            constant_time_eq,
-            hex_encode,
-            parse_github_signature,
-            parse_stripe_signature,
-            sha256_hex,
-        )
-    except ImportError:  # not built (e.g. RELAYFORGE_NO_EXTENSIONS=1 at install time)
-        from relayforge._kernels_py import (
-            IMPLEMENTATION,
-            HmacSha256,
-            constant_time_eq,
-            hex_encode,
-            parse_github_signature,
-            parse_stripe_signature,
-            sha256_hex,
-        )
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 __all__ = [
     "IMPLEMENTATION",
@@ -46,3 +16,31 @@ __all__ = [
     "parse_stripe_signature",
     "sha256_hex",
 ]
+
+
+def _load() -> ModuleType:
+    if os.environ.get("RELAYFORGE_NO_EXTENSIONS") != "1":
+        try:
+            from relayforge import _native
+
+            return _native
+        except ImportError:  # not built (installed with RELAYFORGE_NO_EXTENSIONS=1)
+            pass
+    from relayforge import _kernels_py
+
+    return _kernels_py
+
+
+if TYPE_CHECKING:  # both implementations have this API (relayforge/_native.pyi)
+    from relayforge._kernels_py import (
+        IMPLEMENTATION,
+        HmacSha256,
+        constant_time_eq,
+        hex_encode,
+        parse_github_signature,
+        parse_stripe_signature,
+        sha256_hex,
+    )
+else:
+    _impl = _load()
+    globals().update({name: getattr(_impl, name) for name in __all__})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import uuid
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
@@ -14,46 +14,15 @@ from tests import support
 
 
 @pytest.fixture(scope="session")
-def run_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-@pytest.fixture(scope="session")
-def template_db(run_id: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def template_db() -> Iterator[str]:
     """A database migrated by `relayforge migrate` (the real CLI), cloned for every server."""
-    admin = support.postgres_admin_url()
-    name = f"rf_tpl_{run_id}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    support.run_sync(create())
-    import subprocess
-    import sys
-
-    env = support.base_env() | {"DATABASE__URL": support.with_database(admin, name)}
+    name, url = support.run_sync(support.create_database(prefix="rf_tpl"))
+    env = support.base_env() | {"DATABASE__URL": url}
     out = subprocess.run([sys.executable, "-m", "relayforge", "migrate"], env=env,
                          capture_output=True, text=True, cwd=support.ROOT)
     assert out.returncode == 0, out.stderr
     yield name
-    support.run_sync(_drop(admin, name))
-
-
-async def _drop(admin: str, name: str) -> None:
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
-
-
-async def clone_database(template: str) -> tuple[str, str]:
-    admin = support.postgres_admin_url()
-    name = f"rf_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    await conn.close()
-    return name, support.with_database(admin, name)
+    support.run_sync(support.drop_database(name))
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +30,13 @@ def fresh_database(template_db: str) -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def make() -> str:
-        name, url = support.run_sync(clone_database(template_db))
+        name, url = support.run_sync(support.create_database(template_db))
         created.append(name)
         return url
 
     yield make
     for name in created:
-        support.run_sync(_drop(support.postgres_admin_url(), name))
+        support.run_sync(support.drop_database(name))
 
 
 class ServerFactory:
@@ -139,6 +108,3 @@ async def db() -> AsyncIterator[Callable[[str], asyncpg.Connection]]:
     for conn in conns:
         await conn.close()
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("PYTHONHASHSEED", "0")

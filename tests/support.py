@@ -173,3 +173,28 @@ def run_sync(coro):  # type: ignore[no-untyped-def]
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+async def create_database(template: str | None = None, prefix: str = "rf") -> tuple[str, str]:
+    """A new database (a clone of `template` when given) on the test server: (name, url)."""
+    import asyncpg
+
+    admin = postgres_admin_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin)
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    return name, with_database(admin, name)
+
+
+async def drop_database(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(postgres_admin_url())
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -180,10 +180,7 @@ class AdminEndpoints:
             Q["admin_jobs_list"], status, _query_uuid(request, "tenant_id"),
             source.lower() if source else None, _query_uuid(request, "cursor"), limit,
         )
-        items = [_row(r) for r in rows]
-        return json_response(200, {
-            "items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None,
-        })
+        return _page(rows, limit)
 
     async def get_job(self, request: Request, who: Principal) -> Response:
         row = await self._pool.fetchrow(
@@ -204,10 +201,7 @@ class AdminEndpoints:
             None if accepted is None else accepted == "true",
             _query_uuid(request, "cursor"), limit,
         )
-        items = [_row(r) for r in rows]
-        return json_response(200, {
-            "items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None,
-        })
+        return _page(rows, limit)
 
     async def get_inbox(self, request: Request, who: Principal) -> Response:
         row = await self._pool.fetchrow(
@@ -238,9 +232,9 @@ class AdminEndpoints:
     async def reprocess(self, request: Request, who: Principal) -> Response:
         job_id = _uuid(route_value(request, "job_id"), "job id")
         async with self._pool.acquire() as conn, conn.transaction():
-            done = await conn.fetchval(Q["job_reprocess"], job_id,
+            done = await conn.fetchval(Q["jobs_reprocess"], None, None, None, 1,
                                        self._settings.worker.max_attempts,
-                                       self._settings.amqp.routing_prefix)
+                                       self._settings.amqp.routing_prefix, job_id)
             if done is None:
                 state = await conn.fetchrow(Q["job_state"], job_id)
                 if state is None:
@@ -263,8 +257,8 @@ class AdminEndpoints:
             raise BadRequest(f"limit must be an integer 1..{MAX_BULK}")
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                Q["jobs_reprocess_bulk"], tenant, source, event_type, limit,
-                self._settings.worker.max_attempts, self._settings.amqp.routing_prefix,
+                Q["jobs_reprocess"], tenant, source, event_type, limit,
+                self._settings.worker.max_attempts, self._settings.amqp.routing_prefix, None,
             )
             ids = [str(r["job_id"]) for r in rows]
             await self._audit(conn, who, "job.reprocess_bulk", "jobs",
@@ -334,6 +328,14 @@ class AdminEndpoints:
                 raise NotFound("no such active key")
             await self._audit(conn, who, "api_key.revoke", str(key_id))
         return Response(204)
+
+
+def _page(rows: list[asyncpg.Record], limit: int) -> Response:
+    """A page of a list, newest first; a full page carries the cursor of the next."""
+    items = [_row(r) for r in rows]
+    return json_response(200, {
+        "items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None,
+    })
 
 
 def _secret_view(s: tenant_secrets.StoredSecret) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import asyncpg
 
@@ -16,23 +15,8 @@ CONTRACT_TABLES = {
 }
 
 
-async def _empty_database() -> tuple[str, str]:
-    admin = support.postgres_admin_url()
-    name = f"rf_mig_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return name, support.with_database(admin, name)
-
-
-async def _drop(name: str) -> None:
-    conn = await asyncpg.connect(support.postgres_admin_url())
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
-
-
 async def test_migrate_creates_every_contract_table_once():
-    name, url = await _empty_database()
+    name, url = await support.create_database(prefix="rf_mig")
     try:
         conn = await asyncpg.connect(url)
         applied = await migrate(conn)
@@ -46,11 +30,11 @@ async def test_migrate_creates_every_contract_table_once():
         assert versions == applied
         await conn.close()
     finally:
-        await _drop(name)
+        await support.drop_database(name)
 
 
 async def test_concurrent_migrators_take_turns():
-    name, url = await _empty_database()
+    name, url = await support.create_database(prefix="rf_mig")
     try:
         conns = [await asyncpg.connect(url) for _ in range(4)]
         results = await asyncio.gather(*(migrate(c) for c in conns))
@@ -59,7 +43,7 @@ async def test_concurrent_migrators_take_turns():
         for c in conns:
             await c.close()
     finally:
-        await _drop(name)
+        await support.drop_database(name)
 
 
 async def test_migrations_are_ordered_and_named():

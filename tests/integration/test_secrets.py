@@ -13,8 +13,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from relayforge.security.secrets import SecretCipher, SecretStore, list_secrets, retire, rotate
-from tests.conftest import clone_database
-from tests.support import postgres_admin_url, run_sync
+from tests.support import create_database, drop_database, run_sync
 
 
 def mac(key: bytes) -> str:
@@ -23,11 +22,9 @@ def mac(key: bytes) -> str:
 
 @pytest.fixture
 async def url(template_db):
-    name, url = await clone_database(template_db)
+    name, url = await create_database(template_db)
     yield url
-    conn = await asyncpg.connect(postgres_admin_url())
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    await drop_database(name)
 
 
 async def test_rotation_store_and_notify(url):

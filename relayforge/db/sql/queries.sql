@@ -240,22 +240,13 @@ retry AS (
 )
 SELECT id, status FROM moved;
 
--- name: job_reprocess
--- Only a dead-lettered job; its max_attempts rises by WORKER__MAX_ATTEMPTS (a fresh budget).
-WITH j AS (
-    UPDATE jobs SET status = 'pending', max_attempts = max_attempts + $2, updated_at = now()
-    WHERE id = $1 AND status = 'dead_lettered'
-    RETURNING id, tenant_id, source, attempts, trace_context
-)
-INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
-SELECT id, tenant_id, $3 || '.' || source, attempts + 1, trace_context FROM j
-ON CONFLICT (job_id, attempt) DO NOTHING
-RETURNING job_id;
-
--- name: jobs_reprocess_bulk
+-- name: jobs_reprocess
+-- Dead-lettered jobs only (one by id, or many by filter): max_attempts rises by
+-- WORKER__MAX_ATTEMPTS ($5, a fresh budget) and the next attempt goes through the outbox.
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status = 'dead_lettered'
+      AND ($7::uuid IS NULL OR id = $7)
       AND ($1::uuid IS NULL OR tenant_id = $1)
       AND ($2::text IS NULL OR source = $2)
       AND ($3::text IS NULL OR event_type = $3)
