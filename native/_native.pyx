@@ -6,6 +6,7 @@ same vectors through both. HMAC keys are expanded once per secret: a verifier ke
 states after the ipad/opad block, so each request costs two state copies and the body hash.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.string cimport memset
 
 cdef extern from *:
@@ -88,7 +89,7 @@ cdef class HmacSha256:
         cdef char hexout[HEXLEN]
         self._digest(prefix, body, out)
         _hex(out, DIGEST, hexout)
-        return hexout[:HEXLEN].decode("ascii")
+        return PyUnicode_DecodeASCII(hexout, HEXLEN, NULL)
 
     def verify(self, bytes body not None, signatures, bytes prefix=b""):
         """True when any of `signatures` (lowercase hex bytes) is the HMAC of prefix + body.
@@ -110,16 +111,19 @@ cdef class HmacSha256:
 def sha256_hex(bytes data not None):
     cdef unsigned char out[DIGEST]
     cdef char hexout[HEXLEN]
-    SHA256(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out)
+    cdef SHA256_CTX ctx
+    SHA256_Init(&ctx)
+    SHA256_Update(&ctx, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    SHA256_Final(out, &ctx)
     _hex(out, DIGEST, hexout)
-    return hexout[:HEXLEN].decode("ascii")
+    return PyUnicode_DecodeASCII(hexout, HEXLEN, NULL)
 
 
 def hex_encode(bytes data not None):
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, 2 * n)
     _hex(<const unsigned char *>PyBytes_AS_STRING(data), n, PyBytes_AS_STRING(out))
-    return out.decode("ascii")
+    return PyUnicode_DecodeASCII(PyBytes_AS_STRING(out), 2 * n, NULL)
 
 
 def constant_time_eq(bytes a not None, bytes b not None):
