@@ -24,7 +24,11 @@ def start_embedded(settings: Settings) -> str:
 
     The server outlives nothing: it stops when the process that started it exits.
     """
-    import pgserver
+    import warnings
+
+    with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pgserver
 
     data_dir = Path(settings.database.embedded_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -105,3 +105,34 @@ async def test_broker_closing_connections_loses_nothing(client, start_server, da
     await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
     ready = await client.get(f"{server.url}/readyz")
     assert ready.status_code == 200, ready.text
+
+
+async def test_sigterm_lets_jobs_in_hand_finish(client, start_server, database, names):
+    env = {**names, **FAST, **RECORDING, "TEST_HANDLER_SLEEP": "1.0", "WORKER__CONCURRENCY": "4",
+           "WORKER__PREFETCH": "4"}
+    ingest = start_server("ingest", database_url=database, **FAST)
+    start_server("relay", database_url=database, **env)
+    consumer = start_server("consume", database_url=database, **env)
+    docs = [await send(client, ingest) for _ in range(12)]
+    await wait_until(database, "SELECT count(*) >= 2 FROM jobs WHERE status = 'processing'")
+    consumer.stop()  # SIGTERM: stop taking messages, finish the ones in hand
+    conn = await asyncpg.connect(database)
+    in_hand = await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'processing'")
+    finished = await conn.fetchval("SELECT count(*) FROM handler_runs")
+    await conn.close()
+    assert in_hand == 0, "a job was left processing by a graceful stop"
+    assert finished >= 2
+    start_server("consume", database_url=database, **env)
+    rows = await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
+    assert all(r["attempts"] == 1 for r in rows)  # nothing needed a lease recovery
+
+
+async def test_handler_exceeding_the_job_timeout_is_retried_then_dead_lettered(
+        client, start_server, database, names):
+    server = start_server("all", database_url=database, **names, **FAST, **RECORDING,
+                          TEST_HANDLER_SLEEP="2", WORKER__JOB_TIMEOUT_SECONDS="0.3",
+                          WORKER__MAX_ATTEMPTS="2")
+    doc = await send(client, server)
+    [job] = await wait_for_jobs(database, [doc["job_id"]])
+    assert (job["status"], job["attempts"], job["last_error"]) == (
+        "dead_lettered", 2, "handler timed out")
