@@ -19,6 +19,7 @@ from opentelemetry import trace
 
 from relayforge.broker import Broker, IncomingMessage
 from relayforge.connectors.base import DomainEvent
+from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
 from relayforge.db.queries import Q
 from relayforge.jobs import (
     HandlerRegistry,
@@ -65,7 +66,8 @@ class JobConsumer:
         try:
             async with self._slots:
                 await self._handle(message)
-        except Exception:  # database gone mid-message: requeue; the lease recovers the job
+        except Exception as exc:  # database gone mid-message: requeue; the lease recovers the job
+            await on_connection_error(self._pool, exc)
             log.exception("message handling failed; released")
             try:
                 await message.release()
@@ -153,10 +155,11 @@ class JobConsumer:
             try:
                 await self._pool.execute(query, *args)
                 return
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            except CONNECTION_ERRORS as exc:
+                await on_connection_error(self._pool, exc)
                 if n == OUTCOME_WRITE_TRIES:
                     raise
-                await asyncio.sleep(0.2 * 2 ** n)
+                await asyncio.sleep(0.1 * 2 ** n)
 
     async def _poison(self, message: IncomingMessage, why: str) -> None:
         log.error("poison message dead-lettered", extra={

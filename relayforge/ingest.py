@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from relayforge.connectors.base import DomainEvent
+from relayforge.db.pool import on_connection_error
 from relayforge.db.queries import Q
 from relayforge.errors import QuotaExceeded, RelayforgeError, ReplayedEvent, Unavailable
 from relayforge.ids import new_id
@@ -115,6 +116,7 @@ class IngestWriter:
             try:
                 results = await self._write_with_retry([d for d, _ in batch])
             except Exception as exc:  # the database is down or refused the batch: nothing acked
+                await on_connection_error(self._pool, exc)
                 log.error("ingest batch failed", extra={"error": repr(exc), "size": len(batch)})
                 for _, future in batch:
                     if not future.done():

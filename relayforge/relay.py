@@ -22,6 +22,7 @@ from relayforge.broker import (
     Broker,
     OutgoingMessage,
 )
+from relayforge.db.pool import on_connection_error
 from relayforge.db.queries import Q
 from relayforge.observability import metrics
 from relayforge.settings import Settings
@@ -71,6 +72,7 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database or broker trouble: back off, never die
+                await on_connection_error(self._pool, exc)
                 errors += 1
                 self.healthy = False
                 delay = min(MAX_ERROR_BACKOFF_SECONDS, 0.25 * 2 ** min(errors, 8))

@@ -14,12 +14,15 @@ import asyncpg
 from relayforge.jobs import JobContext
 
 _pool: asyncpg.Pool | None = None
+WITNESS = "relayforge-test-witness"
 
 
 async def recording(ctx: JobContext) -> None:
     global _pool
     await asyncio.sleep(float(os.environ.get("TEST_HANDLER_SLEEP", "0")))
     if _pool is None:
-        _pool = await asyncpg.create_pool(os.environ["DATABASE__URL"], min_size=1, max_size=4)
+        # Named, so fault tests can cut Relayforge's connections and leave this witness alone.
+        _pool = await asyncpg.create_pool(os.environ["DATABASE__URL"], min_size=1, max_size=4,
+                                          server_settings={"application_name": WITNESS})
     await _pool.execute("INSERT INTO handler_runs (job_id, attempt) VALUES ($1, $2)",
                         ctx.job_id, ctx.attempt)

@@ -12,6 +12,24 @@ from relayforge.settings import Settings
 log = logging.getLogger("relayforge.db")
 
 
+# The server went away or cut the connection (restart, failover, pg_terminate_backend).
+CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+async def on_connection_error(pool: asyncpg.Pool, exc: BaseException) -> bool:
+    """If `exc` means connections died, expire the pool's so the next acquire opens a fresh
+    one instead of drawing the next dead one; say whether it was such an error."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        await pool.expire_connections()
+        return True
+    return False
+
+
 async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
     # No statement cache cap tuning needed: every runtime query is one of a fixed set of names.
     return await asyncpg.create_pool(
