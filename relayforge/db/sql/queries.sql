@@ -191,15 +191,17 @@ RETURNING id, tenant_id, source, event, attempts, max_attempts, correlation_id,
 SELECT status, attempts, max_attempts FROM jobs WHERE id = $1;
 
 -- name: job_succeed
+-- An attempt's outcome stands as long as no later attempt has started (attempts = $2), even if
+-- its lease expired meanwhile and the recovery scheduled the next try: that message is dropped.
 UPDATE jobs SET status = 'succeeded', last_error = NULL, lease_expires_at = NULL, updated_at = now()
-WHERE id = $1 AND status = 'processing' AND attempts = $2
+WHERE id = $1 AND attempts = $2 AND status <> 'succeeded'
 RETURNING id;
 
 -- name: job_retry
 -- Fail the attempt and schedule the next one through the outbox, atomically.
 WITH j AS (
     UPDATE jobs SET status = 'retrying', last_error = $3, lease_expires_at = NULL, updated_at = now()
-    WHERE id = $1 AND status = 'processing' AND attempts = $2
+    WHERE id = $1 AND attempts = $2 AND status IN ('processing', 'retrying', 'queued')
     RETURNING id, tenant_id, source, attempts
 )
 INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers, available_at)
@@ -211,7 +213,7 @@ RETURNING job_id;
 
 -- name: job_dead_letter
 UPDATE jobs SET status = 'dead_lettered', last_error = $3, lease_expires_at = NULL, updated_at = now()
-WHERE id = $1 AND status = 'processing' AND attempts = $2
+WHERE id = $1 AND attempts = $2 AND status NOT IN ('succeeded', 'dead_lettered')
 RETURNING id;
 
 -- name: jobs_recover_expired
