@@ -1,4 +1,4 @@
-"""`relayforge serve --mode all|ingest|relay|consume | migrate | doctor | keys | secrets`."""
+"""`relayforge serve --mode all|ingest|relay|consume | migrate | doctor | keys | secrets | bench`."""
 
 from __future__ import annotations
 
@@ -118,6 +118,13 @@ def cmd_secrets_set(args: argparse.Namespace) -> None:
     print(f"secret {stored.id} (fingerprint {stored.fingerprint}) is now current")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from relayforge.benchmark import main as kernels_table
+
+    print(f"kernels in use: {kernels.IMPLEMENTATION}")
+    kernels_table()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="relayforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("doctor", help="say which kernels and backends are in use").set_defaults(
         func=cmd_doctor)
+
+    sub.add_parser("bench", help="kernel ops/s and ratios (bench/run_load.py: the server)"
+                   ).set_defaults(func=cmd_bench)
 
     keys = sub.add_parser("keys", help="admin API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key and print it once")

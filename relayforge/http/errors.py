@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from blacksheep import Content, Response
 
-from relayforge.errors import MethodNotAllowed, RelayforgeError
+from relayforge.errors import MethodNotAllowed, RelayforgeError, Unauthorized
 
 JSON = b"application/json"
 
@@ -24,6 +24,8 @@ def error_response(exc: RelayforgeError) -> Response:
     if exc.signature_valid is not None:
         doc["signature_valid"] = exc.signature_valid
     headers = []
+    if isinstance(exc, Unauthorized):
+        headers.append((b"WWW-Authenticate", b'Bearer realm="relayforge-admin"'))
     if isinstance(exc, MethodNotAllowed):
         headers.append((b"Allow", ", ".join(exc.allow).encode()))
     if exc.retry_after is not None:

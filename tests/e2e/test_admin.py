@@ -54,6 +54,7 @@ async def test_rbac_matrix(client, ingest_server, method, path, required):
     for headers in ({}, bearer("not-a-key"), {"Authorization": "Basic YWRtaW46YWRtaW4="}):
         r = await client.request(method, url, headers=headers, content=content)
         assert r.status_code == 401 and r.json()["code"] == "unauthorized", (headers, r.text)
+        assert r.headers["www-authenticate"].startswith("Bearer")
     for role, key in KEYS.items():
         r = await client.request(method, url, headers=bearer(key), content=content)
         if ROLES[role] < ROLES[required]:
@@ -157,6 +158,10 @@ async def test_secret_rotation_overlaps_until_the_old_one_is_retired(client, ing
     assert await _status_eventually(client, ingest_server, tenant, "tenant-new", 202) == 202
     missing = await client.delete(f"{url}/{first.json()['id']}", headers=bearer(ADMIN_KEY))
     assert missing.status_code == 404
+    audit = [(r["action"], r["key_source"], r["role"]) for r in await conn.fetch(
+        "SELECT action, key_source, role FROM admin_audit_log WHERE target = $1 ORDER BY id",
+        f"{tenant}/generic")]
+    assert audit == [("secret.set", "fallback", "admin")] * 2 + [("secret.delete", "fallback", "admin")]
 
 
 async def test_rotation_with_zero_overlap_retires_the_old_secret_at_once(client, ingest_server):
