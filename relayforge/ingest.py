@@ -97,7 +97,7 @@ class IngestWriter:
 
     async def record(self, delivery: Delivery) -> Recorded:
         if not self._batch_mode:
-            return (await self._write_with_retry([delivery]))[0]
+            return (await self._write_or_unavailable([delivery]))[0]
         future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         self._pending.append((delivery, future))
         self._wake.set()
@@ -114,19 +114,23 @@ class IngestWriter:
             batch = self._pending[: self._batch_max]
             del self._pending[: self._batch_max]
             try:
-                results = await self._write_with_retry([d for d, _ in batch])
-            except Exception as exc:  # the database is down or refused the batch: nothing acked
-                await on_connection_error(self._pool, exc)
-                log.error("ingest batch failed", extra={"error": repr(exc), "size": len(batch)})
+                results = await self._write_or_unavailable([d for d, _ in batch])
+            except Unavailable as exc:
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(
-                            Unavailable("the database is unavailable, retry later", retry_after=5)
-                        )
+                        future.set_exception(exc)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():  # the client may have gone; the row is recorded anyway
                     future.set_result(result)
+
+    async def _write_or_unavailable(self, batch: list[Delivery]) -> list[Recorded]:
+        try:
+            return await self._write_with_retry(batch)
+        except Exception as exc:  # the database is down or refused the batch: nothing acked
+            await on_connection_error(self._pool, exc)
+            log.error("ingest batch failed", extra={"error": repr(exc), "size": len(batch)})
+            raise Unavailable("the database is unavailable, retry later", retry_after=5) from exc
 
     async def _write_with_retry(self, batch: list[Delivery]) -> list[Recorded]:
         for attempt in range(1, WRITE_TRIES + 1):

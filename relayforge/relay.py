@@ -34,6 +34,7 @@ MAX_ERROR_BACKOFF_SECONDS = 30.0
 PUBLISH_RETRY_SECONDS = 1.0
 RECOVER_BATCH = 500
 PRUNE_INTERVAL_SECONDS = 3600.0
+UPKEEP_INTERVAL_SECONDS = 1.0  # lease recovery and the backlog gauge, not once per batch
 
 
 class Relay:
@@ -45,6 +46,7 @@ class Relay:
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._next_prune = time.monotonic() + 60
+        self._next_upkeep = 0.0
         self.healthy = True
 
     async def start(self) -> None:
@@ -139,6 +141,9 @@ class Relay:
                                message_id=f"{row['job_id']}:{row['attempt']}")
 
     async def upkeep(self) -> None:
+        if time.monotonic() < self._next_upkeep:
+            return
+        self._next_upkeep = time.monotonic() + UPKEEP_INTERVAL_SECONDS
         s = self._settings
         recovered = await self._pool.fetch(Q["jobs_recover_expired"], RECOVER_BATCH,
                                            s.amqp.routing_prefix)
