@@ -164,6 +164,16 @@ def build_spec() -> dict[str, Any]:
                                                    "headers": COMMON_RESPONSE_HEADERS,
                                                    "content": {"text/plain": {"schema": {
                                                        "type": "string"}}}}}}},
+        "/docs": {"get": {"tags": ["operations"],
+                          "summary": "Swagger UI (bundled assets, works offline); /docs redirects "
+                                     "to /docs/",
+                          "responses": {
+                              "200": {"description": "the UI (at /docs/)",
+                                      "headers": COMMON_RESPONSE_HEADERS,
+                                      "content": {"text/html": {"schema": {"type": "string"}}}},
+                              "308": {"description": "redirect to /docs/", "headers": {
+                                  **COMMON_RESPONSE_HEADERS,
+                                  "Location": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"tags": ["operations"], "summary": "This document",
                                   "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
         "/admin/jobs": {"get": _admin("List jobs, newest first", "viewer", {

@@ -17,6 +17,7 @@ from relayforge.settings import load_settings
 SERVED = {
     ("POST", "/webhooks/{source}"), ("POST", "/tenants/{tenant_id}/webhooks/{source}"),
     ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
+    ("GET", "/docs"),
 } | {(m, p) for m, p, _, _ in AdminEndpoints(Runtime(load_settings({}), "ingest")).routes()}
 
 
