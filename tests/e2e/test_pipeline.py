@@ -178,3 +178,11 @@ async def test_separate_ingest_relay_consume_processes(client, start_server, fre
 async def test_relay_without_broker_url_refuses_to_start(start_server):
     with pytest.raises(RuntimeError, match="AMQP__URL"):
         start_server("relay")
+
+
+async def test_test_faults_are_ignored_unless_enabled(client, start_server):
+    server = start_server("all", **FAST, WORKER__ENABLE_TEST_FAULTS="false")
+    failing = await send(client, server, fail_until_attempt=5)
+    permanent = await send(client, server, force_permanent_fail=True)
+    rows = await wait_for_jobs(server.database_url, [failing["job_id"], permanent["job_id"]])
+    assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 2
