@@ -7,10 +7,12 @@ CREATE TABLE stripe_event_idempotency (
 );
 CREATE INDEX stripe_event_idempotency_created ON stripe_event_idempotency (created_at);
 
--- Daily quota per tenant (UTC day); one row per tenant and day, charged once per ingest batch.
+-- Daily quota per tenant (UTC day): one row per tenant and day, reserved once per ingest batch
+-- by a single statement (last_grant: what that statement granted).
 CREATE TABLE tenant_daily_quota_usage (
     tenant_id  uuid    NOT NULL,
     quota_date date    NOT NULL,
     used       integer NOT NULL DEFAULT 0,
+    last_grant integer NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, quota_date)
 );

@@ -133,81 +133,115 @@ class IngestWriter:
             raise Unavailable("the database is unavailable, retry later", retry_after=5) from exc
 
     async def _write_with_retry(self, batch: list[Delivery]) -> list[Recorded]:
-        for attempt in range(1, WRITE_TRIES + 1):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    return await self._write(conn, batch)
-            except RETRYABLE_DB_ERRORS:
-                if attempt == WRITE_TRIES:
-                    raise
-        raise AssertionError("unreachable")
+        """Replay check → quota reservation → one transaction; refused items give units back.
 
-    async def _write(self, conn: asyncpg.Connection, batch: list[Delivery]) -> list[Recorded]:
+        The quota row is locked by one autocommit statement, never for a whole transaction,
+        so a tenant's concurrent batches (or requests, in single mode) don't queue behind it.
+        """
         metrics.INGEST_BATCH_SIZE.observe(len(batch))
         results: list[Recorded | None] = [None] * len(batch)
-        claimed = await self._claim_stripe_events(conn, batch, results)
-        await self._charge_quota(conn, batch, results, claimed)
-        await self._accept(conn, batch, results)
-        await self._store_rejections(conn, batch, results)
+        await self._check_replays(batch, results)
+        reserved, quota_date = await self._reserve_quota(batch, results)
+        try:
+            for attempt in range(1, WRITE_TRIES + 1):
+                attempt_results = list(results)  # a rolled-back try leaves no trace
+                try:
+                    async with self._pool.acquire() as conn, conn.transaction():
+                        await self._claim_stripe_events(conn, batch, attempt_results)
+                        await self._accept(conn, batch, attempt_results)
+                        await self._store_rejections(conn, batch, attempt_results)
+                    results = attempt_results
+                    break
+                except RETRYABLE_DB_ERRORS:
+                    if attempt == WRITE_TRIES:
+                        raise
+        except BaseException:
+            await self._refund(batch, reserved, quota_date)  # nothing was recorded
+            raise
+        # Units reserved for items the transaction refused (a Stripe replay that raced) go back.
+        refused = [i for i in reserved if (r := results[i]) is not None and r.error is not None]
+        await self._refund(batch, refused, quota_date)
         return [r if r is not None else Recorded(None) for r in results]
 
-    async def _claim_stripe_events(
-        self, conn: asyncpg.Connection, batch: list[Delivery], results: list[Recorded | None]
-    ) -> dict[int, tuple[uuid.UUID, str]]:
-        """Replayed events get 409; returns the claims made, to release on a quota refusal."""
+    def _stripe_items(self, batch: list[Delivery], results: list[Recorded | None]
+                      ) -> dict[tuple[uuid.UUID, str], int]:
+        """Replay-protected items still open, by (tenant, event id); in-batch repeats get 409."""
         wanted: dict[tuple[uuid.UUID, str], int] = {}
         for i, d in enumerate(batch):
-            if d.rejection is None and d.replay_protected and d.event and d.event.provider_event_id:
+            if (d.rejection is None and results[i] is None and d.replay_protected and d.event
+                    and d.event.provider_event_id):
                 key = (d.tenant_id, d.event.provider_event_id)
                 if key in wanted:  # the same event twice in one batch: the later is the replay
                     results[i] = Recorded(None, error=_replayed())
                 else:
                     wanted[key] = i
+        return wanted
+
+    async def _check_replays(self, batch: list[Delivery], results: list[Recorded | None]) -> None:
+        """409 for events already seen, before the quota: a replay never costs quota."""
+        wanted = self._stripe_items(batch, results)
         if not wanted:
-            return {}
+            return
+        keys = sorted(wanted)
+        for row in await self._pool.fetch(Q["stripe_seen_events"], [k[0] for k in keys],
+                                          [k[1] for k in keys]):
+            results[wanted[(row["tenant_id"], row["event_id"])]] = Recorded(None, error=_replayed())
+
+    async def _reserve_quota(self, batch: list[Delivery], results: list[Recorded | None]
+                             ) -> tuple[list[int], object]:
+        """Reserve one unit per open item in one statement; items past the quota get 429."""
+        limit = self._settings.hardening.tenant_daily_quota
+        candidates = [i for i, d in enumerate(batch) if d.rejection is None and results[i] is None]
+        if limit <= 0 or not candidates:
+            return [], None
+        wanted: dict[uuid.UUID, int] = defaultdict(int)
+        for i in candidates:
+            wanted[batch[i].tenant_id] += 1
+        tenants = sorted(wanted)
+        rows = await self._pool.fetch(Q["quota_reserve"], tenants, [wanted[t] for t in tenants],
+                                      limit)
+        granted = {r["tenant_id"]: r["granted"] for r in rows}
+        quota_date = rows[0]["quota_date"]
+        reserved = []
+        for i in candidates:  # the earliest items of a tenant get its remaining units
+            tenant = batch[i].tenant_id
+            if granted[tenant] > 0:
+                granted[tenant] -= 1
+                reserved.append(i)
+            else:
+                results[i] = Recorded(None, error=QuotaExceeded(
+                    "daily quota exceeded for this tenant", retry_after=seconds_to_utc_midnight()))
+        return reserved, quota_date
+
+    async def _refund(self, batch: list[Delivery], items: list[int], quota_date: object) -> None:
+        if not items:
+            return
+        counts: dict[uuid.UUID, int] = defaultdict(int)
+        for i in items:
+            counts[batch[i].tenant_id] += 1
+        tenants = sorted(counts)
+        try:
+            await self._pool.execute(Q["quota_refund"], tenants, [counts[t] for t in tenants],
+                                     quota_date)
+        except Exception as exc:  # a lost refund only makes the quota stricter; never fail on it
+            log.warning("quota refund failed", extra={"error": repr(exc), "units": len(items)})
+
+    async def _claim_stripe_events(
+        self, conn: asyncpg.Connection, batch: list[Delivery], results: list[Recorded | None]
+    ) -> None:
+        """Claim event ids in the transaction; one claimed meanwhile by a concurrent batch is a
+        replay (409). A claim rolls back with the transaction, so a failed write reserves none."""
+        wanted = self._stripe_items(batch, results)
+        if not wanted:
+            return
         keys = sorted(wanted)
         rows = await conn.fetch(
             Q["stripe_claim_events"], [k[0] for k in keys], [k[1] for k in keys]
         )
         fresh = {(r["tenant_id"], r["event_id"]) for r in rows}
-        claims: dict[int, tuple[uuid.UUID, str]] = {}
         for key, i in wanted.items():
-            if key in fresh:
-                claims[i] = key
-            else:
+            if key not in fresh:
                 results[i] = Recorded(None, error=_replayed())
-        return claims
-
-    async def _charge_quota(
-        self,
-        conn: asyncpg.Connection,
-        batch: list[Delivery],
-        results: list[Recorded | None],
-        claims: dict[int, tuple[uuid.UUID, str]],
-    ) -> None:
-        limit = self._settings.hardening.tenant_daily_quota
-        candidates = [i for i, d in enumerate(batch) if d.rejection is None and results[i] is None]
-        if limit <= 0 or not candidates:
-            return
-        tenants = sorted({batch[i].tenant_id for i in candidates})
-        used = {r["tenant_id"]: r["used"] for r in await conn.fetch(Q["quota_lock"], tenants)}
-        charge: dict[uuid.UUID, int] = defaultdict(int)
-        released: list[tuple[uuid.UUID, str]] = []
-        for i in candidates:
-            tenant = batch[i].tenant_id
-            if used[tenant] + charge[tenant] < limit:
-                charge[tenant] += 1
-                continue
-            results[i] = Recorded(None, error=QuotaExceeded(
-                "daily quota exceeded for this tenant", retry_after=seconds_to_utc_midnight()))
-            if i in claims:
-                released.append(claims[i])
-        if released:  # a refused event reserves nothing: the provider's retry must succeed later
-            await conn.execute(
-                Q["stripe_release_events"], [k[0] for k in released], [k[1] for k in released]
-            )
-        if charge:
-            await conn.execute(Q["quota_charge"], list(charge), list(charge.values()))
 
     async def _accept(
         self, conn: asyncpg.Connection, batch: list[Delivery], results: list[Recorded | None]

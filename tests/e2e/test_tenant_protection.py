@@ -115,3 +115,13 @@ async def test_1000_concurrent_requests_against_a_small_global_limit(start_serve
         "SELECT id FROM webhook_inbox WHERE tenant_id = ANY($1::uuid[]) AND accepted",
         [uuid.UUID(t) for t in tenants])}
     assert stored == accepted  # every 202 is in the inbox; nothing else is
+
+
+async def test_a_replay_is_409_even_when_the_quota_is_spent(client, quota_server):
+    tenant = new_tenant()
+    url = f"{quota_server.url}/tenants/{tenant}/webhooks/stripe"
+    event = stripe_event()
+    assert (await client.post(url, content=event,
+                              headers={"Stripe-Signature": sign_stripe(event)})).status_code == 202
+    replay = await client.post(url, content=event, headers={"Stripe-Signature": sign_stripe(event)})
+    assert replay.status_code == 409 and replay.json()["code"] == "replayed_event"

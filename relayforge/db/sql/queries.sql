@@ -71,24 +71,30 @@ SELECT * FROM unnest($1::uuid[], $2::text[]) ORDER BY 1, 2
 ON CONFLICT DO NOTHING
 RETURNING tenant_id, event_id;
 
--- name: stripe_release_events
--- Undo claims of events refused later in the same transaction (quota): they reserve nothing.
-DELETE FROM stripe_event_idempotency s
-USING unnest($1::uuid[], $2::text[]) AS r(tenant_id, event_id)
-WHERE s.tenant_id = r.tenant_id AND s.event_id = r.event_id;
+-- name: stripe_seen_events
+SELECT s.tenant_id, s.event_id
+FROM stripe_event_idempotency s
+JOIN unnest($1::uuid[], $2::text[]) AS r(tenant_id, event_id) USING (tenant_id, event_id);
 
--- name: quota_lock
--- Locks each tenant's row of today (UTC) and reads its usage; tenants sorted against deadlocks.
-INSERT INTO tenant_daily_quota_usage AS q (tenant_id, quota_date, used)
-SELECT t, (now() AT TIME ZONE 'UTC')::date, 0 FROM unnest($1::uuid[]) AS t ORDER BY 1
-ON CONFLICT (tenant_id, quota_date) DO UPDATE SET used = q.used
-RETURNING tenant_id, used;
-
--- name: quota_charge
-UPDATE tenant_daily_quota_usage q
-SET used = q.used + r.n
+-- name: quota_reserve
+-- One statement per batch, outside the ingest transaction: the tenant's row is locked only
+-- while it runs. Grants what is left of today's (UTC) quota, up to what was asked; SET sees
+-- the row as it was, so `granted` is the difference this statement made.
+INSERT INTO tenant_daily_quota_usage AS q (tenant_id, quota_date, used, last_grant)
+SELECT r.tenant_id, (now() AT TIME ZONE 'UTC')::date, LEAST(r.n, $3), LEAST(r.n, $3)
 FROM unnest($1::uuid[], $2::int[]) AS r(tenant_id, n)
-WHERE q.tenant_id = r.tenant_id AND q.quota_date = (now() AT TIME ZONE 'UTC')::date;
+ORDER BY r.tenant_id
+ON CONFLICT (tenant_id, quota_date) DO UPDATE
+    SET used = LEAST($3, q.used + EXCLUDED.used),
+        last_grant = LEAST($3, q.used + EXCLUDED.used) - q.used
+RETURNING tenant_id, quota_date, last_grant AS granted;
+
+-- name: quota_refund
+-- Units of refused or unrecorded requests go back: a refused request reserves nothing.
+UPDATE tenant_daily_quota_usage q
+SET used = GREATEST(0, q.used - r.n)
+FROM unnest($1::uuid[], $2::int[]) AS r(tenant_id, n)
+WHERE q.tenant_id = r.tenant_id AND q.quota_date = $3;
 
 ------------------------------------------------------------------------ tenant_provider_secrets
 
