@@ -1,4 +1,8 @@
-"""`relayforge serve --mode all|ingest|relay|consume | migrate | doctor | keys | secrets | bench`."""
+"""`relayforge serve --mode all|ingest|relay|consume | migrate | doctor | keys | secrets | bench`.
+
+Nothing imported at module level may import the metrics module: with several workers,
+PROMETHEUS_MULTIPROC_DIR must be set before it is first imported (forked workers inherit it).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,7 @@ import uuid
 
 from relayforge import kernels
 from relayforge.observability import logging as log_setup
-from relayforge.runtime import MODES
-from relayforge.settings import ConfigError, Settings, load_settings
+from relayforge.settings import MODES, ConfigError, Settings, load_settings
 
 log = logging.getLogger("relayforge")
 
@@ -34,12 +37,26 @@ def _database_url(settings: Settings) -> tuple[str, str]:
     return start_embedded(settings), f"embedded postgres ({settings.database.embedded_dir})"
 
 
+def _fresh_metrics_dir(settings: Settings) -> str:
+    """Where worker processes share their metrics, emptied at each start (stale pids' files
+    would otherwise be summed in)."""
+    import shutil
+    from pathlib import Path
+
+    path = Path(settings.database.embedded_dir).resolve().parent / f"metrics-{settings.server.port}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     log_setup.configure(settings.log.level, settings.log.json)
     url, database = _database_url(settings)
     os.environ["DATABASE__URL"] = url  # Granian workers read settings from the environment
     os.environ["RELAYFORGE_MODE"] = args.mode
+    if settings.server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
     if settings.database.migrate_on_start:
         from relayforge.db.migrate import migrate_url
 

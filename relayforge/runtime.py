@@ -25,8 +25,6 @@ from relayforge.settings import Settings, master_key
 
 log = logging.getLogger("relayforge")
 
-MODES = ("all", "ingest", "relay", "consume")
-
 
 @dataclass
 class Runtime:

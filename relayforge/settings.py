@@ -24,6 +24,10 @@ DEV_SECRETS = {DEV_GENERIC_SECRET, DEV_GITHUB_SECRET, DEV_STRIPE_SECRET}
 DEV_MASTER_KEY = base64.b64encode(b"relayforge-dev-master-key-32byte").decode()
 
 
+# What `relayforge serve --mode` runs (relayforge/runtime.py assembles each).
+MODES = ("all", "ingest", "relay", "consume")
+
+
 class ConfigError(ValueError):
     """A configuration variable is missing or malformed; the message names it."""
 

@@ -34,7 +34,9 @@ JOB_DURATION = Histogram(
 )
 JOB_RETRIES = Counter("job_retries_total", "Job attempts scheduled for retry")
 DLQ_MESSAGES = Counter("dlq_messages_total", "Messages dead-lettered (jobs and poison messages)")
-OUTBOX_PENDING = Gauge("outbox_pending_count", "Outbox rows not yet published")
+# max across worker processes (PROMETHEUS_MULTIPROC_DIR): each relay reads the same table
+OUTBOX_PENDING = Gauge("outbox_pending_count", "Outbox rows not yet published",
+                       multiprocess_mode="max")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published with a confirm")
 INGEST_BATCH_SIZE = Histogram(
     "ingest_batch_size", "Requests written per ingest transaction",

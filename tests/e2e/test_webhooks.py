@@ -398,3 +398,15 @@ async def test_healthz_and_readyz(client, ingest_server):
     assert r.status_code == 200 and r.json()["status"] == "ok" and "uptime_seconds" in r.json()
     r = await client.get(f"{ingest_server.url}/readyz")
     assert r.status_code == 200 and r.json()["checks"]["database"]["status"] == "ok"
+
+
+async def test_several_workers_share_one_metrics_view(client, start_server, tmp_path):
+    server = start_server("ingest", SERVER__WORKERS="2", DATABASE__EMBEDDED_DIR=str(tmp_path / "pg"))
+    tenant = new_tenant()
+    results = await asyncio.gather(*(post_generic(client, server, generic_body(), tenant)
+                                     for _ in range(40)))
+    assert {r.status_code for r in results} == {202}
+    text = (await client.get(f"{server.url}/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith(
+        'http_requests_total{method="POST",route="/webhooks/{source}",status="202"}'))
+    assert float(line.split()[-1]) == 40.0  # both workers' requests, whichever one answered
