@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relayforge.db.queries import Q
 from relayforge.kernels import HmacSha256
+from relayforge.settings import Settings, master_key
 
 log = logging.getLogger("relayforge.secrets")
 
@@ -143,11 +144,8 @@ class SecretStore:
 
 
 
-async def set_secret_cli(url: str, settings: object, tenant_id: uuid.UUID, provider: str,
+async def set_secret_cli(url: str, settings: Settings, tenant_id: uuid.UUID, provider: str,
                          secret: str, previous_expires_in: int) -> StoredSecret:
-    from relayforge.settings import Settings, master_key
-
-    assert isinstance(settings, Settings)
     conn = await asyncpg.connect(url)
     try:
         stored = await rotate(conn, SecretCipher(master_key(settings)), tenant_id, provider, secret,
