@@ -10,6 +10,7 @@ CREATE TABLE outbox_messages (
     status           text        NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent')),
     available_at     timestamptz NOT NULL DEFAULT now(),
     claimed_until    timestamptz,
+    claimed_by       text,         -- the relay holding the claim (it releases its own on error)
     publish_attempts integer     NOT NULL DEFAULT 0,
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),

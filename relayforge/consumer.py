@@ -19,7 +19,7 @@ from opentelemetry import trace
 
 from relayforge.broker import Broker, IncomingMessage
 from relayforge.connectors.base import DomainEvent
-from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
+from relayforge.db.pool import on_connection_error
 from relayforge.db.queries import Q
 from relayforge.jobs import (
     HandlerRegistry,
@@ -34,7 +34,7 @@ from relayforge.settings import Settings
 
 log = logging.getLogger("relayforge.consumer")
 
-OUTCOME_WRITE_TRIES = 5
+OUTCOME_WRITE_TRIES = 6
 MAX_ERROR_TEXT = 2000
 
 
@@ -149,16 +149,18 @@ class JobConsumer:
                                           "error": reason})
 
     async def _write(self, query: str, *args: object) -> None:
-        """Record an outcome, riding out a short database blip: the handler already ran, and
-        losing its outcome would run it again after the lease expires."""
+        """Record an outcome, riding out a database blip: the handler already ran, and losing
+        its outcome would run it again after the lease expires. Every outcome write is a
+        conditional, idempotent statement, so retrying after any error is safe."""
         for n in range(1, OUTCOME_WRITE_TRIES + 1):
             try:
                 await self._pool.execute(query, *args)
                 return
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:
                 await on_connection_error(self._pool, exc)
                 if n == OUTCOME_WRITE_TRIES:
                     raise
+                log.warning("outcome write failed, retrying", extra={"error": repr(exc), "try": n})
                 await asyncio.sleep(0.1 * 2 ** n)
 
     async def _poison(self, message: IncomingMessage, why: str) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 
 import asyncpg
 import orjson
@@ -47,6 +50,8 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._next_prune = time.monotonic() + 60
         self._next_upkeep = 0.0
+        self._identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._release_claims = False
         self.healthy = True
 
     async def start(self) -> None:
@@ -63,6 +68,9 @@ class Relay:
         errors = 0
         while True:
             try:
+                if self._release_claims:
+                    await self._pool.execute(Q["outbox_release_mine"], self._identity)
+                    self._release_claims = False
                 await self._ensure_listener()
                 published = await self.relay_once()
                 await self.upkeep()
@@ -75,6 +83,7 @@ class Relay:
                 raise
             except Exception as exc:  # database or broker trouble: back off, never die
                 await on_connection_error(self._pool, exc)
+                self._release_claims = True
                 errors += 1
                 self.healthy = False
                 delay = min(MAX_ERROR_BACKOFF_SECONDS, 0.25 * 2 ** min(errors, 8))
@@ -107,7 +116,7 @@ class Relay:
         """Publish one batch of due rows; returns how many were claimed."""
         s = self._settings
         rows = await self._pool.fetch(Q["outbox_claim"], s.relay.batch_size,
-                                      float(s.relay.claim_timeout_seconds))
+                                      float(s.relay.claim_timeout_seconds), self._identity)
         if not rows:
             return 0
         messages = [self._message(r) for r in rows]

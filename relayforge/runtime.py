@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,6 +26,18 @@ from relayforge.security.secrets import SecretCipher, SecretStore
 from relayforge.settings import Settings, master_key
 
 log = logging.getLogger("relayforge")
+
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+
+async def _bounded(closing: Awaitable[object], what: str) -> bool:
+    """Await a close step for a few seconds at most; say whether it finished."""
+    try:
+        await asyncio.wait_for(closing, CLOSE_TIMEOUT_SECONDS)
+        return True
+    except Exception as exc:  # stopping anyway: log and go on
+        log.warning("close step did not finish", extra={"what": what, "error": repr(exc)})
+        return False
 
 
 @dataclass
@@ -102,11 +116,14 @@ class Runtime:
         if self.relay is not None:
             await self.relay.stop()
         if self.broker is not None:
-            await self.broker.close()
+            await _bounded(self.broker.close(), "broker")
         if self.secrets is not None:
-            await self.secrets.close()
+            await _bounded(self.secrets.close(), "secret listener")
         if self.pool is not None:
-            await self.pool.close()
+            # close() waits for every connection to come back; one broken mid-operation never
+            # does, so a graceful stop falls back to terminating them.
+            if not await _bounded(self.pool.close(), "database pool"):
+                self.pool.terminate()
 
     async def check_database(self) -> None:
         assert self.pool is not None

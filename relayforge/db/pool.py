@@ -12,12 +12,14 @@ from relayforge.settings import Settings
 log = logging.getLogger("relayforge.db")
 
 
-# The server went away or cut the connection (restart, failover, pg_terminate_backend).
+# The server went away or cut the connection (restart, failover, pg_terminate_backend), or the
+# client's protocol state broke with it ("another operation is in progress").
 CONNECTION_ERRORS = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 

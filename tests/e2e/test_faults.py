@@ -159,11 +159,12 @@ async def test_two_relays_never_publish_a_row_twice(client, start_server, databa
 
 
 async def test_database_connections_killed_lose_nothing(client, start_server, database, names):
-    # A short lease covers the one ambiguous case (a job_start whose commit reply was lost);
-    # an outcome lost after the handler ran would show as a second handler run.
+    # A lease of a few seconds covers the one ambiguous case (a job_start whose commit reply was
+    # lost); an outcome lost after the handler ran would show as a second handler run.
     ingest = start_server("ingest", database_url=database, **FAST)
     start_server("relay", database_url=database, **names, **FAST)
-    start_server("consume", database_url=database, **names, **FAST, **RECORDING, **SHORT_LEASE)
+    start_server("consume", database_url=database, **names, **FAST, **RECORDING,
+                 WORKER__LEASE_SECONDS="8", WORKER__JOB_TIMEOUT_SECONDS="2")
     accepted, unavailable = [], 0
     admin = await asyncpg.connect(database)
     for _ in range(4):

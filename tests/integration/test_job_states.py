@@ -128,7 +128,7 @@ async def test_exhausted_lease_recovery_dead_letters(conn):
 
 async def test_publish_confirm_never_moves_a_started_job_back_to_queued(conn):
     job = await new_job(conn)
-    [claimed] = await conn.fetch(Q["outbox_claim"], 10, 30.0)
+    [claimed] = await conn.fetch(Q["outbox_claim"], 10, 30.0, "relay-a")
     await start(conn, job, 1)  # the delivery beat the confirm
     await conn.execute(Q["outbox_mark_sent"], [claimed["id"]])
     assert await state(conn, job) == ("processing", 1)
@@ -138,7 +138,16 @@ async def test_publish_confirm_never_moves_a_started_job_back_to_queued(conn):
 
 async def test_claimed_rows_are_skipped_until_their_lease_passes(conn):
     await new_job(conn)
-    assert len(await conn.fetch(Q["outbox_claim"], 10, 30.0)) == 1
-    assert await conn.fetch(Q["outbox_claim"], 10, 30.0) == []  # another relay sees nothing
+    assert len(await conn.fetch(Q["outbox_claim"], 10, 30.0, "relay-a")) == 1
+    assert await conn.fetch(Q["outbox_claim"], 10, 30.0, "relay-b") == []  # held by relay-a
     await conn.execute("UPDATE outbox_messages SET claimed_until = now() - interval '1 s'")
-    assert len(await conn.fetch(Q["outbox_claim"], 10, 30.0)) == 1  # the claimer died
+    assert len(await conn.fetch(Q["outbox_claim"], 10, 30.0, "relay-b")) == 1  # relay-a died
+
+
+async def test_a_relay_gives_back_its_own_claims_after_an_error(conn):
+    await new_job(conn)
+    await new_job(conn)
+    await conn.fetch(Q["outbox_claim"], 1, 30.0, "relay-a")
+    await conn.fetch(Q["outbox_claim"], 1, 30.0, "relay-b")
+    await conn.execute(Q["outbox_release_mine"], "relay-a")
+    assert len(await conn.fetch(Q["outbox_claim"], 10, 30.0, "relay-c")) == 1  # only a's row

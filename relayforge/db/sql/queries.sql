@@ -131,7 +131,8 @@ DELETE FROM tenant_provider_secrets WHERE tenant_id = $1 AND provider = $2 AND i
 -- A lease, not a held transaction: a relay that dies mid-batch leaves rows claimable again
 -- once claimed_until passes; live relays skip each other's rows.
 UPDATE outbox_messages o
-SET claimed_until = now() + make_interval(secs => $2), publish_attempts = o.publish_attempts + 1
+SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3,
+    publish_attempts = o.publish_attempts + 1
 FROM (
     SELECT id FROM outbox_messages
     WHERE status = 'pending' AND available_at <= now()
@@ -160,6 +161,12 @@ WHERE j.id = sent.job_id AND j.status IN ('pending', 'retrying') AND j.attempts 
 UPDATE outbox_messages
 SET claimed_until = NULL, last_error = $2, available_at = now() + make_interval(secs => $3)
 WHERE id = ANY($1::bigint[]) AND status = 'pending';
+
+-- name: outbox_release_mine
+-- After an error a relay can't know which claims went through (a reply lost with its
+-- connection): it gives back every pending row it holds instead of waiting for the leases.
+UPDATE outbox_messages SET claimed_until = NULL, claimed_by = NULL
+WHERE claimed_by = $1 AND status = 'pending';
 
 -- name: outbox_pending_count
 SELECT count(*) FROM outbox_messages WHERE status = 'pending';
