@@ -22,7 +22,6 @@ log = logging.getLogger("relayforge.jobs")
 PENDING, QUEUED, PROCESSING = "pending", "queued", "processing"
 SUCCEEDED, RETRYING, DEAD_LETTERED = "succeeded", "retrying", "dead_lettered"
 STATES = (PENDING, QUEUED, PROCESSING, SUCCEEDED, RETRYING, DEAD_LETTERED)
-TERMINAL = (SUCCEEDED, DEAD_LETTERED)
 
 
 class RetryableError(Exception):

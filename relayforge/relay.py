@@ -52,7 +52,6 @@ class Relay:
         self._next_upkeep = 0.0
         self._identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._release_claims = False
-        self.healthy = True
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -75,7 +74,6 @@ class Relay:
                 published = await self.relay_once()
                 await self.upkeep()
                 errors = 0
-                self.healthy = True
                 if published >= self._settings.relay.batch_size:
                     continue  # more is due: don't wait
                 await self._sleep_until_due()
@@ -85,7 +83,6 @@ class Relay:
                 await on_connection_error(self._pool, exc)
                 self._release_claims = True
                 errors += 1
-                self.healthy = False
                 delay = min(MAX_ERROR_BACKOFF_SECONDS, 0.25 * 2 ** min(errors, 8))
                 log.warning("relay loop failed, backing off",
                             extra={"error": repr(exc), "retry_in_seconds": delay})

@@ -41,6 +41,7 @@ class LocalBroker:
         self._queue: asyncio.Queue[tuple[OutgoingMessage, bool]] = asyncio.Queue()
         self.dead_letters: deque[OutgoingMessage] = deque(maxlen=DEAD_LETTERS_KEPT)
         self._task: asyncio.Task[None] | None = None
+        # asyncio keeps only weak references to tasks: hold running ones until they finish
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
