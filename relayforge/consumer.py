@@ -96,7 +96,8 @@ class JobConsumer:
                     "attempt": attempt, "status": state["status"], "attempts": state["attempts"]})
                 await message.ack()
             return
-        carrier = {k: str(v) for k, v in message.headers.items() if k in tracing.W3C_HEADERS}
+        carrier = tracing.bounded({k: str(v) for k, v in message.headers.items()
+                                   if k in tracing.W3C_HEADERS})
         with tracing.tracer.start_as_current_span(
             f"job {row['source']}", context=tracing.extract(carrier), kind=trace.SpanKind.CONSUMER,
             attributes={"relayforge.job_id": str(job_id), "relayforge.attempt": row["attempts"]},

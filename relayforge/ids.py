@@ -1,10 +1,13 @@
-"""Time-ordered UUIDs (version 7): new rows land at the right edge of their indexes."""
+"""Ids: time-ordered UUIDs (version 7), so new rows land at the right edge of their indexes;
+the bound on ids a client supplies (request and correlation ids, echoed and stored)."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+
+MAX_CLIENT_ID_LENGTH = 128
 
 
 def new_id() -> uuid.UUID:

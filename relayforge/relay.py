@@ -24,10 +24,12 @@ from relayforge.broker import (
     JOB_ID_HEADER,
     Broker,
     OutgoingMessage,
+    Refused,
 )
 from relayforge.db.pool import on_connection_error
 from relayforge.db.queries import Q
-from relayforge.observability import metrics
+from relayforge.ids import MAX_CLIENT_ID_LENGTH
+from relayforge.observability import metrics, tracing
 from relayforge.settings import Settings
 
 log = logging.getLogger("relayforge.relay")
@@ -117,28 +119,78 @@ class Relay:
         if not rows:
             return 0
         messages = [self._message(r) for r in rows]
-        try:
-            results = await self._broker.publish(messages)
-        except Exception as exc:
-            results = [exc] * len(messages)
-        sent = [m.outbox_id for m, err in zip(messages, results, strict=True) if err is None]
-        failed = [(m.outbox_id, err) for m, err in zip(messages, results, strict=True) if err is not None]
+        errors = await self._publish(messages)
+        if len(messages) > 1 and any(errors):
+            await self._isolate(messages, errors)
+        sent = [m.outbox_id for m, err in zip(messages, errors, strict=True) if err is None]
         if sent:
             await self._pool.execute(Q["outbox_mark_sent"], sent)
             metrics.OUTBOX_PUBLISHED.inc(len(sent))
-        if failed:
-            log.warning("publish failed; rows released for retry",
-                        extra={"count": len(failed), "error": repr(failed[0][1])})
-            await self._pool.execute(Q["outbox_release"], [i for i, _ in failed],
-                                     repr(failed[0][1])[:500], PUBLISH_RETRY_SECONDS)
+        await self._record_failures(messages, errors, took_some=bool(sent))
         return len(rows)
 
+    async def _publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
+        try:
+            return await self._broker.publish(messages)
+        except Exception as exc:
+            return [exc] * len(messages)
+
+    async def _isolate(self, messages: list[OutgoingMessage],
+                       errors: list[BaseException | None]) -> None:
+        """A failed batch may hold one message that broke it (and its channel) for all: the
+        failed ones go again one at a time, so the rest go through and the culprit is named.
+        Stops at the first failure while nothing went through: then the broker is down."""
+        took_some = not all(errors)
+        for i, (message, error) in enumerate(zip(messages, errors, strict=True)):
+            if error is None or isinstance(error, Refused):
+                continue
+            [errors[i]] = await self._publish([message])
+            if errors[i] is None:
+                took_some = True
+            elif not took_some:
+                return
+
+    async def _record_failures(self, messages: list[OutgoingMessage],
+                               errors: list[BaseException | None], took_some: bool) -> None:
+        """Rows the broker refused while it was up count against themselves (a row at
+        RELAY__MAX_PUBLISH_FAILURES is set aside, its job dead-lettered); the others, failed
+        while the broker was down, are only released for a later try."""
+        failed = [(m.outbox_id, err) for m, err in zip(messages, errors, strict=True)
+                  if err is not None]
+        if not failed:
+            return
+        metrics.OUTBOX_PUBLISH_FAILURES.inc(len(failed))
+        log.warning("publish failed; rows released for retry",
+                    extra={"count": len(failed), "error": repr(failed[0][1])})
+        counted = [(i, err) for i, err in failed if took_some or isinstance(err, Refused)]
+        released = [i for i, err in failed if not (took_some or isinstance(err, Refused))]
+        if released:
+            await self._pool.execute(Q["outbox_release"], released, repr(failed[0][1])[:500],
+                                     PUBLISH_RETRY_SECONDS)
+        if counted:
+            dead = await self._pool.fetch(
+                Q["outbox_publish_failed"], [i for i, _ in counted],
+                [repr(err)[:500] for _, err in counted], PUBLISH_RETRY_SECONDS,
+                self._settings.relay.max_publish_failures)
+            for row in dead:
+                metrics.OUTBOX_SET_ASIDE.inc()
+                metrics.DLQ_MESSAGES.inc()
+                log.error("unpublishable message set aside; its job is dead-lettered",
+                          extra={"job_id": str(row["id"])})
+
     def _message(self, row: asyncpg.Record) -> OutgoingMessage:
-        carried: dict[str, str] = orjson.loads(row["headers"])
-        headers = {k: str(v) for k, v in carried.items()}
+        """Only known headers go out, each bounded: a row written before the W3C bounds (or by
+        hand) can't make a message larger than the broker's frame."""
+        carried: dict[str, object] = orjson.loads(row["headers"])
+        headers = tracing.bounded({k: str(v) for k, v in carried.items()
+                                   if k in tracing.W3C_HEADERS})
+        correlation_id = carried.get(CORRELATION_HEADER)
+        if isinstance(correlation_id, str) and len(correlation_id) <= MAX_CLIENT_ID_LENGTH:
+            headers[CORRELATION_HEADER] = correlation_id
+        else:
+            headers[CORRELATION_HEADER] = str(row["job_id"])
         headers[JOB_ID_HEADER] = str(row["job_id"])
         headers[ATTEMPT_HEADER] = str(row["attempt"])
-        headers.setdefault(CORRELATION_HEADER, str(row["job_id"]))
         body = orjson.dumps({
             "job_id": str(row["job_id"]), "tenant_id": str(row["tenant_id"]),
             "attempt": row["attempt"],

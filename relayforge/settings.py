@@ -112,6 +112,7 @@ class RelaySettings:
     batch_size: int = 200
     poll_interval_ms: int = 1000
     claim_timeout_seconds: int = 30
+    max_publish_failures: int = 5
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ ATTEMPT_HEADER = "attempt"
 CORRELATION_HEADER = "correlation_id"
 
 
+class Refused(Exception):
+    """The broker was up and refused this one message (returned unroutable, or nacked)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     outbox_id: int
@@ -46,7 +50,9 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
     async def publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
-        """Publish all, confirmed; per message None or the error that refused it."""
+        """Publish all, confirmed; per message None or the error that refused it (`Refused`
+        when the broker refused that message itself). A broken channel is re-opened on the
+        next call."""
 
     async def start_consuming(self, consumer: Consumer, prefetch: int) -> None: ...
 

@@ -15,7 +15,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from relayforge.broker import Consumer, OutgoingMessage
+from relayforge.broker import Consumer, OutgoingMessage, Refused
 from relayforge.settings import AmqpSettings
 
 log = logging.getLogger("relayforge.amqp")
@@ -57,11 +57,18 @@ class AmqpBroker:
         self._connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": "relayforge"}
         )
+        await self._open_publish_channel()
+
+    async def _open_publish_channel(self) -> AbstractExchange:
+        """A channel with confirms; re-opened after any channel error (a frame error, a closed
+        channel), so one failed publish never leaves the relay publishing into a dead channel."""
+        assert self._connection is not None
         self._publish_channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
         await self._declare(self._publish_channel)
         self._exchange = await self._publish_channel.get_exchange(self._names.exchange)
+        return self._exchange
 
     async def _declare(self, channel: AbstractChannel) -> AbstractQueue:
         """Exchange, jobs queue, DLX and DLQ; declaring twice with the same arguments is a no-op."""
@@ -82,24 +89,34 @@ class AmqpBroker:
             self._connection = None
 
     async def publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
-        if self._exchange is None:
+        if self._connection is None or self._connection.is_closed:
             raise ConnectionError("not connected to RabbitMQ")
         exchange = self._exchange
+        if exchange is None or self._publish_channel is None or self._publish_channel.is_closed:
+            log.warning("publish channel closed; re-opening it")
+            exchange = await self._open_publish_channel()
 
         async def one(m: OutgoingMessage) -> None:
-            await exchange.publish(
-                aio_pika.Message(
-                    m.body, headers=m.headers, message_id=m.message_id,  # type: ignore[arg-type]
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    correlation_id=m.headers.get("correlation_id"),
-                ),
-                routing_key=m.routing_key, mandatory=True, timeout=30,
-            )
+            try:
+                await self._publish_one(exchange, m)
+            except aio_pika.exceptions.DeliveryError as exc:  # returned or nacked: this message
+                raise Refused(repr(exc)) from exc
 
         # All in flight at once: confirms come back pipelined, not one round trip each.
         results = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
+
+    @staticmethod
+    async def _publish_one(exchange: AbstractExchange, m: OutgoingMessage) -> None:
+        await exchange.publish(
+            aio_pika.Message(
+                m.body, headers=m.headers, message_id=m.message_id,  # type: ignore[arg-type]
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                correlation_id=m.headers.get("correlation_id"),
+            ),
+            routing_key=m.routing_key, mandatory=True, timeout=30,
+        )
 
     async def start_consuming(self, consumer: Consumer, prefetch: int) -> None:
         assert self._connection is not None

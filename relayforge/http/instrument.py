@@ -14,6 +14,7 @@ from opentelemetry import trace
 
 from relayforge.errors import RelayforgeError
 from relayforge.http.errors import error_response, json_response
+from relayforge.ids import MAX_CLIENT_ID_LENGTH
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics, tracing
 
@@ -21,7 +22,6 @@ Handler = Callable[[Request], Awaitable[Response]]
 log = logging.getLogger("relayforge.http")
 access = logging.getLogger("relayforge.access")
 
-MAX_ID_LENGTH = 128
 W3C_HEADER_NAMES = tuple(name.encode() for name in tracing.W3C_HEADERS)
 # The incoming W3C trace headers of the request being handled (stored with its job).
 _carrier: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("carrier")
@@ -29,7 +29,7 @@ _carrier: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("carri
 
 def _client_id(raw: bytes | None) -> str | None:
     """A client-supplied id, if it is short printable ASCII (it is echoed and logged)."""
-    if not raw or len(raw) > MAX_ID_LENGTH:
+    if not raw or len(raw) > MAX_CLIENT_ID_LENGTH:
         return None
     try:
         text = raw.decode("ascii")
@@ -47,11 +47,11 @@ def instrument(route: str, handler: Handler) -> Handler:
             log_context.request_id.set(request_id),
             log_context.correlation_id.set(correlation_id),
         )
-        carrier = {
+        carrier = tracing.bounded({
             k.decode(): v.decode("latin-1")
             for k, v in request.scope.get("headers", ())
             if k in W3C_HEADER_NAMES
-        }
+        })
         carrier_token = _carrier.set(carrier)
         method = request.method
         with tracing.tracer.start_as_current_span(

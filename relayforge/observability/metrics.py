@@ -38,6 +38,10 @@ DLQ_MESSAGES = Counter("dlq_messages_total", "Messages dead-lettered (jobs and p
 OUTBOX_PENDING = Gauge("outbox_pending_count", "Outbox rows not yet published",
                        multiprocess_mode="max")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published with a confirm")
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "outbox_publish_failures_total", "Outbox rows the broker refused or could not take")
+OUTBOX_SET_ASIDE = Counter(
+    "outbox_set_aside_total", "Outbox rows set aside as unpublishable (their jobs dead-lettered)")
 INGEST_BATCH_SIZE = Histogram(
     "ingest_batch_size", "Requests written per ingest transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),

@@ -162,6 +162,28 @@ UPDATE outbox_messages
 SET claimed_until = NULL, last_error = $2, available_at = now() + make_interval(secs => $3)
 WHERE id = ANY($1::bigint[]) AND status = 'pending';
 
+-- name: outbox_publish_failed
+-- Rows the broker refused while it was up (it took others, or refused this one by name): one
+-- more failure each. A row at $4 failures is set aside ('failed') and its job dead-lettered
+-- with the reason, so it never blocks the rows behind it; a reprocess re-arms it.
+WITH failed AS (
+    UPDATE outbox_messages o
+    SET publish_failures = o.publish_failures + 1, claimed_until = NULL, last_error = f.error,
+        available_at = now() + make_interval(secs => $3),
+        status = CASE WHEN o.publish_failures + 1 >= $4 THEN 'failed' ELSE o.status END
+    FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+    WHERE o.id = f.id AND o.status = 'pending'
+    RETURNING o.job_id, o.attempt, o.status, o.publish_failures, f.error
+)
+UPDATE jobs j
+SET status = 'dead_lettered', lease_expires_at = NULL, updated_at = now(),
+    last_error = 'its message could not be published (' || f.publish_failures || ' tries): '
+                 || f.error
+FROM failed f
+WHERE f.status = 'failed' AND j.id = f.job_id AND j.status IN ('pending', 'retrying')
+  AND j.attempts = f.attempt - 1
+RETURNING j.id;
+
 -- name: outbox_release_mine
 -- After an error a relay can't know which claims went through (a reply lost with its
 -- connection): it gives back every pending row it holds instead of waiting for the leases.
@@ -276,7 +298,10 @@ j AS (
 )
 INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
 SELECT id, tenant_id, $6 || '.' || source, attempts + 1, trace_context FROM j
-ON CONFLICT (job_id, attempt) DO NOTHING
+ON CONFLICT (job_id, attempt) DO UPDATE  -- a message set aside as unpublishable is re-armed
+    SET status = 'pending', publish_failures = 0, claimed_until = NULL, available_at = now(),
+        routing_key = EXCLUDED.routing_key, headers = EXCLUDED.headers
+    WHERE outbox_messages.status = 'failed'
 RETURNING job_id;
 
 ------------------------------------------------------------------------------------- retention

@@ -1,0 +1,89 @@
+"""One bad item never harms another: a request or outbox row that can't be carried fails alone
+while other tenants' webhooks keep being accepted and their jobs keep succeeding."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+
+from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology, send, wait_for_jobs
+from tests.support import OPERATOR_KEY, new_tenant, run_sync, sign_generic
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+HUGE = 140_000
+
+
+@pytest.fixture(scope="module")
+def prefix():
+    name = f"rft.{uuid.uuid4().hex[:8]}"
+    yield name
+    run_sync(delete_topology(name))
+
+
+async def signed(client, server, extra_headers: dict[str, str], tenant: str | None = None):
+    body = orjson.dumps({"event": "test.event", "data": {"n": uuid.uuid4().hex}})
+    return await client.post(f"{server.url}/webhooks/generic", content=body, headers={
+        "X-Signature": sign_generic(body), "X-Tenant-Id": tenant or new_tenant(),
+        **extra_headers})
+
+
+POISONED_HEADERS = [
+    {"tracestate": "a=" + "x" * HUGE},                                # no traceparent
+    {"baggage": "b=" + "y" * HUGE},
+    {"traceparent": TRACEPARENT, "tracestate": "a=" + "x" * HUGE},
+    {"traceparent": "not-a-traceparent", "tracestate": "a=1", "baggage": "c=" + "z" * 9000},
+]
+
+
+async def test_oversized_trace_headers_halt_no_delivery(client, start_server, prefix, db):
+    server = start_server("all", **amqp_env(prefix), **FAST)
+    normal = [signed(client, server, {}) for _ in range(40)]
+    poisoned = [signed(client, server, h) for h in POISONED_HEADERS for _ in range(2)]
+    responses = await asyncio.gather(*normal[:20], *poisoned, *normal[20:])
+    assert [r.status_code for r in responses] == [202] * len(responses), responses[0].text
+    job_ids = [r.json()["job_id"] for r in responses]
+    rows = await wait_for_jobs(server.database_url, job_ids, timeout=60)
+    assert {r["status"] for r in rows} == {"succeeded"}
+    conn = await db(server.database_url)
+    stored = await conn.fetch("SELECT headers::text AS h FROM outbox_messages")
+    assert max(len(r["h"]) for r in stored) < 1024  # nothing unbounded was kept
+    assert (await client.get(f"{server.url}/readyz")).status_code == 200
+
+
+async def test_an_unpublishable_row_is_set_aside_while_the_rest_flow(client, start_server, prefix,
+                                                                     db):
+    """Rows written before the bounds existed, or by another version: one carries a 140 KB
+    tracestate (bounded when published), one a routing key the broker can't route (refused
+    every time). The refused one is set aside after RELAY__MAX_PUBLISH_FAILURES and its job
+    dead-lettered with the reason; every other job succeeds; a reprocess re-arms it."""
+    ingest = start_server("ingest")
+    early = [await send(client, ingest) for _ in range(6)]
+    conn = await db(ingest.database_url)
+    unroutable, oversized = uuid.UUID(early[0]["job_id"]), uuid.UUID(early[1]["job_id"])
+    await conn.execute("UPDATE outbox_messages SET routing_key = 'nowhere.generic' "
+                       "WHERE job_id = $1", unroutable)
+    await conn.execute("UPDATE outbox_messages SET headers = $2::jsonb WHERE job_id = $1",
+                       oversized, orjson.dumps({"tracestate": "a=" + "x" * HUGE}).decode())
+
+    pipeline = start_server("all", database_url=ingest.database_url, **amqp_env(prefix), **FAST,
+                            RELAY__MAX_PUBLISH_FAILURES="2")
+    later = await asyncio.gather(*(send(client, pipeline) for _ in range(30)))
+    job_ids = [d["job_id"] for d in early + list(later)]
+    rows = {str(r["id"]): r for r in await wait_for_jobs(pipeline.database_url, job_ids)}
+    bad = rows.pop(str(unroutable))
+    assert bad["status"] == "dead_lettered"
+    assert "could not be published (2 tries)" in bad["last_error"]
+    assert {r["status"] for r in rows.values()} == {"succeeded"}
+    row = await conn.fetchrow("SELECT status, publish_failures FROM outbox_messages "
+                              "WHERE job_id = $1", unroutable)
+    assert (row["status"], row["publish_failures"]) == ("failed", 2)
+
+    r = await client.post(f"{pipeline.url}/admin/jobs/{unroutable}/reprocess",
+                          headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
+    assert r.status_code == 202, r.text
+    [job] = await wait_for_jobs(pipeline.database_url, [str(unroutable)],
+                                statuses=("succeeded",))
+    assert job["attempts"] == 1
