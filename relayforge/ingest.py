@@ -19,9 +19,15 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from relayforge.connectors.base import DomainEvent
-from relayforge.db.pool import on_connection_error
+from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
 from relayforge.db.queries import Q
-from relayforge.errors import QuotaExceeded, RelayforgeError, ReplayedEvent, Unavailable
+from relayforge.errors import (
+    InvalidPayload,
+    QuotaExceeded,
+    RelayforgeError,
+    ReplayedEvent,
+    Unavailable,
+)
 from relayforge.ids import new_id
 from relayforge.observability import metrics
 from relayforge.settings import Settings
@@ -29,6 +35,8 @@ from relayforge.settings import Settings
 log = logging.getLogger("relayforge.ingest")
 
 RETRYABLE_DB_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# What one item's values can make PostgreSQL refuse (SQLSTATE classes 22 and 23).
+ITEM_DB_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 WRITE_TRIES = 3
 
 
@@ -45,6 +53,7 @@ class Delivery:
     correlation_id: str
     trace_context: str  # JSON object text: W3C headers + correlation id
     event: DomainEvent | None = None  # None when `rejection` is set
+    event_json: bytes = b""  # the event as stored, written before the batch so it fails alone
     replay_protected: bool = False
     rejection: RelayforgeError | None = None  # refused before the transaction; row kept as evidence
 
@@ -126,11 +135,31 @@ class IngestWriter:
 
     async def _write_or_unavailable(self, batch: list[Delivery]) -> list[Recorded]:
         try:
-            return await self._write_with_retry(batch)
-        except Exception as exc:  # the database is down or refused the batch: nothing acked
+            return await self._write_isolating(batch)
+        except Exception as exc:  # the database is unreachable: nothing acked
             await on_connection_error(self._pool, exc)
             log.error("ingest batch failed", extra={"error": repr(exc), "size": len(batch)})
             raise Unavailable("the database is unavailable, retry later", retry_after=5) from exc
+
+    async def _write_isolating(self, batch: list[Delivery]) -> list[Recorded]:
+        """Write the batch. A failure other than the database being unreachable may belong to
+        one item: the halves are written apart, down to that item, which alone is refused.
+        Each write is whole (replays, quota, transaction, refund), so a retried half is too."""
+        try:
+            return await self._write_with_retry(batch)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                return (await self._write_isolating(batch[:half])
+                        + await self._write_isolating(batch[half:]))
+            if isinstance(exc, ITEM_DB_ERRORS):
+                log.warning("webhook could not be stored", extra={"error": repr(exc)})
+                return [Recorded(None, error=InvalidPayload(
+                    "the payload could not be stored", signature_valid=True))]
+            log.exception("webhook could not be stored")  # a bug: this request alone gets 500
+            return [Recorded(None, error=RelayforgeError("internal error"))]
 
     async def _write_with_retry(self, batch: list[Delivery]) -> list[Recorded]:
         """Replay check → quota reservation → one transaction; refused items give units back.
@@ -265,7 +294,7 @@ class IngestWriter:
             [d.payload_hash for d in items],
             [d.evidence_headers for d in items],
             [d.body for d in items],
-            [e.to_json() for e in events if e],
+            [d.event_json for d in items],
             [d.request_id for d in items],
             [d.correlation_id for d in items],
             [d.trace_context for d in items],

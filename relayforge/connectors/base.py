@@ -18,6 +18,9 @@ from relayforge.settings import Settings
 
 Headers = Mapping[bytes, bytes]  # lower-cased header names
 MAX_IDENTIFIER = 255
+# orjson parses 1,024 levels but writes at most 254: the stored event (its `data` inside one
+# wrapper object) is bounded by what can be written, checked per request, never in a batch.
+MAX_EVENT_DEPTH = 254
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,12 @@ class DomainEvent:
         }
         if self.faults:
             doc["faults"] = self.faults
-        return orjson.dumps(doc)
+        try:
+            return orjson.dumps(doc)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidPayload(
+                f"JSON nested too deeply: the event's data may nest at most {MAX_EVENT_DEPTH - 1}"
+                f" levels ({exc})", signature_valid=True) from None
 
     @classmethod
     def from_json(cls, raw: bytes) -> DomainEvent:

@@ -102,6 +102,7 @@ class WebhookEndpoint:
         )
         try:
             delivery.event = connector.normalize(headers, body)
+            delivery.event_json = delivery.event.to_json()
             connector.check_freshness(signed, int(time.time()), self._settings)
         except (InvalidPayload, StaleTimestamp) as exc:
             delivery.rejection = exc  # recorded as evidence, then refused

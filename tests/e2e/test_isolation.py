@@ -87,3 +87,40 @@ async def test_an_unpublishable_row_is_set_aside_while_the_rest_flow(client, sta
     [job] = await wait_for_jobs(pipeline.database_url, [str(unroutable)],
                                 statuses=("succeeded",))
     assert job["attempts"] == 1
+
+
+def nested(depth: int) -> bytes:
+    """A generic body whose `data` nests `depth` levels (the body one more)."""
+    return b'{"event":"deep","data":' + b"[" * depth + b"]" * depth + b"}"
+
+
+async def test_deep_json_fails_alone_among_other_tenants(client, start_server, prefix):
+    server = start_server("all", **amqp_env(prefix), **FAST)
+    victim = new_tenant()
+
+    async def post(body: bytes, tenant: str):
+        return await client.post(f"{server.url}/webhooks/generic", content=body, headers={
+            "X-Signature": sign_generic(body), "X-Tenant-Id": tenant})
+
+    attacker = new_tenant()
+    deep = [post(nested(d), attacker) for d in (300, 600, 1023, 1024, 2000) for _ in range(2)]
+    normal = [post(orjson.dumps({"event": "ok", "data": {"n": uuid.uuid4().hex}}), victim)
+              for _ in range(150)]
+    responses = await asyncio.gather(*normal[:75], *deep, *normal[75:])
+    deep_responses = responses[75:85]
+    normal_responses = responses[:75] + responses[85:]
+    assert {r.status_code for r in normal_responses} == {202}
+    assert {(r.status_code, r.json()["code"]) for r in deep_responses} == {
+        (400, "invalid_payload")}
+    rows = await wait_for_jobs(server.database_url, [r.json()["job_id"] for r in normal_responses])
+    assert {r["status"] for r in rows} == {"succeeded"}
+
+
+async def test_depth_limit_is_exact(client, ingest_server):
+    """The event's data may nest 253 levels (254 with the event around it): 202; one more: 400."""
+    for depth, status in ((253, 202), (254, 400)):
+        body = nested(depth)
+        r = await client.post(f"{ingest_server.url}/webhooks/generic", content=body, headers={
+            "X-Signature": sign_generic(body), "X-Tenant-Id": new_tenant()})
+        assert r.status_code == status, (depth, r.text)
+    assert "at most 253 levels" in r.json()["error"]

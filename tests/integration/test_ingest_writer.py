@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -15,35 +16,72 @@ from tests.support import create_database, drop_database
 
 
 def delivery(tenant: uuid.UUID, evidence: str = "{}") -> Delivery:
+    event = DomainEvent("stripe", "invoice.paid", f"evt_{uuid.uuid4().hex}", None, None)
     return Delivery(
         tenant_id=tenant, source="stripe", payload_hash=uuid.uuid4().hex,
         evidence_headers=evidence, body=b"{}", request_id="r", correlation_id="c",
-        trace_context="{}", replay_protected=True,
-        event=DomainEvent("stripe", "invoice.paid", f"evt_{uuid.uuid4().hex}", None, None),
+        trace_context="{}", replay_protected=True, event=event, event_json=event.to_json(),
     )
 
 
-@pytest.mark.parametrize("mode", ["batch", "single"])
-async def test_a_failed_write_reserves_no_quota_and_no_event_id(template_db, mode):
+@pytest.fixture
+async def database(template_db):
     name, url = await create_database(template_db)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=3)
+    yield pool
+    await pool.close()
+    await drop_database(name)
+
+
+@pytest.mark.parametrize("mode", ["batch", "single"])
+async def test_a_failed_write_reserves_no_quota_and_no_event_id(database, mode):
+    pool = database
     settings = load_settings({"HARDENING__TENANT_DAILY_QUOTA": "5", "INGEST__MODE": mode})
     writer = IngestWriter(pool, settings)
     await writer.start()
     tenant = uuid.uuid4()
     try:
         broken = delivery(tenant, evidence="not json")  # the jsonb cast fails the transaction
-        with pytest.raises(Unavailable):
-            await writer.record(broken)
+        recorded = await writer.record(broken)
+        assert recorded.error is not None and recorded.error.code == "invalid_payload"
         assert await pool.fetchval("SELECT used FROM tenant_daily_quota_usage") == 0
         assert await pool.fetchval("SELECT count(*) FROM stripe_event_idempotency") == 0
         # the provider's retry of the same event is accepted
         retry = delivery(tenant)
-        retry.event = broken.event
+        retry.event, retry.event_json = broken.event, broken.event_json
         recorded = await writer.record(retry)
         assert recorded.error is None and recorded.job_created
         assert await pool.fetchval("SELECT used FROM tenant_daily_quota_usage") == 1
     finally:
         await writer.close()
-        await pool.close()
-        await drop_database(name)
+
+
+async def test_an_item_the_database_refuses_fails_alone_in_its_batch(database):
+    """The batch is written without the item that failed it; every other item is recorded."""
+    pool = database
+    writer = IngestWriter(pool, load_settings({"INGEST__BATCH_MAX_SIZE": "64"}))
+    await writer.start()
+    try:
+        items = [delivery(uuid.uuid4()) for _ in range(40)]
+        items[17] = delivery(uuid.uuid4(), evidence="not json")
+        results = await asyncio.gather(*(writer.record(d) for d in items))
+        codes = [r.error.code if r.error else None for r in results]
+        assert codes == [None] * 17 + ["invalid_payload"] + [None] * 22
+        assert await pool.fetchval("SELECT count(*) FROM jobs") == 39
+        assert await pool.fetchval("SELECT count(*) FROM outbox_messages") == 39
+        assert await pool.fetchval("SELECT sum(used) FROM tenant_daily_quota_usage") == 39
+    finally:
+        await writer.close()
+
+
+async def test_an_unreachable_database_is_503_for_the_whole_batch(database):
+    writer = IngestWriter(database, load_settings({}))
+    await writer.start()
+    await database.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    await database.close()  # nothing can reach it any more
+    try:
+        with pytest.raises(Unavailable):
+            await writer.record(delivery(uuid.uuid4()))
+    finally:
+        await writer.close()
