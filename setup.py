@@ -2,26 +2,14 @@
 
 RELAYFORGE_NO_EXTENSIONS=1 skips them, and a failed build is not fatal: the package then runs on
 its pure-Python twins.
-migrations/*.sql are copied into the package so that a wheel can migrate a database too.
+The top-level migrations/ folder is the package `relayforge.migrations` (package_dir), so an
+installed wheel, an editable install and a checkout all read the same files through
+importlib.resources, with no copy step.
 """
 
 import os
-import shutil
-from pathlib import Path
 
-from setuptools import setup
-from setuptools.command.build_py import build_py
-
-ROOT = Path(__file__).parent
-
-
-class BuildPyWithMigrations(build_py):
-    def run(self) -> None:
-        super().run()
-        target = Path(self.build_lib) / "relayforge" / "_migrations"
-        target.mkdir(parents=True, exist_ok=True)
-        for sql in sorted((ROOT / "migrations").glob("*.sql")):
-            shutil.copy2(sql, target / sql.name)
+from setuptools import find_packages, setup
 
 
 def extensions() -> list:
@@ -45,4 +33,8 @@ def extensions() -> list:
     return built
 
 
-setup(ext_modules=extensions(), cmdclass={"build_py": BuildPyWithMigrations})
+setup(
+    ext_modules=extensions(),
+    packages=[*find_packages(include=["relayforge*"]), "relayforge.migrations"],
+    package_dir={"relayforge.migrations": "migrations"},
+)

@@ -58,9 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if settings.server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
     if settings.database.migrate_on_start:
-        from relayforge.db.migrate import migrate_url
-
-        asyncio.run(migrate_url(url))
+        _migrate(url)
     broker = "rabbitmq" if settings.amqp.url else ("in-process" if args.mode == "all" else "none")
     if args.mode in ("relay", "consume") and not settings.amqp.url:
         print(f"relayforge: configuration error: AMQP__URL: required in mode {args.mode}",
@@ -95,10 +93,19 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     settings = _settings()
     log_setup.configure(settings.log.level, settings.log.json)
     url, _ = _database_url(settings)
-    from relayforge.db.migrate import migrate_url
-
-    applied = asyncio.run(migrate_url(url))
+    applied = _migrate(url)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def _migrate(url: str) -> list[str]:
+    """Apply pending migrations; a changed landed migration stops the process with one line."""
+    from relayforge.db.migrate import MigrationDrift, migrate_url
+
+    try:
+        return asyncio.run(migrate_url(url))
+    except MigrationDrift as exc:
+        print(f"relayforge: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:

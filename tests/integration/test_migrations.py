@@ -1,52 +1,149 @@
-"""The migration runner against a real PostgreSQL: all tables, once, safe when run concurrently."""
+"""The migration runner against a real PostgreSQL: all tables, once, safe when run concurrently,
+checksums that stop a changed landed migration, and a schema that is always visible in review
+(tests/integration/schema.sql is what a fresh database looks like after every migration)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
+import pytest
 
-from relayforge.db.migrate import available, migrate
+from relayforge.db.migrate import Migration, MigrationDrift, available, migrate
 from tests import support
 
 CONTRACT_TABLES = {
     "webhook_inbox", "jobs", "outbox_messages", "tenant_provider_secrets", "admin_api_keys",
     "stripe_event_idempotency", "tenant_daily_quota_usage", "admin_audit_log", "schema_migrations",
 }
+HERE = Path(__file__).parent
+SNAPSHOT = HERE / "schema.sql"
+LEGACY = HERE / "legacy"  # 0003 and 0004 as they first landed, before they were edited
+
+SCHEMA_QUERIES = {
+    "columns": """
+        SELECT table_name || '.' || column_name || ' ' || data_type
+               || CASE WHEN is_nullable = 'NO' THEN ' NOT NULL' ELSE '' END
+               || COALESCE(' DEFAULT ' || column_default, '') AS line
+        FROM information_schema.columns WHERE table_schema = 'public'""",
+    "constraints": """
+        SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) AS line
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace""",
+    "indexes": """
+        SELECT indexdef AS line FROM pg_indexes WHERE schemaname = 'public'""",
+    "triggers": """
+        SELECT pg_get_triggerdef(oid) AS line FROM pg_trigger
+        WHERE NOT tgisinternal AND tgrelid::regclass::text NOT LIKE 'pg_%'""",
+    "functions": """
+        SELECT pg_get_functiondef(p.oid) AS line FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace""",
+}
 
 
-async def test_migrate_creates_every_contract_table_once():
+async def dump_schema(conn: asyncpg.Connection) -> str:
+    """The public schema as sorted text: columns, constraints, indexes, triggers, functions."""
+    out = []
+    for section, query in SCHEMA_QUERIES.items():
+        lines = sorted(r["line"].strip() for r in await conn.fetch(query))
+        out.append(f"-- {section}\n" + "\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+@pytest.fixture
+async def empty_db() -> AsyncIterator[tuple[str, asyncpg.Connection]]:
     name, url = await support.create_database(prefix="rf_mig")
-    try:
-        conn = await asyncpg.connect(url)
-        applied = await migrate(conn)
-        assert applied == [v for v, _ in available()]
-        assert await migrate(conn) == []  # second run: nothing pending
-        tables = {r["tablename"] for r in await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-        assert CONTRACT_TABLES <= tables
-        versions = [r["version"] for r in await conn.fetch(
-            "SELECT version FROM schema_migrations ORDER BY version")]
-        assert versions == applied
-        await conn.close()
-    finally:
-        await support.drop_database(name)
+    conn = await asyncpg.connect(url)
+    yield url, conn
+    await conn.close()
+    await support.drop_database(name)
 
 
-async def test_concurrent_migrators_take_turns():
-    name, url = await support.create_database(prefix="rf_mig")
-    try:
-        conns = [await asyncpg.connect(url) for _ in range(4)]
-        results = await asyncio.gather(*(migrate(c) for c in conns))
-        applied = sorted(v for r in results for v in r)
-        assert applied == sorted(v for v, _ in available())  # each applied exactly once
-        for c in conns:
-            await c.close()
-    finally:
-        await support.drop_database(name)
+async def test_migrate_creates_every_contract_table_once(empty_db):
+    _, conn = empty_db
+    applied = await migrate(conn)
+    assert applied == [m.version for m in available()]
+    assert await migrate(conn) == []  # second run: nothing pending
+    tables = {r["tablename"] for r in await conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert CONTRACT_TABLES <= tables
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
+    assert [(r["version"], r["checksum"]) for r in rows] == [
+        (m.version, m.checksum) for m in available()]
 
 
-async def test_migrations_are_ordered_and_named():
-    versions = [v for v, _ in available()]
+async def test_a_fresh_schema_equals_the_committed_snapshot(empty_db):
+    """Set RELAYFORGE_UPDATE_SCHEMA=1 to rewrite the snapshot after adding a migration."""
+    _, conn = empty_db
+    await migrate(conn)
+    schema = await dump_schema(conn)
+    if os.environ.get("RELAYFORGE_UPDATE_SCHEMA") == "1":
+        SNAPSHOT.write_text(schema)
+    assert schema == SNAPSHOT.read_text()
+
+
+async def test_a_database_migrated_before_the_edits_reaches_the_same_schema(empty_db):
+    """Migrated with 0003 and 0004 as they first landed and no checksums recorded: the runner
+    adopts checksums for what was applied and the repair migration brings the schema level."""
+    _, conn = empty_db
+    await conn.execute("CREATE TABLE schema_migrations ("
+                       " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+    for m in available()[:5]:
+        legacy = LEGACY / f"{m.version}.sql"
+        await conn.execute(legacy.read_text() if legacy.exists() else m.sql)
+        await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", m.version)
+    assert await dump_schema(conn) != SNAPSHOT.read_text()  # claimed_by, last_grant missing
+    applied = await migrate(conn)
+    assert applied == [m.version for m in available()[5:]]
+    assert await dump_schema(conn) == SNAPSHOT.read_text()
+
+
+async def test_a_changed_applied_migration_stops_the_runner(empty_db):
+    _, conn = empty_db
+    await migrate(conn)
+    edited = [Migration(m.version, m.sql + "\n-- edited") if m.version.startswith("0003")
+              else m for m in available()]
+    with pytest.raises(MigrationDrift, match="0003_outbox was changed after it was applied"):
+        await migrate(conn, edited)
+
+
+def test_the_cli_refuses_to_start_on_a_changed_migration(empty_db):
+    url, _ = empty_db
+    env = support.base_env() | {"DATABASE__URL": url}
+    command = [sys.executable, "-m", "relayforge", "migrate"]
+    assert subprocess.run(command, env=env, capture_output=True, cwd=support.ROOT).returncode == 0
+    support.run_sync(_tamper(url))
+    for cmd in (command, [sys.executable, "-m", "relayforge", "serve", "--mode", "ingest"]):
+        out = subprocess.run(cmd, env=env | {"DATABASE__MIGRATE_ON_START": "true"},
+                             capture_output=True, text=True, cwd=support.ROOT, timeout=60)
+        assert out.returncode == 1, out.stderr
+        assert out.stderr.strip().splitlines() == [
+            "relayforge: migration 0002_jobs was changed after it was applied; landed migrations"
+            " are never edited: restore the file and add a new migration"]
+
+
+async def _tamper(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = '0002_jobs'")
+    await conn.close()
+
+
+async def test_concurrent_migrators_take_turns(empty_db):
+    url, _ = empty_db
+    conns = [await asyncpg.connect(url) for _ in range(4)]
+    results = await asyncio.gather(*(migrate(c) for c in conns))
+    applied = sorted(v for r in results for v in r)
+    assert applied == [m.version for m in available()]  # each applied exactly once
+    for c in conns:
+        await c.close()
+
+
+def test_migrations_are_ordered_and_named():
+    versions = [m.version for m in available()]
     assert versions == sorted(versions)
-    assert all(v[:4].isdigit() for v in versions)
+    assert all(v[:4].isdigit() and v[4] == "_" for v in versions)
+    assert len({v[:4] for v in versions}) == len(versions)

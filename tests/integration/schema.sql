@@ -1,0 +1,146 @@
+-- columns
+admin_api_keys.created_at timestamp with time zone NOT NULL DEFAULT now()
+admin_api_keys.id uuid NOT NULL
+admin_api_keys.key_hash text NOT NULL
+admin_api_keys.last_used_at timestamp with time zone
+admin_api_keys.name text NOT NULL
+admin_api_keys.revoked_at timestamp with time zone
+admin_api_keys.role text NOT NULL
+admin_audit_log.action text NOT NULL
+admin_audit_log.created_at timestamp with time zone NOT NULL DEFAULT now()
+admin_audit_log.detail jsonb NOT NULL DEFAULT '{}'::jsonb
+admin_audit_log.id bigint NOT NULL DEFAULT nextval('admin_audit_log_id_seq'::regclass)
+admin_audit_log.key_id uuid
+admin_audit_log.key_source text NOT NULL
+admin_audit_log.role text NOT NULL
+admin_audit_log.target text
+jobs.attempts integer NOT NULL DEFAULT 0
+jobs.correlation_id text
+jobs.created_at timestamp with time zone NOT NULL DEFAULT now()
+jobs.dedup_key text NOT NULL
+jobs.event bytea NOT NULL
+jobs.event_type text NOT NULL
+jobs.first_inbox_id uuid NOT NULL
+jobs.id uuid NOT NULL
+jobs.last_error text
+jobs.last_inbox_id uuid NOT NULL
+jobs.lease_expires_at timestamp with time zone
+jobs.max_attempts integer NOT NULL
+jobs.provider_event_id text
+jobs.source text NOT NULL
+jobs.status text NOT NULL DEFAULT 'pending'::text
+jobs.tenant_id uuid NOT NULL
+jobs.trace_context jsonb NOT NULL DEFAULT '{}'::jsonb
+jobs.updated_at timestamp with time zone NOT NULL DEFAULT now()
+outbox_messages.attempt integer NOT NULL
+outbox_messages.available_at timestamp with time zone NOT NULL DEFAULT now()
+outbox_messages.claimed_by text
+outbox_messages.claimed_until timestamp with time zone
+outbox_messages.created_at timestamp with time zone NOT NULL DEFAULT now()
+outbox_messages.headers jsonb NOT NULL DEFAULT '{}'::jsonb
+outbox_messages.id bigint NOT NULL DEFAULT nextval('outbox_messages_id_seq'::regclass)
+outbox_messages.job_id uuid NOT NULL
+outbox_messages.last_error text
+outbox_messages.publish_attempts integer NOT NULL DEFAULT 0
+outbox_messages.publish_failures integer NOT NULL DEFAULT 0
+outbox_messages.routing_key text NOT NULL
+outbox_messages.sent_at timestamp with time zone
+outbox_messages.status text NOT NULL DEFAULT 'pending'::text
+outbox_messages.tenant_id uuid NOT NULL
+schema_migrations.applied_at timestamp with time zone NOT NULL DEFAULT now()
+schema_migrations.checksum text
+schema_migrations.version text NOT NULL
+stripe_event_idempotency.created_at timestamp with time zone NOT NULL DEFAULT now()
+stripe_event_idempotency.event_id text NOT NULL
+stripe_event_idempotency.tenant_id uuid NOT NULL
+tenant_daily_quota_usage.last_grant integer NOT NULL DEFAULT 0
+tenant_daily_quota_usage.quota_date date NOT NULL
+tenant_daily_quota_usage.tenant_id uuid NOT NULL
+tenant_daily_quota_usage.used integer NOT NULL DEFAULT 0
+tenant_provider_secrets.ciphertext bytea NOT NULL
+tenant_provider_secrets.created_at timestamp with time zone NOT NULL DEFAULT now()
+tenant_provider_secrets.expires_at timestamp with time zone
+tenant_provider_secrets.fingerprint text NOT NULL
+tenant_provider_secrets.id uuid NOT NULL
+tenant_provider_secrets.nonce bytea NOT NULL
+tenant_provider_secrets.provider text NOT NULL
+tenant_provider_secrets.tenant_id uuid NOT NULL
+webhook_inbox.accepted boolean NOT NULL
+webhook_inbox.body bytea
+webhook_inbox.dedup_key text
+webhook_inbox.event_type text
+webhook_inbox.headers jsonb NOT NULL DEFAULT '{}'::jsonb
+webhook_inbox.id uuid NOT NULL
+webhook_inbox.job_id uuid
+webhook_inbox.payload_hash text NOT NULL
+webhook_inbox.provider_event_id text
+webhook_inbox.received_at timestamp with time zone NOT NULL DEFAULT now()
+webhook_inbox.rejection_code text
+webhook_inbox.request_id text
+webhook_inbox.signature_valid boolean NOT NULL
+webhook_inbox.source text NOT NULL
+webhook_inbox.tenant_id uuid NOT NULL
+
+-- constraints
+admin_api_keys admin_api_keys_key_hash_key UNIQUE (key_hash)
+admin_api_keys admin_api_keys_pkey PRIMARY KEY (id)
+admin_api_keys admin_api_keys_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'operator'::text, 'admin'::text])))
+admin_audit_log admin_audit_log_pkey PRIMARY KEY (id)
+jobs jobs_dedup UNIQUE (tenant_id, source, dedup_key)
+jobs jobs_pkey PRIMARY KEY (id)
+jobs jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'processing'::text, 'succeeded'::text, 'retrying'::text, 'dead_lettered'::text])))
+outbox_messages outbox_messages_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
+outbox_messages outbox_messages_pkey PRIMARY KEY (id)
+outbox_messages outbox_messages_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sent'::text, 'failed'::text])))
+schema_migrations schema_migrations_pkey PRIMARY KEY (version)
+stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, event_id)
+tenant_daily_quota_usage tenant_daily_quota_usage_pkey PRIMARY KEY (tenant_id, quota_date)
+tenant_provider_secrets tenant_provider_secrets_pkey PRIMARY KEY (id)
+webhook_inbox webhook_inbox_pkey PRIMARY KEY (id)
+
+-- indexes
+CREATE INDEX admin_audit_log_created ON public.admin_audit_log USING btree (created_at)
+CREATE INDEX jobs_lease ON public.jobs USING btree (lease_expires_at) WHERE (status = 'processing'::text)
+CREATE INDEX jobs_status_created ON public.jobs USING btree (status, created_at DESC, id DESC)
+CREATE INDEX jobs_tenant_created ON public.jobs USING btree (tenant_id, created_at DESC, id DESC)
+CREATE INDEX outbox_due ON public.outbox_messages USING btree (available_at, id) WHERE (status = 'pending'::text)
+CREATE INDEX outbox_sent ON public.outbox_messages USING btree (sent_at) WHERE (status = 'sent'::text)
+CREATE INDEX stripe_event_idempotency_created ON public.stripe_event_idempotency USING btree (created_at)
+CREATE INDEX tenant_provider_secrets_lookup ON public.tenant_provider_secrets USING btree (tenant_id, provider)
+CREATE INDEX webhook_inbox_job ON public.webhook_inbox USING btree (job_id)
+CREATE INDEX webhook_inbox_received ON public.webhook_inbox USING btree (received_at)
+CREATE INDEX webhook_inbox_tenant_received ON public.webhook_inbox USING btree (tenant_id, received_at DESC, id DESC)
+CREATE UNIQUE INDEX admin_api_keys_key_hash_key ON public.admin_api_keys USING btree (key_hash)
+CREATE UNIQUE INDEX admin_api_keys_pkey ON public.admin_api_keys USING btree (id)
+CREATE UNIQUE INDEX admin_audit_log_pkey ON public.admin_audit_log USING btree (id)
+CREATE UNIQUE INDEX jobs_dedup ON public.jobs USING btree (tenant_id, source, dedup_key)
+CREATE UNIQUE INDEX jobs_pkey ON public.jobs USING btree (id)
+CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (job_id, attempt)
+CREATE UNIQUE INDEX outbox_messages_pkey ON public.outbox_messages USING btree (id)
+CREATE UNIQUE INDEX schema_migrations_pkey ON public.schema_migrations USING btree (version)
+CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON public.stripe_event_idempotency USING btree (tenant_id, event_id)
+CREATE UNIQUE INDEX tenant_daily_quota_usage_pkey ON public.tenant_daily_quota_usage USING btree (tenant_id, quota_date)
+CREATE UNIQUE INDEX tenant_provider_secrets_pkey ON public.tenant_provider_secrets USING btree (id)
+CREATE UNIQUE INDEX webhook_inbox_pkey ON public.webhook_inbox USING btree (id)
+
+-- triggers
+CREATE TRIGGER outbox_messages_notify AFTER INSERT ON public.outbox_messages FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
+CREATE TRIGGER tenant_provider_secrets_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_provider_secrets FOR EACH STATEMENT EXECUTE FUNCTION relayforge_secrets_notify()
+
+-- functions
+CREATE OR REPLACE FUNCTION public.relayforge_outbox_notify()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM pg_notify('relayforge_outbox', '');
+    RETURN NULL;
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_secrets_notify()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM pg_notify('relayforge_secrets', '');
+    RETURN NULL;
+END $function$
