@@ -299,17 +299,22 @@ def _validate(s: Settings) -> None:
     if s.worker.prefetch < 1 or s.worker.concurrency < 1:
         raise ConfigError("WORKER__PREFETCH: prefetch and concurrency must be at least 1")
     if s.production:
-        if not s.secrets.master_key:
-            raise ConfigError("SECRETS__MASTER_KEY: required when APP_ENV=production")
-        for var, value in (
-            ("WEBHOOKS__GENERIC_HMAC_SECRET", s.webhooks.generic_hmac_secret),
-            ("WEBHOOKS__GITHUB_SECRET", s.webhooks.github_secret),
-            ("WEBHOOKS__STRIPE_ENDPOINT_SECRET", s.webhooks.stripe_endpoint_secret),
-        ):
-            if value in DEV_SECRETS:
-                raise ConfigError(f"{var}: the development default is refused when APP_ENV=production")
-        if s.worker.enable_test_faults:
-            raise ConfigError("WORKER__ENABLE_TEST_FAULTS: refused when APP_ENV=production")
+        _validate_production(s)
+
+
+def _validate_production(s: Settings) -> None:
+    """What APP_ENV=production refuses: development secrets and keys, test faults."""
+    if not s.secrets.master_key:
+        raise ConfigError("SECRETS__MASTER_KEY: required when APP_ENV=production")
+    for var, value in (
+        ("WEBHOOKS__GENERIC_HMAC_SECRET", s.webhooks.generic_hmac_secret),
+        ("WEBHOOKS__GITHUB_SECRET", s.webhooks.github_secret),
+        ("WEBHOOKS__STRIPE_ENDPOINT_SECRET", s.webhooks.stripe_endpoint_secret),
+    ):
+        if value in DEV_SECRETS:
+            raise ConfigError(f"{var}: the development default is refused when APP_ENV=production")
+    if s.worker.enable_test_faults:
+        raise ConfigError("WORKER__ENABLE_TEST_FAULTS: refused when APP_ENV=production")
 
 
 def master_key(s: Settings) -> bytes:

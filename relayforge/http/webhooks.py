@@ -34,6 +34,9 @@ from relayforge.security.secrets import SecretStore
 from relayforge.settings import Settings
 
 
+DRAIN_BYTES = 1 << 20
+
+
 class WebhookEndpoint:
     def __init__(self, settings: Settings, secrets: SecretStore, writer: IngestWriter) -> None:
         h = settings.hardening
@@ -120,23 +123,24 @@ class WebhookEndpoint:
         })
 
     async def _read_body(self, request: Request) -> bytes:
+        """The body, at most HARDENING__MAX_BODY_BYTES. An oversized one is read and discarded
+        up to DRAIN_BYTES past the limit before the 413, so a client still sending gets the
+        answer instead of a reset connection; beyond that the answer comes at once."""
+        limit = self._max_body
         declared = request.get_first_header(b"content-length")
-        if declared is not None:
-            try:
-                if int(declared) > self._max_body:
-                    raise PayloadTooLarge(f"body exceeds {self._max_body} bytes")
-            except ValueError:
-                pass  # the server has already framed the body; count it below
+        if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         # also bounds chunked bodies with no length (BlackSheep's stub mistypes stream())
         async for chunk in request.stream():  # type: ignore[attr-defined]
-            if not chunk:
-                continue
             size += len(chunk)
-            if size > self._max_body:
-                raise PayloadTooLarge(f"body exceeds {self._max_body} bytes")
-            chunks.append(chunk)
+            if size > limit + DRAIN_BYTES:
+                break
+            if size <= limit and chunk:
+                chunks.append(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _tenant(self, raw: bytes | None) -> uuid.UUID:

@@ -7,6 +7,7 @@ import uuid
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.pipeline_support import (
     FAST,
@@ -132,14 +133,35 @@ async def test_poison_message_goes_to_the_dlq(pipeline, prefix, body):
     assert body in {m.body for m in dead}
 
 
-async def test_relay_and_consumer_metrics(client, pipeline):
-    await send(client, pipeline)
-    text = (await client.get(f"{pipeline.url}/metrics")).text
-    for name in ("jobs_created_total", "jobs_processed_total", "job_processing_duration_seconds",
-                 "job_retries_total", "dlq_messages_total", "outbox_pending_count",
-                 "http_requests_total", "http_request_duration_seconds"):
-        assert name in text
-    assert 'http_requests_total{method="POST",route="/webhooks/{source}",status="202"}' in text
+async def scrape(client, server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = (await client.get(f"{server.url}/metrics")).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+async def test_metrics_move_with_the_work(client, start_server, prefix):
+    """One job that fails once then succeeds moves every pipeline metric by exactly its share."""
+    server = start_server("all", **amqp_env(prefix), **FAST)
+    before = await scrape(client, server)
+    doc = await send(client, server, fail_until_attempt=1)
+    await wait_for_jobs(server.database_url, [doc["job_id"]], statuses=("succeeded",))
+    after = await scrape(client, server)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved("jobs_created_total", source="generic") == 1
+    assert moved("jobs_processed_total", status="retrying") == 1
+    assert moved("jobs_processed_total", status="succeeded") == 1
+    assert moved("job_retries_total") == 1
+    assert moved("job_processing_duration_seconds_count") == 2
+    assert moved("outbox_published_total") == 2
+    assert moved("http_requests_total", method="POST", route="/webhooks/{source}",
+                 status="202") == 1
+    assert moved("http_request_duration_seconds_count", method="POST",
+                 route="/webhooks/{source}") == 1
+    assert moved("dlq_messages_total") == 0
 
 
 async def test_readyz_checks_database_and_broker(client, pipeline):

@@ -343,12 +343,28 @@ async def test_body_over_limit_is_413(client, ingest_server):
 
 
 async def test_chunked_body_over_limit_is_413(client, ingest_server):
+    """The server reads and discards an oversized body (up to 1 MiB past the limit) before it
+    answers, so the client always gets the 413 rather than a reset while still sending."""
     async def chunks():
         for _ in range(40):
             yield b"a" * 10_000
 
-    r = await client.post(f"{ingest_server.url}/webhooks/generic", content=chunks())
-    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+    for _ in range(20):
+        r = await client.post(f"{ingest_server.url}/webhooks/generic", content=chunks())
+        assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+async def test_a_body_far_over_the_limit_is_refused_at_once(client, ingest_server):
+    """Past the drain bound the server answers without reading: a client can rely on never
+    getting a 2xx, and on the server serving the next request."""
+    body = b"a" * (8 << 20)
+    try:
+        r = await post_generic(client, ingest_server, body, new_tenant())
+        assert r.status_code == 413
+    except httpx.TransportError:
+        pass  # the server closed while the client was still sending
+    r = await post_generic(client, ingest_server, generic_body(), new_tenant())
+    assert r.status_code == 202
 
 
 async def test_request_id_is_echoed_or_generated(client, ingest_server):
