@@ -1,14 +1,18 @@
-"""The BlackSheep application: routes for the process's mode, and its lifecycle."""
+"""The BlackSheep application: routes for the process's mode, and its lifecycle.
+
+The HTTP endpoints get what they need (stores, verifiers, the ingest writer) once the runtime
+has started; routes are declared before that and reach them through `Endpoints`.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
+from collections.abc import Callable
 
 from blacksheep import Application, Request, Response
 
 from relayforge.errors import MethodNotAllowed, NotFound
-from relayforge.http.admin import AdminEndpoints
+from relayforge.http.admin import ROUTES, AdminEndpoints
 from relayforge.http.errors import error_response
 from relayforge.http.instrument import Handler, instrument
 from relayforge.http.openapi import DocsEndpoints
@@ -19,75 +23,104 @@ from relayforge.observability import tracing
 from relayforge.runtime import Runtime
 from relayforge.settings import Settings, load_settings
 
-log = logging.getLogger("relayforge")
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+
+
+class Endpoints:
+    """The endpoints that need the started runtime."""
+
+    webhooks: WebhookEndpoint
+    admin: AdminEndpoints
+
+    def start(self, settings: Settings, runtime: Runtime) -> None:
+        assert runtime.verifiers and runtime.writer and runtime.stores and runtime.cipher
+        self.webhooks = WebhookEndpoint(settings, runtime.verifiers, runtime.writer)
+        self.admin = AdminEndpoints(settings, runtime.stores, runtime.cipher)
+
+
+class Router:
+    """Adds instrumented routes; a parameter route never answers for a path that is another
+    method's literal route (GET /admin/jobs/reprocess is a 405, not a job lookup)."""
+
+    def __init__(self, app: Application) -> None:
+        self._app = app
+        self._literal: dict[str, list[str]] = {}  # path without parameters -> its methods
+
+    def add(self, method: str, template: str, handler: Handler) -> None:
+        if "{" in template:
+            handler = self._literal_paths_first(handler)
+        else:
+            self._literal.setdefault(template, []).append(method)
+        self._app.router.add(method, template, instrument(template, handler))
+
+    def _literal_paths_first(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            methods = self._literal.get(request.path.rstrip("/"))
+            if methods is not None:
+                raise MethodNotAllowed(f"method {request.method} not allowed", methods)
+            return await handler(request)
+
+        return guarded
+
+    def fallback(self) -> None:
+        """404 for unknown paths, 405 (with Allow) for known paths with another method."""
+        app = self._app
+
+        async def fallback(request: Request) -> Response:
+            matches = {}
+            for method in METHODS:
+                match = app.router.get_match_by_method_and_path(method, request.path)
+                if match is not None and match.pattern != b"*":
+                    matches[method] = match.pattern.count(b"{")
+            # /admin/jobs/reprocess also matches /admin/jobs/{job_id}: the literal route wins.
+            fewest = min(matches.values(), default=0)
+            allowed = [m for m, params in matches.items() if params == fewest]
+            if allowed:
+                return error_response(MethodNotAllowed(f"method {request.method} not allowed",
+                                                       allowed))
+            return error_response(NotFound(f"no route for {request.path[:200]}"))
+
+        app.router.fallback = instrument("unmatched", fallback)
+
+
+def _late(get: Callable[[], Handler]) -> Handler:
+    async def handler(request: Request) -> Response:
+        return await get()(request)
+
+    return handler
 
 
 def create_app(settings: Settings, mode: str = "all") -> Application:
     app = Application(show_error_details=False)
     runtime = Runtime(settings, mode)
-    app.services.register(Runtime, instance=runtime)
-
-    literal_routes: dict[str, list[str]] = {}  # path without parameters -> its methods
-
-    def route(method: str, template: str, handler: Handler) -> None:
-        if "{" in template:
-            handler = _literal_paths_first(handler, literal_routes)
-        else:
-            literal_routes.setdefault(template, []).append(method)
-        app.router.add(method, template, instrument(template, handler))
+    endpoints = Endpoints()
+    router = Router(app)
 
     checks: dict[str, ReadinessCheck] = {"database": runtime.check_database}
     if runtime.relays or runtime.consumes:
         checks["broker"] = runtime.check_broker
     ops = OpsEndpoints(checks)
-    route("GET", "/healthz", ops.healthz)
-    route("GET", "/readyz", ops.readyz)
-    route("GET", "/metrics", ops.metrics)
+    router.add("GET", "/healthz", ops.healthz)
+    router.add("GET", "/readyz", ops.readyz)
+    router.add("GET", "/metrics", ops.metrics)
 
-    webhooks: WebhookEndpoint | None = None
     if runtime.ingests:
-        async def by_header(request: Request) -> Response:
-            assert webhooks is not None
-            return await webhooks.by_header(request)
-
-        async def by_path(request: Request) -> Response:
-            assert webhooks is not None
-            return await webhooks.by_path(request)
-
-        route("POST", "/webhooks/{source}", by_header)
-        route("POST", "/tenants/{tenant_id}/webhooks/{source}", by_path)
-
+        router.add("POST", "/webhooks/{source}", _late(lambda: endpoints.webhooks.by_header))
+        router.add("POST", "/tenants/{tenant_id}/webhooks/{source}",
+                   _late(lambda: endpoints.webhooks.by_path))
         docs = DocsEndpoints()
-        route("GET", "/openapi.json", docs.openapi)
-        route("GET", "/docs", docs.page)  # BlackSheep matches /docs/ here too
-        route("GET", "/docs/{asset}", docs.asset)
-
-        admin = AdminEndpoints(runtime)
-        for method, template, role, handler in admin.routes():
-            route(method, template, admin.guard(role, handler))
-
-    async def fallback(request: Request) -> Response:
-        matches = {}
-        for method in METHODS:
-            match = app.router.get_match_by_method_and_path(method, request.path)
-            if match is not None and match.pattern != b"*":
-                matches[method] = match.pattern.count(b"{")
-        # /admin/jobs/reprocess also matches /admin/jobs/{job_id}: the literal route wins.
-        fewest = min(matches.values(), default=0)
-        allowed = [m for m, params in matches.items() if params == fewest]
-        if allowed:
-            return error_response(MethodNotAllowed(f"method {request.method} not allowed", allowed))
-        return error_response(NotFound(f"no route for {request.path[:200]}"))
-
-    app.router.fallback = instrument("unmatched", fallback)
+        router.add("GET", "/openapi.json", docs.openapi)
+        router.add("GET", "/docs", docs.page)  # BlackSheep matches /docs/ here too
+        router.add("GET", "/docs/{asset}", docs.asset)
+        for route in ROUTES:
+            router.add(route.method, route.path,
+                       _late(lambda r=route: endpoints.admin.handler(r)))  # type: ignore[misc]
+    router.fallback()
 
     async def on_start(application: Application) -> None:
-        nonlocal webhooks
         await runtime.start()
         if runtime.ingests:
-            assert runtime.secrets is not None and runtime.writer is not None
-            webhooks = WebhookEndpoint(settings, runtime.secrets, runtime.writer)
+            endpoints.start(settings, runtime)
 
     async def on_stop(application: Application) -> None:
         await runtime.stop()
@@ -95,19 +128,6 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
     app.on_start += on_start
     app.on_stop += on_stop
     return app
-
-
-def _literal_paths_first(handler: Handler, literal_routes: dict[str, list[str]]) -> Handler:
-    """A parameter route never answers for a path that is another method's literal route:
-    GET /admin/jobs/reprocess is a 405, not a job lookup of id "reprocess"."""
-
-    async def guarded(request: Request) -> Response:
-        methods = literal_routes.get(request.path.rstrip("/"))
-        if methods is not None:
-            raise MethodNotAllowed(f"method {request.method} not allowed", methods)
-        return await handler(request)
-
-    return guarded
 
 
 def app_factory() -> Application:

@@ -12,12 +12,20 @@ import logging
 import os
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
 
 from relayforge import kernels
+from relayforge.connectors import SOURCES
 from relayforge.observability import logging as log_setup
-from relayforge.settings import MODES, ConfigError, Settings, load_settings
+from relayforge.security.roles import CLI, Role
+from relayforge.settings import MODES, ConfigError, Settings, load_settings, master_key
+from relayforge.stores import Stores
 
-log = logging.getLogger("relayforge")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -117,28 +125,38 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     print(f"master key: {'set' if settings.secrets.master_key else 'development key'}")
 
 
+async def _with_stores(url: str, work: Callable[[Stores], Awaitable[T]]) -> T:
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        return await work(Stores(pool))
+    finally:
+        await pool.close()
+
+
 def cmd_keys_create(args: argparse.Namespace) -> None:
     settings = _settings()
     url, _ = _database_url(settings)
-    from relayforge.security.apikeys import create_key_cli
+    from relayforge.security.apikeys import create_key
 
-    key_id, key = asyncio.run(create_key_cli(url, args.role, args.name))
-    print(key)
-    print(f"key id {key_id}, role {args.role}: shown once, store it now", file=sys.stderr)
+    created = asyncio.run(_with_stores(
+        url, lambda stores: create_key(stores, CLI, Role(args.role), args.name)))
+    print(created.key)
+    print(f"key id {created.id}, role {args.role}: shown once, store it now", file=sys.stderr)
 
 
 def cmd_secrets_set(args: argparse.Namespace) -> None:
     settings = _settings()
     url, _ = _database_url(settings)
-    from relayforge.security.secrets import set_secret_cli
+    from relayforge.security.secrets import SecretCipher, set_secret
 
     secret = args.secret if args.secret is not None else sys.stdin.readline().rstrip("\n")
     if not secret:
         print("relayforge: the secret is empty", file=sys.stderr)
         raise SystemExit(2)
-    stored = asyncio.run(set_secret_cli(
-        url, settings, uuid.UUID(args.tenant), args.provider, secret, args.previous_expires_in
-    ))
+    cipher = SecretCipher(master_key(settings))
+    stored = asyncio.run(_with_stores(url, lambda stores: set_secret(
+        stores, cipher, CLI, tenant_id=uuid.UUID(args.tenant), provider=args.provider,
+        secret=secret, previous_expires_in_seconds=args.previous_expires_in)))
     print(f"secret {stored.id} (fingerprint {stored.fingerprint}) is now current")
 
 
@@ -154,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--mode", choices=MODES, default="all")
+    serve.add_argument("--mode", choices=list(MODES), default="all")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
@@ -166,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
 
     keys = sub.add_parser("keys", help="admin API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create a key and print it once")
-    create.add_argument("--role", choices=("viewer", "operator", "admin"), required=True)
+    create.add_argument("--role", choices=[r.value for r in Role], required=True)
     create.add_argument("--name", default="cli")
     create.set_defaults(func=cmd_keys_create)
 
@@ -174,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         dest="secrets", required=True)
     set_ = secrets.add_parser("set", help="make a secret current (rotation with overlap)")
     set_.add_argument("--tenant", required=True, help="tenant UUID")
-    set_.add_argument("--provider", choices=("generic", "github", "stripe"), required=True)
+    set_.add_argument("--provider", choices=SOURCES, required=True)
     set_.add_argument("--secret", help="the secret (read from stdin when absent)")
     set_.add_argument("--previous-expires-in", type=int, default=86400,
                       help="seconds the previous secrets stay valid")

@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
+from collections.abc import Awaitable, Callable
 
-import asyncpg
 import orjson
 from opentelemetry import trace
 
+from relayforge import messages
 from relayforge.broker import Broker, IncomingMessage
-from relayforge.connectors.base import DomainEvent
 from relayforge.db.pool import on_connection_error
-from relayforge.db.queries import Q
+from relayforge.events import DomainEvent
 from relayforge.jobs import (
     HandlerRegistry,
     JobContext,
+    JobStatus,
     PermanentError,
     apply_test_faults,
     backoff_seconds,
@@ -31,17 +31,20 @@ from relayforge.jobs import (
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics, tracing
 from relayforge.settings import Settings
+from relayforge.stores import Stores
+from relayforge.stores.jobs import StartedJob
 
-log = logging.getLogger("relayforge.consumer")
+log = logging.getLogger(__name__)
 
 OUTCOME_WRITE_TRIES = 6
 MAX_ERROR_TEXT = 2000
 
 
 class JobConsumer:
-    def __init__(self, pool: asyncpg.Pool, broker: Broker, settings: Settings,
+    def __init__(self, stores: Stores, broker: Broker, settings: Settings,
                  registry: HandlerRegistry) -> None:
-        self._pool = pool
+        self._stores = stores
+        self._jobs = stores.jobs
         self._broker = broker
         self._settings = settings
         self._registry = registry
@@ -67,7 +70,7 @@ class JobConsumer:
             async with self._slots:
                 await self._handle(message)
         except Exception as exc:  # database gone mid-message: requeue; the lease recovers the job
-            await on_connection_error(self._pool, exc)
+            await on_connection_error(self._stores.db, exc)
             log.exception("message handling failed; released")
             try:
                 await message.release()
@@ -78,40 +81,37 @@ class JobConsumer:
 
     async def _handle(self, message: IncomingMessage) -> None:
         try:
-            doc = orjson.loads(message.body)
-            job_id = uuid.UUID(doc["job_id"])
-            attempt = int(doc["attempt"])
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
-            await self._poison(message, f"unreadable message: {exc!r}")
+            job_message = messages.decode(message.body)
+        except messages.UnreadableMessage as exc:
+            await self._poison(message, str(exc))
             return
-        log_context.job_id.set(str(job_id))
-        row = await self._pool.fetchrow(Q["job_start"], job_id, attempt,
-                                        float(self._settings.worker.lease_seconds))
-        if row is None:
-            state = await self._pool.fetchrow(Q["job_state"], job_id)
+        log_context.job_id.set(str(job_message.job_id))
+        job = await self._jobs.start(job_id=job_message.job_id, attempt=job_message.attempt,
+                                     lease_seconds=float(self._settings.worker.lease_seconds))
+        if job is None:
+            state = await self._jobs.state(job_id=job_message.job_id)
             if state is None:
                 await self._poison(message, "message names an unknown job")
             else:  # a duplicate or late delivery: the job has moved on
                 log.info("stale message dropped", extra={
-                    "attempt": attempt, "status": state["status"], "attempts": state["attempts"]})
+                    "attempt": job_message.attempt, "status": state.status,
+                    "attempts": state.attempts})
                 await message.ack()
             return
-        carrier = tracing.bounded({k: str(v) for k, v in message.headers.items()
-                                   if k in tracing.W3C_HEADERS})
         with tracing.tracer.start_as_current_span(
-            f"job {row['source']}", context=tracing.extract(carrier), kind=trace.SpanKind.CONSUMER,
-            attributes={"relayforge.job_id": str(job_id), "relayforge.attempt": row["attempts"]},
+            f"job {job.source}", context=tracing.extract(messages.trace_carrier(message.headers)),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"relayforge.job_id": str(job.id), "relayforge.attempt": job.attempts},
         ):
             log_context.trace_id.set(tracing.current_trace_id())
-            log_context.correlation_id.set(row["correlation_id"])
-            log_context.tenant_id.set(str(row["tenant_id"]))
-            await self._run(message, row)
+            log_context.correlation_id.set(job.correlation_id)
+            log_context.tenant_id.set(str(job.tenant_id))
+            await self._run(message, job)
 
-    async def _run(self, message: IncomingMessage, row: asyncpg.Record) -> None:
-        attempt, max_attempts = row["attempts"], row["max_attempts"]
-        event = DomainEvent.from_json(row["event"])
-        ctx = JobContext(row["id"], row["tenant_id"], attempt, max_attempts, event,
-                         row["correlation_id"])
+    async def _run(self, message: IncomingMessage, job: StartedJob) -> None:
+        attempt, max_attempts = job.attempts, job.max_attempts
+        event = DomainEvent.from_json(job.event)
+        ctx = JobContext(job.id, job.tenant_id, attempt, max_attempts, event, job.correlation_id)
         started = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -125,40 +125,41 @@ class JobConsumer:
         metrics.JOB_DURATION.observe(time.perf_counter() - started)
 
         if error is None:
-            await self._write(Q["job_succeed"], row["id"], attempt)
+            await self._write(lambda: self._jobs.succeed(job_id=job.id, attempt=attempt))
             await message.ack()
-            metrics.JOBS_PROCESSED.labels("succeeded").inc()
+            metrics.JOBS_PROCESSED.labels(JobStatus.SUCCEEDED).inc()
             log.info("job succeeded", extra={"attempt": attempt})
             return
         reason = _describe(error)
         if isinstance(error, PermanentError) or attempt >= max_attempts:
-            await self._write(Q["job_dead_letter"], row["id"], attempt, reason)
+            await self._write(lambda: self._jobs.dead_letter(job_id=job.id, attempt=attempt,
+                                                             error=reason))
             await message.dead_letter()
-            metrics.JOBS_PROCESSED.labels("dead_lettered").inc()
+            metrics.JOBS_PROCESSED.labels(JobStatus.DEAD_LETTERED).inc()
             metrics.DLQ_MESSAGES.inc()
             log.warning("job dead-lettered", extra={"attempt": attempt, "error": reason})
             return
         w = self._settings.worker
         delay = backoff_seconds(attempt, w.backoff_base_ms, w.backoff_max_ms)
-        headers = orjson.dumps({**tracing.carry({}), "correlation_id": row["correlation_id"]})
-        await self._write(Q["job_retry"], row["id"], attempt, reason, delay,
-                          self._settings.amqp.routing_prefix, headers.decode())
+        headers = orjson.dumps({**tracing.carry({}), "correlation_id": job.correlation_id})
+        await self._write(lambda: self._jobs.retry(job_id=job.id, attempt=attempt, error=reason,
+                                                   delay_seconds=delay, headers=headers.decode()))
         await message.ack()
-        metrics.JOBS_PROCESSED.labels("retrying").inc()
+        metrics.JOBS_PROCESSED.labels(JobStatus.RETRYING).inc()
         metrics.JOB_RETRIES.inc()
         log.info("job will retry", extra={"attempt": attempt, "retry_in_seconds": round(delay, 3),
                                           "error": reason})
 
-    async def _write(self, query: str, *args: object) -> None:
+    async def _write(self, write: Callable[[], Awaitable[object]]) -> None:
         """Record an outcome, riding out a database blip: the handler already ran, and losing
         its outcome would run it again after the lease expires. Every outcome write is a
         conditional, idempotent statement, so retrying after any error is safe."""
         for n in range(1, OUTCOME_WRITE_TRIES + 1):
             try:
-                await self._pool.execute(query, *args)
+                await write()
                 return
             except Exception as exc:
-                await on_connection_error(self._pool, exc)
+                await on_connection_error(self._stores.db, exc)
                 if n == OUTCOME_WRITE_TRIES:
                     raise
                 log.warning("outcome write failed, retrying", extra={"error": repr(exc), "try": n})

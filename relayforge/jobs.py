@@ -1,4 +1,5 @@
-"""Jobs: states, backoff, handler errors and the handler registry (WORKER__HANDLERS).
+"""The job contract: states, handler errors, the context a handler gets, backoff, and the
+handler registry (WORKER__HANDLERS).
 
 A handler is an async callable taking a JobContext. It returns to succeed, raises PermanentError
 to dead-letter at once, and raises anything else (or times out) to be retried with backoff until
@@ -7,6 +8,7 @@ WORKER__MAX_ATTEMPTS tries are spent.
 
 from __future__ import annotations
 
+import enum
 import importlib
 import logging
 import random
@@ -14,14 +16,22 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from relayforge.connectors.base import DomainEvent
+from relayforge.events import DomainEvent
 from relayforge.settings import Settings
 
-log = logging.getLogger("relayforge.jobs")
+log = logging.getLogger(__name__)
 
-PENDING, QUEUED, PROCESSING = "pending", "queued", "processing"
-SUCCEEDED, RETRYING, DEAD_LETTERED = "succeeded", "retrying", "dead_lettered"
-STATES = (PENDING, QUEUED, PROCESSING, SUCCEEDED, RETRYING, DEAD_LETTERED)
+
+class JobStatus(enum.StrEnum):
+    """A job's states; the jobs table's CHECK holds exactly these (a test compares them).
+    Every move between them is a conditional UPDATE in db/sql/queries.sql."""
+
+    PENDING = "pending"  # row + outbox written
+    QUEUED = "queued"  # published
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"  # the next attempt is scheduled through the outbox
+    DEAD_LETTERED = "dead_lettered"
 
 
 class RetryableError(Exception):

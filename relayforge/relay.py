@@ -2,8 +2,9 @@
 confirms, mark them sent and their jobs queued. Woken by LISTEN/NOTIFY, polling as a fallback.
 
 It never dies on an error: with the database or broker down it logs, backs off and resumes;
-rows it had claimed become claimable again when their lease passes. The relay also runs the
-periodic upkeep: recovering jobs whose consumer died (lease), the outbox gauge, and retention.
+rows it had claimed become claimable again when their lease passes. One row never blocks the
+others: a failed batch goes again one message at a time, and a row the broker keeps refusing
+is set aside (its job dead-lettered with the reason).
 """
 
 from __future__ import annotations
@@ -12,46 +13,35 @@ import asyncio
 import logging
 import os
 import socket
-import time
 import uuid
 
 import asyncpg
-import orjson
 
-from relayforge.broker import (
-    ATTEMPT_HEADER,
-    CORRELATION_HEADER,
-    JOB_ID_HEADER,
-    Broker,
-    OutgoingMessage,
-    Refused,
-)
+from relayforge import messages
+from relayforge.broker import Broker, OutgoingMessage, Refused
 from relayforge.db.pool import on_connection_error
-from relayforge.db.queries import Q
-from relayforge.ids import MAX_CLIENT_ID_LENGTH
-from relayforge.observability import metrics, tracing
+from relayforge.observability import metrics
 from relayforge.settings import Settings
+from relayforge.stores import Stores
 
-log = logging.getLogger("relayforge.relay")
+log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "relayforge_outbox"
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 PUBLISH_RETRY_SECONDS = 1.0
-RECOVER_BATCH = 500
-PRUNE_INTERVAL_SECONDS = 3600.0
-UPKEEP_INTERVAL_SECONDS = 1.0  # lease recovery and the backlog gauge, not once per batch
+
+Errors = list[BaseException | None]
 
 
 class Relay:
-    def __init__(self, pool: asyncpg.Pool, broker: Broker, settings: Settings) -> None:
-        self._pool = pool
+    def __init__(self, stores: Stores, broker: Broker, settings: Settings) -> None:
+        self._stores = stores
+        self._outbox = stores.outbox
         self._broker = broker
         self._settings = settings
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._next_prune = time.monotonic() + 60
-        self._next_upkeep = 0.0
         self._identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._release_claims = False
 
@@ -70,11 +60,10 @@ class Relay:
         while True:
             try:
                 if self._release_claims:
-                    await self._pool.execute(Q["outbox_release_mine"], self._identity)
+                    await self._outbox.release_mine(owner=self._identity)
                     self._release_claims = False
                 await self._ensure_listener()
                 published = await self.relay_once()
-                await self.upkeep()
                 errors = 0
                 if published >= self._settings.relay.batch_size:
                     continue  # more is due: don't wait
@@ -82,7 +71,7 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database or broker trouble: back off, never die
-                await on_connection_error(self._pool, exc)
+                await on_connection_error(self._stores.db, exc)
                 self._release_claims = True
                 errors += 1
                 delay = min(MAX_ERROR_BACKOFF_SECONDS, 0.25 * 2 ** min(errors, 8))
@@ -102,7 +91,7 @@ class Relay:
 
     async def _sleep_until_due(self) -> None:
         timeout = self._settings.relay.poll_interval_ms / 1000
-        next_due = await self._pool.fetchval(Q["outbox_next_due_in"])
+        next_due = await self._outbox.next_due_in()
         if next_due is not None:
             timeout = max(0.0, min(timeout, next_due))
         self._wake.clear()
@@ -114,34 +103,34 @@ class Relay:
     async def relay_once(self) -> int:
         """Publish one batch of due rows; returns how many were claimed."""
         s = self._settings
-        rows = await self._pool.fetch(Q["outbox_claim"], s.relay.batch_size,
-                                      float(s.relay.claim_timeout_seconds), self._identity)
+        rows = await self._outbox.claim(limit=s.relay.batch_size,
+                                        lease_seconds=float(s.relay.claim_timeout_seconds),
+                                        owner=self._identity)
         if not rows:
             return 0
-        messages = [self._message(r) for r in rows]
-        errors = await self._publish(messages)
-        if len(messages) > 1 and any(errors):
-            await self._isolate(messages, errors)
-        sent = [m.outbox_id for m, err in zip(messages, errors, strict=True) if err is None]
+        batch = [messages.encode(r, s.amqp.routing_prefix) for r in rows]
+        errors = await self._publish(batch)
+        if len(batch) > 1 and any(errors):
+            await self._isolate(batch, errors)
+        sent = [m.outbox_id for m, err in zip(batch, errors, strict=True) if err is None]
         if sent:
-            await self._pool.execute(Q["outbox_mark_sent"], sent)
+            await self._outbox.mark_sent(ids=sent)
             metrics.OUTBOX_PUBLISHED.inc(len(sent))
-        await self._record_failures(messages, errors, took_some=bool(sent))
+        await self._record_failures(batch, errors, took_some=bool(sent))
         return len(rows)
 
-    async def _publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
+    async def _publish(self, batch: list[OutgoingMessage]) -> Errors:
         try:
-            return await self._broker.publish(messages)
+            return await self._broker.publish(batch)
         except Exception as exc:
-            return [exc] * len(messages)
+            return [exc] * len(batch)
 
-    async def _isolate(self, messages: list[OutgoingMessage],
-                       errors: list[BaseException | None]) -> None:
+    async def _isolate(self, batch: list[OutgoingMessage], errors: Errors) -> None:
         """A failed batch may hold one message that broke it (and its channel) for all: the
         failed ones go again one at a time, so the rest go through and the culprit is named.
         Stops at the first failure while nothing went through: then the broker is down."""
         took_some = not all(errors)
-        for i, (message, error) in enumerate(zip(messages, errors, strict=True)):
+        for i, (message, error) in enumerate(zip(batch, errors, strict=True)):
             if error is None or isinstance(error, Refused):
                 continue
             [errors[i]] = await self._publish([message])
@@ -150,76 +139,30 @@ class Relay:
             elif not took_some:
                 return
 
-    async def _record_failures(self, messages: list[OutgoingMessage],
-                               errors: list[BaseException | None], took_some: bool) -> None:
+    async def _record_failures(self, batch: list[OutgoingMessage], errors: Errors,
+                               took_some: bool) -> None:
         """Rows the broker refused while it was up count against themselves (a row at
         RELAY__MAX_PUBLISH_FAILURES is set aside, its job dead-lettered); the others, failed
         while the broker was down, are only released for a later try."""
-        failed = [(m.outbox_id, err) for m, err in zip(messages, errors, strict=True)
+        failed = [(m.outbox_id, err) for m, err in zip(batch, errors, strict=True)
                   if err is not None]
         if not failed:
             return
         metrics.OUTBOX_PUBLISH_FAILURES.inc(len(failed))
         log.warning("publish failed; rows released for retry",
                     extra={"count": len(failed), "error": repr(failed[0][1])})
-        counted = [(i, err) for i, err in failed if took_some or isinstance(err, Refused)]
+        counted = [(i, repr(err)[:500]) for i, err in failed
+                   if took_some or isinstance(err, Refused)]
         released = [i for i, err in failed if not (took_some or isinstance(err, Refused))]
         if released:
-            await self._pool.execute(Q["outbox_release"], released, repr(failed[0][1])[:500],
-                                     PUBLISH_RETRY_SECONDS)
+            await self._outbox.release(ids=released, error=repr(failed[0][1])[:500],
+                                       delay_seconds=PUBLISH_RETRY_SECONDS)
         if counted:
-            dead = await self._pool.fetch(
-                Q["outbox_publish_failed"], [i for i, _ in counted],
-                [repr(err)[:500] for _, err in counted], PUBLISH_RETRY_SECONDS,
-                self._settings.relay.max_publish_failures)
-            for row in dead:
+            dead = await self._outbox.publish_failed(
+                failures=counted, delay_seconds=PUBLISH_RETRY_SECONDS,
+                max_failures=self._settings.relay.max_publish_failures)
+            for job_id in dead:
                 metrics.OUTBOX_SET_ASIDE.inc()
                 metrics.DLQ_MESSAGES.inc()
                 log.error("unpublishable message set aside; its job is dead-lettered",
-                          extra={"job_id": str(row["id"])})
-
-    def _message(self, row: asyncpg.Record) -> OutgoingMessage:
-        """Only known headers go out, each bounded: a row written before the W3C bounds (or by
-        hand) can't make a message larger than the broker's frame."""
-        carried: dict[str, object] = orjson.loads(row["headers"])
-        headers = tracing.bounded({k: str(v) for k, v in carried.items()
-                                   if k in tracing.W3C_HEADERS})
-        correlation_id = carried.get(CORRELATION_HEADER)
-        if isinstance(correlation_id, str) and len(correlation_id) <= MAX_CLIENT_ID_LENGTH:
-            headers[CORRELATION_HEADER] = correlation_id
-        else:
-            headers[CORRELATION_HEADER] = str(row["job_id"])
-        headers[JOB_ID_HEADER] = str(row["job_id"])
-        headers[ATTEMPT_HEADER] = str(row["attempt"])
-        body = orjson.dumps({
-            "job_id": str(row["job_id"]), "tenant_id": str(row["tenant_id"]),
-            "attempt": row["attempt"],
-        })
-        return OutgoingMessage(row["id"], row["routing_key"], body, headers,
-                               message_id=f"{row['job_id']}:{row['attempt']}")
-
-    async def upkeep(self) -> None:
-        if time.monotonic() < self._next_upkeep:
-            return
-        self._next_upkeep = time.monotonic() + UPKEEP_INTERVAL_SECONDS
-        s = self._settings
-        recovered = await self._pool.fetch(Q["jobs_recover_expired"], RECOVER_BATCH,
-                                           s.amqp.routing_prefix)
-        for r in recovered:
-            metrics.JOBS_RECOVERED.inc()
-            if r["status"] == "dead_lettered":
-                metrics.DLQ_MESSAGES.inc()
-            log.warning("job lease expired", extra={"job_id": str(r["id"]), "now": r["status"]})
-        metrics.OUTBOX_PENDING.set(await self._pool.fetchval(Q["outbox_pending_count"]))
-        if time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
-            await self.prune()
-
-    async def prune(self) -> None:
-        r = self._settings.retention
-        await self._pool.execute(Q["outbox_prune_sent"], r.outbox_days)
-        await self._pool.execute(Q["prune_inbox"], r.inbox_days)
-        await self._pool.execute(Q["prune_jobs"], r.jobs_days)
-        await self._pool.execute(Q["prune_stripe_idempotency"], r.inbox_days)
-        await self._pool.execute(Q["prune_quota"])
-        await self._pool.execute(Q["prune_audit"], r.audit_days)
+                          extra={"job_id": str(job_id)})

@@ -1,7 +1,7 @@
 """Assembles the parts a process runs for its mode, and starts and stops them in order.
 
     ingest   pool, secret store, ingest writer            (never talks to the broker)
-    relay    pool, broker, outbox relay (+ job lease recovery, retention)
+    relay    pool, broker, outbox relay, upkeep (job lease recovery, backlog gauge, retention)
     consume  pool, broker, job consumer
     all      all of the above; the in-process broker when AMQP__URL is unset
 """
@@ -18,14 +18,15 @@ import asyncpg
 from relayforge.broker import Broker
 from relayforge.consumer import JobConsumer
 from relayforge.db.pool import create_pool
-from relayforge.db.queries import Q
 from relayforge.ingest import IngestWriter
 from relayforge.jobs import HandlerRegistry
 from relayforge.relay import Relay
-from relayforge.security.secrets import SecretCipher, SecretStore
-from relayforge.settings import Settings, master_key
+from relayforge.security.secrets import SecretCipher, SecretVerifiers
+from relayforge.settings import MODES, Settings, master_key
+from relayforge.stores import Stores
+from relayforge.upkeep import Upkeep
 
-log = logging.getLogger("relayforge")
+log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 
@@ -45,58 +46,59 @@ class Runtime:
     settings: Settings
     mode: str
     pool: asyncpg.Pool | None = None
+    stores: Stores | None = None
     cipher: SecretCipher | None = None
-    secrets: SecretStore | None = None
+    verifiers: SecretVerifiers | None = None
     writer: IngestWriter | None = None
     broker: Broker | None = None
     relay: Relay | None = None
+    upkeep: Upkeep | None = None
     consumer: JobConsumer | None = None
 
     @property
     def ingests(self) -> bool:
-        return self.mode in ("all", "ingest")
+        return "ingest" in MODES[self.mode]
 
     @property
     def relays(self) -> bool:
-        return self.mode in ("all", "relay")
+        return "relay" in MODES[self.mode]
 
     @property
     def consumes(self) -> bool:
-        return self.mode in ("all", "consume")
-
-    def registry(self) -> HandlerRegistry:
-        return HandlerRegistry(self.settings.worker.handlers)
+        return "consume" in MODES[self.mode]
 
     async def start(self) -> None:
         s = self.settings
-        registry = self.registry() if self.consumes else None  # bad handlers fail fast
+        # bad handlers fail fast
+        registry = HandlerRegistry(s.worker.handlers) if self.consumes else None
         self.pool = await create_pool(s.database.url, s.database.max_connections)
+        self.stores = stores = Stores(self.pool)
         self.cipher = SecretCipher(master_key(s))
         if self.ingests:
             from relayforge.connectors import CONNECTORS
 
-            self.secrets = SecretStore(
-                self.pool, self.cipher, {name: c.env_secret(s) for name, c in CONNECTORS.items()}
-            )
-            await self.secrets.start(s.database.url)
-            self.writer = IngestWriter(self.pool, s)
+            self.verifiers = SecretVerifiers(
+                stores, self.cipher, {name: c.env_secret(s) for name, c in CONNECTORS.items()})
+            await self.verifiers.start(s.database.url)
+            self.writer = IngestWriter(stores, s)
             await self.writer.start()
         if self.relays or self.consumes:
             self.broker = self._make_broker()
             await self.broker.connect()
             if self.broker.name == "in-process":
-                rearmed = await self.pool.fetch(Q["outbox_requeue_volatile"])
+                rearmed = await stores.outbox.requeue_volatile()
                 if rearmed:
-                    log.info("re-armed jobs for the in-process broker",
-                             extra={"count": len(rearmed)})
+                    log.info("re-armed jobs for the in-process broker", extra={"count": rearmed})
         if self.consumes:
             assert self.broker is not None and registry is not None
-            self.consumer = JobConsumer(self.pool, self.broker, s, registry)
+            self.consumer = JobConsumer(stores, self.broker, s, registry)
             await self.consumer.start()
         if self.relays:
             assert self.broker is not None
-            self.relay = Relay(self.pool, self.broker, s)
+            self.relay = Relay(stores, self.broker, s)
             await self.relay.start()
+            self.upkeep = Upkeep(stores, s)
+            await self.upkeep.start()
 
     def _make_broker(self) -> Broker:
         if self.settings.amqp.url:
@@ -113,12 +115,13 @@ class Runtime:
             await self.writer.close()
         if self.consumer is not None:
             await self.consumer.stop(self.settings.worker.job_timeout_seconds)
-        if self.relay is not None:
-            await self.relay.stop()
+        for part in (self.relay, self.upkeep):
+            if part is not None:
+                await part.stop()
         if self.broker is not None:
             await _bounded(self.broker.close(), "broker")
-        if self.secrets is not None:
-            await _bounded(self.secrets.close(), "secret listener")
+        if self.verifiers is not None:
+            await _bounded(self.verifiers.close(), "secret listener")
         if self.pool is not None:
             # close() waits for every connection to come back; one broken mid-operation never
             # does, so a graceful stop falls back to terminating them.
@@ -126,8 +129,8 @@ class Runtime:
                 self.pool.terminate()
 
     async def check_database(self) -> None:
-        assert self.pool is not None
-        await self.pool.fetchval("SELECT 1")
+        assert self.stores is not None
+        await self.stores.ping()
 
     async def check_broker(self) -> None:
         if self.broker is None:

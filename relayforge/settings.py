@@ -24,8 +24,13 @@ DEV_SECRETS = {DEV_GENERIC_SECRET, DEV_GITHUB_SECRET, DEV_STRIPE_SECRET}
 DEV_MASTER_KEY = base64.b64encode(b"relayforge-dev-master-key-32byte").decode()
 
 
-# What `relayforge serve --mode` runs (relayforge/runtime.py assembles each).
-MODES = ("all", "ingest", "relay", "consume")
+# What `relayforge serve --mode` runs, declared once (relayforge/runtime.py assembles each).
+MODES: dict[str, frozenset[str]] = {
+    "all": frozenset({"ingest", "relay", "consume"}),
+    "ingest": frozenset({"ingest"}),
+    "relay": frozenset({"relay"}),
+    "consume": frozenset({"consume"}),
+}
 
 
 class ConfigError(ValueError):

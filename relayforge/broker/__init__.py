@@ -6,11 +6,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-# Header names carried by every job message.
-JOB_ID_HEADER = "job_id"
-ATTEMPT_HEADER = "attempt"
-CORRELATION_HEADER = "correlation_id"
-
 
 class Refused(Exception):
     """The broker was up and refused this one message (returned unroutable, or nacked)."""
@@ -28,7 +23,6 @@ class OutgoingMessage:
 class IncomingMessage(Protocol):
     body: bytes
     headers: dict[str, object]
-    redelivered: bool
 
     async def ack(self) -> None: ...
 

@@ -18,17 +18,16 @@ from aio_pika.abc import (
 from relayforge.broker import Consumer, OutgoingMessage, Refused
 from relayforge.settings import AmqpSettings
 
-log = logging.getLogger("relayforge.amqp")
+log = logging.getLogger(__name__)
 
 
 class AmqpIncoming:
-    __slots__ = ("_message", "body", "headers", "redelivered")
+    __slots__ = ("_message", "body", "headers")
 
     def __init__(self, message: AbstractIncomingMessage) -> None:
         self._message = message
         self.body = message.body
         self.headers: dict[str, object] = dict(message.headers or {})
-        self.redelivered = bool(message.redelivered)
 
     async def ack(self) -> None:
         await self._message.ack()

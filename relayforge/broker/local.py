@@ -10,19 +10,18 @@ from collections import deque
 
 from relayforge.broker import Consumer, OutgoingMessage
 
-log = logging.getLogger("relayforge.local_broker")
+log = logging.getLogger(__name__)
 DEAD_LETTERS_KEPT = 10_000
 
 
 class LocalIncoming:
-    __slots__ = ("_broker", "body", "headers", "redelivered", "_message")
+    __slots__ = ("_broker", "body", "headers", "_message")
 
-    def __init__(self, broker: LocalBroker, message: OutgoingMessage, redelivered: bool) -> None:
+    def __init__(self, broker: LocalBroker, message: OutgoingMessage) -> None:
         self._broker = broker
         self._message = message
         self.body = message.body
         self.headers: dict[str, object] = dict(message.headers)
-        self.redelivered = redelivered
 
     async def ack(self) -> None:
         return None
@@ -31,14 +30,14 @@ class LocalIncoming:
         self._broker.dead_letters.append(self._message)
 
     async def release(self) -> None:
-        self._broker._queue.put_nowait((self._message, True))
+        self._broker._queue.put_nowait(self._message)
 
 
 class LocalBroker:
     name = "in-process"
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[OutgoingMessage, bool]] = asyncio.Queue()
+        self._queue: asyncio.Queue[OutgoingMessage] = asyncio.Queue()
         self.dead_letters: deque[OutgoingMessage] = deque(maxlen=DEAD_LETTERS_KEPT)
         self._task: asyncio.Task[None] | None = None
         # asyncio keeps only weak references to tasks: hold running ones until they finish
@@ -52,7 +51,7 @@ class LocalBroker:
 
     async def publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
         for m in messages:
-            self._queue.put_nowait((m, False))
+            self._queue.put_nowait(m)
         return [None] * len(messages)
 
     async def start_consuming(self, consumer: Consumer, prefetch: int) -> None:
@@ -67,8 +66,8 @@ class LocalBroker:
         async def loop() -> None:
             while True:
                 await slots.acquire()
-                message, redelivered = await self._queue.get()
-                task = asyncio.create_task(run(LocalIncoming(self, message, redelivered)))
+                message = await self._queue.get()
+                task = asyncio.create_task(run(LocalIncoming(self, message)))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 

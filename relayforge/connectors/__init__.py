@@ -1,6 +1,6 @@
 """The provider connectors, by lower-case source name."""
 
-from relayforge.connectors.base import Connector, DomainEvent
+from relayforge.connectors.base import Connector
 from relayforge.connectors.generic import GenericConnector
 from relayforge.connectors.github import GitHubConnector
 from relayforge.connectors.stripe import StripeConnector
@@ -9,4 +9,6 @@ CONNECTORS: dict[str, Connector] = {
     c.name: c for c in (GenericConnector(), GitHubConnector(), StripeConnector())
 }
 
-__all__ = ["CONNECTORS", "Connector", "DomainEvent"]
+SOURCES = tuple(CONNECTORS)  # every provider name, declared once
+
+__all__ = ["CONNECTORS", "SOURCES", "Connector"]

@@ -7,60 +7,18 @@ adding one module and listing it in connectors/__init__.py.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
 
 from relayforge.errors import InvalidPayload, InvalidSignature, MissingSignature
+from relayforge.events import DomainEvent
 from relayforge.kernels import HmacSha256
 from relayforge.settings import Settings
 
 Headers = Mapping[bytes, bytes]  # lower-cased header names
 MAX_IDENTIFIER = 255
-# orjson parses 1,024 levels but writes at most 254: the stored event (its `data` inside one
-# wrapper object) is bounded by what can be written, checked per request, never in a batch.
-MAX_EVENT_DEPTH = 254
-
-
-@dataclass(frozen=True, slots=True)
-class DomainEvent:
-    source: str
-    event_type: str
-    provider_event_id: str | None
-    occurred_at_unix: int | None
-    data: Any
-    # Test faults of the generic connector; kept beside the event, never shown to handlers.
-    faults: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        doc: dict[str, Any] = {
-            "source": self.source,
-            "event_type": self.event_type,
-            "provider_event_id": self.provider_event_id,
-            "occurred_at_unix": self.occurred_at_unix,
-            "data": self.data,
-        }
-        if self.faults:
-            doc["faults"] = self.faults
-        try:
-            return orjson.dumps(doc)
-        except orjson.JSONEncodeError as exc:
-            raise InvalidPayload(
-                f"JSON nested too deeply: the event's data may nest at most {MAX_EVENT_DEPTH - 1}"
-                f" levels ({exc})", signature_valid=True) from None
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> DomainEvent:
-        doc = orjson.loads(raw)
-        return cls(
-            source=doc["source"],
-            event_type=doc["event_type"],
-            provider_event_id=doc["provider_event_id"],
-            occurred_at_unix=doc["occurred_at_unix"],
-            data=doc["data"],
-            faults=doc.get("faults") or {},
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +78,12 @@ def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
 
 
 def identifier(value: Any, field_name: str, *, required: bool) -> str | None:
-    """A provider-supplied name or id: a non-empty string of printable length, no NUL."""
+    """A provider-supplied name or id: a string that is not blank (whitespace only), of
+    printable length, without NUL."""
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value:
-        raise InvalidPayload(f"{field_name} must be a non-empty string", signature_valid=True)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidPayload(f"{field_name} must be a non-blank string", signature_valid=True)
     if len(value) > MAX_IDENTIFIER or "\x00" in value:
         raise InvalidPayload(
             f"{field_name} must be at most {MAX_IDENTIFIER} characters without NUL",

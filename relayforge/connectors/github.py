@@ -8,7 +8,6 @@ from urllib.parse import parse_qs
 
 from relayforge.connectors.base import (
     Connector,
-    DomainEvent,
     Headers,
     Signed,
     header_identifier,
@@ -18,6 +17,7 @@ from relayforge.connectors.base import (
     verify_hex,
 )
 from relayforge.errors import InvalidPayload, InvalidSignature
+from relayforge.events import DomainEvent
 from relayforge.kernels import HmacSha256, parse_github_signature
 from relayforge.settings import Settings
 

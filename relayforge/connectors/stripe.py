@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from relayforge.connectors.base import (
     Connector,
-    DomainEvent,
     Headers,
     Signed,
     identifier,
@@ -16,6 +15,7 @@ from relayforge.connectors.base import (
     verify_hex,
 )
 from relayforge.errors import InvalidPayload, InvalidSignature, StaleTimestamp
+from relayforge.events import DomainEvent
 from relayforge.kernels import HmacSha256, parse_stripe_signature
 from relayforge.settings import Settings
 

@@ -23,13 +23,15 @@ CONNECTION_ERRORS = (
 )
 
 
-async def on_connection_error(pool: asyncpg.Pool, exc: BaseException) -> bool:
+async def on_connection_error(db: asyncpg.Pool | asyncpg.Connection, exc: BaseException
+                              ) -> bool:
     """If `exc` means connections died, expire the pool's so the next acquire opens a fresh
     one instead of drawing the next dead one; say whether it was such an error."""
-    if isinstance(exc, CONNECTION_ERRORS):
-        await pool.expire_connections()
-        return True
-    return False
+    if not isinstance(exc, CONNECTION_ERRORS):
+        return False
+    if isinstance(db, asyncpg.Pool):
+        await db.expire_connections()
+    return True
 
 
 async def create_pool(url: str, max_size: int) -> asyncpg.Pool:

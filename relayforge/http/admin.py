@@ -1,345 +1,261 @@
-"""/admin/*: bearer keys, roles viewer < operator < admin, every mutating call audited.
+"""/admin/*: bearer keys, roles viewer < operator < admin, every change audited.
 
-ROUTES is the one table of method, path, required role and handler; the RBAC tests walk it.
+ROUTES is the one table of the admin API: method, path, role, handler, and the types of its
+query, body and answers. The app registers it, the RBAC tests walk it, and the OpenAPI
+document is generated from it.
 """
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
-import asyncpg
-import orjson
+import msgspec
 from blacksheep import Request, Response
 
 from relayforge.connectors import CONNECTORS
-from relayforge.db.queries import Q
 from relayforge.errors import BadRequest, Conflict, NotFound, UnknownSource
-from relayforge.http.errors import json_response
+from relayforge.http.errors import view_response
 from relayforge.http.instrument import route_value
-from relayforge.jobs import STATES
-from relayforge.runtime import Runtime
-from relayforge.security import secrets as tenant_secrets
-from relayforge.security.apikeys import ROLES, ApiKeyAuth, Principal, create_key
+from relayforge.http.models import (
+    ApiKeyCreate,
+    BulkReprocess,
+    InboxQuery,
+    JobsQuery,
+    Model,
+    NoQuery,
+    SecretPut,
+    StatsQuery,
+    given,
+    parse_body,
+    parse_query,
+)
+from relayforge.models import (
+    ApiKeyCreated,
+    ApiKeyView,
+    InboxDetail,
+    InboxView,
+    Items,
+    JobView,
+    Page,
+    SecretView,
+    Stats,
+    View,
+)
+from relayforge.security import apikeys, secrets
+from relayforge.security.roles import Actor, Role
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
-
-MAX_PAGE = 500
-DEFAULT_PAGE = 50
-MAX_BULK = 1000
-MAX_ADMIN_BODY = 65536
-MAX_SECRET_LENGTH = 1024
-
-AdminHandler = Callable[[Request, Principal], Awaitable[Response]]
+from relayforge.stores import Stores
 
 
-def _uuid(value: str, what: str) -> uuid.UUID:
+class Reprocessed(View):
+    job_id: uuid.UUID
+    status: str = "pending"
+
+
+class BulkReprocessed(View):
+    reprocessed: int
+    job_ids: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class AdminRoute:
+    method: str
+    path: str
+    role: Role
+    handler: str  # the AdminEndpoints method
+    summary: str
+    ok: tuple[int, type | None]  # the success status and what it answers
+    query: type[Model] = NoQuery
+    body: type[Model] | None = None
+    errors: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+
+
+NOT_FOUND = {404: ("not found", ["not_found"])}
+UNKNOWN_PROVIDER = {404: ("unknown provider, or no such row", ["not_found", "unknown_source"])}
+VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
+ROUTES = [
+    AdminRoute("GET", "/admin/jobs", VIEWER, "list_jobs", "List jobs, newest first",
+               (200, Page[JobView]), query=JobsQuery),
+    AdminRoute("GET", "/admin/jobs/{job_id}", VIEWER, "get_job", "Get a job", (200, JobView),
+               errors=NOT_FOUND),
+    AdminRoute("GET", "/admin/inbox", VIEWER, "list_inbox", "List inbox rows, newest first",
+               (200, Page[InboxView]), query=InboxQuery),
+    AdminRoute("GET", "/admin/inbox/{inbox_id}", VIEWER, "get_inbox",
+               "Get an inbox row with its evidence headers and body", (200, InboxDetail),
+               errors=NOT_FOUND),
+    AdminRoute("GET", "/admin/stats", VIEWER, "stats",
+               "Job counts by status, outbox backlog, inbox of the last 24 h", (200, Stats),
+               query=StatsQuery),
+    AdminRoute("POST", "/admin/jobs/{job_id}/reprocess", OPERATOR, "reprocess",
+               "Reprocess a dead-lettered job (max_attempts rises by WORKER__MAX_ATTEMPTS)",
+               (202, Reprocessed),
+               errors={**NOT_FOUND, 409: ("the job is not dead_lettered", ["conflict"])}),
+    AdminRoute("POST", "/admin/jobs/reprocess", OPERATOR, "reprocess_bulk",
+               "Reprocess the dead-lettered jobs that match every given filter",
+               (202, BulkReprocessed), body=BulkReprocess),
+    AdminRoute("PUT", "/admin/tenants/{tenant_id}/secrets/{provider}", ADMIN, "put_secret",
+               "Make a secret current; the previous ones expire later (rotation)",
+               (201, SecretView), body=SecretPut, errors=UNKNOWN_PROVIDER),
+    AdminRoute("GET", "/admin/tenants/{tenant_id}/secrets/{provider}", ADMIN, "list_secrets",
+               "List a tenant's active secrets (never their values)", (200, Items[SecretView]),
+               errors=UNKNOWN_PROVIDER),
+    AdminRoute("DELETE", "/admin/tenants/{tenant_id}/secrets/{provider}/{secret_id}", ADMIN,
+               "delete_secret", "Retire a secret at once", (204, None), errors=UNKNOWN_PROVIDER),
+    AdminRoute("POST", "/admin/api-keys", ADMIN, "create_api_key", "Create an API key (shown once)",
+               (201, ApiKeyCreated), body=ApiKeyCreate),
+    AdminRoute("GET", "/admin/api-keys", ADMIN, "list_api_keys", "List API keys (never the keys)",
+               (200, Items[ApiKeyView])),
+    AdminRoute("DELETE", "/admin/api-keys/{key_id}", ADMIN, "revoke_api_key", "Revoke an API key",
+               (204, None), errors=NOT_FOUND),
+]
+
+AdminHandler = Callable[[Request, Actor], Awaitable[Response]]
+
+
+def _uuid(request: Request, name: str) -> uuid.UUID:
     try:
-        return uuid.UUID(value)
+        return uuid.UUID(route_value(request, name))
     except ValueError:
-        raise BadRequest(f"{what} must be a UUID") from None
+        raise BadRequest(f"{name} must be a UUID") from None
 
 
-def _query(request: Request, name: str) -> str | None:
-    """An optional query parameter; present but empty is an error, not "no filter"."""
-    # Parsed here, not with request.query, which drops blank values.
-    values = parse_qs(request.url.query.decode("latin-1") if request.url.query else "",
-                      keep_blank_values=True).get(name)
-    if not values:
-        return None
-    return _text(values[-1], name, 200)
-
-
-def _text(value: object, what: str, max_length: int) -> str:
-    """A client string bound for a text column: PostgreSQL text can't hold NUL."""
-    if not isinstance(value, str) or not value or len(value) > max_length or "\x00" in value:
-        raise BadRequest(f"{what} must be a non-empty string of at most {max_length} characters "
-                         "without NUL")
-    return value
-
-
-def _query_uuid(request: Request, name: str) -> uuid.UUID | None:
-    value = _query(request, name)
-    return None if value is None else _uuid(value, name)
-
-
-def _limit(request: Request) -> int:
-    raw = _query(request, "limit")
-    if raw is None:
-        return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise BadRequest(f"limit must be an integer 1..{MAX_PAGE}")
-    return int(raw)
-
-
-def _provider(name: str) -> str:
-    provider = name.lower()
+def _provider(request: Request) -> str:
+    provider = route_value(request, "provider").lower()
     if provider not in CONNECTORS:
-        raise UnknownSource(f"unknown provider {name[:64]!r}")
+        raise UnknownSource(f"unknown provider {provider[:64]!r}")
     return provider
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.read() or b""
-    if len(raw) > MAX_ADMIN_BODY:
-        raise BadRequest("body too large")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("body must be a JSON object") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body must be a JSON object")
-    return doc
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else None
 
 
-def _check_keys(doc: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}")
-
-
-def _row(record: asyncpg.Record) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, uuid.UUID):
-            value = str(value)
-        elif hasattr(value, "isoformat"):
-            value = value.isoformat()
-        out[key] = value
-    return out
+def _page(items: list[Any], limit: int) -> Page[Any]:
+    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
 
 
 class AdminEndpoints:
-    # The pool and cipher exist once the runtime has started; routes are declared before that.
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        self._settings: Settings = runtime.settings
-        self._auth_cache: ApiKeyAuth | None = None
+    def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher) -> None:
+        self._settings = settings
+        self._stores = stores
+        self._cipher = cipher
+        self._auth = apikeys.ApiKeyAuth(stores, settings.admin.fallback_api_keys_json)
 
-    @property
-    def _pool(self) -> asyncpg.Pool:
-        assert self._runtime.pool is not None
-        return self._runtime.pool
-
-    @property
-    def _cipher(self) -> SecretCipher:
-        assert self._runtime.cipher is not None
-        return self._runtime.cipher
-
-    @property
-    def _auth(self) -> ApiKeyAuth:
-        if self._auth_cache is None:
-            self._auth_cache = ApiKeyAuth(self._pool, self._settings.admin.fallback_api_keys_json)
-        return self._auth_cache
-
-    def routes(self) -> list[tuple[str, str, str, AdminHandler]]:
-        return [
-            ("GET", "/admin/jobs", "viewer", self.list_jobs),
-            ("GET", "/admin/jobs/{job_id}", "viewer", self.get_job),
-            ("GET", "/admin/inbox", "viewer", self.list_inbox),
-            ("GET", "/admin/inbox/{inbox_id}", "viewer", self.get_inbox),
-            ("GET", "/admin/stats", "viewer", self.stats),
-            ("POST", "/admin/jobs/{job_id}/reprocess", "operator", self.reprocess),
-            ("POST", "/admin/jobs/reprocess", "operator", self.reprocess_bulk),
-            ("PUT", "/admin/tenants/{tenant_id}/secrets/{provider}", "admin", self.put_secret),
-            ("GET", "/admin/tenants/{tenant_id}/secrets/{provider}", "admin", self.list_secrets),
-            ("DELETE", "/admin/tenants/{tenant_id}/secrets/{provider}/{secret_id}", "admin",
-             self.delete_secret),
-            ("POST", "/admin/api-keys", "admin", self.create_api_key),
-            ("GET", "/admin/api-keys", "admin", self.list_api_keys),
-            ("DELETE", "/admin/api-keys/{key_id}", "admin", self.revoke_api_key),
-        ]
-
-    def guard(self, role: str, handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
-        assert role in ROLES
+    def handler(self, route: AdminRoute) -> Callable[[Request], Awaitable[Response]]:
+        """The route's handler behind authentication, its role and its query model."""
+        handle: AdminHandler = getattr(self, route.handler)
 
         async def guarded(request: Request) -> Response:
-            principal = await self._auth.authenticate(request.get_first_header(b"authorization"))
-            principal.require(role)
-            return await handler(request, principal)
+            actor = await self._auth.authenticate(request.get_first_header(b"authorization"))
+            actor.require(route.role)
+            if route.query is NoQuery:
+                parse_query(request.url.query, NoQuery)
+            return await handle(request, actor)
 
         return guarded
 
-    async def _audit(self, conn: asyncpg.Connection | asyncpg.Pool, who: Principal, action: str,
-                     target: str, detail: dict[str, Any] | None = None) -> None:
-        await conn.execute(Q["audit_insert"], who.key_id, who.source, who.role, action, target,
-                           orjson.dumps(detail or {}).decode())
-
     # ------------------------------------------------------------------------------ viewer
 
-    async def list_jobs(self, request: Request, who: Principal) -> Response:
-        status = _query(request, "status")
-        if status is not None and status not in STATES:
-            raise BadRequest(f"status must be one of {', '.join(STATES)}")
-        source = _query(request, "source")
-        limit = _limit(request)
-        rows = await self._pool.fetch(
-            Q["admin_jobs_list"], status, _query_uuid(request, "tenant_id"),
-            source.lower() if source else None, _query_uuid(request, "cursor"), limit,
-        )
-        return _page(rows, limit)
+    async def list_jobs(self, request: Request, actor: Actor) -> Response:
+        q = parse_query(request.url.query, JobsQuery)
+        jobs = await self._stores.jobs.list(
+            limit=q.limit, status=given(q.status), tenant_id=given(q.tenant_id),
+            source=_lower(given(q.source)), event_type=given(q.event_type),
+            cursor=given(q.cursor))
+        return view_response(200, _page(jobs, q.limit))
 
-    async def get_job(self, request: Request, who: Principal) -> Response:
-        row = await self._pool.fetchrow(
-            Q["admin_job_get"], _uuid(route_value(request, "job_id"), "job id"))
-        if row is None:
+    async def get_job(self, request: Request, actor: Actor) -> Response:
+        job = await self._stores.jobs.get(job_id=_uuid(request, "job_id"))
+        if job is None:
             raise NotFound("no such job")
-        return json_response(200, _row(row))
+        return view_response(200, job)
 
-    async def list_inbox(self, request: Request, who: Principal) -> Response:
-        source = _query(request, "source")
-        accepted = _query(request, "accepted")
-        if accepted not in (None, "true", "false"):
-            raise BadRequest("accepted must be true or false")
-        limit = _limit(request)
-        rows = await self._pool.fetch(
-            Q["admin_inbox_list"], _query_uuid(request, "tenant_id"),
-            source.lower() if source else None,
-            None if accepted is None else accepted == "true",
-            _query_uuid(request, "cursor"), limit,
-        )
-        return _page(rows, limit)
+    async def list_inbox(self, request: Request, actor: Actor) -> Response:
+        q = parse_query(request.url.query, InboxQuery)
+        rows = await self._stores.inbox.list(
+            limit=q.limit, tenant_id=given(q.tenant_id), source=_lower(given(q.source)),
+            accepted=given(q.accepted), cursor=given(q.cursor))
+        return view_response(200, _page(rows, q.limit))
 
-    async def get_inbox(self, request: Request, who: Principal) -> Response:
-        row = await self._pool.fetchrow(
-            Q["admin_inbox_get"], _uuid(route_value(request, "inbox_id"), "inbox id"))
+    async def get_inbox(self, request: Request, actor: Actor) -> Response:
+        row = await self._stores.inbox.get(inbox_id=_uuid(request, "inbox_id"))
         if row is None:
             raise NotFound("no such inbox row")
-        doc = _row(row)
-        doc["headers"] = orjson.loads(row["headers"])
-        body = row["body"]
-        doc.pop("body")
-        doc["body_base64"] = base64.b64encode(body).decode() if body is not None else None
-        return json_response(200, doc)
+        return view_response(200, row)
 
-    async def stats(self, request: Request, who: Principal) -> Response:
-        tenant_id = _query_uuid(request, "tenant_id")
-        counts = {s: 0 for s in STATES}
-        for r in await self._pool.fetch(Q["admin_job_counts"], tenant_id):
-            counts[r["status"]] = r["n"]
-        inbox = await self._pool.fetchrow(Q["admin_inbox_counts"], tenant_id)
-        return json_response(200, {
-            "jobs": counts,
-            "outbox_pending": await self._pool.fetchval(Q["outbox_pending_count"]),
-            "inbox_last_24h": {"accepted": inbox["accepted"], "rejected": inbox["rejected"]},
-        })
+    async def stats(self, request: Request, actor: Actor) -> Response:
+        tenant_id = given(parse_query(request.url.query, StatsQuery).tenant_id)
+        return view_response(200, Stats(
+            jobs=await self._stores.jobs.counts(tenant_id=tenant_id),
+            outbox_pending=await self._stores.outbox.pending_count(),
+            inbox_last_24h=await self._stores.inbox.counts(tenant_id=tenant_id)))
 
     # ---------------------------------------------------------------------------- operator
 
-    async def reprocess(self, request: Request, who: Principal) -> Response:
-        job_id = _uuid(route_value(request, "job_id"), "job id")
-        async with self._pool.acquire() as conn, conn.transaction():
-            done = await conn.fetchval(Q["jobs_reprocess"], None, None, None, 1,
-                                       self._settings.worker.max_attempts,
-                                       self._settings.amqp.routing_prefix, job_id)
-            if done is None:
-                state = await conn.fetchrow(Q["job_state"], job_id)
+    async def reprocess(self, request: Request, actor: Actor) -> Response:
+        job_id = _uuid(request, "job_id")
+        async with self._stores.transaction() as tx:
+            if not await tx.jobs.reprocess(job_id=job_id, limit=1,
+                                           extra_attempts=self._settings.worker.max_attempts):
+                state = await tx.jobs.state(job_id=job_id)
                 if state is None:
                     raise NotFound("no such job")
                 raise Conflict(f"only dead_lettered jobs can be reprocessed; this one is "
-                               f"{state['status']}")
-            await self._audit(conn, who, "job.reprocess", str(job_id))
-        return json_response(202, {"job_id": str(job_id), "status": "pending"})
+                               f"{state.status}")
+            await tx.audit.write(actor=actor, action="job.reprocess", target=str(job_id))
+        return view_response(202, Reprocessed(job_id=job_id))
 
-    async def reprocess_bulk(self, request: Request, who: Principal) -> Response:
-        doc = await _json_body(request)
-        _check_keys(doc, {"tenant_id", "source", "event_type", "limit"})
-        # A key that is present must be valid: null is not "no filter".
-        tenant = _uuid(_text(doc["tenant_id"], "tenant_id", 64), "tenant_id") \
-            if "tenant_id" in doc else None
-        source = _text(doc["source"], "source", 255).lower() if "source" in doc else None
-        event_type = _text(doc["event_type"], "event_type", 255) if "event_type" in doc else None
-        limit = doc.get("limit", 100)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BULK:
-            raise BadRequest(f"limit must be an integer 1..{MAX_BULK}")
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                Q["jobs_reprocess"], tenant, source, event_type, limit,
-                self._settings.worker.max_attempts, self._settings.amqp.routing_prefix, None,
-            )
-            ids = [str(r["job_id"]) for r in rows]
-            await self._audit(conn, who, "job.reprocess_bulk", "jobs",
-                              {"filter": doc, "count": len(ids)})
-        return json_response(202, {"reprocessed": len(ids), "job_ids": ids})
+    async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
+        body = parse_body(await request.read() or b"", BulkReprocess)
+        async with self._stores.transaction() as tx:
+            ids = await tx.jobs.reprocess(
+                tenant_id=given(body.tenant_id), source=_lower(given(body.source)),
+                event_type=given(body.event_type), limit=body.limit,
+                extra_attempts=self._settings.worker.max_attempts)
+            await tx.audit.write(actor=actor, action="job.reprocess_bulk", target="jobs",
+                                 detail={"filter": msgspec.to_builtins(body), "count": len(ids)})
+        return view_response(202, BulkReprocessed(reprocessed=len(ids), job_ids=ids))
 
     # ------------------------------------------------------------------------------- admin
 
-    async def put_secret(self, request: Request, who: Principal) -> Response:
-        tenant_id = _uuid(route_value(request, "tenant_id"), "tenant id")
-        provider = _provider(route_value(request, "provider"))
-        doc = await _json_body(request)
-        _check_keys(doc, {"secret", "previous_expires_in_seconds"})
-        secret = doc.get("secret")
-        if not isinstance(secret, str) or not secret or len(secret) > MAX_SECRET_LENGTH:
-            raise BadRequest(f"secret must be a non-empty string of at most {MAX_SECRET_LENGTH}")
-        grace = doc.get("previous_expires_in_seconds", 86400)
-        if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 31_536_000:
-            raise BadRequest("previous_expires_in_seconds must be an integer 0..31536000")
-        async with self._pool.acquire() as conn:
-            stored = await tenant_secrets.rotate(conn, self._cipher, tenant_id, provider, secret,
-                                                 grace)
-            await self._audit(conn, who, "secret.set", f"{tenant_id}/{provider}",
-                              {"secret_id": str(stored.id), "previous_expires_in_seconds": grace})
-        return json_response(201, _secret_view(stored))
+    async def put_secret(self, request: Request, actor: Actor) -> Response:
+        tenant_id, provider = _uuid(request, "tenant_id"), _provider(request)
+        body = parse_body(await request.read() or b"", SecretPut)
+        view = await secrets.set_secret(
+            self._stores, self._cipher, actor, tenant_id=tenant_id, provider=provider,
+            secret=body.secret, previous_expires_in_seconds=body.previous_expires_in_seconds)
+        return view_response(201, view)
 
-    async def list_secrets(self, request: Request, who: Principal) -> Response:
-        tenant_id = _uuid(route_value(request, "tenant_id"), "tenant id")
-        provider = _provider(route_value(request, "provider"))
-        async with self._pool.acquire() as conn:
-            items = await tenant_secrets.list_secrets(conn, tenant_id, provider)
-        return json_response(200, {"items": [_secret_view(s) for s in items]})
+    async def list_secrets(self, request: Request, actor: Actor) -> Response:
+        tenant_id, provider = _uuid(request, "tenant_id"), _provider(request)
+        items = await self._stores.secrets.list(tenant_id=tenant_id, provider=provider)
+        return view_response(200, Items(items=items))
 
-    async def delete_secret(self, request: Request, who: Principal) -> Response:
-        tenant_id = _uuid(route_value(request, "tenant_id"), "tenant id")
-        provider = _provider(route_value(request, "provider"))
-        secret_id = _uuid(route_value(request, "secret_id"), "secret id")
-        async with self._pool.acquire() as conn:
-            if not await tenant_secrets.retire(conn, tenant_id, provider, secret_id):
-                raise NotFound("no such secret")
-            await self._audit(conn, who, "secret.delete", f"{tenant_id}/{provider}",
-                              {"secret_id": str(secret_id)})
+    async def delete_secret(self, request: Request, actor: Actor) -> Response:
+        tenant_id, provider = _uuid(request, "tenant_id"), _provider(request)
+        if not await secrets.retire_secret(self._stores, actor, tenant_id=tenant_id,
+                                           provider=provider,
+                                           secret_id=_uuid(request, "secret_id")):
+            raise NotFound("no such secret")
         return Response(204)
 
-    async def create_api_key(self, request: Request, who: Principal) -> Response:
-        doc = await _json_body(request)
-        _check_keys(doc, {"role", "name"})
-        role = doc.get("role")
-        name = doc.get("name", "")
-        if not isinstance(role, str) or role not in ROLES:
-            raise BadRequest("role must be viewer, operator or admin")
-        if name != "":
-            _text(name, "name", 200)
-        async with self._pool.acquire() as conn:
-            row, key = await create_key(conn, role, name)
-            await self._audit(conn, who, "api_key.create", str(row["id"]), {"role": role})
-        return json_response(201, {**_row(row), "key": key})
+    async def create_api_key(self, request: Request, actor: Actor) -> Response:
+        body = parse_body(await request.read() or b"", ApiKeyCreate)
+        return view_response(201, await apikeys.create_key(self._stores, actor, body.role,
+                                                           body.name))
 
-    async def list_api_keys(self, request: Request, who: Principal) -> Response:
-        rows = await self._pool.fetch(Q["api_key_list"])
-        return json_response(200, {"items": [_row(r) for r in rows]})
+    async def list_api_keys(self, request: Request, actor: Actor) -> Response:
+        return view_response(200, Items(items=await self._stores.api_keys.list()))
 
-    async def revoke_api_key(self, request: Request, who: Principal) -> Response:
-        key_id = _uuid(route_value(request, "key_id"), "key id")
-        async with self._pool.acquire() as conn:
-            if await conn.fetchval(Q["api_key_revoke"], key_id) is None:
+    async def revoke_api_key(self, request: Request, actor: Actor) -> Response:
+        key_id = _uuid(request, "key_id")
+        async with self._stores.transaction() as tx:
+            if not await tx.api_keys.revoke(key_id=key_id):
                 raise NotFound("no such active key")
-            await self._audit(conn, who, "api_key.revoke", str(key_id))
+            await tx.audit.write(actor=actor, action="api_key.revoke", target=str(key_id))
         return Response(204)
 
-
-def _page(rows: list[asyncpg.Record], limit: int) -> Response:
-    """A page of a list, newest first; a full page carries the cursor of the next."""
-    items = [_row(r) for r in rows]
-    return json_response(200, {
-        "items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None,
-    })
-
-
-def _secret_view(s: tenant_secrets.StoredSecret) -> dict[str, Any]:
-    return {
-        "id": str(s.id), "fingerprint": s.fingerprint, "created_at": s.created_at.isoformat(),
-        "expires_at": s.expires_at.isoformat() if s.expires_at else None,
-    }

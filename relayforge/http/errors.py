@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 from blacksheep import Content, Response
 
 from relayforge.errors import MethodNotAllowed, RelayforgeError, Unauthorized
 
 JSON = b"application/json"
+_encoder = msgspec.json.Encoder()
 
 
 def json_response(status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
     return Response(status, headers, Content(JSON, orjson.dumps(doc)))
+
+
+def view_response(status: int, view: msgspec.Struct) -> Response:
+    """A typed view (relayforge/models.py) as JSON."""
+    return Response(status, None, Content(JSON, _encoder.encode(view)))
 
 
 def error_response(exc: RelayforgeError) -> Response:

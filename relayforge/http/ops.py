@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from blacksheep import Content, Request, Response
 
-from relayforge.http.errors import json_response
+from relayforge.http.errors import view_response
+from relayforge.models import Check, Health, Ready
 from relayforge.observability import metrics
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -21,26 +22,24 @@ class OpsEndpoints:
         self._checks = checks
 
     async def healthz(self, request: Request) -> Response:
-        return json_response(200, {
-            "status": "ok", "uptime_seconds": round(time.monotonic() - self._started, 3),
-        })
+        return view_response(200, Health(
+            uptime_seconds=round(time.monotonic() - self._started, 3)))
 
     async def readyz(self, request: Request) -> Response:
         results = await asyncio.gather(*(self._run(c) for c in self._checks.values()))
-        checks = dict(zip(self._checks, results, strict=True))
-        ready = all(c["status"] == "ok" for c in checks.values())
-        return json_response(200 if ready else 503, {
-            "status": "ready" if ready else "not_ready", "checks": checks,
-        })
+        ready = all(c.status == "ok" for c in results)
+        return view_response(200 if ready else 503, Ready(
+            status="ready" if ready else "not_ready",
+            checks=dict(zip(self._checks, results, strict=True))))
 
     @staticmethod
-    async def _run(check: ReadinessCheck) -> dict[str, object]:
+    async def _run(check: ReadinessCheck) -> Check:
         started = time.perf_counter()
         try:
             await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
         except Exception as exc:  # any failure means not ready; say which and why
-            return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
-        return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+            return Check(status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+        return Check(status="ok", latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
     async def metrics(self, request: Request) -> Response:
         body, content_type = metrics.render()

@@ -6,39 +6,33 @@ before the signature verified.
 
 from __future__ import annotations
 
-import time
 import uuid
 
-import orjson
 from blacksheep import Request, Response
 
 from relayforge.connectors import CONNECTORS
 from relayforge.errors import (
-    InvalidPayload,
     InvalidSignature,
     InvalidTenant,
     PayloadTooLarge,
     RateLimited,
     RelayforgeError,
-    StaleTimestamp,
     UnknownSource,
 )
 from relayforge.http.errors import json_response
 from relayforge.http.instrument import request_ids, route_value
-from relayforge.ingest import Delivery, IngestWriter
-from relayforge.kernels import sha256_hex
+from relayforge.ingest import IngestWriter, deliver
 from relayforge.observability import logging as log_context
-from relayforge.observability import metrics, tracing
+from relayforge.observability import metrics
 from relayforge.security.limits import TenantBuckets, TokenBucket, retry_after_seconds
-from relayforge.security.secrets import SecretStore
+from relayforge.security.secrets import SecretVerifiers
 from relayforge.settings import Settings
-
 
 DRAIN_BYTES = 1 << 20
 
 
 class WebhookEndpoint:
-    def __init__(self, settings: Settings, secrets: SecretStore, writer: IngestWriter) -> None:
+    def __init__(self, settings: Settings, secrets: SecretVerifiers, writer: IngestWriter) -> None:
         h = settings.hardening
         self._settings = settings
         self._secrets = secrets
@@ -86,38 +80,17 @@ class WebhookEndpoint:
             raise RateLimited("tenant rate limit exceeded", retry_after=retry_after_seconds(wait))
 
         request_id, correlation_id, carrier = request_ids()
-        trace_context = tracing.carry(carrier)
-        trace_context["correlation_id"] = correlation_id
-        evidence = {
-            name.decode(): headers[name].decode("latin-1")
-            for name in connector.evidence_headers if name in headers
-        }
-        delivery = Delivery(
-            tenant_id=tenant_id,
-            source=connector.name,
-            payload_hash=sha256_hex(body),
-            evidence_headers=orjson.dumps(evidence).decode(),
-            body=body,
-            request_id=request_id,
-            correlation_id=correlation_id,
-            trace_context=orjson.dumps(trace_context).decode(),
-            replay_protected=connector.replay_protected,
-        )
-        try:
-            delivery.event = connector.normalize(headers, body)
-            delivery.event_json = delivery.event.to_json()
-            connector.check_freshness(signed, int(time.time()), self._settings)
-        except (InvalidPayload, StaleTimestamp) as exc:
-            delivery.rejection = exc  # recorded as evidence, then refused
-
-        recorded = await self._writer.record(delivery)
-        if recorded.error is not None:
-            raise recorded.error
+        delivery = deliver(connector, self._settings, tenant_id=tenant_id, headers=headers,
+                           body=body, signed=signed, request_id=request_id,
+                           correlation_id=correlation_id, trace_carrier=carrier)
+        await self._writer.record(delivery)
+        if delivery.failure is not None:
+            raise delivery.failure
         return json_response(202, {
-            "inbox_id": str(recorded.inbox_id),
-            "job_id": str(recorded.job_id),
-            "job_created": recorded.job_created,
-            "deduped": not recorded.job_created,
+            "inbox_id": str(delivery.inbox_id),
+            "job_id": str(delivery.job_id),
+            "job_created": delivery.job_created,
+            "deduped": not delivery.job_created,
             "accepted": True,
             "signature_valid": True,
         })

@@ -8,27 +8,15 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
 
-import asyncpg
-
-from relayforge.db.queries import Q
-from relayforge.errors import Forbidden, Unauthorized
+from relayforge.errors import Unauthorized
 from relayforge.kernels import sha256_hex
+from relayforge.models import ApiKeyCreated
+from relayforge.security.roles import Actor, Role
+from relayforge.stores import Stores
 
-ROLES = {"viewer": 1, "operator": 2, "admin": 3}
 KEY_PREFIX = "rfk_"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    key_id: uuid.UUID | None  # None for a fallback key
-    role: str
-    source: str  # "db" or "fallback"
-
-    def require(self, role: str) -> None:
-        if ROLES[self.role] < ROLES[role]:
-            raise Forbidden(f"this action needs the {role} role; the key has {self.role}")
+MAX_KEY_LENGTH = 512
 
 
 def hash_key(key: str) -> str:
@@ -40,16 +28,16 @@ def generate_key() -> str:
 
 
 class ApiKeyAuth:
-    def __init__(self, pool: asyncpg.Pool, fallback: tuple[tuple[str, str], ...]) -> None:
-        self._pool = pool
-        self._fallback = {hash_key(key): role for key, role in fallback}
+    def __init__(self, stores: Stores, fallback: tuple[tuple[str, str], ...]) -> None:
+        self._keys = stores.api_keys
+        self._fallback = {hash_key(key): Role(role) for key, role in fallback}
 
-    async def authenticate(self, authorization: bytes | None) -> Principal:
+    async def authenticate(self, authorization: bytes | None) -> Actor:
         if not authorization:
             raise Unauthorized("missing bearer API key")
         scheme, _, token = authorization.partition(b" ")
         token = token.strip()
-        if scheme.lower() != b"bearer" or not token or len(token) > 512:
+        if scheme.lower() != b"bearer" or not token or len(token) > MAX_KEY_LENGTH:
             raise Unauthorized("expected Authorization: Bearer <key>")
         try:
             digest = hash_key(token.decode("ascii"))
@@ -57,26 +45,20 @@ class ApiKeyAuth:
             raise Unauthorized("unknown API key") from None
         role = self._fallback.get(digest)
         if role is not None:
-            return Principal(None, role, "fallback")
-        row = await self._pool.fetchrow(Q["api_key_lookup"], digest)
-        if row is None:
+            return Actor(None, role, "fallback")
+        match = await self._keys.lookup(key_hash=digest)
+        if match is None:
             raise Unauthorized("unknown API key")
-        return Principal(row["id"], row["role"], "db")
+        return Actor(match.id, match.role, "db")
 
 
-async def create_key(conn: asyncpg.Connection | asyncpg.Pool, role: str, name: str
-                     ) -> tuple[asyncpg.Record, str]:
+async def create_key(stores: Stores, actor: Actor, role: Role, name: str) -> ApiKeyCreated:
+    """A new key, shown once (only its hash is stored), and its audit row, in one transaction."""
     key = generate_key()
-    row = await conn.fetchrow(Q["api_key_insert"], uuid.uuid4(), name, hash_key(key), role)
-    return row, key
-
-
-async def create_key_cli(url: str, role: str, name: str) -> tuple[uuid.UUID, str]:
-    conn = await asyncpg.connect(url)
-    try:
-        row, key = await create_key(conn, role, name)
-        await conn.execute(Q["audit_insert"], None, "cli", "admin", "api_key.create",
-                           str(row["id"]), f'{{"role": "{role}"}}')
-        return row["id"], key
-    finally:
-        await conn.close()
+    async with stores.transaction() as tx:
+        view = await tx.api_keys.insert(key_id=uuid.uuid4(), name=name, key_hash=hash_key(key),
+                                        role=role)
+        await tx.audit.write(actor=actor, action="api_key.create", target=str(view.id),
+                             detail={"role": role})
+    return ApiKeyCreated(id=view.id, name=view.name, role=view.role, created_at=view.created_at,
+                         key=key)

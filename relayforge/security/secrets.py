@@ -14,29 +14,20 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from relayforge.db.queries import Q
 from relayforge.kernels import HmacSha256
-from relayforge.settings import Settings, master_key
+from relayforge.models import SecretView
+from relayforge.security.roles import Actor
+from relayforge.stores import Stores
 
-log = logging.getLogger("relayforge.secrets")
+log = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 5.0
 CACHE_MAX_ENTRIES = 50_000
 NOTIFY_CHANNEL = "relayforge_secrets"
-
-
-@dataclass(frozen=True)
-class StoredSecret:
-    id: uuid.UUID
-    fingerprint: str
-    created_at: datetime
-    expires_at: datetime | None
 
 
 class SecretCipher:
@@ -61,42 +52,37 @@ class SecretCipher:
         return hmac.new(self._master_key, secret.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-async def rotate(
-    conn: asyncpg.Connection,
-    cipher: SecretCipher,
-    tenant_id: uuid.UUID,
-    provider: str,
-    secret: str,
-    previous_expires_in_seconds: int,
-) -> StoredSecret:
-    """Make `secret` current; the previous ones stay valid for `previous_expires_in_seconds`."""
+async def set_secret(stores: Stores, cipher: SecretCipher, actor: Actor, *, tenant_id: uuid.UUID,
+                     provider: str, secret: str, previous_expires_in_seconds: int) -> SecretView:
+    """Make `secret` current (encrypted); the previous ones stay valid for the overlap."""
     nonce, ciphertext = cipher.encrypt(tenant_id, provider, secret)
-    async with conn.transaction():
-        await conn.execute(Q["secrets_expire_previous"], tenant_id, provider,
-                           float(previous_expires_in_seconds))
-        row = await conn.fetchrow(Q["secrets_insert"], uuid.uuid4(), tenant_id, provider, nonce,
-                                  ciphertext, cipher.fingerprint(secret))
-    return StoredSecret(row["id"], row["fingerprint"], row["created_at"], row["expires_at"])
+    async with stores.transaction() as tx:
+        view = await tx.secrets.rotate(
+            secret_id=uuid.uuid4(), tenant_id=tenant_id, provider=provider, nonce=nonce,
+            ciphertext=ciphertext, fingerprint=cipher.fingerprint(secret),
+            previous_expires_in_seconds=previous_expires_in_seconds)
+        await tx.audit.write(actor=actor, action="secret.set", target=f"{tenant_id}/{provider}",
+                             detail={"secret_id": str(view.id),
+                                     "previous_expires_in_seconds": previous_expires_in_seconds})
+    return view
 
 
-async def list_secrets(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, provider: str
-) -> list[StoredSecret]:
-    rows = await conn.fetch(Q["secrets_list"], tenant_id, provider)
-    return [StoredSecret(r["id"], r["fingerprint"], r["created_at"], r["expires_at"]) for r in rows]
+async def retire_secret(stores: Stores, actor: Actor, *, tenant_id: uuid.UUID, provider: str,
+                        secret_id: uuid.UUID) -> bool:
+    async with stores.transaction() as tx:
+        if not await tx.secrets.retire(tenant_id=tenant_id, provider=provider,
+                                       secret_id=secret_id):
+            return False
+        await tx.audit.write(actor=actor, action="secret.delete",
+                             target=f"{tenant_id}/{provider}", detail={"secret_id": str(secret_id)})
+    return True
 
 
-async def retire(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, provider: str, secret_id: uuid.UUID
-) -> bool:
-    return await conn.fetchval(Q["secrets_delete"], tenant_id, provider, secret_id) is not None
-
-
-class SecretStore:
+class SecretVerifiers:
     """Verifiers for (tenant, provider): DB secrets when the tenant has any, else the env one."""
 
-    def __init__(self, pool: asyncpg.Pool, cipher: SecretCipher, env_secrets: dict[str, str]) -> None:
-        self._pool = pool
+    def __init__(self, stores: Stores, cipher: SecretCipher, env_secrets: dict[str, str]) -> None:
+        self._secrets = stores.secrets
         self._cipher = cipher
         self._env = {p: [HmacSha256(s.encode())] if s else [] for p, s in env_secrets.items()}
         self._cache: dict[tuple[uuid.UUID, str], tuple[float, list[HmacSha256]]] = {}
@@ -121,16 +107,14 @@ class SecretStore:
         hit = self._cache.get((tenant_id, provider))
         if hit is not None and hit[0] > now:
             return hit[1]
-        rows = await self._pool.fetch(Q["secrets_for_tenant"], tenant_id, provider)
+        rows = await self._secrets.for_tenant(tenant_id=tenant_id, provider=provider)
         ttl = CACHE_TTL_SECONDS
         if rows:
-            active = [r for r in rows if r["active"]]
-            keys = [
-                HmacSha256(self._cipher.decrypt(tenant_id, provider, r["nonce"], r["ciphertext"]))
-                for r in active
-            ]
+            active = [r for r in rows if r.active]
+            keys = [HmacSha256(self._cipher.decrypt(tenant_id, provider, r.nonce, r.ciphertext))
+                    for r in active]
             # An entry never outlives the earliest expiry among its secrets.
-            soonest = min((r["expires_in"] for r in active if r["expires_in"] is not None),
+            soonest = min((r.expires_in for r in active if r.expires_in is not None),
                           default=None)
             if soonest is not None:
                 ttl = max(0.0, min(ttl, soonest))
@@ -140,18 +124,3 @@ class SecretStore:
             self._cache.clear()
         self._cache[(tenant_id, provider)] = (now + ttl, keys)
         return keys
-
-
-
-
-async def set_secret_cli(url: str, settings: Settings, tenant_id: uuid.UUID, provider: str,
-                         secret: str, previous_expires_in: int) -> StoredSecret:
-    conn = await asyncpg.connect(url)
-    try:
-        stored = await rotate(conn, SecretCipher(master_key(settings)), tenant_id, provider, secret,
-                              previous_expires_in)
-        await conn.execute(Q["audit_insert"], None, "cli", "admin", "secret.set",
-                           f"{tenant_id}/{provider}", f'{{"secret_id": "{stored.id}"}}')
-        return stored
-    finally:
-        await conn.close()

@@ -12,15 +12,12 @@ import uuid
 import orjson
 import pytest
 
-from relayforge.http.admin import AdminEndpoints
-from relayforge.runtime import Runtime
-from relayforge.security.apikeys import ROLES
-from relayforge.settings import load_settings
+from relayforge.http.admin import ROUTES
+from relayforge.security.roles import Role
 from tests.e2e.test_webhooks import generic_body, post_generic
 from tests.support import ADMIN_KEY, OPERATOR_KEY, ROOT, VIEWER_KEY, new_tenant, sign_generic
 
-KEYS = {"viewer": VIEWER_KEY, "operator": OPERATOR_KEY, "admin": ADMIN_KEY}
-ROUTES = AdminEndpoints(Runtime(load_settings({}), "ingest")).routes()
+KEYS = {Role.VIEWER: VIEWER_KEY, Role.OPERATOR: OPERATOR_KEY, Role.ADMIN: ADMIN_KEY}
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -46,8 +43,8 @@ def body_for(method: str, path: str) -> bytes | None:
     return None
 
 
-@pytest.mark.parametrize("method,path,required", [(m, p, r) for m, p, r, _ in ROUTES],
-                         ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+@pytest.mark.parametrize("method,path,required", [(r.method, r.path, r.role) for r in ROUTES],
+                         ids=[f"{r.method} {r.path}" for r in ROUTES])
 async def test_rbac_matrix(client, ingest_server, method, path, required):
     url = ingest_server.url + concrete(path)
     content = body_for(method, path)
@@ -57,7 +54,7 @@ async def test_rbac_matrix(client, ingest_server, method, path, required):
         assert r.headers["www-authenticate"].startswith("Bearer")
     for role, key in KEYS.items():
         r = await client.request(method, url, headers=bearer(key), content=content)
-        if ROLES[role] < ROLES[required]:
+        if not role.allows(required):
             assert r.status_code == 403 and r.json()["code"] == "forbidden", (role, r.text)
         else:
             assert r.status_code not in (401, 403, 500), (role, r.status_code, r.text)

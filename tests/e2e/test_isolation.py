@@ -56,15 +56,15 @@ async def test_oversized_trace_headers_halt_no_delivery(client, start_server, pr
 async def test_an_unpublishable_row_is_set_aside_while_the_rest_flow(client, start_server, prefix,
                                                                      db):
     """Rows written before the bounds existed, or by another version: one carries a 140 KB
-    tracestate (bounded when published), one a routing key the broker can't route (refused
-    every time). The refused one is set aside after RELAY__MAX_PUBLISH_FAILURES and its job
-    dead-lettered with the reason; every other job succeeds; a reprocess re-arms it."""
+    tracestate (bounded when published), one a job whose source makes a routing key the broker
+    can't route (`job.generic.legacy` misses `job.*`: refused every time). The refused one is
+    set aside after RELAY__MAX_PUBLISH_FAILURES and its job dead-lettered with the reason;
+    every other job succeeds; once the cause is fixed, a reprocess re-arms it."""
     ingest = start_server("ingest")
     early = [await send(client, ingest) for _ in range(6)]
     conn = await db(ingest.database_url)
     unroutable, oversized = uuid.UUID(early[0]["job_id"]), uuid.UUID(early[1]["job_id"])
-    await conn.execute("UPDATE outbox_messages SET routing_key = 'nowhere.generic' "
-                       "WHERE job_id = $1", unroutable)
+    await conn.execute("UPDATE jobs SET source = 'generic.legacy' WHERE id = $1", unroutable)
     await conn.execute("UPDATE outbox_messages SET headers = $2::jsonb WHERE job_id = $1",
                        oversized, orjson.dumps({"tracestate": "a=" + "x" * HUGE}).decode())
 
@@ -81,6 +81,7 @@ async def test_an_unpublishable_row_is_set_aside_while_the_rest_flow(client, sta
                               "WHERE job_id = $1", unroutable)
     assert (row["status"], row["publish_failures"]) == ("failed", 2)
 
+    await conn.execute("UPDATE jobs SET source = 'generic' WHERE id = $1", unroutable)
     r = await client.post(f"{pipeline.url}/admin/jobs/{unroutable}/reprocess",
                           headers={"Authorization": f"Bearer {OPERATOR_KEY}"})
     assert r.status_code == 202, r.text

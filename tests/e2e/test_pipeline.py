@@ -139,9 +139,17 @@ async def scrape(client, server) -> dict[tuple[str, tuple[tuple[str, str], ...]]
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
-async def test_metrics_move_with_the_work(client, start_server, prefix):
+@pytest.fixture
+def own_prefix():
+    """A topology no other server of the module consumes from."""
+    name = f"rft.{uuid.uuid4().hex[:8]}"
+    yield name
+    run_sync(delete_topology(name))
+
+
+async def test_metrics_move_with_the_work(client, start_server, own_prefix):
     """One job that fails once then succeeds moves every pipeline metric by exactly its share."""
-    server = start_server("all", **amqp_env(prefix), **FAST)
+    server = start_server("all", **amqp_env(own_prefix), **FAST)
     before = await scrape(client, server)
     doc = await send(client, server, fail_until_attempt=1)
     await wait_for_jobs(server.database_url, [doc["job_id"]], statuses=("succeeded",))

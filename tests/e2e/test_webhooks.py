@@ -58,7 +58,7 @@ async def test_generic_accepted_records_inbox_job_and_outbox(client, ingest_serv
     assert inbox["accepted"] and inbox["signature_valid"] and bytes(inbox["body"]) == body
     assert inbox["job_id"] == job["id"]
     outbox = await conn.fetch("SELECT * FROM outbox_messages WHERE job_id = $1", job["id"])
-    assert len(outbox) == 1 and outbox[0]["routing_key"] == "job.generic"
+    assert len(outbox) == 1 and outbox[0]["attempt"] == 1
     event = orjson.loads(job["event"])
     assert event["source"] == "generic" and event["provider_event_id"] is None
 
@@ -184,6 +184,8 @@ async def test_signature_by_another_secret_is_401(client, ingest_server):
     b"[1, 2, 3]",
     b'{"data": 1}',
     b'{"event": ""}',
+    b'{"event": "   "}',
+    b'{"event": "\\t\\n"}',
     b'{"event": 7}',
     b'{"event": "x", "extra": true}',
     b'{"event": "x", "fail_until_attempt": -1}',
@@ -327,6 +329,7 @@ async def test_stripe_replay_is_409_and_other_tenant_accepted(client, ingest_ser
 
 @pytest.mark.parametrize("body", [
     b'{"type": "invoice.paid"}', b'{"id": "evt_1"}', b'{"id": "", "type": "x"}',
+    b'{"id": "  ", "type": "x"}', b'{"id": "evt_1", "type": " "}',
     b'{"id": "evt_1", "type": "x", "created": "yesterday"}',
     b'{"id": "evt_1", "type": "x", "data": []}',
 ])

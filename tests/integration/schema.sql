@@ -43,7 +43,6 @@ outbox_messages.job_id uuid NOT NULL
 outbox_messages.last_error text
 outbox_messages.publish_attempts integer NOT NULL DEFAULT 0
 outbox_messages.publish_failures integer NOT NULL DEFAULT 0
-outbox_messages.routing_key text NOT NULL
 outbox_messages.sent_at timestamp with time zone
 outbox_messages.status text NOT NULL DEFAULT 'pending'::text
 outbox_messages.tenant_id uuid NOT NULL

@@ -8,10 +8,11 @@ import uuid
 import asyncpg
 import pytest
 
-from relayforge.connectors.base import DomainEvent
 from relayforge.errors import Unavailable
+from relayforge.events import DomainEvent
 from relayforge.ingest import Delivery, IngestWriter
 from relayforge.settings import load_settings
+from relayforge.stores import Stores
 from tests.support import create_database, drop_database
 
 
@@ -37,20 +38,20 @@ async def database(template_db):
 async def test_a_failed_write_reserves_no_quota_and_no_event_id(database, mode):
     pool = database
     settings = load_settings({"HARDENING__TENANT_DAILY_QUOTA": "5", "INGEST__MODE": mode})
-    writer = IngestWriter(pool, settings)
+    writer = IngestWriter(Stores(pool), settings)
     await writer.start()
     tenant = uuid.uuid4()
     try:
         broken = delivery(tenant, evidence="not json")  # the jsonb cast fails the transaction
-        recorded = await writer.record(broken)
-        assert recorded.error is not None and recorded.error.code == "invalid_payload"
+        await writer.record(broken)
+        assert broken.failure is not None and broken.failure.code == "invalid_payload"
         assert await pool.fetchval("SELECT used FROM tenant_daily_quota_usage") == 0
         assert await pool.fetchval("SELECT count(*) FROM stripe_event_idempotency") == 0
         # the provider's retry of the same event is accepted
         retry = delivery(tenant)
         retry.event, retry.event_json = broken.event, broken.event_json
-        recorded = await writer.record(retry)
-        assert recorded.error is None and recorded.job_created
+        await writer.record(retry)
+        assert retry.failure is None and retry.job_created
         assert await pool.fetchval("SELECT used FROM tenant_daily_quota_usage") == 1
     finally:
         await writer.close()
@@ -59,13 +60,13 @@ async def test_a_failed_write_reserves_no_quota_and_no_event_id(database, mode):
 async def test_an_item_the_database_refuses_fails_alone_in_its_batch(database):
     """The batch is written without the item that failed it; every other item is recorded."""
     pool = database
-    writer = IngestWriter(pool, load_settings({"INGEST__BATCH_MAX_SIZE": "64"}))
+    writer = IngestWriter(Stores(pool), load_settings({"INGEST__BATCH_MAX_SIZE": "64"}))
     await writer.start()
     try:
         items = [delivery(uuid.uuid4()) for _ in range(40)]
         items[17] = delivery(uuid.uuid4(), evidence="not json")
-        results = await asyncio.gather(*(writer.record(d) for d in items))
-        codes = [r.error.code if r.error else None for r in results]
+        await asyncio.gather(*(writer.record(d) for d in items))
+        codes = [d.failure.code if d.failure else None for d in items]
         assert codes == [None] * 17 + ["invalid_payload"] + [None] * 22
         assert await pool.fetchval("SELECT count(*) FROM jobs") == 39
         assert await pool.fetchval("SELECT count(*) FROM outbox_messages") == 39
@@ -75,7 +76,7 @@ async def test_an_item_the_database_refuses_fails_alone_in_its_batch(database):
 
 
 async def test_an_unreachable_database_is_503_for_the_whole_batch(database):
-    writer = IngestWriter(database, load_settings({}))
+    writer = IngestWriter(Stores(database), load_settings({}))
     await writer.start()
     await database.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")

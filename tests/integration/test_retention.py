@@ -1,4 +1,4 @@
-"""Retention: the relay prunes what is older than RETENTION__* and keeps everything else."""
+"""Retention: the relay process's upkeep prunes what is older than RETENTION__* and keeps everything else."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import uuid
 
 import asyncpg
 
-from relayforge.broker.local import LocalBroker
-from relayforge.relay import Relay
 from relayforge.settings import load_settings
+from relayforge.stores import Stores
+from relayforge.upkeep import Upkeep
 from tests.integration.test_job_states import new_job
 from tests.support import create_database, drop_database
 
@@ -33,7 +33,7 @@ async def test_prune_removes_only_what_retention_allows(template_db):
                 "INSERT INTO admin_audit_log (key_source, role, action, created_at) VALUES "
                 "('cli', 'admin', 'old', now() - interval '400 days'), ('cli', 'admin', 'new', now())")
         settings = load_settings({"DATABASE__URL": url})
-        await Relay(pool, LocalBroker(), settings).prune()
+        await Upkeep(Stores(pool), settings).prune()
         async with pool.acquire() as conn:
             jobs = {r["id"] for r in await conn.fetch("SELECT id FROM jobs")}
             assert jobs == {old_open, fresh_done}  # only finished jobs expire

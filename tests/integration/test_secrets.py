@@ -12,7 +12,9 @@ import asyncpg
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from relayforge.security.secrets import SecretCipher, SecretStore, list_secrets, retire, rotate
+from relayforge.security.roles import CLI
+from relayforge.security.secrets import SecretCipher, SecretVerifiers, retire_secret, set_secret
+from relayforge.stores import Stores
 from tests.support import create_database, drop_database, run_sync
 
 
@@ -27,23 +29,33 @@ async def url(template_db):
     await drop_database(name)
 
 
+async def rotate(stores, cipher, tenant, secret):
+    return await set_secret(stores, cipher, CLI, tenant_id=tenant, provider="generic",
+                            secret=secret, previous_expires_in_seconds=3600)
+
+
+async def retire(stores, tenant, secret_id):
+    return await retire_secret(stores, CLI, tenant_id=tenant, provider="generic",
+                               secret_id=secret_id)
+
+
 async def test_rotation_store_and_notify(url):
     cipher = SecretCipher(b"k" * 32)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=3)
-    store = SecretStore(pool, cipher, {"generic": "env-secret"})
+    stores = Stores(pool)
+    store = SecretVerifiers(stores, cipher, {"generic": "env-secret"})
     await store.start(url)
     tenant = uuid.uuid4()
     try:
         [env_key] = await store.verifiers(tenant, "generic")
         assert env_key.hexdigest(b"x") == mac(b"env-secret")
-        async with pool.acquire() as conn:
-            old = await rotate(conn, cipher, tenant, "generic", "old", 3600)
+        old = await rotate(stores, cipher, tenant, "old")
         await asyncio.sleep(0.3)  # NOTIFY reaches the listener and clears the cache
         keys = await store.verifiers(tenant, "generic")
         assert [k.hexdigest(b"x") for k in keys] == [mac(b"old")]
+        await rotate(stores, cipher, tenant, "new")
         async with pool.acquire() as conn:
-            await rotate(conn, cipher, tenant, "generic", "new", 3600)
-            listed = await list_secrets(conn, tenant, "generic")
+            listed = await stores.secrets.list(tenant_id=tenant, provider="generic")
             assert len(listed) == 2 and listed[1].id == old.id and listed[1].expires_at
             row = await conn.fetchrow("SELECT nonce, ciphertext FROM tenant_provider_secrets "
                                       "WHERE id = $1", old.id)
@@ -53,10 +65,10 @@ async def test_rotation_store_and_notify(url):
                 cipher.decrypt(uuid.uuid4(), "generic", row["nonce"], row["ciphertext"])
         await asyncio.sleep(0.3)
         assert len(await store.verifiers(tenant, "generic")) == 2
+        assert await retire(stores, tenant, old.id)
+        for s in await stores.secrets.list(tenant_id=tenant, provider="generic"):
+            await retire(stores, tenant, s.id)
         async with pool.acquire() as conn:
-            assert await retire(conn, tenant, "generic", old.id)
-            for s in await list_secrets(conn, tenant, "generic"):
-                await retire(conn, tenant, "generic", s.id)
             await conn.execute("INSERT INTO tenant_provider_secrets (id, tenant_id, provider, nonce, "
                                "ciphertext, fingerprint, expires_at) SELECT gen_random_uuid(), $1, "
                                "'generic', nonce, ciphertext, fingerprint, now() - interval '1 s' "

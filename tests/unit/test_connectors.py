@@ -8,8 +8,9 @@ import orjson
 import pytest
 
 from relayforge.connectors import CONNECTORS
-from relayforge.connectors.base import DomainEvent, Signed
+from relayforge.connectors.base import Signed
 from relayforge.errors import InvalidPayload, InvalidSignature, MissingSignature, StaleTimestamp
+from relayforge.events import DomainEvent
 from relayforge.kernels import HmacSha256
 from relayforge.settings import load_settings
 from tests.support import sign_generic, sign_github, sign_stripe

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from relayforge.connectors.base import DomainEvent
+from relayforge.events import DomainEvent
 from relayforge.jobs import HandlerRegistry, backoff_seconds, record_processed
 from relayforge.security.limits import TenantBuckets, TokenBucket, retry_after_seconds
 

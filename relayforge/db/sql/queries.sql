@@ -42,8 +42,8 @@ inbox AS (
     FROM input i JOIN job USING (tenant_id, source, dedup_key)
 ),
 outbox AS (
-    INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
-    SELECT job.id, job.tenant_id, $17 || '.' || job.source, 1, f.trace_context::jsonb
+    INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers)
+    SELECT job.id, job.tenant_id, 1, f.trace_context::jsonb
     FROM job JOIN firsts f USING (tenant_id, source, dedup_key)
     WHERE job.created
 )
@@ -130,6 +130,7 @@ DELETE FROM tenant_provider_secrets WHERE tenant_id = $1 AND provider = $2 AND i
 -- name: outbox_claim
 -- A lease, not a held transaction: a relay that dies mid-batch leaves rows claimable again
 -- once claimed_until passes; live relays skip each other's rows.
+-- The job's source comes along: the relay builds the routing key from it when it publishes.
 UPDATE outbox_messages o
 SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3,
     publish_attempts = o.publish_attempts + 1
@@ -140,9 +141,9 @@ FROM (
     ORDER BY available_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-) due
-WHERE o.id = due.id
-RETURNING o.id, o.job_id, o.tenant_id, o.routing_key, o.attempt, o.headers::text AS headers;
+) due, jobs j
+WHERE o.id = due.id AND j.id = o.job_id
+RETURNING o.id, o.job_id, o.tenant_id, j.source, o.attempt, o.headers::text AS headers;
 
 -- name: outbox_mark_sent
 -- Confirmed rows become sent and their jobs queued, in one statement. A job whose consumer
@@ -239,9 +240,8 @@ WITH j AS (
     WHERE id = $1 AND attempts = $2 AND status IN ('processing', 'retrying', 'queued')
     RETURNING id, tenant_id, source, attempts
 )
-INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers, available_at)
-SELECT id, tenant_id, $5 || '.' || source, attempts + 1, $6::jsonb,
-       now() + make_interval(secs => $4)
+INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers, available_at)
+SELECT id, tenant_id, attempts + 1, $5::jsonb, now() + make_interval(secs => $4)
 FROM j
 ON CONFLICT (job_id, attempt) DO NOTHING
 RETURNING job_id;
@@ -270,8 +270,8 @@ moved AS (
     RETURNING j.id, j.tenant_id, j.source, j.attempts, j.status, j.trace_context
 ),
 retry AS (
-    INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
-    SELECT id, tenant_id, $2 || '.' || source, attempts + 1, trace_context
+    INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers)
+    SELECT id, tenant_id, attempts + 1, trace_context
     FROM moved WHERE status = 'retrying'
     ON CONFLICT (job_id, attempt) DO NOTHING
 )
@@ -283,7 +283,7 @@ SELECT id, status FROM moved;
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status = 'dead_lettered'
-      AND ($7::uuid IS NULL OR id = $7)
+      AND ($6::uuid IS NULL OR id = $6)
       AND ($1::uuid IS NULL OR tenant_id = $1)
       AND ($2::text IS NULL OR source = $2)
       AND ($3::text IS NULL OR event_type = $3)
@@ -296,11 +296,11 @@ j AS (
     FROM picked WHERE jobs.id = picked.id AND jobs.status = 'dead_lettered'
     RETURNING jobs.id, jobs.tenant_id, jobs.source, jobs.attempts, jobs.trace_context
 )
-INSERT INTO outbox_messages (job_id, tenant_id, routing_key, attempt, headers)
-SELECT id, tenant_id, $6 || '.' || source, attempts + 1, trace_context FROM j
+INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers)
+SELECT id, tenant_id, attempts + 1, trace_context FROM j
 ON CONFLICT (job_id, attempt) DO UPDATE  -- a message set aside as unpublishable is re-armed
     SET status = 'pending', publish_failures = 0, claimed_until = NULL, available_at = now(),
-        routing_key = EXCLUDED.routing_key, headers = EXCLUDED.headers
+        headers = EXCLUDED.headers
     WHERE outbox_messages.status = 'failed'
 RETURNING job_id;
 
@@ -349,9 +349,10 @@ SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, m
        last_error, created_at, updated_at, first_inbox_id, last_inbox_id
 FROM jobs
 WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR tenant_id = $2)
-  AND ($3::text IS NULL OR source = $3) AND ($4::uuid IS NULL OR id < $4)
+  AND ($3::text IS NULL OR source = $3) AND ($4::text IS NULL OR event_type = $4)
+  AND ($5::uuid IS NULL OR id < $5)
 ORDER BY id DESC
-LIMIT $5;
+LIMIT $6;
 
 -- name: admin_job_get
 SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, max_attempts,

@@ -1,0 +1,129 @@
+"""What the admin API accepts: query parameters and request bodies as msgspec Structs.
+
+Validation happens here, in the types: bounds, lengths, enums, unknown fields (refused), null
+where a value is required (refused). Every number is declared once, below; the OpenAPI
+document is generated from these same types.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from relayforge.errors import BadRequest
+from relayforge.jobs import JobStatus
+from relayforge.security.roles import Role
+
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+MAX_BULK = 1000
+DEFAULT_BULK = 100
+MAX_ADMIN_BODY = 65536
+MAX_SECRET_LENGTH = 1024
+MAX_OVERLAP_SECONDS = 31_536_000  # a year
+DEFAULT_OVERLAP_SECONDS = 86_400
+MAX_FILTER_LENGTH = 255
+MAX_KEY_NAME_LENGTH = 200
+
+NO_NUL = "^[^\\x00]*$"  # PostgreSQL text can't hold NUL
+PageLimit = Annotated[int, Meta(ge=1, le=MAX_PAGE, description="items per page")]
+BulkLimit = Annotated[int, Meta(ge=1, le=MAX_BULK, description="jobs at most")]
+Filter = Annotated[str, Meta(min_length=1, max_length=MAX_FILTER_LENGTH, pattern=NO_NUL)]
+
+
+class Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A query string or body: unknown fields are refused. An optional field is UNSET when
+    absent (never None: in a query string "null" is text, and refused where it is no value)."""
+
+
+class JobsQuery(Model):
+    status: JobStatus | UnsetType = UNSET
+    tenant_id: uuid.UUID | UnsetType = UNSET
+    source: Filter | UnsetType = UNSET
+    event_type: Filter | UnsetType = UNSET
+    cursor: uuid.UUID | UnsetType = UNSET
+    limit: PageLimit = DEFAULT_PAGE
+
+
+class InboxQuery(Model):
+    tenant_id: uuid.UUID | UnsetType = UNSET
+    source: Filter | UnsetType = UNSET
+    accepted: bool | UnsetType = UNSET
+    cursor: uuid.UUID | UnsetType = UNSET
+    limit: PageLimit = DEFAULT_PAGE
+
+
+class StatsQuery(Model):
+    tenant_id: uuid.UUID | UnsetType = UNSET
+
+
+class NoQuery(Model):
+    """A route that takes no query parameters (any given is refused)."""
+
+
+class BulkReprocess(Model):
+    """Dead-lettered jobs matching every given filter; a key that is present must be valid
+    (null is not "no filter")."""
+
+    tenant_id: uuid.UUID | UnsetType = UNSET
+    source: Filter | UnsetType = UNSET
+    event_type: Filter | UnsetType = UNSET
+    limit: BulkLimit = DEFAULT_BULK
+
+
+class SecretPut(Model):
+    secret: Annotated[str, Meta(min_length=1, max_length=MAX_SECRET_LENGTH)]
+    previous_expires_in_seconds: Annotated[int, Meta(
+        ge=0, le=MAX_OVERLAP_SECONDS,
+        description="how long the previous secrets stay valid")] = DEFAULT_OVERLAP_SECONDS
+
+
+class ApiKeyCreate(Model):
+    role: Role
+    name: Annotated[str, Meta(max_length=MAX_KEY_NAME_LENGTH, pattern=NO_NUL)] = ""
+
+
+M = TypeVar("M", bound=Model)
+
+
+def _refused(exc: msgspec.ValidationError, where: str) -> BadRequest:
+    """`limit: Expected int <= 500` rather than msgspec's `... - at $.limit`."""
+    message, _, path = str(exc).partition(" - at `$.")
+    field = path.rstrip("`").split(".")[0].split("[")[0]
+    return BadRequest(f"{field}: {message}" if field else f"{where}: {message}")
+
+
+def parse_query(raw: bytes | None, model: type[M]) -> M:
+    """Every admin query value goes through its model; the last of a repeated key counts."""
+    try:
+        text = (raw or b"").decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the query string must be UTF-8") from None
+    try:
+        return msgspec.convert(dict(pairs), model, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _refused(exc, "query") from None
+
+
+def parse_body(raw: bytes, model: type[M]) -> M:
+    if len(raw) > MAX_ADMIN_BODY:
+        raise BadRequest(f"body exceeds {MAX_ADMIN_BODY} bytes")
+    try:
+        return msgspec.json.decode(raw, type=model)
+    except msgspec.ValidationError as exc:
+        raise _refused(exc, "body") from None
+    except msgspec.DecodeError:
+        raise BadRequest("body must be a JSON object") from None
+
+
+T = TypeVar("T")
+
+
+def given(value: T | UnsetType) -> T | None:
+    """An optional field as None when it was not given."""
+    return None if isinstance(value, UnsetType) else value

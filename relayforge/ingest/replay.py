@@ -1,0 +1,50 @@
+"""Stripe-style anti-replay: a provider event id is accepted once per tenant (409 after).
+
+Checked read-only before the quota (a replay never costs quota), then claimed inside the
+ingest transaction, where an id claimed meanwhile by a concurrent batch is a replay too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from relayforge.errors import ReplayedEvent
+from relayforge.ingest.delivery import Delivery, EventKey
+from relayforge.stores.ingest import IngestStore
+
+
+def replayed() -> ReplayedEvent:
+    return ReplayedEvent("this Stripe event was already received for this tenant",
+                         signature_valid=True)
+
+
+def _open_by_key(batch: Sequence[Delivery]) -> dict[EventKey, Delivery]:
+    """Open replay-protected items by event; a repeat within the batch is the replay."""
+    wanted: dict[EventKey, Delivery] = {}
+    for d in batch:
+        key = d.event_key
+        if key is None or not d.open:
+            continue
+        if key in wanted:
+            d.error = replayed()
+        else:
+            wanted[key] = d
+    return wanted
+
+
+async def check(store: IngestStore, batch: Sequence[Delivery]) -> None:
+    """409 for events already received (before the quota is reserved)."""
+    wanted = _open_by_key(batch)
+    if wanted:
+        for key in await store.seen_events(keys=list(wanted)):
+            wanted[key].error = replayed()
+
+
+async def claim(store: IngestStore, batch: Sequence[Delivery]) -> list[Delivery]:
+    """Claim the open items' event ids in the transaction; returns the items found to be
+    replays. A claim rolls back with its transaction, so a failed write claims nothing."""
+    wanted = _open_by_key(batch)
+    if not wanted:
+        return []
+    fresh = await store.claim_events(keys=list(wanted))
+    return [d for key, d in wanted.items() if key not in fresh]

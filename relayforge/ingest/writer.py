@@ -1,0 +1,174 @@
+"""Records verified webhooks: replay check, quota reservation, then inbox + job + outbox rows
+in one transaction.
+
+In `batch` mode (group commit) concurrent requests are written together, each batch in one
+transaction of multi-row statements, so transactions grow with batches, not requests. `single`
+mode writes each request in its own transaction, for comparison. One request never fails
+another: a batch that fails for any reason but an unreachable database is narrowed down to
+the item at fault, which alone is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
+from relayforge.errors import InvalidPayload, QuotaExceeded, RelayforgeError, Unavailable
+from relayforge.ids import new_id
+from relayforge.ingest import replay
+from relayforge.ingest.batcher import GroupCommitBatcher
+from relayforge.ingest.delivery import Delivery
+from relayforge.ingest.quota import QuotaLedger
+from relayforge.observability import metrics
+from relayforge.settings import Settings
+from relayforge.stores import Stores
+from relayforge.stores.ingest import Accepted, NewItem, RefusedItem
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_DB_ERRORS = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# What one item's values can make PostgreSQL refuse (SQLSTATE classes 22 and 23).
+ITEM_DB_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+WRITE_TRIES = 3
+
+
+@dataclass(slots=True)
+class Written:
+    """What a committed transaction decided; applied to the deliveries only after commit, so
+    a rolled-back try leaves no trace on them."""
+
+    accepted: list[tuple[Delivery, NewItem, Accepted]]
+    replays: list[Delivery]
+    refused: list[tuple[Delivery, RefusedItem]]
+
+    def apply(self) -> None:
+        for d, item, outcome in self.accepted:
+            d.inbox_id, d.job_id, d.job_created = item.inbox_id, outcome.job_id, outcome.job_created
+            if outcome.job_created:
+                metrics.JOBS_CREATED.labels(d.source).inc()
+        for d in self.replays:
+            d.error = replay.replayed()
+        for d, row in self.refused:
+            error = d.failure or replay.replayed()
+            error.inbox_id, error.signature_valid = row.inbox_id, True
+            d.inbox_id = row.inbox_id
+
+
+class IngestWriter:
+    def __init__(self, stores: Stores, settings: Settings) -> None:
+        self._stores = stores
+        self._settings = settings
+        self._quota = QuotaLedger(stores.ingest, settings.hardening.tenant_daily_quota)
+        self._batcher: GroupCommitBatcher[Delivery] | None = None
+        if settings.ingest.mode == "batch":
+            self._batcher = GroupCommitBatcher(self._write_or_unavailable,
+                                               max_size=settings.ingest.batch_max_size,
+                                               writers=settings.ingest.writers)
+
+    async def start(self) -> None:
+        if self._batcher is not None:
+            self._batcher.start()
+
+    async def close(self) -> None:
+        """Finish what was queued, then stop the writers."""
+        if self._batcher is not None:
+            await self._batcher.close()
+
+    async def record(self, delivery: Delivery) -> None:
+        """Record it; its outcome is on it afterwards (`failure`, or inbox and job ids)."""
+        if self._batcher is None:
+            await self._write_or_unavailable([delivery])
+        else:
+            await self._batcher.submit(delivery)
+
+    async def _write_or_unavailable(self, batch: list[Delivery]) -> None:
+        try:
+            await self._write_isolating(batch)
+        except Exception as exc:  # the database is unreachable: nothing acked
+            await on_connection_error(self._stores.db, exc)
+            log.error("ingest batch failed", extra={"error": repr(exc), "size": len(batch)})
+            raise Unavailable("the database is unavailable, retry later", retry_after=5) from exc
+
+    async def _write_isolating(self, batch: list[Delivery]) -> None:
+        """Write the batch. A failure other than the database being unreachable may belong to
+        one item: the halves are written apart, down to that item, which alone is refused.
+        Each write is whole (replays, quota, transaction, refund), so a retried half is too."""
+        try:
+            await self._write(batch)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                await self._write_isolating(batch[:half])
+                await self._write_isolating(batch[half:])
+            elif isinstance(exc, ITEM_DB_ERRORS):
+                log.warning("webhook could not be stored", extra={"error": repr(exc)})
+                batch[0].error = InvalidPayload("the payload could not be stored",
+                                                signature_valid=True)
+            else:
+                log.exception("webhook could not be stored")  # a bug: this request alone: 500
+                batch[0].error = RelayforgeError("internal error")
+
+    async def _write(self, batch: list[Delivery]) -> None:
+        """Replay check → quota reservation → one transaction; refused items give units back."""
+        metrics.INGEST_BATCH_SIZE.observe(len(batch))
+        await replay.check(self._stores.ingest, batch)
+        await self._quota.reserve(batch)
+        try:
+            written = await self._transaction_with_retry(batch)
+        except BaseException:
+            await self._quota.refund(batch)  # nothing was recorded
+            raise
+        written.apply()
+        await self._quota.refund([d for d in batch if d.failure is not None])
+
+    async def _transaction_with_retry(self, batch: list[Delivery]) -> Written:
+        for attempt in range(1, WRITE_TRIES + 1):
+            try:
+                return await self._transaction(batch)
+            except RETRYABLE_DB_ERRORS:
+                if attempt == WRITE_TRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _transaction(self, batch: Sequence[Delivery]) -> Written:
+        async with self._stores.transaction() as tx:
+            replays = await replay.claim(tx.ingest, batch)
+            accepting = [d for d in batch if d.open and d not in replays]
+            items = [_new_item(d) for d in accepting]
+            outcomes = await tx.ingest.accept(
+                items=items, max_attempts=self._settings.worker.max_attempts) if items else []
+            refused = [(d, self._refused_item(d, d.failure.code if d.failure else "replayed_event"))
+                       for d in batch if d in replays or _kept_as_evidence(d)]
+            await tx.ingest.insert_refused(items=[row for _, row in refused])
+        return Written(list(zip(accepting, items, outcomes, strict=True)), replays, refused)
+
+    def _refused_item(self, d: Delivery, code: str) -> RefusedItem:
+        event = d.event
+        return RefusedItem(
+            inbox_id=new_id(), tenant_id=d.tenant_id, source=d.source,
+            event_type=event.event_type if event else None,
+            provider_event_id=event.provider_event_id if event else None,
+            payload_hash=d.payload_hash, headers=d.evidence_headers,
+            body=d.body if self._settings.webhooks.store_rejected_bodies else None, code=code,
+            request_id=d.request_id)
+
+
+def _kept_as_evidence(d: Delivery) -> bool:
+    """Refused after the signature verified: a row is kept (not for quota: that sheds load)."""
+    return d.failure is not None and not isinstance(d.failure, QuotaExceeded)
+
+
+def _new_item(d: Delivery) -> NewItem:
+    assert d.event is not None
+    return NewItem(
+        inbox_id=new_id(), job_id=new_id(), tenant_id=d.tenant_id, source=d.source,
+        event_type=d.event.event_type, provider_event_id=d.event.provider_event_id,
+        dedup_key=d.dedup_key, payload_hash=d.payload_hash, headers=d.evidence_headers,
+        body=d.body, event=d.event_json, request_id=d.request_id,
+        correlation_id=d.correlation_id, trace_context=d.trace_context)

@@ -1,0 +1,107 @@
+"""What ingest writes: the batch statement (jobs, inbox, outbox), rows of refused requests,
+Stripe event claims, and the daily quota ledger."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from relayforge.stores.base import Q, Store
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """One verified, valid request to record."""
+
+    inbox_id: uuid.UUID
+    job_id: uuid.UUID  # used when its dedup key is new
+    tenant_id: uuid.UUID
+    source: str
+    event_type: str
+    provider_event_id: str | None
+    dedup_key: str
+    payload_hash: str
+    headers: str  # evidence headers, JSON object text
+    body: bytes
+    event: bytes  # the DomainEvent, JSON
+    request_id: str
+    correlation_id: str
+    trace_context: str  # JSON object text
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedItem:
+    """A request refused after its signature verified: kept as evidence."""
+
+    inbox_id: uuid.UUID
+    tenant_id: uuid.UUID
+    source: str
+    event_type: str | None
+    provider_event_id: str | None
+    payload_hash: str
+    headers: str
+    body: bytes | None
+    code: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    job_id: uuid.UUID
+    job_created: bool
+
+
+EventKey = tuple[uuid.UUID, str]  # (tenant, provider event id)
+
+
+class IngestStore(Store):
+    async def accept(self, *, items: Sequence[NewItem], max_attempts: int) -> list[Accepted]:
+        """Record every item in one statement; results in the items' order."""
+        columns = list(zip(*((i.inbox_id, i.job_id, i.tenant_id, i.source, i.event_type,
+                               i.provider_event_id, i.dedup_key, i.payload_hash, i.headers,
+                               i.body, i.event, i.request_id, i.correlation_id, i.trace_context)
+                              for i in items), strict=True))
+        rows = await self._db.fetch(Q["ingest_accept"], list(range(len(items))),
+                                    *map(list, columns), max_attempts)
+        out: list[Accepted | None] = [None] * len(items)
+        for row in rows:
+            out[row["ord"]] = Accepted(row["job_id"], row["job_created"])
+        assert all(a is not None for a in out)
+        return out  # type: ignore[return-value]
+
+    async def insert_refused(self, *, items: Sequence[RefusedItem]) -> None:
+        if not items:
+            return
+        columns = zip(*((i.inbox_id, i.tenant_id, i.source, i.event_type, i.provider_event_id,
+                         i.payload_hash, i.headers, i.body, i.code, i.request_id)
+                        for i in items), strict=True)
+        await self._db.execute(Q["inbox_insert_rejected"], *map(list, columns))
+
+    async def seen_events(self, *, keys: Sequence[EventKey]) -> set[EventKey]:
+        """Which (tenant, event id) pairs were already received."""
+        ordered = sorted(keys)
+        rows = await self._db.fetch(Q["stripe_seen_events"], [k[0] for k in ordered],
+                                    [k[1] for k in ordered])
+        return {(r["tenant_id"], r["event_id"]) for r in rows}
+
+    async def claim_events(self, *, keys: Sequence[EventKey]) -> set[EventKey]:
+        """Claim event ids (in the ingest transaction): returns those claimed now."""
+        ordered = sorted(keys)
+        rows = await self._db.fetch(Q["stripe_claim_events"], [k[0] for k in ordered],
+                                    [k[1] for k in ordered])
+        return {(r["tenant_id"], r["event_id"]) for r in rows}
+
+    async def reserve_quota(self, *, wanted: Mapping[uuid.UUID, int], limit: int
+                            ) -> tuple[dict[uuid.UUID, int], date]:
+        """Grant what is left of each tenant's quota today, up to what was asked."""
+        tenants = sorted(wanted)
+        rows = await self._db.fetch(Q["quota_reserve"], tenants, [wanted[t] for t in tenants],
+                                    limit)
+        return {r["tenant_id"]: r["granted"] for r in rows}, rows[0]["quota_date"]
+
+    async def refund_quota(self, *, counts: Mapping[uuid.UUID, int], quota_date: date) -> None:
+        tenants = sorted(counts)
+        await self._db.execute(Q["quota_refund"], tenants, [counts[t] for t in tenants],
+                               quota_date)

@@ -1,0 +1,95 @@
+"""jobs: the state machine's transitions (each a conditional UPDATE in SQL) and the read models."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from relayforge.jobs import JobStatus
+from relayforge.models import JobCounts, JobView, record
+from relayforge.stores.base import Q, Store
+
+
+@dataclass(frozen=True, slots=True)
+class StartedJob:
+    """A job that has just moved to `processing` for one attempt."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    source: str
+    event: bytes
+    attempts: int
+    max_attempts: int
+    correlation_id: str | None
+    trace_context: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    id: uuid.UUID
+    status: JobStatus
+
+
+class JobStore(Store):
+    async def start(self, *, job_id: uuid.UUID, attempt: int, lease_seconds: float
+                    ) -> StartedJob | None:
+        """Into `processing` only if `attempt` is exactly the job's next one."""
+        row = await self._db.fetchrow(Q["job_start"], job_id, attempt, lease_seconds)
+        return None if row is None else StartedJob(**dict(row))
+
+    async def state(self, *, job_id: uuid.UUID) -> JobState | None:
+        row = await self._db.fetchrow(Q["job_state"], job_id)
+        return None if row is None else JobState(JobStatus(row["status"]), row["attempts"],
+                                                 row["max_attempts"])
+
+    # Each outcome says whether it moved the job: an attempt's outcome stands while no later
+    # attempt has started, and never moves a finished job.
+
+    async def succeed(self, *, job_id: uuid.UUID, attempt: int) -> bool:
+        return await self._db.fetchval(Q["job_succeed"], job_id, attempt) is not None
+
+    async def retry(self, *, job_id: uuid.UUID, attempt: int, error: str, delay_seconds: float,
+                    headers: str) -> bool:
+        """Fail the attempt and schedule the next through the outbox, atomically."""
+        return await self._db.fetchval(Q["job_retry"], job_id, attempt, error, delay_seconds,
+                                       headers) is not None
+
+    async def dead_letter(self, *, job_id: uuid.UUID, attempt: int, error: str) -> bool:
+        return await self._db.fetchval(Q["job_dead_letter"], job_id, attempt,
+                                       error) is not None
+
+    async def recover_expired(self, *, limit: int) -> list[Recovered]:
+        """Jobs whose consumer died mid-attempt: retried, or dead-lettered when spent."""
+        rows = await self._db.fetch(Q["jobs_recover_expired"], limit)
+        return [Recovered(r["id"], JobStatus(r["status"])) for r in rows]
+
+    async def reprocess(self, *, extra_attempts: int, limit: int, job_id: uuid.UUID | None = None,
+                        tenant_id: uuid.UUID | None = None, source: str | None = None,
+                        event_type: str | None = None) -> list[uuid.UUID]:
+        """Dead-lettered jobs (one by id, or by filter) get a fresh budget and a new message."""
+        rows = await self._db.fetch(Q["jobs_reprocess"], tenant_id, source, event_type, limit,
+                                    extra_attempts, job_id)
+        return [r["job_id"] for r in rows]
+
+    async def list(self, *, limit: int, status: JobStatus | None = None,
+                   tenant_id: uuid.UUID | None = None, source: str | None = None,
+                   event_type: str | None = None, cursor: uuid.UUID | None = None
+                   ) -> list[JobView]:
+        rows = await self._db.fetch(Q["admin_jobs_list"], status, tenant_id, source, event_type,
+                                    cursor, limit)
+        return [record(JobView, r) for r in rows]
+
+    async def get(self, *, job_id: uuid.UUID) -> JobView | None:
+        row = await self._db.fetchrow(Q["admin_job_get"], job_id)
+        return None if row is None else record(JobView, row)
+
+    async def counts(self, *, tenant_id: uuid.UUID | None = None) -> JobCounts:
+        rows = await self._db.fetch(Q["admin_job_counts"], tenant_id)
+        return JobCounts(**{r["status"]: r["n"] for r in rows})

@@ -1,0 +1,67 @@
+"""Periodic upkeep, apart from the work itself: jobs whose consumer died (lease), the outbox
+backlog gauge, and retention. The relay process runs it once a second (retention hourly)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from relayforge.db.pool import on_connection_error
+from relayforge.jobs import JobStatus
+from relayforge.observability import metrics
+from relayforge.settings import Settings
+from relayforge.stores import Stores
+
+log = logging.getLogger(__name__)
+
+INTERVAL_SECONDS = 1.0
+PRUNE_INTERVAL_SECONDS = 3600.0
+FIRST_PRUNE_AFTER_SECONDS = 60.0
+RECOVER_BATCH = 500
+
+
+class Upkeep:
+    def __init__(self, stores: Stores, settings: Settings) -> None:
+        self._stores = stores
+        self._settings = settings
+        self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER_SECONDS
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="upkeep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: try again next round
+                await on_connection_error(self._stores.db, exc)
+                log.warning("upkeep failed", extra={"error": repr(exc)})
+            await asyncio.sleep(INTERVAL_SECONDS)
+
+    async def run_once(self) -> None:
+        await self.recover_expired_leases()
+        metrics.OUTBOX_PENDING.set(await self._stores.outbox.pending_count())
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+            await self.prune()
+
+    async def recover_expired_leases(self) -> None:
+        for job in await self._stores.jobs.recover_expired(limit=RECOVER_BATCH):
+            metrics.JOBS_RECOVERED.inc()
+            if job.status is JobStatus.DEAD_LETTERED:
+                metrics.DLQ_MESSAGES.inc()
+            log.warning("job lease expired", extra={"job_id": str(job.id), "now": job.status})
+
+    async def prune(self) -> None:
+        r = self._settings.retention
+        await self._stores.retention.prune(inbox_days=r.inbox_days, jobs_days=r.jobs_days,
+                                           outbox_days=r.outbox_days, audit_days=r.audit_days)
