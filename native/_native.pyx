@@ -119,20 +119,6 @@ def sha256_hex(bytes data not None):
     return PyUnicode_DecodeASCII(hexout, HEXLEN, NULL)
 
 
-def hex_encode(bytes data not None):
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, 2 * n)
-    _hex(<const unsigned char *>PyBytes_AS_STRING(data), n, PyBytes_AS_STRING(out))
-    return PyUnicode_DecodeASCII(PyBytes_AS_STRING(out), 2 * n, NULL)
-
-
-def constant_time_eq(bytes a not None, bytes b not None):
-    """Equality whose time depends only on the lengths, never on where the inputs differ."""
-    if PyBytes_GET_SIZE(a) != PyBytes_GET_SIZE(b):
-        return False
-    return CRYPTO_memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), PyBytes_GET_SIZE(a)) == 0
-
-
 cdef inline bint _is_space(char c) noexcept nogil:
     return c == b' ' or c == b'\t'
 

@@ -48,14 +48,6 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def hex_encode(data: bytes) -> str:
-    return data.hex()
-
-
-def constant_time_eq(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)
-
-
 def parse_stripe_signature(header: bytes) -> tuple[int, bytes, list[bytes]]:
     t: int | None = None
     t_raw = b""

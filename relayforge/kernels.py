@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING
 __all__ = [
     "IMPLEMENTATION",
     "HmacSha256",
-    "constant_time_eq",
-    "hex_encode",
     "parse_github_signature",
     "parse_stripe_signature",
     "sha256_hex",
@@ -35,8 +33,6 @@ if TYPE_CHECKING:  # both implementations have this API (relayforge/_native.pyi)
     from relayforge._kernels_py import (
         IMPLEMENTATION,
         HmacSha256,
-        constant_time_eq,
-        hex_encode,
         parse_github_signature,
         parse_stripe_signature,
         sha256_hex,

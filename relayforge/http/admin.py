@@ -18,7 +18,7 @@ from blacksheep import Request, Response
 from relayforge.connectors import CONNECTORS
 from relayforge.errors import BadRequest, Conflict, NotFound, UnknownSource
 from relayforge.http.errors import view_response
-from relayforge.http.instrument import route_value
+from relayforge.http.instrument import query_string, route_value
 from relayforge.http.models import (
     ApiKeyCreate,
     BulkReprocess,
@@ -153,7 +153,7 @@ class AdminEndpoints:
             actor = await self._auth.authenticate(request.get_first_header(b"authorization"))
             actor.require(route.role)
             if route.query is NoQuery:
-                parse_query(request.url.query, NoQuery)
+                parse_query(query_string(request), NoQuery)
             return await handle(request, actor)
 
         return guarded
@@ -161,7 +161,7 @@ class AdminEndpoints:
     # ------------------------------------------------------------------------------ viewer
 
     async def list_jobs(self, request: Request, actor: Actor) -> Response:
-        q = parse_query(request.url.query, JobsQuery)
+        q = parse_query(query_string(request), JobsQuery)
         jobs = await self._stores.jobs.list(
             limit=q.limit, status=given(q.status), tenant_id=given(q.tenant_id),
             source=_lower(given(q.source)), event_type=given(q.event_type),
@@ -175,7 +175,7 @@ class AdminEndpoints:
         return view_response(200, job)
 
     async def list_inbox(self, request: Request, actor: Actor) -> Response:
-        q = parse_query(request.url.query, InboxQuery)
+        q = parse_query(query_string(request), InboxQuery)
         rows = await self._stores.inbox.list(
             limit=q.limit, tenant_id=given(q.tenant_id), source=_lower(given(q.source)),
             accepted=given(q.accepted), cursor=given(q.cursor))
@@ -188,7 +188,7 @@ class AdminEndpoints:
         return view_response(200, row)
 
     async def stats(self, request: Request, actor: Actor) -> Response:
-        tenant_id = given(parse_query(request.url.query, StatsQuery).tenant_id)
+        tenant_id = given(parse_query(query_string(request), StatsQuery).tenant_id)
         return view_response(200, Stats(
             jobs=await self._stores.jobs.counts(tenant_id=tenant_id),
             outbox_pending=await self._stores.outbox.pending_count(),

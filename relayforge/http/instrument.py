@@ -98,3 +98,9 @@ def request_ids() -> tuple[str, str, dict[str, str]]:
 def route_value(request: Request, name: str) -> str:
     """A path parameter of the matched route (always present once the route matched)."""
     return request.route_values.get(name) or ""
+
+
+def query_string(request: Request) -> bytes:
+    """The raw query string. Not request.url, which raises on bytes outside ASCII."""
+    raw = request.scope.get("query_string", b"")
+    return raw if isinstance(raw, bytes) else b""

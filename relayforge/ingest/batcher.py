@@ -34,6 +34,8 @@ class GroupCommitBatcher(Generic[T]):
 
     async def submit(self, item: T) -> None:
         """Returns once the batch holding `item` is written; raises what that write raised."""
+        if self._closing:
+            raise RuntimeError("the batcher is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         self._wake.set()

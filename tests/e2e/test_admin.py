@@ -90,6 +90,62 @@ async def test_job_and_inbox_views_with_filters_and_cursor(client, ingest_server
     assert stats["jobs"]["pending"] == 5 and stats["inbox_last_24h"]["accepted"] == 5
 
 
+async def test_event_type_filters_jobs(client, ingest_server):
+    tenant = new_tenant()
+    for event in ("order.paid", "order.refunded", "order.paid"):
+        body = orjson.dumps({"event": event, "data": {"n": uuid.uuid4().hex}})
+        assert (await post_generic(client, ingest_server, body, tenant)).status_code == 202
+    r = await client.get(f"{ingest_server.url}/admin/jobs",
+                         params={"tenant_id": tenant, "event_type": "order.paid"},
+                         headers=bearer(VIEWER_KEY))
+    assert r.status_code == 200
+    assert [j["event_type"] for j in r.json()["items"]] == ["order.paid", "order.paid"]
+
+
+@pytest.mark.parametrize("query,field", [
+    (b"limit=%C2%B2", "limit"),            # a superscript two: str.isdigit() says yes
+    (b"limit=0", "limit"), (b"limit=501", "limit"), (b"limit=", "limit"),
+    (b"tenant_id=null", "tenant_id"), (b"cursor=abc", "cursor"),
+    (b"status=bogus", "status"), (b"source=", "source"), (b"event_type=a%00b", "event_type"),
+    (b"source=%FF", "UTF-8"),              # percent-encoded bytes that are not UTF-8
+    (b"stauts=queued", "stauts"),          # an unknown parameter is refused, not ignored
+])
+async def test_malformed_admin_queries_are_400_naming_the_field(ingest_server, query, field):
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /admin/jobs?" + query + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Authorization: Bearer " + VIEWER_KEY.encode() + b"\r\n\r\n")
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), response[:300]
+    doc = orjson.loads(body)
+    assert doc["code"] == "bad_request" and field in doc["error"], doc
+    assert "Traceback" not in ingest_server.log()
+
+
+async def test_raw_bytes_that_are_not_utf8_are_400(ingest_server):
+    """Refused by the HTTP server before the application sees them."""
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /admin/jobs?source=\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Authorization: Bearer " + VIEWER_KEY.encode() + b"\r\n\r\n")
+    response = await reader.read()
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 400"), response[:300]
+
+
+async def test_raw_utf8_in_a_query_is_read_as_text(ingest_server):
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write("GET /admin/jobs?source=évènement HTTP/1.1\r\nHost: x\r\n".encode()
+                 + b"Connection: close\r\nAuthorization: Bearer " + VIEWER_KEY.encode()
+                 + b"\r\n\r\n")
+    response = await reader.read()
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 200"), response[:300]
+
+
 async def test_api_key_lifecycle_and_audit(client, ingest_server, db):
     base = f"{ingest_server.url}/admin/api-keys"
     created = await client.post(base, headers=bearer(ADMIN_KEY),
