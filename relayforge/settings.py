@@ -200,15 +200,18 @@ def _parse_positive_float(raw: str) -> float:
 def _parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
     import orjson
 
+    from relayforge.security.roles import Role
+
+    roles = [r.value for r in Role]
     data = orjson.loads(raw)
     if not isinstance(data, list):
-        raise ValueError('expected [{"key": "...", "role": "viewer|operator|admin"}]')
+        raise ValueError(f'expected [{{"key": "...", "role": "{"|".join(roles)}"}}]')
     keys = []
     for item in data:
         if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not item["key"]:
             raise ValueError('each entry needs a non-empty "key"')
-        if item.get("role") not in ("viewer", "operator", "admin"):
-            raise ValueError("role must be viewer, operator or admin")
+        if item.get("role") not in roles:
+            raise ValueError(f"role must be one of {', '.join(roles)}")
         keys.append((item["key"], item["role"]))
     return tuple(keys)
 

@@ -9,7 +9,7 @@ import asyncpg
 
 from relayforge.settings import Settings
 
-log = logging.getLogger("relayforge.db")
+log = logging.getLogger(__name__)
 
 
 # The server went away or cut the connection (restart, failover, pg_terminate_backend), or the

@@ -19,8 +19,8 @@ from relayforge.observability import logging as log_context
 from relayforge.observability import metrics, tracing
 
 Handler = Callable[[Request], Awaitable[Response]]
-log = logging.getLogger("relayforge.http")
-access = logging.getLogger("relayforge.access")
+log = logging.getLogger(__name__)
+access = logging.getLogger(f"{__name__}.access")  # one line per request, at INFO
 
 W3C_HEADER_NAMES = tuple(name.encode() for name in tracing.W3C_HEADERS)
 # The incoming W3C trace headers of the request being handled (stored with its job).
