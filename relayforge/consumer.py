@@ -126,7 +126,7 @@ class JobConsumer:
 
         if error is None:
             await self._write(lambda: self._jobs.succeed(job_id=job.id, attempt=attempt))
-            await message.ack()
+            await _settle(message.ack)
             metrics.JOBS_PROCESSED.labels(JobStatus.SUCCEEDED).inc()
             log.info("job succeeded", extra={"attempt": attempt})
             return
@@ -134,7 +134,7 @@ class JobConsumer:
         if isinstance(error, PermanentError) or attempt >= max_attempts:
             await self._write(lambda: self._jobs.dead_letter(job_id=job.id, attempt=attempt,
                                                              error=reason))
-            await message.dead_letter()
+            await _settle(message.dead_letter)
             metrics.JOBS_PROCESSED.labels(JobStatus.DEAD_LETTERED).inc()
             metrics.DLQ_MESSAGES.inc()
             log.warning("job dead-lettered", extra={"attempt": attempt, "error": reason})
@@ -144,7 +144,7 @@ class JobConsumer:
         headers = orjson.dumps({**tracing.carry({}), "correlation_id": job.correlation_id})
         await self._write(lambda: self._jobs.retry(job_id=job.id, attempt=attempt, error=reason,
                                                    delay_seconds=delay, headers=headers.decode()))
-        await message.ack()
+        await _settle(message.ack)
         metrics.JOBS_PROCESSED.labels(JobStatus.RETRYING).inc()
         metrics.JOB_RETRIES.inc()
         log.info("job will retry", extra={"attempt": attempt, "retry_in_seconds": round(delay, 3),
@@ -170,6 +170,16 @@ class JobConsumer:
             "error": why, "body": message.body[:200].decode("utf-8", "replace")})
         metrics.DLQ_MESSAGES.inc()
         await message.dead_letter()
+
+
+async def _settle(settle: Callable[[], Awaitable[None]]) -> None:
+    """Settle a message whose outcome is already durable. If the connection dropped meanwhile
+    there is nothing to settle: the broker redelivers it, and job_start drops the duplicate."""
+    try:
+        await settle()
+    except Exception as exc:
+        log.warning("outcome recorded; the message could not be settled and will come back as a "
+                    "stale duplicate", extra={"error": repr(exc)})
 
 
 def _describe(error: BaseException) -> str:

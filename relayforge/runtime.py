@@ -104,7 +104,8 @@ class Runtime:
         if self.settings.amqp.url:
             from relayforge.broker.amqp import AmqpBroker
 
-            return AmqpBroker(self.settings.amqp.url, self.settings.amqp)
+            return AmqpBroker(self.settings.amqp.url, self.settings.amqp,
+                              connection_name=f"relayforge {self.mode} {self.settings.amqp.queue}")
         from relayforge.broker.local import LocalBroker
 
         return LocalBroker()

@@ -60,6 +60,8 @@ class AmqpSettings:
     dlx: str = "relayforge.dlx"
     dlq: str = "relayforge.jobs.dlq"
     routing_prefix: str = "job"
+    # The DLQ keeps the newest this many (the database is the source of truth for dead letters).
+    dlq_max_length: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class RelaySettings:
     poll_interval_ms: int = 1000
     claim_timeout_seconds: int = 30
     max_publish_failures: int = 5
+    queued_timeout_seconds: int = 300
 
 
 @dataclass(frozen=True)

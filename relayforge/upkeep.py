@@ -1,5 +1,6 @@
-"""Periodic upkeep, apart from the work itself: jobs whose consumer died (lease), the outbox
-backlog gauge, and retention. The relay process runs it once a second (retention hourly)."""
+"""Periodic upkeep, apart from the work itself: jobs whose consumer died (lease), jobs queued
+whose message never arrived (RELAY__QUEUED_TIMEOUT_SECONDS), the outbox backlog gauge, and
+retention. The relay process runs it once a second (retention hourly)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class Upkeep:
 
     async def run_once(self) -> None:
         await self.recover_expired_leases()
+        await self.republish_stranded()
         metrics.OUTBOX_PENDING.set(await self._stores.outbox.pending_count())
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
@@ -60,6 +62,15 @@ class Upkeep:
             if job.status is JobStatus.DEAD_LETTERED:
                 metrics.DLQ_MESSAGES.inc()
             log.warning("job lease expired", extra={"job_id": str(job.id), "now": job.status})
+
+    async def republish_stranded(self) -> None:
+        stranded = await self._stores.jobs.republish_stranded(
+            queued_for_seconds=float(self._settings.relay.queued_timeout_seconds),
+            limit=RECOVER_BATCH)
+        if stranded:
+            metrics.JOBS_REPUBLISHED.inc(len(stranded))
+            log.warning("queued jobs had no message; published again",
+                        extra={"count": len(stranded), "job_id": str(stranded[0])})
 
     async def prune(self) -> None:
         r = self._settings.retention

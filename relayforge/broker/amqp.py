@@ -42,9 +42,11 @@ class AmqpIncoming:
 class AmqpBroker:
     name = "rabbitmq"
 
-    def __init__(self, url: str, names: AmqpSettings) -> None:
+    def __init__(self, url: str, names: AmqpSettings, connection_name: str = "relayforge") -> None:
         self._url = url
         self._names = names
+        self._connection_name = connection_name
+        self._handling: set[asyncio.Future[None]] = set()  # held: asyncio keeps weak refs
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -54,7 +56,7 @@ class AmqpBroker:
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": "relayforge"}
+            self._url, client_properties={"connection_name": self._connection_name}
         )
         await self._open_publish_channel()
 
@@ -74,13 +76,31 @@ class AmqpBroker:
         n = self._names
         exchange = await channel.declare_exchange(n.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         dlx = await channel.declare_exchange(n.dlx, aio_pika.ExchangeType.DIRECT, durable=True)
-        dlq = await channel.declare_queue(n.dlq, durable=True)
+        await self._declare_dlq()
+        dlq = await channel.declare_queue(n.dlq, passive=True)
         await dlq.bind(dlx, routing_key=n.dlq)
         queue = await channel.declare_queue(n.queue, durable=True, arguments={
             "x-dead-letter-exchange": n.dlx, "x-dead-letter-routing-key": n.dlq,
         })
         await queue.bind(exchange, routing_key=f"{n.routing_prefix}.*")
         return queue
+
+    async def _declare_dlq(self) -> None:
+        """The DLQ keeps the newest AMQP__DLQ_MAX_LENGTH messages. One declared before that
+        bound existed can't be redeclared with it (RabbitMQ refuses changed arguments): it
+        stays as it is, with a warning, on a channel of its own that the refusal may close."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(self._names.dlq, durable=True, arguments={
+                "x-max-length": self._names.dlq_max_length, "x-overflow": "drop-head"})
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            log.warning("the DLQ exists without a length bound; bound it with a policy "
+                        "(max-length, see README) or re-create it",
+                        extra={"queue": self._names.dlq})
+        finally:
+            if not channel.is_closed:
+                await channel.close()
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -124,7 +144,19 @@ class AmqpBroker:
         self._queue = await self._declare(self._consume_channel)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            await consumer(AmqpIncoming(message))
+            # The handler runs in a task of its own: when the connection drops, aio-pika cancels
+            # this callback, but a handler in hand finishes and records its outcome (its message
+            # comes back after the reconnect as a stale duplicate, which is dropped).
+            task: asyncio.Future[None] = asyncio.ensure_future(consumer(AmqpIncoming(message)))
+            self._handling.add(task)
+            task.add_done_callback(self._handling.discard)
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    log.warning("broker connection lost while a job ran; it finishes and records "
+                                "its outcome, the broker redelivers its message")
+                raise
 
         self._consumer_tag = await self._queue.consume(on_message)
 

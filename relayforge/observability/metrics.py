@@ -47,6 +47,8 @@ INGEST_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
+JOBS_REPUBLISHED = Counter(
+    "jobs_republished_total", "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")
 
 
 def render() -> tuple[bytes, str]:

@@ -70,6 +70,12 @@ class JobStore(Store):
         rows = await self._db.fetch(Q["jobs_recover_expired"], limit)
         return [Recovered(r["id"], JobStatus(r["status"])) for r in rows]
 
+    async def republish_stranded(self, *, queued_for_seconds: float, limit: int
+                                 ) -> list[uuid.UUID]:
+        """Jobs queued longer than that lost their message: publish it again."""
+        rows = await self._db.fetch(Q["jobs_republish_stranded"], queued_for_seconds, limit)
+        return [r["job_id"] for r in rows]
+
     async def reprocess(self, *, extra_attempts: int, limit: int, job_id: uuid.UUID | None = None,
                         tenant_id: uuid.UUID | None = None, source: str | None = None,
                         event_type: str | None = None) -> list[uuid.UUID]:

@@ -9,13 +9,14 @@ import shutil
 import subprocess
 import uuid
 
+import aio_pika
 import asyncpg
 import orjson
 import pytest
 
 from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology, send, wait_for_jobs
 from tests.handlers import WITNESS
-from tests.support import sign_generic
+from tests.support import amqp_url, sign_generic
 
 pytestmark = pytest.mark.faults
 
@@ -185,3 +186,60 @@ async def test_database_connections_killed_lose_nothing(client, start_server, da
     await admin.close()
     assert len(accepted) >= 50
     await assert_each_ran_to_success_once(database, accepted)
+
+
+async def test_a_purged_queue_strands_no_job(client, start_server, database, names):
+    """Messages lost by the broker (here: the jobs queue purged under load) are published again
+    once their job has been `queued` for RELAY__QUEUED_TIMEOUT_SECONDS; every job succeeds,
+    each handler runs to the end once."""
+    ingest = start_server("ingest", database_url=database, **FAST)
+    start_server("relay", database_url=database, **names, **FAST,
+                 RELAY__QUEUED_TIMEOUT_SECONDS="2")
+    docs = list(await asyncio.gather(*(send(client, ingest) for _ in range(40))))
+    await wait_until(database, "SELECT count(*) = 40 FROM jobs WHERE status = 'queued'")
+    connection = await aio_pika.connect(amqp_url())
+    async with connection:
+        channel = await connection.channel()
+        purged = await (await channel.get_queue(names["AMQP__QUEUE"])).purge()
+    assert purged.message_count == 40
+    docs += await asyncio.gather(*(send(client, ingest) for _ in range(40)))
+    start_server("consume", database_url=database, **names, **FAST, **RECORDING)
+    rows = await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
+    assert all(r["attempts"] == 1 for r in rows)
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl on this machine")
+async def test_a_dropped_consumer_connection_lets_running_handlers_finish(
+        client, start_server, database, names):
+    """Only the consumer's connection is closed while handlers run: they finish and record
+    their outcome (no lease recovery, no second run); the redelivered messages are dropped."""
+    env = {**names, **FAST, **RECORDING, "TEST_HANDLER_SLEEP": "1.5", "WORKER__CONCURRENCY": "8",
+           "WORKER__PREFETCH": "8"}
+    ingest = start_server("ingest", database_url=database, **FAST)
+    start_server("relay", database_url=database, **env)
+    consumer = start_server("consume", database_url=database, **env)
+    docs = [await send(client, ingest) for _ in range(16)]
+    await wait_until(database, "SELECT count(*) >= 4 FROM jobs WHERE status = 'processing'")
+    listed = subprocess.run(["rabbitmqctl", "list_connections", "-q", "pid", "client_properties"],
+                            check=True, capture_output=True, text=True, timeout=60).stdout
+    pids = [line.split("\t")[0] for line in listed.splitlines()
+            if f'"relayforge consume {names["AMQP__QUEUE"]}"' in line]
+    assert pids, listed
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "close_connection", pid, "relayforge test"], check=True,
+                       capture_output=True, timeout=60)
+    rows = await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
+    assert all(r["attempts"] == 1 for r in rows), "a handler in hand was cut off"
+    assert "broker connection lost while a job ran" in consumer.log()
+
+
+async def test_the_dlq_keeps_the_newest_messages_up_to_its_bound(client, start_server, names):
+    server = start_server("all", **names, **FAST, AMQP__DLQ_MAX_LENGTH="3")
+    docs = [await send(client, server, force_permanent_fail=True) for _ in range(6)]
+    await wait_for_jobs(server.database_url, [d["job_id"] for d in docs],
+                        statuses=("dead_lettered",))
+    connection = await aio_pika.connect(amqp_url())
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(names["AMQP__DLQ"], passive=True)
+        assert dlq.declaration_result.message_count == 3

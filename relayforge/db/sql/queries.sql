@@ -208,6 +208,28 @@ WHERE o.job_id = j.id AND o.status = 'sent' AND j.status IN ('pending', 'queued'
   AND o.attempt = j.attempts + 1
 RETURNING o.id;
 
+-- name: jobs_republish_stranded
+-- A job `queued` for longer than $1 seconds lost its message (a purged queue, a broker that lost
+-- a non-replicated queue): the message of its next attempt is published again. Should the first
+-- copy turn up after all, job_start drops it as a stale duplicate.
+WITH stranded AS (
+    SELECT id FROM jobs
+    WHERE status = 'queued' AND updated_at < now() - make_interval(secs => $1)
+    ORDER BY updated_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+touched AS (
+    UPDATE jobs j SET updated_at = now()
+    FROM stranded s WHERE j.id = s.id
+    RETURNING j.id, j.attempts
+)
+UPDATE outbox_messages o
+SET status = 'pending', sent_at = NULL, claimed_until = NULL, available_at = now()
+FROM touched t
+WHERE o.job_id = t.id AND o.attempt = t.attempts + 1 AND o.status = 'sent'
+RETURNING o.job_id;
+
 -- name: outbox_prune_sent
 DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < now() - make_interval(days => $1);
 
