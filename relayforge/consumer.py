@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from opentelemetry import trace
 
 from relayforge import messages
+from relayforge.batcher import GroupCommitBatcher
 from relayforge.broker import Broker, IncomingMessage
 from relayforge.db.pool import on_connection_error
 from relayforge.events import DomainEvent
@@ -38,6 +41,16 @@ log = logging.getLogger(__name__)
 
 OUTCOME_WRITE_TRIES = 6
 MAX_ERROR_TEXT = 2000
+BATCH_WRITERS = 2
+
+
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    """A message's (job, attempt) on its way through a batched write; `job` once started."""
+
+    job_id: uuid.UUID
+    attempt: int
+    job: StartedJob | None = None
 
 
 class JobConsumer:
@@ -50,8 +63,16 @@ class JobConsumer:
         self._registry = registry
         self._slots = asyncio.Semaphore(settings.worker.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        # Group commit, as at ingest: the starts and successes of messages in hand at the same
+        # moment are written by one statement each; a message is settled only after its write.
+        size = max(settings.worker.prefetch, 1)
+        self._starts = GroupCommitBatcher(self._start_batch, max_size=size, writers=BATCH_WRITERS)
+        self._successes = GroupCommitBatcher(self._succeed_batch, max_size=size,
+                                             writers=BATCH_WRITERS)
 
     async def start(self) -> None:
+        self._starts.start()
+        self._successes.start()
         await self._broker.start_consuming(self.handle, self._settings.worker.prefetch)
 
     async def stop(self, grace_seconds: float) -> None:
@@ -61,6 +82,20 @@ class JobConsumer:
             _, pending = await asyncio.wait(self._inflight, timeout=grace_seconds)
             for task in pending:  # unfinished: their messages requeue, their leases recover them
                 task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._starts.close()
+        await self._successes.close()
+
+    async def _start_batch(self, batch: list[_Attempt]) -> None:
+        started = await self._jobs.start_many(
+            attempts=[(a.job_id, a.attempt) for a in batch],
+            lease_seconds=float(self._settings.worker.lease_seconds))
+        by_attempt = {(job.id, job.attempts): job for job in started}
+        for a in batch:  # a duplicate message within the batch finds its job taken: stale
+            a.job = by_attempt.pop((a.job_id, a.attempt), None)
+
+    async def _succeed_batch(self, batch: list[_Attempt]) -> None:
+        await self._jobs.succeed_many(attempts=[(a.job_id, a.attempt) for a in batch])
 
     async def handle(self, message: IncomingMessage) -> None:
         task = asyncio.current_task()
@@ -86,8 +121,9 @@ class JobConsumer:
             await self._poison(message, str(exc))
             return
         log_context.job_id.set(str(job_message.job_id))
-        job = await self._jobs.start(job_id=job_message.job_id, attempt=job_message.attempt,
-                                     lease_seconds=float(self._settings.worker.lease_seconds))
+        start = _Attempt(job_message.job_id, job_message.attempt)
+        await self._starts.submit(start)
+        job = start.job
         if job is None:
             state = await self._jobs.state(job_id=job_message.job_id)
             if state is None:
@@ -125,10 +161,11 @@ class JobConsumer:
         metrics.JOB_DURATION.observe(time.perf_counter() - started)
 
         if error is None:
-            await self._write(lambda: self._jobs.succeed(job_id=job.id, attempt=attempt))
+            await self._write(lambda: self._successes.submit(_Attempt(job.id, attempt)))
             await _settle(message.ack)
             metrics.JOBS_PROCESSED.labels(JobStatus.SUCCEEDED).inc()
-            log.info("job succeeded", extra={"attempt": attempt})
+            if log.isEnabledFor(logging.DEBUG):  # the counters carry the rate
+                log.debug("job succeeded", extra={"attempt": attempt})
             return
         reason = _describe(error)
         if isinstance(error, PermanentError) or attempt >= max_attempts:

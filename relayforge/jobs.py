@@ -56,10 +56,12 @@ Handler = Callable[[JobContext], Awaitable[None]]
 
 
 async def record_processed(ctx: JobContext) -> None:
-    """The default handler: the event is recorded as processed (the job ends `succeeded`)."""
-    log.info("event processed", extra={
-        "source": ctx.event.source, "event_type": ctx.event.event_type, "attempt": ctx.attempt,
-    })
+    """The default handler: the event is recorded as processed (the job ends `succeeded`);
+    a line per job only at DEBUG (jobs_processed_total carries the rate)."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("event processed", extra={
+            "source": ctx.event.source, "event_type": ctx.event.event_type,
+            "attempt": ctx.attempt})
 
 
 def backoff_seconds(attempt: int, base_ms: int, max_ms: int, rng: random.Random | None = None) -> float:

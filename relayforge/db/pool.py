@@ -34,10 +34,17 @@ async def on_connection_error(db: asyncpg.Pool | asyncpg.Connection, exc: BaseEx
     return True
 
 
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """Pool connections never carry session state (no SET, LISTEN or advisory lock: those run
+    on connections of their own), so the default reset's round trip on every release is
+    skipped. asyncpg still clears listeners and rolls back an unfinished transaction."""
+
+
 async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
     # No statement cache cap tuning needed: every runtime query is one of a fixed set of names.
     return await asyncpg.create_pool(
-        url, min_size=1, max_size=max_size, command_timeout=60, server_settings={"jit": "off"}
+        url, min_size=1, max_size=max_size, command_timeout=60, server_settings={"jit": "off"},
+        reset=_no_session_state,
     )
 
 

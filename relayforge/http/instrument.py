@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from blacksheep import Request, Response
 from opentelemetry import trace
@@ -38,6 +39,37 @@ def _client_id(raw: bytes | None) -> str | None:
     return text if text.isprintable() else None
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_counters: dict[tuple[str, str, int], Any] = {}
+_timers: dict[tuple[str, str], Any] = {}
+
+
+def _observe(route: str, method: str, status: int, elapsed: float) -> None:
+    """Metric children are looked up once per label set (labels() costs a lock and a hash per
+    call); an unknown method gets one label, not a series of its own."""
+    if method not in KNOWN_METHODS:
+        method = "other"
+    counter = _counters.get((route, method, status))
+    if counter is None:
+        counter = _counters[(route, method, status)] = metrics.HTTP_REQUESTS.labels(
+            route, method, str(status))
+    timer = _timers.get((route, method))
+    if timer is None:
+        timer = _timers[(route, method)] = metrics.HTTP_DURATION.labels(route, method)
+    counter.inc()
+    timer.observe(elapsed)
+
+
+async def _respond(route: str, handler: Handler, request: Request) -> Response:
+    try:
+        return await handler(request)
+    except RelayforgeError as exc:
+        return error_response(exc)
+    except Exception:
+        log.exception("unhandled error", extra={"route": route})
+        return json_response(500, {"error": "internal error", "code": "internal"})
+
+
 def instrument(route: str, handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         started = time.perf_counter()
@@ -54,31 +86,28 @@ def instrument(route: str, handler: Handler) -> Handler:
         })
         carrier_token = _carrier.set(carrier)
         method = request.method
-        with tracing.tracer.start_as_current_span(
-            f"{method} {route}", context=tracing.extract(carrier), kind=trace.SpanKind.SERVER
-        ) as span:
-            trace_token = log_context.trace_id.set(tracing.current_trace_id())
-            try:
-                response = await handler(request)
-            except RelayforgeError as exc:
-                response = error_response(exc)
-            except Exception:
-                log.exception("unhandled error", extra={"route": route})
-                response = json_response(500, {"error": "internal error", "code": "internal"})
-            span.set_attribute("http.route", route)
-            span.set_attribute("http.response.status_code", response.status)
-            status = response.status
-            response.add_header(b"X-Request-Id", request_id.encode())
-            response.add_header(b"X-Correlation-Id", correlation_id.encode())
-            elapsed = time.perf_counter() - started
-            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            metrics.HTTP_DURATION.labels(route, method).observe(elapsed)
-            if access.isEnabledFor(logging.INFO):
-                access.info("request", extra={
-                    "method": method, "route": route, "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                })
-            log_context.trace_id.reset(trace_token)
+        if tracing.recording():
+            with tracing.tracer.start_as_current_span(
+                f"{method} {route}", context=tracing.extract(carrier), kind=trace.SpanKind.SERVER
+            ) as span:
+                trace_token = log_context.trace_id.set(tracing.current_trace_id())
+                response = await _respond(route, handler, request)
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", response.status)
+        else:  # no SDK: no span objects per request; logs still carry the provider's trace id
+            trace_token = log_context.trace_id.set(tracing.incoming_trace_id(carrier))
+            response = await _respond(route, handler, request)
+        status = response.status
+        response.add_header(b"X-Request-Id", request_id.encode())
+        response.add_header(b"X-Correlation-Id", correlation_id.encode())
+        elapsed = time.perf_counter() - started
+        _observe(route, method, status, elapsed)
+        if access.isEnabledFor(logging.INFO):
+            access.info("request", extra={
+                "method": method, "route": route, "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            })
+        log_context.trace_id.reset(trace_token)
         for var, token in zip((log_context.request_id, log_context.correlation_id), tokens,
                               strict=True):
             var.reset(token)

@@ -101,8 +101,12 @@ class WebhookEndpoint:
         answer instead of a reset connection; beyond that the answer comes at once."""
         limit = self._max_body
         declared = request.get_first_header(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        if declared is not None and declared.isdigit():
+            length = int(declared)
+            if length > limit + DRAIN_BYTES:
+                raise PayloadTooLarge(f"body exceeds {limit} bytes")
+            if length <= limit:  # framed by the server: one read, never more than declared
+                return await request.read() or b""
         chunks: list[bytes] = []
         size = 0
         # also bounds chunked bodies with no length (BlackSheep's stub mistypes stream())

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from relayforge.batcher import GroupCommitBatcher
 from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
 from relayforge.errors import InvalidPayload, QuotaExceeded, RelayforgeError, Unavailable
 from relayforge.ids import new_id
 from relayforge.ingest import replay
-from relayforge.ingest.batcher import GroupCommitBatcher
 from relayforge.ingest.delivery import Delivery
 from relayforge.ingest.quota import QuotaLedger
 from relayforge.observability import metrics
@@ -137,15 +137,21 @@ class IngestWriter:
         raise AssertionError("unreachable")
 
     async def _transaction(self, batch: Sequence[Delivery]) -> Written:
+        if not any(d.event_key for d in batch if d.open) and not any(map(_kept_as_evidence, batch)):
+            # One statement is atomic on its own: no BEGIN and COMMIT round trips.
+            return await self._write_rows(self._stores, batch)
         async with self._stores.transaction() as tx:
-            replays = await replay.claim(tx.ingest, batch)
-            accepting = [d for d in batch if d.open and d not in replays]
-            items = [_new_item(d) for d in accepting]
-            outcomes = await tx.ingest.accept(
-                items=items, max_attempts=self._settings.worker.max_attempts) if items else []
-            refused = [(d, self._refused_item(d, d.failure.code if d.failure else "replayed_event"))
-                       for d in batch if d in replays or _kept_as_evidence(d)]
-            await tx.ingest.insert_refused(items=[row for _, row in refused])
+            return await self._write_rows(tx, batch)
+
+    async def _write_rows(self, tx: Stores, batch: Sequence[Delivery]) -> Written:
+        replays = await replay.claim(tx.ingest, batch)
+        accepting = [d for d in batch if d.open and d not in replays]
+        items = [_new_item(d) for d in accepting]
+        outcomes = await tx.ingest.accept(
+            items=items, max_attempts=self._settings.worker.max_attempts) if items else []
+        refused = [(d, self._refused_item(d, d.failure.code if d.failure else "replayed_event"))
+                   for d in batch if d in replays or _kept_as_evidence(d)]
+        await tx.ingest.insert_refused(items=[row for _, row in refused])
         return Written(list(zip(accepting, items, outcomes, strict=True)), replays, refused)
 
     def _refused_item(self, d: Delivery, code: str) -> RefusedItem:

@@ -65,6 +65,17 @@ def inject(ctx: otel_context.Context | None = None) -> dict[str, str]:
     return carrier
 
 
+def recording() -> bool:
+    """Whether spans are recorded (OTEL__ENABLED=true); else none is made per request."""
+    return _configured
+
+
+def incoming_trace_id(carrier: Mapping[str, str]) -> str | None:
+    """The trace id of a (validated) incoming traceparent, for log lines."""
+    traceparent = carrier.get("traceparent")
+    return traceparent[3:35] if traceparent else None
+
+
 def current_trace_id() -> str | None:
     span_context = trace.get_current_span().get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else None

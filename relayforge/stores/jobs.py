@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from relayforge.jobs import JobStatus
@@ -41,8 +42,15 @@ class JobStore(Store):
     async def start(self, *, job_id: uuid.UUID, attempt: int, lease_seconds: float
                     ) -> StartedJob | None:
         """Into `processing` only if `attempt` is exactly the job's next one."""
-        row = await self._db.fetchrow(Q["job_start"], job_id, attempt, lease_seconds)
-        return None if row is None else StartedJob(**dict(row))
+        started = await self.start_many(attempts=[(job_id, attempt)], lease_seconds=lease_seconds)
+        return started[0] if started else None
+
+    async def start_many(self, *, attempts: Sequence[tuple[uuid.UUID, int]],
+                         lease_seconds: float) -> list[StartedJob]:
+        """Start each (job, attempt) that is its job's next attempt; the others were stale."""
+        rows = await self._db.fetch(Q["jobs_start"], [j for j, _ in attempts],
+                                    [a for _, a in attempts], lease_seconds)
+        return [StartedJob(**dict(r)) for r in rows]
 
     async def state(self, *, job_id: uuid.UUID) -> JobState | None:
         row = await self._db.fetchrow(Q["job_state"], job_id)
@@ -53,7 +61,14 @@ class JobStore(Store):
     # attempt has started, and never moves a finished job.
 
     async def succeed(self, *, job_id: uuid.UUID, attempt: int) -> bool:
-        return await self._db.fetchval(Q["job_succeed"], job_id, attempt) is not None
+        return bool(await self.succeed_many(attempts=[(job_id, attempt)]))
+
+    async def succeed_many(self, *, attempts: Sequence[tuple[uuid.UUID, int]]
+                           ) -> set[uuid.UUID]:
+        """The jobs whose success was recorded (each attempt's own outcome, if still current)."""
+        rows = await self._db.fetch(Q["jobs_succeed"], [j for j, _ in attempts],
+                                    [a for _, a in attempts])
+        return {r["id"] for r in rows}
 
     async def retry(self, *, job_id: uuid.UUID, attempt: int, error: str, delay_seconds: float,
                     headers: str) -> bool:

@@ -25,6 +25,11 @@ class SecretStore(Store):
         rows = await self._db.fetch(Q["secrets_for_tenant"], tenant_id, provider)
         return [SecretRow(**dict(r)) for r in rows]
 
+    async def managed(self, *, limit: int) -> set[tuple[uuid.UUID, str]]:
+        """The (tenant, provider) pairs that have DB secrets, at most `limit` of them."""
+        rows = await self._db.fetch(Q["secrets_managed"], limit)
+        return {(r["tenant_id"], r["provider"]) for r in rows}
+
     async def rotate(self, *, secret_id: uuid.UUID, tenant_id: uuid.UUID, provider: str,
                      nonce: bytes, ciphertext: bytes, fingerprint: str,
                      previous_expires_in_seconds: int) -> SecretView:

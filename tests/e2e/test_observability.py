@@ -88,7 +88,7 @@ async def test_one_trace_from_request_to_last_retry(client, start_server, collec
 
 
 async def test_logs_are_json_lines_with_context(client, start_server):
-    server = start_server("all", **FAST, LOG__LEVEL="INFO")  # OpenTelemetry SDK off
+    server = start_server("all", **FAST, LOG__LEVEL="DEBUG")  # OpenTelemetry SDK off
     trace_id = uuid.uuid4().hex
     body = orjson.dumps({"event": "logged"})
     from tests.support import sign_generic

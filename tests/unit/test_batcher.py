@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from relayforge.ingest.batcher import GroupCommitBatcher
+from relayforge.batcher import GroupCommitBatcher
 
 
 class Recorder:

@@ -106,6 +106,10 @@ FROM tenant_provider_secrets
 WHERE tenant_id = $1 AND provider = $2
 ORDER BY created_at DESC;
 
+-- name: secrets_managed
+-- Every (tenant, provider) that has DB secrets, expired ones too; at most $1 rows.
+SELECT DISTINCT tenant_id, provider FROM tenant_provider_secrets LIMIT $1;
+
 -- name: secrets_expire_previous
 UPDATE tenant_provider_secrets
 SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), now() + make_interval(secs => $3))
@@ -235,25 +239,30 @@ DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < now() - make_int
 
 ------------------------------------------------------------------------------ jobs (consumer)
 
--- name: job_start
--- The only way into `processing`: the message must start exactly the next attempt.
-UPDATE jobs
-SET status = 'processing', attempts = attempts + 1, updated_at = now(),
+-- name: jobs_start
+-- The only way into `processing`: each message must start exactly its job's next attempt. One
+-- statement for the messages a consumer took at once ($1 job ids, $2 the attempts they start).
+UPDATE jobs j
+SET status = 'processing', attempts = j.attempts + 1, updated_at = now(),
     lease_expires_at = now() + make_interval(secs => $3)
-WHERE id = $1 AND status IN ('pending', 'queued', 'retrying') AND attempts = $2 - 1
-  AND attempts < max_attempts
-RETURNING id, tenant_id, source, event, attempts, max_attempts, correlation_id,
-          trace_context::text AS trace_context;
+FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
+WHERE j.id = m.id AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
+  AND j.attempts < j.max_attempts
+RETURNING j.id, j.tenant_id, j.source, j.event, j.attempts, j.max_attempts, j.correlation_id,
+          j.trace_context::text AS trace_context;
 
 -- name: job_state
 SELECT status, attempts, max_attempts FROM jobs WHERE id = $1;
 
--- name: job_succeed
--- An attempt's outcome stands as long as no later attempt has started (attempts = $2), even if
--- its lease expired meanwhile and the recovery scheduled the next try: that message is dropped.
-UPDATE jobs SET status = 'succeeded', last_error = NULL, lease_expires_at = NULL, updated_at = now()
-WHERE id = $1 AND attempts = $2 AND status <> 'succeeded'
-RETURNING id;
+-- name: jobs_succeed
+-- An attempt's outcome stands as long as no later attempt has started (attempts = its attempt),
+-- even if its lease expired meanwhile and the recovery scheduled the next try: that message is
+-- dropped. One statement for the successes of a moment ($1 job ids, $2 attempts).
+UPDATE jobs j
+SET status = 'succeeded', last_error = NULL, lease_expires_at = NULL, updated_at = now()
+FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
+WHERE j.id = m.id AND j.attempts = m.attempt AND j.status <> 'succeeded'
+RETURNING j.id;
 
 -- name: job_retry
 -- Fail the attempt and schedule the next one through the outbox, atomically.

@@ -1,0 +1,99 @@
+"""What the benchmarks share: a fresh database, servers with the limiter out of the way, unique
+RabbitMQ names, a progress bar, and the one way each prints its figure next to its baseline.
+
+Every benchmark sends traffic to loopback only and is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import support  # noqa: E402
+
+SECRET = "bench-generic-secret"
+UNLIMITED = {
+    "HARDENING__INGRESS_RATE_LIMIT_PER_SECOND": "1000000", "HARDENING__INGRESS_BURST": "1000000",
+    "HARDENING__TENANT_RATE_LIMIT_PER_SECOND": "1000000",
+    "HARDENING__TENANT_RATE_LIMIT_BURST": "1000000", "HARDENING__TENANT_DAILY_QUOTA": "0",
+}
+
+
+def amqp_names(prefix: str) -> dict[str, str]:
+    return {"AMQP__URL": support.amqp_url(), "AMQP__EXCHANGE": f"{prefix}.events",
+            "AMQP__QUEUE": f"{prefix}.jobs", "AMQP__DLX": f"{prefix}.dlx",
+            "AMQP__DLQ": f"{prefix}.dlq"}
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    """A fresh, migrated database on the test PostgreSQL, dropped afterwards."""
+    name, url = asyncio.run(support.create_database(prefix="rf_bench"))
+    try:
+        yield url
+    finally:
+        asyncio.run(support.drop_database(name))
+
+
+class Servers:
+    """`relayforge serve` processes for one benchmark, stopped together."""
+
+    def __init__(self, database_url: str, **env: str) -> None:
+        self._env = support.base_env() | {
+            "DATABASE__URL": database_url, "DATABASE__MIGRATE_ON_START": "true",
+            "WEBHOOKS__GENERIC_HMAC_SECRET": SECRET, "DATABASE__MAX_CONNECTIONS": "20",
+            "LOG__LEVEL": "WARNING",
+        } | UNLIMITED | env
+        self.database_url = database_url
+        self.started: list[support.Server] = []
+
+    def start(self, mode: str, **env: str) -> support.Server:
+        port = support.free_port()
+        log = Path(tempfile.gettempdir()) / f"relayforge-bench-{mode}-{port}.log"
+        server = support.Server(f"http://127.0.0.1:{port}", self.database_url,
+                                self._env | {"SERVER__PORT": str(port)} | env, mode, log)
+        server.start(timeout=60)
+        self.started.append(server)
+        return server
+
+    def __enter__(self) -> Servers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.started:
+            server.stop()
+
+
+def progress(label: str, done: float, total: float) -> None:
+    width = 30
+    filled = int(width * min(done / total, 1)) if total else width
+    sys.stderr.write(f"\r{label:<28} [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{done:,.0f}/{total:,.0f}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def report(figure: str, ours: float, baseline: float, baseline_name: str, unit: str,
+           target: float | None = None) -> None:
+    """The project's figure, the baseline measured in the same run, and their ratio."""
+    ratio = ours / baseline if baseline else float("nan")
+    print(f"{figure}: relayforge {ours:,.0f} {unit}, {baseline_name} {baseline:,.0f} {unit}, "
+          f"ratio {ratio:.2f}" + (f" (target >= {target})" if target is not None else ""))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:8]}"
+
+
+def now() -> float:
+    return time.monotonic()

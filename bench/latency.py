@@ -1,0 +1,116 @@
+"""Ingest → succeeded latency at fixed offered rates, mode `all` on RabbitMQ.
+
+    .venv/bin/python bench/latency.py                        # 50, 300, 1000 webhooks/s
+    .venv/bin/python bench/latency.py --rates 1000 --seconds 20
+
+Signed unique webhooks are offered at each rate over 32 keep-alive connections (wrk, each
+connection paced); the figure is the percentiles of `updated_at - created_at` of the succeeded
+jobs, both read from the database: from the request being recorded to the job's final update.
+The baseline is the same server's bare HTTP round trip (`GET /healthz`) at the same rate, so
+the ratio says how much of a second the pipeline adds. Chart: bench/out/latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+
+from common import ROOT, Servers, amqp_names, database, progress, unique
+from ingest_wrk import BENCH, _ms, bodies
+from pipeline_drain import _delete
+
+OUT = ROOT / "bench" / "out"
+CONNECTIONS = 32
+
+
+def offer(url: str, rate: int, seconds: int, path: str = "") -> float:
+    """Offer `rate` requests/s for `seconds`; returns wrk's p50 in ms."""
+    env = os.environ | {"BENCH_BODIES": str(OUT / "bodies.txt"),
+                        "BENCH_DELAY_MS": str(max(1, round(CONNECTIONS * 1000 / rate)))}
+    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    if not path:
+        args += ["-s", str(BENCH / "wrk_webhooks.lua")]
+    out = subprocess.run(args + [url + path], capture_output=True, text=True, env=env,
+                         timeout=seconds + 60, check=True).stdout
+    return _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+
+
+async def percentiles(database_url: str, timeout: float = 120) -> dict[str, float]:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(int(timeout * 4)):
+            if not await conn.fetchval(
+                    "SELECT count(*) FROM jobs WHERE status NOT IN ('succeeded', 'dead_lettered')"):
+                break
+            await asyncio.sleep(0.25)
+        row = await conn.fetchrow("""
+            SELECT count(*) AS n,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY lat) * 1000 AS p50,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY lat) * 1000 AS p99
+            FROM (SELECT extract(epoch FROM updated_at - created_at) AS lat
+                  FROM jobs WHERE status = 'succeeded') l""")
+        await conn.execute("TRUNCATE jobs, webhook_inbox, outbox_messages")
+        return {"n": row["n"], "p50": row["p50"], "p99": row["p99"]}
+    finally:
+        await conn.close()
+
+
+def chart(rows: list[tuple[int, dict[str, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rates = [r for r, _ in rows]
+    ax.plot(rates, [s["p50"] for _, s in rows], marker="o", label="p50")
+    ax.plot(rates, [s["p99"] for _, s in rows], marker="^", label="p99")
+    ax.axhline(20, color="grey", linestyle=":", label="targets at 1,000/s: p50 20 ms, p99 200 ms")
+    ax.axhline(200, color="grey", linestyle=":")
+    ax.set_xlabel("webhooks/s offered (mode all, RabbitMQ)")
+    ax.set_ylabel("request recorded → job succeeded, ms")
+    ax.set_yscale("log")
+    ax.set_title("Ingest → succeeded latency (2-core machine, all on one box)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="50,300,1000")
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    bodies(OUT / "bodies.txt")
+    rates = [int(r) for r in args.rates.split(",")]
+    prefix = unique("rf.bench.latency")
+    rows = []
+    with database() as url, Servers(url, **amqp_names(prefix)) as servers:
+        server = servers.start("all")
+        try:
+            for i, rate in enumerate(rates):
+                progress("offering rates", i, len(rates))
+                probe_p50 = offer(server.url, rate, 5, "/healthz")
+                offer(server.url, rate, args.seconds)
+                stats = asyncio.run(percentiles(url))
+                rows.append((rate, stats | {"probe_p50": probe_p50}))
+            progress("offering rates", len(rates), len(rates))
+        finally:
+            asyncio.run(_delete(prefix))
+    for rate, s in rows:
+        print(f"{rate:>5}/s offered: {s['n']:,.0f} jobs, ingest→succeeded p50 {s['p50']:.1f} ms, "
+              f"p99 {s['p99']:.1f} ms; bare round trip p50 {s['probe_p50']:.1f} ms "
+              f"(targets at 1,000/s: p50 < 20, p99 < 200)")
+    chart(rows, str(OUT / "latency.png"))
+    print(f"chart: {OUT / 'latency.png'}")
+
+
+if __name__ == "__main__":
+    main()
