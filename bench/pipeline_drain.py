@@ -157,9 +157,7 @@ async def bare_consume(url: str, queue: str, jobs: int, out: Path) -> None:
 
 
 def bare_drain(jobs: int) -> tuple[float, list[tuple[float, int]]]:
-    from tests import support
-
-    url, queue = support.amqp_url(), unique("rf.bench.bare")
+    queue = unique("rf.bench.bare")
     stamps_file = OUT / "bare-stamps.txt"
     me = [sys.executable, __file__]
     consumer = subprocess.Popen(me + ["--bare", "consume", "--queue", queue, "--jobs", str(jobs)])
