@@ -95,6 +95,8 @@ def main() -> None:
     with database() as url, Servers(url, **amqp_names(prefix)) as servers:
         server = servers.start("all")
         try:
+            offer(server.url, 50, 3)  # warm up: connections, listener, prepared statements
+            asyncio.run(percentiles(url))
             for i, rate in enumerate(rates):
                 progress("offering rates", i, len(rates))
                 probe_p50 = offer(server.url, rate, 5, "/healthz")

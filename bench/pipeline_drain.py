@@ -150,8 +150,9 @@ async def bare_consume(url: str, queue: str, jobs: int, out: Path) -> None:
             if len(stamps) >= jobs:
                 finished.set()
 
-        await q.consume(on_message)
+        tag = await q.consume(on_message)
         await asyncio.wait_for(finished.wait(), jobs / 100 + 60)
+        await q.cancel(tag)
         await channel.queue_delete(queue)
     out.write_text("\n".join(f"{s:.6f}" for s in stamps))
 

@@ -134,17 +134,22 @@ class JobConsumer:
                     "attempts": state.attempts})
                 await message.ack()
             return
+        carrier = messages.trace_carrier(message.headers)
+        log_context.correlation_id.set(job.correlation_id)
+        log_context.tenant_id.set(str(job.tenant_id))
+        if not tracing.recording():  # no span objects per job; logs keep the trace id
+            log_context.trace_id.set(tracing.incoming_trace_id(carrier))
+            await self._run(message, job, carrier)
+            return
         with tracing.tracer.start_as_current_span(
-            f"job {job.source}", context=tracing.extract(messages.trace_carrier(message.headers)),
-            kind=trace.SpanKind.CONSUMER,
+            f"job {job.source}", context=tracing.extract(carrier), kind=trace.SpanKind.CONSUMER,
             attributes={"relayforge.job_id": str(job.id), "relayforge.attempt": job.attempts},
         ):
             log_context.trace_id.set(tracing.current_trace_id())
-            log_context.correlation_id.set(job.correlation_id)
-            log_context.tenant_id.set(str(job.tenant_id))
-            await self._run(message, job)
+            await self._run(message, job, carrier)
 
-    async def _run(self, message: IncomingMessage, job: StartedJob) -> None:
+    async def _run(self, message: IncomingMessage, job: StartedJob,
+                   carrier: dict[str, str]) -> None:
         attempt, max_attempts = job.attempts, job.max_attempts
         event = DomainEvent.from_json(job.event)
         ctx = JobContext(job.id, job.tenant_id, attempt, max_attempts, event, job.correlation_id)
@@ -153,7 +158,8 @@ class JobConsumer:
         try:
             apply_test_faults(ctx, self._settings)
             handler = self._registry.resolve(event)
-            await asyncio.wait_for(handler(ctx), self._settings.worker.job_timeout_seconds)
+            async with asyncio.timeout(self._settings.worker.job_timeout_seconds):
+                await handler(ctx)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the handler's failure is the job's outcome, not ours
@@ -178,7 +184,8 @@ class JobConsumer:
             return
         w = self._settings.worker
         delay = backoff_seconds(attempt, w.backoff_base_ms, w.backoff_max_ms)
-        headers = orjson.dumps({**tracing.carry({}), "correlation_id": job.correlation_id})
+        # The next attempt continues this trace: this span's context, else the incoming one.
+        headers = orjson.dumps({**tracing.carry(carrier), "correlation_id": job.correlation_id})
         await self._write(lambda: self._jobs.retry(job_id=job.id, attempt=attempt, error=reason,
                                                    delay_seconds=delay, headers=headers.decode()))
         await _settle(message.ack)

@@ -63,6 +63,9 @@ class Relay:
                     await self._outbox.release_mine(owner=self._identity)
                     self._release_claims = False
                 await self._ensure_listener()
+                # Cleared before the claim: a NOTIFY that comes while this batch is published
+                # wakes the next round at once instead of being lost to a later clear().
+                self._wake.clear()
                 published = await self.relay_once()
                 errors = 0
                 if published >= self._settings.relay.batch_size:
@@ -94,7 +97,6 @@ class Relay:
         next_due = await self._outbox.next_due_in()
         if next_due is not None:
             timeout = max(0.0, min(timeout, next_due))
-        self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:

@@ -107,8 +107,8 @@ class WorkerSettings:
     max_attempts: int = 5
     backoff_base_ms: int = 500
     backoff_max_ms: int = 60000
-    concurrency: int = 16
-    prefetch: int = 32
+    concurrency: int = 64
+    prefetch: int = 128
     job_timeout_seconds: float = 30.0
     lease_seconds: int = 120
     enable_test_faults: bool = False

@@ -216,3 +216,19 @@ async def test_test_faults_are_ignored_unless_enabled(client, start_server):
     permanent = await send(client, server, force_permanent_fail=True)
     rows = await wait_for_jobs(server.database_url, [failing["job_id"], permanent["job_id"]])
     assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 2
+
+
+async def test_retries_carry_the_providers_trace_with_tracing_off(client, pipeline, db):
+    trace_id = uuid.uuid4().hex
+    body = orjson.dumps({"event": "traced", "data": {"n": uuid.uuid4().hex},
+                         "fail_until_attempt": 1})
+    r = await client.post(f"{pipeline.url}/webhooks/generic", content=body, headers={
+        "X-Signature": sign_generic(body), "X-Tenant-Id": new_tenant(),
+        "traceparent": f"00-{trace_id}-{'3' * 16}-01"})
+    [job] = await wait_for_jobs(pipeline.database_url, [r.json()["job_id"]])
+    assert (job["status"], job["attempts"]) == ("succeeded", 2)
+    conn = await db(pipeline.database_url)
+    rows = await conn.fetch("SELECT attempt, headers->>'traceparent' AS tp FROM outbox_messages "
+                            "WHERE job_id = $1 ORDER BY attempt", job["id"])
+    assert [r["attempt"] for r in rows] == [1, 2]
+    assert all(r["tp"] and r["tp"][3:35] == trace_id for r in rows), rows

@@ -3,6 +3,7 @@ transition is conditional, so late and duplicate messages can't move a job backw
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 
@@ -175,3 +176,34 @@ async def test_a_relay_gives_back_its_own_claims_after_an_error(conn):
     await outbox(conn).claim(limit=1, lease_seconds=30.0, owner="relay-b")
     await outbox(conn).release_mine(owner="relay-a")
     assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-c")) == 1  # only a's row
+
+
+async def test_relay_and_consumer_batches_never_deadlock(template_db):
+    """The relay marks rows sent while consumers start and finish the same jobs (the delivery
+    beat the confirm), each in multi-row statements, many at once: row locks are taken in id
+    order everywhere, so PostgreSQL never has to break a deadlock (which costs a second)."""
+    import asyncio
+
+    name, url = await create_database(template_db)
+    pool = await asyncpg.create_pool(url, min_size=6, max_size=6)  # 6 statements at once
+    try:
+        async with pool.acquire() as conn:
+            ids = [await new_job(conn, max_attempts=5) for _ in range(120)]
+        stores = Stores(pool)
+        claimed = await stores.outbox.claim(limit=1000, lease_seconds=30.0, owner="relay")
+        by_job = {r.job_id: r.id for r in claimed}
+        rng = random.Random(7)
+        for _ in range(40):
+            shuffled = rng.sample(ids, len(ids))
+            chunks = [shuffled[i::5] for i in range(5)]
+            await asyncio.gather(
+                stores.outbox.mark_sent(ids=[by_job[j] for j in rng.sample(ids, len(ids))]),
+                *(stores.jobs.start_many(attempts=[(j, 1) for j in chunk], lease_seconds=LEASE)
+                  for chunk in chunks),
+            )
+            async with pool.acquire() as conn:  # back to the start for the next round
+                await conn.execute("UPDATE jobs SET status = 'pending', attempts = 0")
+                await conn.execute("UPDATE outbox_messages SET status = 'pending'")
+    finally:
+        await pool.close()
+        await drop_database(name)

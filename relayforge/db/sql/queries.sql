@@ -157,10 +157,14 @@ WITH sent AS (
     SET status = 'sent', sent_at = now(), claimed_until = NULL, last_error = NULL
     WHERE id = ANY($1::bigint[]) AND status = 'pending'
     RETURNING job_id, attempt
+),
+locked AS (  -- in id order, like every multi-row update of jobs (no deadlock with consumers)
+    SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM sent) ORDER BY j.id FOR UPDATE
 )
 UPDATE jobs j SET status = 'queued', updated_at = now()
-FROM sent
-WHERE j.id = sent.job_id AND j.status IN ('pending', 'retrying') AND j.attempts = sent.attempt - 1;
+FROM sent, locked
+WHERE j.id = sent.job_id AND locked.id = j.id AND j.status IN ('pending', 'retrying')
+  AND j.attempts = sent.attempt - 1;
 
 -- name: outbox_release
 UPDATE outbox_messages
@@ -242,11 +246,20 @@ DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < now() - make_int
 -- name: jobs_start
 -- The only way into `processing`: each message must start exactly its job's next attempt. One
 -- statement for the messages a consumer took at once ($1 job ids, $2 the attempts they start).
+-- Every multi-row update of jobs takes its row locks in id order first (`locked`), so batches
+-- of the relay and consumers never deadlock on each other.
+WITH m AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
+),
+locked AS (
+    SELECT j.id FROM jobs j WHERE j.id IN (SELECT id FROM m) ORDER BY j.id FOR UPDATE
+)
 UPDATE jobs j
 SET status = 'processing', attempts = j.attempts + 1, updated_at = now(),
     lease_expires_at = now() + make_interval(secs => $3)
-FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
-WHERE j.id = m.id AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
+FROM m, locked
+WHERE j.id = m.id AND locked.id = j.id
+  AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
   AND j.attempts < j.max_attempts
 RETURNING j.id, j.tenant_id, j.source, j.event, j.attempts, j.max_attempts, j.correlation_id,
           j.trace_context::text AS trace_context;
@@ -258,10 +271,16 @@ SELECT status, attempts, max_attempts FROM jobs WHERE id = $1;
 -- An attempt's outcome stands as long as no later attempt has started (attempts = its attempt),
 -- even if its lease expired meanwhile and the recovery scheduled the next try: that message is
 -- dropped. One statement for the successes of a moment ($1 job ids, $2 attempts).
+WITH m AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
+),
+locked AS (
+    SELECT j.id FROM jobs j WHERE j.id IN (SELECT id FROM m) ORDER BY j.id FOR UPDATE
+)
 UPDATE jobs j
 SET status = 'succeeded', last_error = NULL, lease_expires_at = NULL, updated_at = now()
-FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
-WHERE j.id = m.id AND j.attempts = m.attempt AND j.status <> 'succeeded'
+FROM m, locked
+WHERE j.id = m.id AND locked.id = j.id AND j.attempts = m.attempt AND j.status <> 'succeeded'
 RETURNING j.id;
 
 -- name: job_retry
