@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -89,6 +90,36 @@ def report(figure: str, ours: float, baseline: float, baseline_name: str, unit: 
     ratio = ours / baseline if baseline else float("nan")
     print(f"{figure}: relayforge {ours:,.0f} {unit}, {baseline_name} {baseline:,.0f} {unit}, "
           f"ratio {ratio:.2f}" + (f" (target >= {target})" if target is not None else ""))
+
+
+@contextmanager
+def chart(path: Path, title: str, xlabel: str, ylabel: str, log_y: bool = False) -> Iterator[Any]:
+    """A matplotlib axes to draw on; saved as a PNG (same size and style for every benchmark)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    yield ax
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+_runs = iter(range(1, 65536))
+
+
+def next_run() -> str:
+    """A number for each load run of this process: the wrk script keeps its tenants apart."""
+    return str(next(_runs))
 
 
 def unique(prefix: str) -> str:

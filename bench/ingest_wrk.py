@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, SECRET, Servers, database, progress, report
+from common import ROOT, SECRET, Servers, chart, database, next_run, progress, report
 
 from tests import support
 
@@ -63,7 +63,8 @@ def wrk(url: str, seconds: int, connections: int, bodies_file: Path) -> WrkResul
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s",
          "-s", str(BENCH / "wrk_webhooks.lua"), url],
-        capture_output=True, text=True, env=os.environ | {"BENCH_BODIES": str(bodies_file)},
+        capture_output=True, text=True,
+        env=os.environ | {"BENCH_BODIES": str(bodies_file), "BENCH_RUN": next_run()},
         timeout=seconds + 60, check=True).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return WrkResult(
@@ -141,25 +142,15 @@ def sweep(url: str, label: str, bodies_file: Path, steps: list[int]) -> list[Wrk
     return results
 
 
-def chart(ours: list[WrkResult], echo: list[WrkResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for results, name, style in ((ours, "relayforge ingest", "-"), (echo, "bare echo app", "--")):
-        x = [r.rps for r in results]
-        ax.plot(x, [r.p50_ms for r in results], style, marker="o", label=f"{name} p50")
-        ax.plot(x, [r.p99_ms for r in results], style, marker="^", label=f"{name} p99")
-    ax.set_xlabel("requests/s achieved (wrk, 8 to 128 connections)")
-    ax.set_ylabel("latency, ms")
-    ax.set_yscale("log")
-    ax.set_title("Ingest latency against load (2-core machine, all on one box)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def draw(ours: list[WrkResult], echo: list[WrkResult], path: Path) -> None:
+    with chart(path, "Ingest latency against load (2-core machine, all on one box)",
+               "requests/s achieved (wrk, 8 to 128 connections)", "latency, ms",
+               log_y=True) as ax:
+        for results, name, style in ((ours, "relayforge ingest", "-"),
+                                     (echo, "bare echo app", "--")):
+            x = [r.rps for r in results]
+            ax.plot(x, [r.p50_ms for r in results], style, marker="o", label=f"{name} p50")
+            ax.plot(x, [r.p99_ms for r in results], style, marker="^", label=f"{name} p99")
 
 
 def main() -> None:
@@ -200,7 +191,7 @@ def main() -> None:
     print(f"  echo:       p50 {echo_result.p50_ms:.1f} ms, p99 {echo_result.p99_ms:.1f} ms, "
           f"{echo_result.requests:,} requests, {echo_result.non_2xx} non-2xx")
     if ours_sweep:
-        chart(ours_sweep, echo_sweep, OUT / "ingest.png")
+        draw(ours_sweep, echo_sweep, OUT / "ingest.png")
         print(f"chart: {OUT / 'ingest.png'}")
 
 

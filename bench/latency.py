@@ -17,10 +17,12 @@ import asyncio
 import os
 import re
 import subprocess
+from pathlib import Path
 
-from common import ROOT, Servers, amqp_names, database, progress, unique
+from common import ROOT, Servers, amqp_names, chart, database, next_run, progress, unique
 from ingest_wrk import BENCH, _ms, bodies
-from pipeline_drain import _delete
+
+from tests.e2e.pipeline_support import delete_topology
 
 OUT = ROOT / "bench" / "out"
 CONNECTIONS = 32
@@ -29,7 +31,7 @@ CONNECTIONS = 32
 def offer(url: str, delay_ms: float, seconds: int, path: str = "") -> tuple[float, float]:
     """Requests at a pace of one per `delay_ms` per connection for `seconds`;
     returns (requests/s achieved, wrk's p50 in ms)."""
-    env = os.environ | {"BENCH_BODIES": str(OUT / "bodies.txt"),
+    env = os.environ | {"BENCH_BODIES": str(OUT / "bodies.txt"), "BENCH_RUN": next_run(),
                         "BENCH_DELAY_MS": str(max(1, round(delay_ms)))}
     args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
     if not path:
@@ -83,26 +85,16 @@ async def percentiles(database_url: str, since: object, timeout: float = 120
         await conn.close()
 
 
-def chart(rows: list[tuple[int, dict[str, float]]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    rates = [r for r, _ in rows]
-    ax.plot(rates, [s["p50"] for _, s in rows], marker="o", label="p50")
-    ax.plot(rates, [s["p99"] for _, s in rows], marker="^", label="p99")
-    ax.axhline(20, color="grey", linestyle=":", label="targets at 1,000/s: p50 20 ms, p99 200 ms")
-    ax.axhline(200, color="grey", linestyle=":")
-    ax.set_xlabel("webhooks/s offered (mode all, RabbitMQ)")
-    ax.set_ylabel("request recorded → job succeeded, ms")
-    ax.set_yscale("log")
-    ax.set_title("Ingest → succeeded latency (2-core machine, all on one box)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def draw(rows: list[tuple[int, dict[str, float]]], path: Path) -> None:
+    with chart(path, "Ingest → succeeded latency (2-core machine, all on one box)",
+               "webhooks/s offered (mode all, RabbitMQ)", "request recorded → job succeeded, ms",
+               log_y=True) as ax:
+        rates = [r for r, _ in rows]
+        ax.plot(rates, [s["p50"] for _, s in rows], marker="o", label="p50")
+        ax.plot(rates, [s["p99"] for _, s in rows], marker="^", label="p99")
+        ax.axhline(20, color="grey", linestyle=":",
+                   label="targets at 1,000/s: p50 20 ms, p99 200 ms")
+        ax.axhline(200, color="grey", linestyle=":")
 
 
 def main() -> None:
@@ -129,13 +121,13 @@ def main() -> None:
                 rows.append((rate, stats | {"probe_p50": probe_p50, "achieved": achieved}))
             progress("offering rates", len(rates), len(rates))
         finally:
-            asyncio.run(_delete(prefix))
+            asyncio.run(delete_topology(prefix))
     for rate, s in rows:
         print(f"{rate:>5}/s offered ({s['achieved']:,.0f}/s achieved): {s['n']:,.0f} jobs, "
               f"ingest→succeeded p50 {s['p50']:.1f} ms, "
               f"p99 {s['p99']:.1f} ms; bare round trip p50 {s['probe_p50']:.1f} ms "
               f"(targets at 1,000/s: p50 < 20, p99 < 200)")
-    chart(rows, str(OUT / "latency.png"))
+    draw(rows, OUT / "latency.png")
     print(f"chart: {OUT / 'latency.png'}")
 
 

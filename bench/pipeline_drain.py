@@ -28,11 +28,14 @@ from common import (
     SECRET,
     Servers,
     amqp_names,
+    chart,
     database,
     progress,
     report,
     unique,
 )
+
+from tests.e2e.pipeline_support import delete_topology
 
 OUT = ROOT / "bench" / "out"
 
@@ -97,19 +100,7 @@ def relayforge_drain(jobs: int) -> tuple[float, list[tuple[float, int]]]:
         try:
             return asyncio.run(watch(url, jobs, timeout=jobs / 20 + 60))
         finally:
-            asyncio.run(_delete(prefix))
-
-
-async def _delete(prefix: str) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(amqp_names(prefix)["AMQP__URL"])
-    async with connection:
-        channel = await connection.channel()
-        for queue in (f"{prefix}.jobs", f"{prefix}.dlq"):
-            await channel.queue_delete(queue)
-        for exchange in (f"{prefix}.events", f"{prefix}.dlx"):
-            await channel.exchange_delete(exchange)
+            asyncio.run(delete_topology(prefix))
 
 
 # ----------------------------------------------------------------------------- the baseline
@@ -173,23 +164,12 @@ def bare_drain(jobs: int) -> tuple[float, list[tuple[float, int]]]:
     return len(stamps) / max(stamps[-1] - first, 1e-6), series
 
 
-def chart(ours: list[tuple[float, int]], bare: list[tuple[float, int]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([t for t, _ in ours], [n for _, n in ours], label="relayforge: relay + consumer")
-    ax.plot([t for t, _ in bare], [n for _, n in bare], label="bare aio-pika publish + consume",
-            linestyle="--")
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("jobs done")
-    ax.set_title("Pipeline drain (2-core machine, PostgreSQL and RabbitMQ on the same box)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def draw(ours: list[tuple[float, int]], bare: list[tuple[float, int]], path: Path) -> None:
+    with chart(path, "Pipeline drain (2-core machine, PostgreSQL and RabbitMQ on the same box)",
+               "seconds", "jobs done") as ax:
+        ax.plot([t for t, _ in ours], [n for _, n in ours], label="relayforge: relay + consumer")
+        ax.plot([t for t, _ in bare], [n for _, n in bare],
+                label="bare aio-pika publish + consume", linestyle="--")
 
 
 def main() -> None:
@@ -211,7 +191,7 @@ def main() -> None:
     ours_rate, ours_series = relayforge_drain(args.jobs)
     report(f"pipeline drain, {args.jobs:,} jobs", ours_rate, bare_rate, "bare aio-pika", "jobs/s",
            target=0.5)
-    chart(ours_series, bare_series, OUT / "pipeline_drain.png")
+    draw(ours_series, bare_series, OUT / "pipeline_drain.png")
     print(f"chart: {OUT / 'pipeline_drain.png'}")
 
 

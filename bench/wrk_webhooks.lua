@@ -1,9 +1,11 @@
 -- Signed generic webhooks for wrk: a few pre-signed ~1 KiB bodies (BENCH_BODIES, one
 -- "signature body" pair per line), each request from a new tenant, so every request makes a
--- new job (the dedup key is per tenant) without signing in Lua.
+-- new job (the dedup key is per tenant) without signing in Lua. BENCH_RUN (0..65535) keeps
+-- the tenants of one wrk run apart from those of the runs before it.
 local pairs_ = {}
 local counter = 0
 local thread_id = 0
+local run = tonumber(os.getenv("BENCH_RUN") or "0")
 
 function setup(thread)
   thread_id = thread_id + 1
@@ -26,7 +28,7 @@ end
 request = function()
   counter = counter + 1
   local p = pairs_[(counter % #pairs_) + 1]
-  local tenant = string.format("%08x-0000-4000-8000-%012x", tid, counter)
+  local tenant = string.format("%08x-%04x-4000-8000-%012x", tid, run, counter)
   return wrk.format("POST", "/webhooks/generic", {
     ["Content-Type"] = "application/json",
     ["X-Signature"] = p[1],
