@@ -101,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="50,300,1000")
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1, help="SERVER__WORKERS of the server")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     bodies(OUT / "bodies.txt")
@@ -108,7 +109,7 @@ def main() -> None:
     prefix = unique("rf.bench.latency")
     rows = []
     with database() as url, Servers(url, **amqp_names(prefix)) as servers:
-        server = servers.start("all")
+        server = servers.start("all", SERVER__WORKERS=str(args.workers))
         try:
             offer(server.url, CONNECTIONS * 1000 / 50, 3)  # warm up: connections, listener
             for i, rate in enumerate(rates):
