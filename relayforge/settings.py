@@ -289,9 +289,22 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> 
         for f in fields(Settings)
         if f.name != "app_env"
     }
-    settings = Settings(app_env=env.get("APP_ENV", "development"), **sections)
+    settings = Settings(app_env=_parse_app_env(env.get("APP_ENV", "development")), **sections)
     _validate(settings)
     return settings
+
+
+APP_ENVS = ("development", "production", "test")
+
+
+def _parse_app_env(raw: str) -> str:
+    """Case and surrounding space don't matter; any other value stops the start (a typo must
+    never run production as development)."""
+    value = raw.strip().lower()
+    if value not in APP_ENVS:
+        raise ConfigError(f"APP_ENV: invalid value {raw[:40]!r}: expected one of "
+                          f"{', '.join(APP_ENVS)}")
+    return value
 
 
 def _validate(s: Settings) -> None:
@@ -317,6 +330,9 @@ def _validate_production(s: Settings) -> None:
     """What APP_ENV=production refuses: development secrets and keys, test faults."""
     if not s.secrets.master_key:
         raise ConfigError("SECRETS__MASTER_KEY: required when APP_ENV=production")
+    if s.secrets.master_key == base64.b64decode(DEV_MASTER_KEY):
+        raise ConfigError("SECRETS__MASTER_KEY: the development key (published in the source) "
+                          "is refused when APP_ENV=production")
     for var, value in (
         ("WEBHOOKS__GENERIC_HMAC_SECRET", s.webhooks.generic_hmac_secret),
         ("WEBHOOKS__GITHUB_SECRET", s.webhooks.github_secret),

@@ -64,6 +64,34 @@ def test_production_refuses_dev_secrets_and_missing_master_key():
     assert ok.production and ok.secrets.master_key == b"k" * 32
 
 
+PRODUCTION = {"SECRETS__MASTER_KEY": base64.b64encode(b"k" * 32).decode(),
+              "WEBHOOKS__GENERIC_HMAC_SECRET": "g", "WEBHOOKS__GITHUB_SECRET": "h",
+              "WEBHOOKS__STRIPE_ENDPOINT_SECRET": "whsec_s"}
+
+
+@pytest.mark.parametrize("raw", ["Production", "PRODUCTION", "production ", " prOduction\t"])
+def test_app_env_is_normalised_so_production_is_never_run_as_development(raw):
+    assert load_settings({"APP_ENV": raw, **PRODUCTION}).production
+    with pytest.raises(ConfigError, match="SECRETS__MASTER_KEY"):
+        load_settings({"APP_ENV": raw})  # the production checks apply
+
+
+@pytest.mark.parametrize("raw", ["prod", "staging", "", "production-eu", "dev"])
+def test_an_unknown_app_env_stops_the_start(raw):
+    with pytest.raises(ConfigError) as err:
+        load_settings({"APP_ENV": raw, **PRODUCTION})
+    assert str(err.value).startswith("APP_ENV: invalid value")
+
+
+def test_production_refuses_the_published_development_master_key():
+    from relayforge.settings import DEV_MASTER_KEY
+
+    with pytest.raises(ConfigError, match="SECRETS__MASTER_KEY: the development key"):
+        load_settings({"APP_ENV": "production", **PRODUCTION,
+                       "SECRETS__MASTER_KEY": DEV_MASTER_KEY})
+    assert load_settings({"APP_ENV": "development", "SECRETS__MASTER_KEY": DEV_MASTER_KEY})
+
+
 def test_cli_prints_one_line_for_bad_config():
     import subprocess
     import sys
