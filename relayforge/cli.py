@@ -67,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
     if settings.database.migrate_on_start:
         _migrate(url)
+    _check_master_key(url, settings)
     broker = "rabbitmq" if settings.amqp.url else ("in-process" if args.mode == "all" else "none")
     if args.mode in ("relay", "consume") and not settings.amqp.url:
         print(f"relayforge: configuration error: AMQP__URL: required in mode {args.mode}",
@@ -103,6 +104,20 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     url, _ = _database_url(settings)
     applied = _migrate(url)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def _check_master_key(url: str, settings: Settings) -> None:
+    """Stop with one line if stored secrets don't decrypt with SECRETS__MASTER_KEY."""
+    from relayforge.security.secrets import SecretCipher, WrongMasterKey, check_master_key
+
+    cipher = SecretCipher(master_key(settings))
+    try:
+        asyncio.run(_with_stores(url, lambda stores: check_master_key(stores, cipher)))
+    except WrongMasterKey as exc:
+        print(f"relayforge: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (OSError, asyncpg.PostgresError) as exc:  # not reachable or not migrated yet
+        log.warning("stored secrets not checked", extra={"error": repr(exc)})
 
 
 def _migrate(url: str) -> list[str]:

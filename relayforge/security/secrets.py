@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 
 import asyncpg
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relayforge.kernels import HmacSha256
@@ -52,6 +53,22 @@ class SecretCipher:
     def fingerprint(self, secret: str) -> str:
         # Keyed, so the fingerprint can't be used to test guesses offline.
         return hmac.new(self._master_key, secret.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+class WrongMasterKey(RuntimeError):
+    """Stored secrets don't decrypt with the configured SECRETS__MASTER_KEY."""
+
+
+async def check_master_key(stores: Stores, cipher: SecretCipher, sample: int = 20) -> None:
+    """The newest stored secrets must decrypt: a server started with another master key would
+    otherwise report ready and refuse every request of every tenant that has secrets."""
+    for tenant_id, provider, nonce, ciphertext in await stores.secrets.newest(limit=sample):
+        try:
+            cipher.decrypt(tenant_id, provider, nonce, ciphertext)
+        except InvalidTag:
+            raise WrongMasterKey(
+                "SECRETS__MASTER_KEY: stored tenant secrets don't decrypt with this key; start "
+                "with the key they were stored with") from None
 
 
 async def set_secret(stores: Stores, cipher: SecretCipher, actor: Actor, *, tenant_id: uuid.UUID,

@@ -25,6 +25,11 @@ class SecretStore(Store):
         rows = await self._db.fetch(Q["secrets_for_tenant"], tenant_id, provider)
         return [SecretRow(**dict(r)) for r in rows]
 
+    async def newest(self, *, limit: int) -> list[tuple[uuid.UUID, str, bytes, bytes]]:
+        """(tenant, provider, nonce, ciphertext) of the newest stored secrets."""
+        rows = await self._db.fetch(Q["secrets_newest"], limit)
+        return [(r["tenant_id"], r["provider"], r["nonce"], r["ciphertext"]) for r in rows]
+
     async def managed(self, *, limit: int) -> set[tuple[uuid.UUID, str]]:
         """The (tenant, provider) pairs that have DB secrets, at most `limit` of them."""
         rows = await self._db.fetch(Q["secrets_managed"], limit)

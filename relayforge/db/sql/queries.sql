@@ -106,6 +106,11 @@ FROM tenant_provider_secrets
 WHERE tenant_id = $1 AND provider = $2
 ORDER BY created_at DESC;
 
+-- name: secrets_newest
+-- The newest stored secrets: at start they must decrypt with SECRETS__MASTER_KEY.
+SELECT tenant_id, provider, nonce, ciphertext
+FROM tenant_provider_secrets ORDER BY created_at DESC LIMIT $1;
+
 -- name: secrets_managed
 -- Every (tenant, provider) that has DB secrets, expired ones too; at most $1 rows.
 SELECT DISTINCT tenant_id, provider FROM tenant_provider_secrets LIMIT $1;

@@ -1,0 +1,34 @@
+"""Failures an operator must never meet, through real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+from tests.support import ADMIN_KEY, ROOT, base_env
+
+KEY_A = "a2V5LWEta2V5LWEta2V5LWEta2V5LWEta2V5LWEtYWE="  # 32 bytes, base64
+KEY_B = "a2V5LWIta2V5LWIta2V5LWIta2V5LWIta2V5LWItYmI="
+
+
+async def test_a_wrong_master_key_stops_the_start(client, start_server, fresh_database):
+    database = fresh_database()
+    server = start_server("ingest", database_url=database, SECRETS__MASTER_KEY=KEY_A)
+    r = await client.put(f"{server.url}/admin/tenants/{uuid.uuid4()}/secrets/generic",
+                         json={"secret": "stored-with-key-a"},
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 201, r.text
+    server.stop()
+
+    env = base_env() | {"DATABASE__URL": database, "SECRETS__MASTER_KEY": KEY_B,
+                        "SERVER__PORT": "1"}  # it must stop before it ever listens
+    out = subprocess.run([sys.executable, "-m", "relayforge", "serve", "--mode", "ingest"],
+                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "relayforge: SECRETS__MASTER_KEY: stored tenant secrets don't decrypt with this key; "
+        "start with the key they were stored with"]
+
+    again = start_server("ingest", database_url=database, SECRETS__MASTER_KEY=KEY_A)
+    assert (await client.get(f"{again.url}/readyz")).status_code == 200
