@@ -57,9 +57,26 @@ def _fresh_metrics_dir(settings: Settings) -> str:
     return str(path)
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Granian listens with SO_REUSEPORT (its workers share the port), so a second server on a
+    port in use would start and take half its traffic. A plain bind tells first."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            print(f"relayforge: SERVER__PORT: {host}:{port} is not free ({exc.strerror}); every "
+                  "process needs a port of its own", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     log_setup.configure(settings.log.level, settings.log.json)
+    _require_free_port(settings.server.host, settings.server.port)
     url, database = _database_url(settings)
     os.environ["DATABASE__URL"] = url  # Granian workers read settings from the environment
     os.environ["RELAYFORGE_MODE"] = args.mode

@@ -32,3 +32,22 @@ async def test_a_wrong_master_key_stops_the_start(client, start_server, fresh_da
 
     again = start_server("ingest", database_url=database, SECRETS__MASTER_KEY=KEY_A)
     assert (await client.get(f"{again.url}/readyz")).status_code == 200
+
+
+def test_a_port_in_use_stops_the_start(start_server):
+    first = start_server("ingest")
+    port = first.url.rsplit(":", 1)[1]
+    env = base_env() | {"DATABASE__URL": first.database_url, "SERVER__PORT": port}
+    out = subprocess.run([sys.executable, "-m", "relayforge", "serve", "--mode", "ingest"],
+                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"relayforge: SERVER__PORT: 127.0.0.1:{port} is not free (Address already in use); "
+        "every process needs a port of its own"]
+
+
+def test_several_workers_of_one_server_still_share_their_port(start_server):
+    server = start_server("ingest", SERVER__WORKERS="2")
+    import httpx
+
+    assert all(httpx.get(f"{server.url}/healthz").status_code == 200 for _ in range(10))
