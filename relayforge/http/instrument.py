@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from blacksheep import Request, Response
+from blacksheep.exceptions import MessageAborted
 from opentelemetry import trace
 
 from relayforge.errors import RelayforgeError
@@ -60,11 +61,18 @@ def _observe(route: str, method: str, status: int, elapsed: float) -> None:
     timer.observe(elapsed)
 
 
+CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer
+
+
 async def _respond(route: str, handler: Handler, request: Request) -> Response:
     try:
         return await handler(request)
     except RelayforgeError as exc:
         return error_response(exc)
+    except MessageAborted:  # the client closed before sending its whole body: not our error
+        return json_response(CLIENT_CLOSED, {
+            "error": "the client closed the connection before sending the whole body",
+            "code": "client_closed_request"})
     except Exception:
         log.exception("unhandled error", extra={"route": route})
         return json_response(500, {"error": "internal error", "code": "internal"})

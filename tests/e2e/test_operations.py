@@ -51,3 +51,25 @@ def test_several_workers_of_one_server_still_share_their_port(start_server):
     import httpx
 
     assert all(httpx.get(f"{server.url}/healthz").status_code == 200 for _ in range(10))
+
+
+async def test_a_client_that_aborts_its_body_is_a_499_not_a_500(client, start_server):
+    import asyncio
+
+    server = start_server("ingest", LOG__LEVEL="INFO")
+    host, port = server.url.removeprefix("http://").split(":")
+    for path in ("/webhooks/generic", "/tenants/" + str(uuid.uuid4()) + "/webhooks/github",
+                 "/admin/api-keys"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                     f"Authorization: Bearer {ADMIN_KEY}\r\n\r\n{{\"ev".encode())
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+    await asyncio.sleep(0.5)
+    metrics = (await client.get(f"{server.url}/metrics")).text
+    assert 'route="/webhooks/{source}",status="499"' in metrics
+    assert 'route="/tenants/{tenant_id}/webhooks/{source}",status="499"' in metrics
+    assert 'route="/admin/api-keys",status="499"' in metrics
+    assert 'status="500"' not in metrics
+    assert "unhandled error" not in server.log()
