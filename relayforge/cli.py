@@ -18,7 +18,7 @@ from typing import TypeVar
 import asyncpg
 
 from relayforge import kernels
-from relayforge.connectors import SOURCES
+from relayforge.connectors import CONNECTORS, SOURCES
 from relayforge.observability import logging as log_setup
 from relayforge.security.roles import CLI, Role
 from relayforge.settings import MODES, ConfigError, Settings, load_settings, master_key
@@ -188,7 +188,8 @@ def cmd_secrets_set(args: argparse.Namespace) -> None:
     cipher = SecretCipher(master_key(settings))
     stored = asyncio.run(_with_stores(url, lambda stores: set_secret(
         stores, cipher, CLI, tenant_id=uuid.UUID(args.tenant), provider=args.provider,
-        secret=secret, previous_expires_in_seconds=args.previous_expires_in)))
+        secret=secret, previous_expires_in_seconds=args.previous_expires_in,
+        env_secret=CONNECTORS[args.provider].env_secret(settings))))
     print(f"secret {stored.id} (fingerprint {stored.fingerprint}) is now current")
 
 

@@ -227,7 +227,8 @@ class AdminEndpoints:
         body = parse_body(await request.read() or b"", SecretPut)
         view = await secrets.set_secret(
             self._stores, self._cipher, actor, tenant_id=tenant_id, provider=provider,
-            secret=body.secret, previous_expires_in_seconds=body.previous_expires_in_seconds)
+            secret=body.secret, previous_expires_in_seconds=body.previous_expires_in_seconds,
+            env_secret=CONNECTORS[provider].env_secret(self._settings))
         return view_response(201, view)
 
     async def list_secrets(self, request: Request, actor: Actor) -> Response:

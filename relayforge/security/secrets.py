@@ -72,18 +72,32 @@ async def check_master_key(stores: Stores, cipher: SecretCipher, sample: int = 2
 
 
 async def set_secret(stores: Stores, cipher: SecretCipher, actor: Actor, *, tenant_id: uuid.UUID,
-                     provider: str, secret: str, previous_expires_in_seconds: int) -> SecretView:
-    """Make `secret` current (encrypted); the previous ones stay valid for the overlap."""
-    nonce, ciphertext = cipher.encrypt(tenant_id, provider, secret)
+                     provider: str, secret: str, previous_expires_in_seconds: int,
+                     env_secret: str = "") -> SecretView:
+    """Make `secret` current (encrypted); the previous ones stay valid for the overlap. On a
+    tenant's first DB secret the previous one is the env secret it was verified with until now:
+    it is kept, as a stored secret expiring after the same overlap."""
     async with stores.transaction() as tx:
-        view = await tx.secrets.rotate(
-            secret_id=uuid.uuid4(), tenant_id=tenant_id, provider=provider, nonce=nonce,
-            ciphertext=ciphertext, fingerprint=cipher.fingerprint(secret),
-            previous_expires_in_seconds=previous_expires_in_seconds)
+        first = await tx.secrets.mark_managed(tenant_id=tenant_id, provider=provider)
+        if first and env_secret and previous_expires_in_seconds > 0:
+            await _store(tx, cipher, tenant_id, provider, env_secret,
+                         expires_in_seconds=float(previous_expires_in_seconds))
+        await tx.secrets.expire_previous(tenant_id=tenant_id, provider=provider,
+                                         in_seconds=float(previous_expires_in_seconds))
+        view = await _store(tx, cipher, tenant_id, provider, secret)
         await tx.audit.write(actor=actor, action="secret.set", target=f"{tenant_id}/{provider}",
-                             detail={"secret_id": str(view.id),
+                             detail={"secret_id": str(view.id), "first": first,
                                      "previous_expires_in_seconds": previous_expires_in_seconds})
     return view
+
+
+async def _store(tx: Stores, cipher: SecretCipher, tenant_id: uuid.UUID, provider: str,
+                 secret: str, expires_in_seconds: float | None = None) -> SecretView:
+    nonce, ciphertext = cipher.encrypt(tenant_id, provider, secret)
+    return await tx.secrets.insert(secret_id=uuid.uuid4(), tenant_id=tenant_id, provider=provider,
+                                   nonce=nonce, ciphertext=ciphertext,
+                                   fingerprint=cipher.fingerprint(secret),
+                                   expires_in_seconds=expires_in_seconds)
 
 
 async def retire_secret(stores: Stores, actor: Actor, *, tenant_id: uuid.UUID, provider: str,
@@ -98,7 +112,8 @@ async def retire_secret(stores: Stores, actor: Actor, *, tenant_id: uuid.UUID, p
 
 
 class SecretVerifiers:
-    """Verifiers for (tenant, provider): DB secrets when the tenant has any, else the env one.
+    """Verifiers for (tenant, provider): DB secrets when the tenant is managed (has ever had
+    one), else the env one.
 
     Which tenants have DB secrets is one set, loaded in one query and cached like the secrets:
     a tenant without any (most of them, in many setups) costs no query at all.
@@ -147,15 +162,13 @@ class SecretVerifiers:
             return hit[1]
         if await self._has_db_secrets((tenant_id, provider)) is False:
             return self._env.get(provider, [])
-        rows = await self._secrets.for_tenant(tenant_id=tenant_id, provider=provider)
+        managed, rows = await self._secrets.for_tenant(tenant_id=tenant_id, provider=provider)
         ttl = CACHE_TTL_SECONDS
-        if rows:
-            active = [r for r in rows if r.active]
+        if managed:  # DB secrets only, even none: never the shared env secret again
             keys = [HmacSha256(self._cipher.decrypt(tenant_id, provider, r.nonce, r.ciphertext))
-                    for r in active]
+                    for r in rows]
             # An entry never outlives the earliest expiry among its secrets.
-            soonest = min((r.expires_in for r in active if r.expires_in is not None),
-                          default=None)
+            soonest = min((r.expires_in for r in rows if r.expires_in is not None), default=None)
             if soonest is not None:
                 ttl = max(0.0, min(ttl, soonest))
         else:

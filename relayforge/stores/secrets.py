@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import asyncpg
-
 from relayforge.models import SecretView, record
 from relayforge.stores.base import Q, Store
 
@@ -15,15 +13,16 @@ from relayforge.stores.base import Q, Store
 class SecretRow:
     nonce: bytes
     ciphertext: bytes
-    active: bool
     expires_in: float | None  # seconds until it expires; None while current
 
 
 class SecretStore(Store):
-    async def for_tenant(self, *, tenant_id: uuid.UUID, provider: str) -> list[SecretRow]:
-        """Every row, expired ones too: a tenant with any never falls back to the env secret."""
+    async def for_tenant(self, *, tenant_id: uuid.UUID, provider: str
+                         ) -> tuple[bool, list[SecretRow]]:
+        """(managed, active secrets): a managed tenant never falls back to the env secret."""
         rows = await self._db.fetch(Q["secrets_for_tenant"], tenant_id, provider)
-        return [SecretRow(**dict(r)) for r in rows]
+        return rows[0]["managed"], [SecretRow(r["nonce"], r["ciphertext"], r["expires_in"])
+                                    for r in rows if r["nonce"] is not None]
 
     async def newest(self, *, limit: int) -> list[tuple[uuid.UUID, str, bytes, bytes]]:
         """(tenant, provider, nonce, ciphertext) of the newest stored secrets."""
@@ -35,22 +34,20 @@ class SecretStore(Store):
         rows = await self._db.fetch(Q["secrets_managed"], limit)
         return {(r["tenant_id"], r["provider"]) for r in rows}
 
-    async def rotate(self, *, secret_id: uuid.UUID, tenant_id: uuid.UUID, provider: str,
-                     nonce: bytes, ciphertext: bytes, fingerprint: str,
-                     previous_expires_in_seconds: int) -> SecretView:
-        """Make the new secret current; the previous ones stay valid for the overlap."""
-        async def write(conn: asyncpg.Connection) -> SecretView:
-            async with conn.transaction():
-                await conn.execute(Q["secrets_expire_previous"], tenant_id, provider,
-                                   float(previous_expires_in_seconds))
-                row = await conn.fetchrow(Q["secrets_insert"], secret_id, tenant_id, provider,
-                                          nonce, ciphertext, fingerprint)
-            return record(SecretView, row)
+    async def mark_managed(self, *, tenant_id: uuid.UUID, provider: str) -> bool:
+        """Mark the tenant's provider managed; True only the first time."""
+        return await self._db.fetchval(Q["secrets_mark_managed"], tenant_id, provider) is not None
 
-        if isinstance(self._db, asyncpg.Pool):
-            async with self._db.acquire() as conn:
-                return await write(conn)
-        return await write(self._db)
+    async def expire_previous(self, *, tenant_id: uuid.UUID, provider: str,
+                              in_seconds: float) -> None:
+        await self._db.execute(Q["secrets_expire_previous"], tenant_id, provider, in_seconds)
+
+    async def insert(self, *, secret_id: uuid.UUID, tenant_id: uuid.UUID, provider: str,
+                     nonce: bytes, ciphertext: bytes, fingerprint: str,
+                     expires_in_seconds: float | None = None) -> SecretView:
+        row = await self._db.fetchrow(Q["secrets_insert"], secret_id, tenant_id, provider, nonce,
+                                      ciphertext, fingerprint, expires_in_seconds)
+        return record(SecretView, row)
 
     async def list(self, *, tenant_id: uuid.UUID, provider: str) -> list[SecretView]:
         rows = await self._db.fetch(Q["secrets_list"], tenant_id, provider)

@@ -187,10 +187,11 @@ async def test_secret_rotation_overlaps_until_the_old_one_is_retired(client, ing
     url = f"{ingest_server.url}/admin/tenants/{tenant}/secrets/generic"
     env_secret = "test-generic-secret"
     assert await _status_eventually(client, ingest_server, tenant, env_secret, 202) == 202
-    first = await client.put(url, headers=bearer(ADMIN_KEY), content=b'{"secret": "tenant-old"}')
+    first = await client.put(url, headers=bearer(ADMIN_KEY), content=orjson.dumps(
+        {"secret": "tenant-old", "previous_expires_in_seconds": 0}))
     assert first.status_code == 201
     assert await _status_eventually(client, ingest_server, tenant, "tenant-old", 202) == 202
-    # a tenant with a DB secret no longer accepts the env fallback
+    # with no overlap asked for, the env secret the tenant had is refused at once
     assert await _status_eventually(client, ingest_server, tenant, env_secret, 401) == 401
     second = await client.put(url, headers=bearer(ADMIN_KEY), content=orjson.dumps(
         {"secret": "tenant-new", "previous_expires_in_seconds": 3600}))
@@ -215,6 +216,39 @@ async def test_secret_rotation_overlaps_until_the_old_one_is_retired(client, ing
         "SELECT action, key_source, role FROM admin_audit_log WHERE target = $1 ORDER BY id",
         f"{tenant}/generic")]
     assert audit == [("secret.set", "fallback", "admin")] * 2 + [("secret.delete", "fallback", "admin")]
+
+
+async def test_the_first_rotation_keeps_the_env_secret_for_the_overlap(client, ingest_server):
+    """A tenant verified with the shared env secret until now gets its first own secret with
+    the default overlap: both verify until the overlap ends (rotate without downtime)."""
+    tenant = new_tenant()
+    url = f"{ingest_server.url}/admin/tenants/{tenant}/secrets/generic"
+    env_secret = "test-generic-secret"
+    assert await _status_eventually(client, ingest_server, tenant, env_secret, 202) == 202
+    r = await client.put(url, headers=bearer(ADMIN_KEY), content=b'{"secret": "own-secret"}')
+    assert r.status_code == 201
+    assert await _status_eventually(client, ingest_server, tenant, "own-secret", 202) == 202
+    assert await _status_eventually(client, ingest_server, tenant, env_secret, 202) == 202
+    listed = (await client.get(url, headers=bearer(ADMIN_KEY))).json()["items"]
+    assert len(listed) == 2 and listed[0]["id"] == r.json()["id"]
+    assert listed[0]["expires_at"] is None and listed[1]["expires_at"] is not None
+
+
+async def test_retiring_the_last_secret_never_brings_back_the_env_secret(client, ingest_server):
+    tenant = new_tenant()
+    url = f"{ingest_server.url}/admin/tenants/{tenant}/secrets/generic"
+    env_secret = "test-generic-secret"
+    r = await client.put(url, headers=bearer(ADMIN_KEY), content=b'{"secret": "only-one"}')
+    for item in (await client.get(url, headers=bearer(ADMIN_KEY))).json()["items"]:
+        assert (await client.delete(f"{url}/{item['id']}", headers=bearer(ADMIN_KEY))
+                ).status_code == 204
+    assert r.status_code == 201
+    assert await _status_eventually(client, ingest_server, tenant, "only-one", 401) == 401
+    assert await _status_eventually(client, ingest_server, tenant, env_secret, 401) == 401
+    again = await client.put(url, headers=bearer(ADMIN_KEY), content=b'{"secret": "new-one"}')
+    assert again.status_code == 201
+    assert await _status_eventually(client, ingest_server, tenant, "new-one", 202) == 202
+    assert await _status_eventually(client, ingest_server, tenant, env_secret, 401) == 401
 
 
 async def test_rotation_with_zero_overlap_retires_the_old_secret_at_once(client, ingest_server):

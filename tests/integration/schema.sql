@@ -56,6 +56,9 @@ tenant_daily_quota_usage.last_grant integer NOT NULL DEFAULT 0
 tenant_daily_quota_usage.quota_date date NOT NULL
 tenant_daily_quota_usage.tenant_id uuid NOT NULL
 tenant_daily_quota_usage.used integer NOT NULL DEFAULT 0
+tenant_managed_providers.provider text NOT NULL
+tenant_managed_providers.since timestamp with time zone NOT NULL DEFAULT now()
+tenant_managed_providers.tenant_id uuid NOT NULL
 tenant_provider_secrets.ciphertext bytea NOT NULL
 tenant_provider_secrets.created_at timestamp with time zone NOT NULL DEFAULT now()
 tenant_provider_secrets.expires_at timestamp with time zone
@@ -94,6 +97,7 @@ outbox_messages outbox_messages_status_check CHECK ((status = ANY (ARRAY['pendin
 schema_migrations schema_migrations_pkey PRIMARY KEY (version)
 stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, event_id)
 tenant_daily_quota_usage tenant_daily_quota_usage_pkey PRIMARY KEY (tenant_id, quota_date)
+tenant_managed_providers tenant_managed_providers_pkey PRIMARY KEY (tenant_id, provider)
 tenant_provider_secrets tenant_provider_secrets_pkey PRIMARY KEY (id)
 webhook_inbox webhook_inbox_pkey PRIMARY KEY (id)
 
@@ -119,6 +123,7 @@ CREATE UNIQUE INDEX outbox_messages_pkey ON public.outbox_messages USING btree (
 CREATE UNIQUE INDEX schema_migrations_pkey ON public.schema_migrations USING btree (version)
 CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON public.stripe_event_idempotency USING btree (tenant_id, event_id)
 CREATE UNIQUE INDEX tenant_daily_quota_usage_pkey ON public.tenant_daily_quota_usage USING btree (tenant_id, quota_date)
+CREATE UNIQUE INDEX tenant_managed_providers_pkey ON public.tenant_managed_providers USING btree (tenant_id, provider)
 CREATE UNIQUE INDEX tenant_provider_secrets_pkey ON public.tenant_provider_secrets USING btree (id)
 CREATE UNIQUE INDEX webhook_inbox_pkey ON public.webhook_inbox USING btree (id)
 

@@ -99,12 +99,16 @@ WHERE q.tenant_id = r.tenant_id AND q.quota_date = $3;
 ------------------------------------------------------------------------ tenant_provider_secrets
 
 -- name: secrets_for_tenant
--- Expired rows come back too: a tenant that has any DB secret never falls back to the env one.
-SELECT nonce, ciphertext, (expires_at IS NULL OR expires_at > now()) AS active,
-       EXTRACT(EPOCH FROM (expires_at - now()))::float8 AS expires_in
-FROM tenant_provider_secrets
-WHERE tenant_id = $1 AND provider = $2
-ORDER BY created_at DESC;
+-- The active secrets of a tenant's provider, and whether the tenant is managed (has ever had a
+-- DB secret for it): a managed tenant never falls back to the env secret, even with none left.
+-- Always one row at least; nonce is NULL when no secret is active.
+SELECT m.tenant_id IS NOT NULL AS managed, s.nonce, s.ciphertext,
+       EXTRACT(EPOCH FROM (s.expires_at - now()))::float8 AS expires_in
+FROM (SELECT 1) AS one
+LEFT JOIN tenant_managed_providers m ON m.tenant_id = $1 AND m.provider = $2
+LEFT JOIN tenant_provider_secrets s
+       ON s.tenant_id = $1 AND s.provider = $2 AND (s.expires_at IS NULL OR s.expires_at > now())
+ORDER BY s.created_at DESC;
 
 -- name: secrets_newest
 -- The newest stored secrets: at start they must decrypt with SECRETS__MASTER_KEY.
@@ -112,8 +116,14 @@ SELECT tenant_id, provider, nonce, ciphertext
 FROM tenant_provider_secrets ORDER BY created_at DESC LIMIT $1;
 
 -- name: secrets_managed
--- Every (tenant, provider) that has DB secrets, expired ones too; at most $1 rows.
-SELECT DISTINCT tenant_id, provider FROM tenant_provider_secrets LIMIT $1;
+-- Every (tenant, provider) that has ever had a DB secret; at most $1 rows.
+SELECT tenant_id, provider FROM tenant_managed_providers LIMIT $1;
+
+-- name: secrets_mark_managed
+-- Returns a row only the first time: the tenant was on the env secret until now.
+INSERT INTO tenant_managed_providers (tenant_id, provider) VALUES ($1, $2)
+ON CONFLICT DO NOTHING
+RETURNING since;
 
 -- name: secrets_expire_previous
 UPDATE tenant_provider_secrets
@@ -121,15 +131,17 @@ SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), now() + make_interval(s
 WHERE tenant_id = $1 AND provider = $2 AND (expires_at IS NULL OR expires_at > now());
 
 -- name: secrets_insert
-INSERT INTO tenant_provider_secrets (id, tenant_id, provider, nonce, ciphertext, fingerprint)
-VALUES ($1, $2, $3, $4, $5, $6)
+-- $7: seconds until it expires, NULL for a current secret.
+INSERT INTO tenant_provider_secrets (id, tenant_id, provider, nonce, ciphertext, fingerprint,
+                                     expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
 RETURNING id, fingerprint, created_at, expires_at;
 
 -- name: secrets_list
 SELECT id, fingerprint, created_at, expires_at
 FROM tenant_provider_secrets
 WHERE tenant_id = $1 AND provider = $2 AND (expires_at IS NULL OR expires_at > now())
-ORDER BY created_at DESC;
+ORDER BY created_at DESC, expires_at DESC NULLS FIRST;  -- the current one first
 
 -- name: secrets_delete
 DELETE FROM tenant_provider_secrets WHERE tenant_id = $1 AND provider = $2 AND id = $3 RETURNING id;
