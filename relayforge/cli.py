@@ -90,6 +90,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print(f"relayforge: configuration error: AMQP__URL: required in mode {args.mode}",
               file=sys.stderr)
         raise SystemExit(2)
+    handlers_error = _handlers_error(settings) if "consume" in MODES[args.mode] else None
+    if handlers_error:  # a bad handler target stops the start before it listens
+        print(f"relayforge: configuration error: {handlers_error}", file=sys.stderr)
+        raise SystemExit(2)
     if broker == "in-process" and settings.server.workers > 1:
         print("relayforge: configuration error: SERVER__WORKERS: the in-process broker needs one "
               "worker; set AMQP__URL to run more", file=sys.stderr)
@@ -149,12 +153,80 @@ def _migrate(url: str) -> list[str]:
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
+    """Check what a start needs, one line each; exit 1 if anything that applies failed. The
+    database and the broker are checked when their URLs are set (the embedded defaults are
+    started by `serve` only)."""
     settings = _settings()
     print(f"kernels: {kernels.IMPLEMENTATION}")
     print(f"app_env: {settings.app_env}")
-    print(f"database: {'DATABASE__URL' if settings.database.url else 'embedded'}")
-    print(f"broker: {'AMQP__URL' if settings.amqp.url else 'in-process (mode all only)'}")
     print(f"master key: {'set' if settings.secrets.master_key else 'development key'}")
+    results = [_doctor_handlers(settings)]
+    if settings.database.url:
+        results.append(asyncio.run(_doctor_database(settings)))
+    else:
+        print("database: embedded (started by serve; set DATABASE__URL to check a server)")
+    if settings.amqp.url:
+        results.append(asyncio.run(_doctor_broker(settings)))
+    else:
+        print("broker: in-process (mode all only; set AMQP__URL to check RabbitMQ)")
+    if not all(results):
+        raise SystemExit(1)
+
+
+def _handlers_error(settings: Settings) -> str | None:
+    """Why WORKER__HANDLERS can't be loaded (every target is imported), or None."""
+    from relayforge.jobs import HandlerRegistry
+
+    try:
+        HandlerRegistry(settings.worker.handlers)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _doctor_handlers(settings: Settings) -> bool:
+    error = _handlers_error(settings)
+    print(f"handlers: FAILED: {error}" if error else
+          f"handlers: {settings.worker.handlers or 'default handler only'}")
+    return error is None
+
+
+async def _doctor_database(settings: Settings) -> bool:
+    from relayforge.db.migrate import MigrationDrift, available, status
+
+    try:
+        conn = await asyncpg.connect(settings.database.url, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"database: FAILED: cannot connect: {exc}")
+        return False
+    try:
+        pending, unknown = await status(conn)
+    except MigrationDrift as exc:
+        print(f"database: FAILED: {exc}")
+        return False
+    finally:
+        await conn.close()
+    if unknown:
+        print(f"database: FAILED: applied migrations this version does not know ({', '.join(unknown)})"
+              ": it is older than the database")
+        return False
+    print(f"database: reachable; migrations {len(available()) - len(pending)}/{len(available())} "
+          f"applied" + (f" ({len(pending)} pending: serve or relayforge migrate applies them)"
+                        if pending else ""))
+    return True
+
+
+async def _doctor_broker(settings: Settings) -> bool:
+    import aio_pika
+
+    try:
+        connection = await aio_pika.connect(settings.amqp.url, timeout=10)
+    except Exception as exc:  # any failure to connect is the answer
+        print(f"broker: FAILED: cannot connect to RabbitMQ: {exc!r}")
+        return False
+    await connection.close()
+    print("broker: RabbitMQ reachable")
+    return True
 
 
 async def _with_stores(url: str, work: Callable[[Stores], Awaitable[T]]) -> T:

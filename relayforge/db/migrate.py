@@ -87,6 +87,22 @@ async def _applied(conn: asyncpg.Connection, migrations: list[Migration]) -> set
     return {r["version"] for r in rows}
 
 
+async def status(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
+    """(pending versions, applied versions this code doesn't know); raises MigrationDrift when
+    an applied file changed. Reads only."""
+    migrations = available()
+    if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+        return [m.version for m in migrations], []
+    rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
+    files = {m.version: m.checksum for m in migrations}
+    for row in rows:
+        if row["checksum"] is not None and row["version"] in files \
+                and files[row["version"]] != row["checksum"]:
+            raise MigrationDrift(f"migration {row['version']} was changed after it was applied")
+    applied = {r["version"] for r in rows}
+    return [v for v in files if v not in applied], sorted(applied - set(files))
+
+
 async def migrate_url(url: str) -> list[str]:
     conn = await asyncpg.connect(url)
     try:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import uuid
 
+import pytest
+
 from tests.support import ADMIN_KEY, ROOT, base_env
 
 KEY_A = "a2V5LWEta2V5LWEta2V5LWEta2V5LWEta2V5LWEtYWE="  # 32 bytes, base64
@@ -73,3 +75,43 @@ async def test_a_client_that_aborts_its_body_is_a_499_not_a_500(client, start_se
     assert 'route="/admin/api-keys",status="499"' in metrics
     assert 'status="500"' not in metrics
     assert "unhandled error" not in server.log()
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "relayforge", *args], env=base_env() | env,
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_doctor_checks_database_broker_handlers_and_kernels(fresh_database):
+    from tests.support import amqp_url
+
+    out = _cli("doctor", DATABASE__URL=fresh_database(), AMQP__URL=amqp_url(),
+               WORKER__HANDLERS="generic=tests.handlers:recording")
+    assert out.returncode == 0, out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[0] in ("kernels: native", "kernels: python")
+    assert "handlers: generic=tests.handlers:recording" in lines
+    assert any(line.startswith("database: reachable; migrations ") and "applied" in line
+               for line in lines), lines
+    assert "broker: RabbitMQ reachable" in lines
+
+
+@pytest.mark.parametrize("env,failed", [
+    ({"WORKER__HANDLERS": "generic=tests.handlers:no_such_function"}, "handlers: FAILED"),
+    ({"DATABASE__URL": "postgresql://postgres@127.0.0.1:1/none"}, "database: FAILED"),
+    ({"AMQP__URL": "amqp://guest:guest@127.0.0.1:1/"}, "broker: FAILED"),
+])
+def test_doctor_exits_non_zero_on_any_failure(env, failed):
+    out = _cli("doctor", **env)
+    assert out.returncode == 1
+    assert any(line.startswith(failed) for line in out.stdout.splitlines()), out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_a_bad_handler_target_stops_serve_before_it_listens(fresh_database):
+    out = _cli("serve", "--mode", "all", DATABASE__URL=fresh_database(),
+               WORKER__HANDLERS="generic=tests.handlers:no_such_function", SERVER__PORT="1")
+    assert out.returncode == 2
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("relayforge: configuration error: WORKER__HANDLERS: cannot load "
+                           "'tests.handlers:no_such_function'")
