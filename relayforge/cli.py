@@ -105,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     })
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     Granian(
         "relayforge.app:app_factory",
@@ -115,7 +116,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         workers=settings.server.workers,
         loop=Loops.uvloop,
         log_access=False,
-        backlog=2048,
+        backlog=settings.server.backlog,
+        backpressure=settings.server.backpressure,
+        http1_settings=HTTP1Settings(header_read_timeout=settings.server.header_read_timeout_ms),
     ).serve()
 
 

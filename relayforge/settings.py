@@ -42,6 +42,11 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    # Connections a worker serves at once. Granian's default (backlog / workers) let 2,100
+    # connections that send nothing take every slot: probes and webhooks then waited forever.
+    backpressure: int = 16384
+    backlog: int = 4096  # connections the kernel queues before they are accepted
+    header_read_timeout_ms: int = 5000  # a request's headers must arrive within this
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,46 @@ def test_a_bad_handler_target_stops_serve_before_it_listens(fresh_database):
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("relayforge: configuration error: WORKER__HANDLERS: cannot load "
                            "'tests.handlers:no_such_function'")
+
+
+async def test_3000_idle_connections_stop_neither_a_probe_nor_a_webhook(client, start_server):
+    import asyncio
+    import resource
+
+    import orjson
+
+    from tests.support import new_tenant, sign_generic
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 8192 <= hard or hard == resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (8192, hard))  # the server inherits it
+    server = start_server("ingest")
+    host, port = server.url.removeprefix("http://").split(":")
+    idle = [await asyncio.open_connection(host, int(port)) for _ in range(3000)]
+    try:
+        await asyncio.sleep(0.5)
+        probe = await client.get(f"{server.url}/healthz", timeout=5)
+        assert probe.status_code == 200
+        body = orjson.dumps({"event": "through.idle", "data": {"n": uuid.uuid4().hex}})
+        r = await client.post(f"{server.url}/webhooks/generic", content=body, timeout=5,
+                              headers={"X-Signature": sign_generic(body),
+                                       "X-Tenant-Id": new_tenant()})
+        assert r.status_code == 202
+    finally:
+        for _, writer in idle:
+            writer.close()
+
+
+async def test_a_request_whose_headers_never_finish_is_closed(start_server):
+    import asyncio
+    import time
+
+    server = start_server("ingest", SERVER__HEADER_READ_TIMEOUT_MS="1500")
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+    await writer.drain()
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 15) == b""  # closed by the server
+    assert time.monotonic() - started < 10
+    writer.close()
