@@ -1,8 +1,10 @@
-"""`relayforge serve --mode all|ingest|relay|consume | migrate | doctor | keys | secrets | bench`.
+"""Relayforge: multi-tenant webhook ingestion and job orchestration.
 
-Nothing imported at module level may import the metrics module: with several workers,
-PROMETHEUS_MULTIPROC_DIR must be set before it is first imported (forked workers inherit it).
+Settings come from the environment (SECTION__KEY, and a .env file); see the README.
 """
+
+# Nothing imported at module level may import the metrics module: with several workers,
+# PROMETHEUS_MULTIPROC_DIR must be set before it is first imported (forked workers inherit it).
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import asyncpg
 
@@ -21,7 +23,14 @@ from relayforge import kernels
 from relayforge.connectors import CONNECTORS, SOURCES
 from relayforge.observability import logging as log_setup
 from relayforge.security.roles import CLI, Role
-from relayforge.settings import MODES, ConfigError, Settings, load_settings, master_key
+from relayforge.settings import (
+    MODES,
+    ConfigError,
+    Settings,
+    load_settings,
+    master_key,
+    unknown_variables,
+)
 from relayforge.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -77,6 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     log_setup.configure(settings.log.level, settings.log.json)
     _require_free_port(settings.server.host, settings.server.port)
+    for name in unknown_variables(os.environ):
+        log.warning("unknown setting ignored", extra={"variable": name})
     url, database = _database_url(settings)
     os.environ["DATABASE__URL"] = url  # Granian workers read settings from the environment
     os.environ["RELAYFORGE_MODE"] = args.mode
@@ -262,7 +273,7 @@ def cmd_secrets_set(args: argparse.Namespace) -> None:
         raise SystemExit(2)
     cipher = SecretCipher(master_key(settings))
     stored = asyncio.run(_with_stores(url, lambda stores: set_secret(
-        stores, cipher, CLI, tenant_id=uuid.UUID(args.tenant), provider=args.provider,
+        stores, cipher, CLI, tenant_id=args.tenant, provider=args.provider,
         secret=secret, previous_expires_in_seconds=args.previous_expires_in,
         env_secret=CONNECTORS[args.provider].env_secret(settings))))
     print(f"secret {stored.id} (fingerprint {stored.fingerprint}) is now current")
@@ -275,36 +286,119 @@ def cmd_bench(args: argparse.Namespace) -> None:
     kernels_table()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="relayforge", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line and exit 2, never a traceback."""
 
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--mode", choices=list(MODES), default="all")
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"relayforge: {self.prog.removeprefix('relayforge ')}: {message}\n")
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {value[:64]!r}") from None
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    url, _ = _database_url(_settings())
+    for key in asyncio.run(_with_stores(url, lambda stores: stores.api_keys.list())):
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        print(f"{key.id}  {key.role:<8}  {state:<18}  {key.name}")
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    url, _ = _database_url(_settings())
+
+    async def revoke(stores: Stores) -> bool:
+        async with stores.transaction() as tx:
+            if not await tx.api_keys.revoke(key_id=args.id):
+                return False
+            await tx.audit.write(actor=CLI, action="api_key.revoke", target=str(args.id))
+        return True
+
+    if not asyncio.run(_with_stores(url, revoke)):
+        print(f"relayforge: no active key {args.id}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"key {args.id} revoked")
+
+
+def cmd_jobs_reprocess(args: argparse.Namespace) -> None:
+    """As the admin API: one dead-lettered job by id, or the ones matching every filter."""
+    settings = _settings()
+    url, _ = _database_url(settings)
+
+    async def reprocess(stores: Stores) -> list[uuid.UUID]:
+        async with stores.transaction() as tx:
+            ids = await tx.jobs.reprocess(
+                job_id=args.id, tenant_id=args.tenant, source=args.source,
+                event_type=args.event_type, limit=1 if args.id else args.limit,
+                extra_attempts=settings.worker.max_attempts)
+            await tx.audit.write(actor=CLI, action="job.reprocess", target=str(args.id or "jobs"),
+                                 detail={"count": len(ids)})
+        return ids
+
+    ids = asyncio.run(_with_stores(url, reprocess))
+    if args.id and not ids:
+        print(f"relayforge: job {args.id} is not dead_lettered (or does not exist)",
+              file=sys.stderr)
+        raise SystemExit(1)
+    print(f"{len(ids)} job(s) scheduled again" + "".join(f"\n{i}" for i in ids))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from relayforge import __version__
+
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(prog="relayforge", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"relayforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the server", formatter_class=defaults)
+    serve.add_argument("--mode", choices=list(MODES), default="all",
+                       help="ingest, relay, consume, or all three in one process")
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
-    sub.add_parser("doctor", help="say which kernels and backends are in use").set_defaults(
+    sub.add_parser("doctor", help="check kernels, handlers, database and broker").set_defaults(
         func=cmd_doctor)
+    sub.add_parser("bench", help="kernel ops/s and ratios").set_defaults(func=cmd_bench)
 
-    sub.add_parser("bench", help="kernel ops/s and ratios (bench/run_load.py: the server)"
-                   ).set_defaults(func=cmd_bench)
-
-    keys = sub.add_parser("keys", help="admin API keys").add_subparsers(dest="keys", required=True)
-    create = keys.add_parser("create", help="create a key and print it once")
+    keys = sub.add_parser("keys", help="admin API keys").add_subparsers(
+        dest="keys", required=True, parser_class=_Parser)
+    create = keys.add_parser("create", help="create a key and print it once",
+                             formatter_class=defaults)
     create.add_argument("--role", choices=[r.value for r in Role], required=True)
-    create.add_argument("--name", default="cli")
+    create.add_argument("--name", default="cli", help="a label for people")
     create.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list", help="list keys (never the keys themselves)").set_defaults(
+        func=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("--id", type=_uuid, required=True, help="the key's id")
+    revoke.set_defaults(func=cmd_keys_revoke)
 
     secrets = sub.add_parser("secrets", help="tenant provider secrets").add_subparsers(
-        dest="secrets", required=True)
-    set_ = secrets.add_parser("set", help="make a secret current (rotation with overlap)")
-    set_.add_argument("--tenant", required=True, help="tenant UUID")
+        dest="secrets", required=True, parser_class=_Parser)
+    set_ = secrets.add_parser("set", help="make a secret current (rotation with overlap)",
+                              formatter_class=defaults)
+    set_.add_argument("--tenant", type=_uuid, required=True, help="tenant UUID")
     set_.add_argument("--provider", choices=SOURCES, required=True)
     set_.add_argument("--secret", help="the secret (read from stdin when absent)")
     set_.add_argument("--previous-expires-in", type=int, default=86400,
                       help="seconds the previous secrets stay valid")
     set_.set_defaults(func=cmd_secrets_set)
+
+    jobs = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs", required=True,
+                                                                parser_class=_Parser)
+    again = jobs.add_parser("reprocess", help="run dead-lettered jobs again (one, or by filter)",
+                            formatter_class=defaults)
+    again.add_argument("--id", type=_uuid, help="one job")
+    again.add_argument("--tenant", type=_uuid, help="only this tenant's jobs")
+    again.add_argument("--source", help="only this source's jobs")
+    again.add_argument("--event-type", help="only jobs of this event type")
+    again.add_argument("--limit", type=int, default=100, help="jobs at most (bulk)")
+    again.set_defaults(func=cmd_jobs_reprocess)
 
     args = parser.parse_args(argv)
     args.func(args)

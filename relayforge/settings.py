@@ -274,6 +274,16 @@ def _section(cls: type[T], name: str, env: Mapping[str, str]) -> T:
     return cls(**values)
 
 
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """`SECTION__KEY` variables of a known section that name no setting (a typo, most likely)."""
+    known = {f"{f.name.upper()}__{g.name.upper()}"
+             for f in fields(Settings) if f.name != "app_env"
+             for g in fields(f.default_factory)}  # type: ignore[arg-type]
+    sections = {f.name.upper() + "__" for f in fields(Settings) if f.name != "app_env"}
+    return sorted(k for k in env if k.split("__")[0] + "__" in sections and "__" in k
+                  and k not in known)
+
+
 def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> Settings:
     """Settings from `env` (default: the process environment plus ./.env)."""
     if env is None:

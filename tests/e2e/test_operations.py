@@ -158,3 +158,53 @@ async def test_a_request_whose_headers_never_finish_is_closed(start_server):
     assert await asyncio.wait_for(reader.read(), 15) == b""  # closed by the server
     assert time.monotonic() - started < 10
     writer.close()
+
+
+def test_cli_version_help_and_one_line_usage_errors():
+    from relayforge import __version__
+
+    assert _cli("--version").stdout.strip() == f"relayforge {__version__}"
+    help_text = _cli("--help").stdout
+    assert "metrics module" not in help_text and "serve" in help_text
+    assert "(default: 86400)" in " ".join(_cli("secrets", "set", "--help").stdout.split())
+    for args in (("secrets", "set", "--tenant", "nope", "--provider", "generic"),
+                 ("keys", "revoke", "--id", "12"), ("jobs", "reprocess", "--limit", "x"),
+                 ("serve", "--mode", "everything")):
+        out = _cli(*args)
+        assert out.returncode == 2, args
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out
+
+
+async def test_cli_lists_and_revokes_keys_and_reprocesses_jobs(client, start_server, db):
+    from tests.support import new_tenant, sign_generic
+
+    server = start_server("ingest")
+    url = server.database_url
+    created = _cli("keys", "create", "--role", "viewer", "--name", "on-call", DATABASE__URL=url)
+    key, key_id = created.stdout.strip(), created.stderr.split()[2].rstrip(",")
+    listed = _cli("keys", "list", DATABASE__URL=url).stdout
+    assert key_id in listed and "on-call" in listed and key not in listed
+    assert _cli("keys", "revoke", "--id", key_id, DATABASE__URL=url).returncode == 0
+    assert "revoked" in _cli("keys", "list", DATABASE__URL=url).stdout
+    assert _cli("keys", "revoke", "--id", key_id, DATABASE__URL=url).returncode == 1
+
+    body = b'{"event":"cli.reprocess"}'
+    r = await client.post(f"{server.url}/webhooks/generic", content=body,
+                          headers={"X-Signature": sign_generic(body), "X-Tenant-Id": new_tenant()})
+    job_id = r.json()["job_id"]
+    conn = await db(url)
+    assert _cli("jobs", "reprocess", "--id", job_id, DATABASE__URL=url).returncode == 1  # pending
+    # as if its one attempt had failed for good (this server runs no consumer)
+    await conn.execute("UPDATE jobs SET status = 'dead_lettered', attempts = 1 WHERE id = $1",
+                       uuid.UUID(job_id))
+    await conn.execute("UPDATE outbox_messages SET status = 'sent' WHERE job_id = $1",
+                       uuid.UUID(job_id))
+    out = _cli("jobs", "reprocess", "--id", job_id, DATABASE__URL=url)
+    assert out.returncode == 0 and job_id in out.stdout
+    assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1",
+                               uuid.UUID(job_id)) == "pending"
+
+
+def test_unknown_settings_are_named_in_a_warning_at_start(start_server):
+    server = start_server("ingest", SERVER__PROT="8081", LOG__LEVEL="WARNING")
+    assert '"variable":"SERVER__PROT"' in server.log().replace(" ", "")
