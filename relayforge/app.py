@@ -24,6 +24,7 @@ from relayforge.runtime import Runtime
 from relayforge.settings import Settings, load_settings
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+PROBES = {"/healthz", "/readyz", "/metrics"}  # out of the access log unless LOG__PROBES=true
 
 
 class Endpoints:
@@ -42,8 +43,9 @@ class Router:
     """Adds instrumented routes; a parameter route never answers for a path that is another
     method's literal route (GET /admin/jobs/reprocess is a 405, not a job lookup)."""
 
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: Application, settings: Settings) -> None:
         self._app = app
+        self._quiet = set() if settings.log.probes else PROBES
         self._literal: dict[str, list[str]] = {}  # path without parameters -> its methods
 
     def add(self, method: str, template: str, handler: Handler) -> None:
@@ -51,7 +53,8 @@ class Router:
             handler = self._literal_paths_first(handler)
         else:
             self._literal.setdefault(template, []).append(method)
-        self._app.router.add(method, template, instrument(template, handler))
+        self._app.router.add(method, template, instrument(template, handler,
+                                                          access_log=template not in self._quiet))
 
     def _literal_paths_first(self, handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
@@ -94,7 +97,7 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
     app = Application(show_error_details=False)
     runtime = Runtime(settings, mode)
     endpoints = Endpoints()
-    router = Router(app)
+    router = Router(app, settings)
 
     checks: dict[str, ReadinessCheck] = {"database": runtime.check_database}
     if runtime.relays or runtime.consumes:

@@ -180,7 +180,8 @@ class JobConsumer:
             await _settle(message.dead_letter)
             metrics.JOBS_PROCESSED.labels(JobStatus.DEAD_LETTERED).inc()
             metrics.DLQ_MESSAGES.inc()
-            log.warning("job dead-lettered", extra={"attempt": attempt, "error": reason})
+            log.warning("job dead-lettered", extra={"attempt": attempt, "error": reason},
+                        exc_info=error)
             return
         w = self._settings.worker
         delay = backoff_seconds(attempt, w.backoff_base_ms, w.backoff_max_ms)
@@ -192,7 +193,7 @@ class JobConsumer:
         metrics.JOBS_PROCESSED.labels(JobStatus.RETRYING).inc()
         metrics.JOB_RETRIES.inc()
         log.info("job will retry", extra={"attempt": attempt, "retry_in_seconds": round(delay, 3),
-                                          "error": reason})
+                                          "error": reason}, exc_info=error)
 
     async def _write(self, write: Callable[[], Awaitable[object]]) -> None:
         """Record an outcome, riding out a database blip: the handler already ran, and losing

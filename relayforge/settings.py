@@ -140,6 +140,7 @@ class RetentionSettings:
 class LogSettings:
     level: str = "INFO"
     json: bool = True
+    probes: bool = False  # access lines for /healthz, /readyz and /metrics too
 
 
 @dataclass(frozen=True)

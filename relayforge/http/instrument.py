@@ -64,21 +64,23 @@ def _observe(route: str, method: str, status: int, elapsed: float) -> None:
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer
 
 
-async def _respond(route: str, handler: Handler, request: Request) -> Response:
+async def _respond(route: str, handler: Handler, request: Request) -> tuple[Response, str | None]:
+    """The response, and the contract's error code when it is an error."""
     try:
-        return await handler(request)
+        return await handler(request), None
     except RelayforgeError as exc:
-        return error_response(exc)
+        return error_response(exc), exc.code
     except MessageAborted:  # the client closed before sending its whole body: not our error
         return json_response(CLIENT_CLOSED, {
             "error": "the client closed the connection before sending the whole body",
-            "code": "client_closed_request"})
+            "code": "client_closed_request"}), "client_closed_request"
     except Exception:
         log.exception("unhandled error", extra={"route": route})
-        return json_response(500, {"error": "internal error", "code": "internal"})
+        return json_response(500, {"error": "internal error", "code": "internal"}), "internal"
 
 
-def instrument(route: str, handler: Handler) -> Handler:
+def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler:
+    """`access_log=False` keeps the route's requests out of the access log (probes)."""
     async def wrapped(request: Request) -> Response:
         started = time.perf_counter()
         request_id = _client_id(request.get_first_header(b"x-request-id")) or uuid.uuid4().hex
@@ -99,22 +101,26 @@ def instrument(route: str, handler: Handler) -> Handler:
                 f"{method} {route}", context=tracing.extract(carrier), kind=trace.SpanKind.SERVER
             ) as span:
                 trace_token = log_context.trace_id.set(tracing.current_trace_id())
-                response = await _respond(route, handler, request)
+                response, code = await _respond(route, handler, request)
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", response.status)
         else:  # no SDK: no span objects per request; logs still carry the provider's trace id
             trace_token = log_context.trace_id.set(tracing.incoming_trace_id(carrier))
-            response = await _respond(route, handler, request)
+            response, code = await _respond(route, handler, request)
         status = response.status
         response.add_header(b"X-Request-Id", request_id.encode())
         response.add_header(b"X-Correlation-Id", correlation_id.encode())
         elapsed = time.perf_counter() - started
         _observe(route, method, status, elapsed)
-        if access.isEnabledFor(logging.INFO):
-            access.info("request", extra={
-                "method": method, "route": route, "status": status,
-                "duration_ms": round(elapsed * 1000, 3),
-            })
+        if access_log and access.isEnabledFor(logging.INFO):
+            line: dict[str, object] = {"method": method, "route": route, "status": status,
+                                       "duration_ms": round(elapsed * 1000, 3)}
+            if code is not None:
+                line["code"] = code
+            source = request.route_values.get("source")
+            if source:
+                line["source"] = source[:64].lower()
+            access.info("request", extra=line)
         log_context.trace_id.reset(trace_token)
         for var, token in zip((log_context.request_id, log_context.correlation_id), tokens,
                               strict=True):

@@ -10,9 +10,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: noise
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests by route template", ["route", "method", "status"]

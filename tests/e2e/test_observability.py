@@ -109,3 +109,32 @@ async def test_logs_are_json_lines_with_context(client, start_server):
             and x.get("job_id") == doc["job_id"]]
     assert done and done[0]["trace_id"] == trace_id
     assert done[0]["correlation_id"] == "corr-log-1" and "tenant_id" in done[0]
+
+
+async def test_access_lines_leave_probes_out_and_name_code_and_source(client, start_server):
+    server = start_server("all", **FAST, LOG__LEVEL="INFO")
+    for _ in range(3):
+        await client.get(f"{server.url}/healthz")
+        await client.get(f"{server.url}/readyz")
+    metrics = (await client.get(f"{server.url}/metrics")).text
+    names = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines()
+             if line and not line.startswith("#")}
+    assert "jobs_created_total" in names or "http_requests_total" in names
+    assert not [n for n in names if n.endswith("_created")]  # no _created series
+    bad = await client.post(f"{server.url}/webhooks/GitHub", content=b"{}",
+                            headers={"X-Hub-Signature-256": "sha256=00"})
+    assert bad.status_code == 401
+    body = orjson.dumps({"event": "fails.once", "fail_until_attempt": 1})
+    from tests.support import sign_generic
+
+    doc = (await client.post(f"{server.url}/webhooks/generic", content=body,
+                             headers={"X-Signature": sign_generic(body)})).json()
+    await wait_for_jobs(server.database_url, [doc["job_id"]])
+    time.sleep(0.3)
+    lines = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [x for x in lines if x.get("message") == "request"]
+    assert not [x for x in access if x["route"] in ("/healthz", "/readyz", "/metrics")]
+    [refused] = [x for x in access if x["status"] == 401]
+    assert (refused["code"], refused["source"]) == ("invalid_signature", "github")
+    [retry] = [x for x in lines if x.get("message") == "job will retry"]
+    assert "Traceback" in retry["exception"] and "fail_until_attempt" in retry["exception"]
