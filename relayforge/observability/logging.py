@@ -66,5 +66,5 @@ def configure(level: str, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiormq", "aio_pika", "asyncio"):
+    for noisy in ("aiormq", "aio_pika", "asyncio", "pgserver"):  # pgserver: initdb output
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -31,6 +31,7 @@ async def test_embedded_defaults_carry_a_webhook_to_success(client, tmp_path):
         assert (job["status"], job["attempts"]) == ("succeeded", 1)
         assert '"database":"embedded postgres' in server.log()
         assert '"broker":"in-process"' in server.log()
+        assert '"logger":"pgserver"' not in server.log()  # its initdb output stays quiet
     finally:
         server.stop()
     assert (tmp_path / "pg" / "PG_VERSION").exists()
