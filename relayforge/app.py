@@ -102,7 +102,7 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
     checks: dict[str, ReadinessCheck] = {"database": runtime.check_database}
     if runtime.relays or runtime.consumes:
         checks["broker"] = runtime.check_broker
-    ops = OpsEndpoints(checks)
+    ops = OpsEndpoints(checks, before_metrics=runtime.refresh_lag)
     router.add("GET", "/healthz", ops.healthz)
     router.add("GET", "/readyz", ops.readyz)
     router.add("GET", "/metrics", ops.metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
@@ -24,11 +25,12 @@ from relayforge.relay import Relay
 from relayforge.security.secrets import SecretCipher, SecretVerifiers
 from relayforge.settings import MODES, Settings, master_key
 from relayforge.stores import Stores
-from relayforge.upkeep import Upkeep
+from relayforge.upkeep import Upkeep, publish_lag
 
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_SECONDS = 5.0
+LAG_REFRESH_SECONDS = 5.0  # no more often than a scrape interval (15 s) needs
 
 
 async def _bounded(closing: Awaitable[object], what: str) -> bool:
@@ -54,6 +56,7 @@ class Runtime:
     relay: Relay | None = None
     upkeep: Upkeep | None = None
     consumer: JobConsumer | None = None
+    _lag_due: float = 0.0
 
     @property
     def ingests(self) -> bool:
@@ -128,6 +131,17 @@ class Runtime:
             # does, so a graceful stop falls back to terminating them.
             if not await _bounded(self.pool.close(), "database pool"):
                 self.pool.terminate()
+
+    async def refresh_lag(self) -> None:
+        """The pipeline lag gauges, read at most every LAG_REFRESH_SECONDS (on /metrics)."""
+        now = time.monotonic()
+        if self.stores is None or now < self._lag_due:
+            return
+        self._lag_due = now + LAG_REFRESH_SECONDS
+        try:
+            await publish_lag(self.stores)
+        except Exception as exc:  # /metrics answers anyway, with the last values
+            log.warning("pipeline lag not read", extra={"error": repr(exc)})
 
     async def check_database(self) -> None:
         assert self.stores is not None

@@ -22,6 +22,16 @@ FIRST_PRUNE_AFTER_SECONDS = 60.0
 RECOVER_BATCH = 500
 
 
+async def publish_lag(stores: Stores) -> None:
+    """Set the pipeline lag gauges from the database (any process may: /metrics does)."""
+    lag = await stores.outbox.lag()
+    metrics.OUTBOX_PENDING.set(lag.outbox_pending)
+    metrics.OUTBOX_OLDEST_AGE.set(max(0.0, lag.outbox_oldest_age or 0.0))
+    for status in ("pending", "queued", "processing", "retrying"):
+        metrics.JOBS_WAITING.labels(status).set(getattr(lag, status))
+    metrics.JOBS_OLDEST_WAITING_AGE.set(max(0.0, lag.oldest_waiting_age or 0.0))
+
+
 class Upkeep:
     def __init__(self, stores: Stores, settings: Settings) -> None:
         self._stores = stores
@@ -51,7 +61,7 @@ class Upkeep:
     async def run_once(self) -> None:
         await self.recover_expired_leases()
         await self.republish_stranded()
-        metrics.OUTBOX_PENDING.set(await self._stores.outbox.pending_count())
+        await publish_lag(self._stores)
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
             await self.prune()

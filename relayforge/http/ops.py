@@ -17,9 +17,11 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 
 class OpsEndpoints:
-    def __init__(self, checks: Mapping[str, ReadinessCheck]) -> None:
+    def __init__(self, checks: Mapping[str, ReadinessCheck],
+                 before_metrics: Callable[[], Awaitable[None]] | None = None) -> None:
         self._started = time.monotonic()
         self._checks = checks
+        self._before_metrics = before_metrics  # refreshes gauges read from the database
 
     async def healthz(self, request: Request) -> Response:
         return view_response(200, Health(
@@ -42,5 +44,7 @@ class OpsEndpoints:
         return Check(status="ok", latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
     async def metrics(self, request: Request) -> Response:
+        if self._before_metrics is not None:
+            await self._before_metrics()
         body, content_type = metrics.render()
         return Response(200, None, Content(content_type.encode(), body))

@@ -40,6 +40,17 @@ DLQ_MESSAGES = Counter("dlq_messages_total", "Messages dead-lettered (jobs and p
 # max across worker processes (PROMETHEUS_MULTIPROC_DIR): each relay reads the same table
 OUTBOX_PENDING = Gauge("outbox_pending_count", "Outbox rows not yet published",
                        multiprocess_mode="max")
+# Read from the database when /metrics is scraped (at most every LAG_REFRESH_SECONDS), by every
+# process that serves it; with several workers the largest answer wins ("max").
+OUTBOX_OLDEST_AGE = Gauge("outbox_oldest_pending_age_seconds",
+                          "Age of the oldest outbox row not yet published (0 when none)",
+                          multiprocess_mode="max")
+JOBS_WAITING = Gauge("jobs_in_state", "Jobs in each open state", ["status"],
+                     multiprocess_mode="max")
+JOBS_OLDEST_WAITING_AGE = Gauge(
+    "jobs_oldest_waiting_age_seconds",
+    "Age of the oldest job queued or retrying, waiting for a consumer (0 when none)",
+    multiprocess_mode="max")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published with a confirm")
 OUTBOX_PUBLISH_FAILURES = Counter(
     "outbox_publish_failures_total", "Outbox rows the broker refused or could not take")

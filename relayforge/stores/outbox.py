@@ -19,7 +19,22 @@ class OutboxRow:
     headers: str  # JSON object text: W3C headers and correlation id
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineLag:
+    outbox_pending: int
+    outbox_oldest_age: float | None  # seconds; None when nothing is pending
+    pending: int
+    queued: int
+    processing: int
+    retrying: int
+    oldest_waiting_age: float | None  # the oldest queued or retrying job, seconds
+
+
 class OutboxStore(Store):
+    async def lag(self) -> PipelineLag:
+        """The pipeline's backlog, for /metrics in every process."""
+        return PipelineLag(**dict(await self._db.fetchrow(Q["pipeline_lag"])))
+
     async def claim(self, *, limit: int, lease_seconds: float, owner: str) -> list[OutboxRow]:
         rows = await self._db.fetch(Q["outbox_claim"], limit, lease_seconds, owner)
         return [OutboxRow(**dict(r)) for r in rows]

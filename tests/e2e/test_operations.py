@@ -208,3 +208,29 @@ async def test_cli_lists_and_revokes_keys_and_reprocesses_jobs(client, start_ser
 def test_unknown_settings_are_named_in_a_warning_at_start(start_server):
     server = start_server("ingest", SERVER__PROT="8081", LOG__LEVEL="WARNING")
     assert '"variable":"SERVER__PROT"' in server.log().replace(" ", "")
+
+
+async def test_every_process_shows_the_pipeline_lag(client, start_server):
+    """No relay runs: 50 rows wait. The ingest and the consume process both say so."""
+    import asyncio
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.e2e.pipeline_support import amqp_env, delete_topology, send
+
+    prefix = f"rft.lag.{uuid.uuid4().hex[:8]}"
+    ingest = start_server("ingest")
+    consume = start_server("consume", database_url=ingest.database_url, **amqp_env(prefix))
+    try:
+        await asyncio.gather(*(send(client, ingest) for _ in range(50)))
+        await asyncio.sleep(1.1)  # the oldest row is at least a second old
+        for server in (ingest, consume):
+            text = (await client.get(f"{server.url}/metrics")).text
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for f in text_string_to_metric_families(text) for s in f.samples}
+            assert samples[("outbox_pending_count", ())] == 50, server.mode
+            assert samples[("jobs_in_state", (("status", "pending"),))] == 50
+            assert samples[("outbox_oldest_pending_age_seconds", ())] >= 1
+            assert samples[("jobs_oldest_waiting_age_seconds", ())] == 0  # none queued yet
+    finally:
+        await delete_topology(prefix)

@@ -216,6 +216,20 @@ RETURNING j.id;
 UPDATE outbox_messages SET claimed_until = NULL, claimed_by = NULL
 WHERE claimed_by = $1 AND status = 'pending';
 
+-- name: pipeline_lag
+-- What /metrics shows of the pipeline, in one cheap statement (partial and status indexes):
+-- the outbox backlog and its oldest row's age, the jobs waiting in each open state and the age
+-- of the oldest one waiting for a consumer.
+SELECT (SELECT count(*) FROM outbox_messages WHERE status = 'pending') AS outbox_pending,
+       (SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8
+        FROM outbox_messages WHERE status = 'pending') AS outbox_oldest_age,
+       (SELECT count(*) FROM jobs WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM jobs WHERE status = 'queued') AS queued,
+       (SELECT count(*) FROM jobs WHERE status = 'processing') AS processing,
+       (SELECT count(*) FROM jobs WHERE status = 'retrying') AS retrying,
+       (SELECT EXTRACT(EPOCH FROM now() - min(updated_at))::float8
+        FROM jobs WHERE status IN ('queued', 'retrying')) AS oldest_waiting_age;
+
 -- name: outbox_pending_count
 SELECT count(*) FROM outbox_messages WHERE status = 'pending';
 
