@@ -153,9 +153,13 @@ class Relay:
         metrics.OUTBOX_PUBLISH_FAILURES.inc(len(failed))
         log.warning("publish failed; rows released for retry",
                     extra={"count": len(failed), "error": repr(failed[0][1])})
-        counted = [(i, repr(err)[:500]) for i, err in failed
-                   if took_some or isinstance(err, Refused)]
-        released = [i for i, err in failed if not (took_some or isinstance(err, Refused))]
+        counted: list[tuple[int, str]] = []  # refused while the broker was up: their fault
+        released: list[int] = []
+        for i, err in failed:
+            if took_some or isinstance(err, Refused):
+                counted.append((i, repr(err)[:500]))
+            else:
+                released.append(i)
         if released:
             await self._outbox.release(ids=released, error=repr(failed[0][1])[:500],
                                        delay_seconds=PUBLISH_RETRY_SECONDS)

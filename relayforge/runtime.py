@@ -1,7 +1,7 @@
 """Assembles the parts a process runs for its mode, and starts and stops them in order.
 
     ingest   pool, secret store, ingest writer            (never talks to the broker)
-    relay    pool, broker, outbox relay, upkeep (job lease recovery, backlog gauge, retention)
+    relay    pool, broker, outbox relay, upkeep (job lease recovery, stranded jobs, retention)
     consume  pool, broker, job consumer
     all      all of the above; the in-process broker when AMQP__URL is unset
 """
@@ -21,11 +21,12 @@ from relayforge.consumer import JobConsumer
 from relayforge.db.pool import create_pool
 from relayforge.ingest import IngestWriter
 from relayforge.jobs import HandlerRegistry
+from relayforge.observability import metrics
 from relayforge.relay import Relay
 from relayforge.security.secrets import SecretCipher, SecretVerifiers
 from relayforge.settings import MODES, Settings, master_key
 from relayforge.stores import Stores
-from relayforge.upkeep import Upkeep, publish_lag
+from relayforge.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,15 @@ class Runtime:
             return
         self._lag_due = now + LAG_REFRESH_SECONDS
         try:
-            await publish_lag(self.stores)
+            lag = await self.stores.outbox.lag()
         except Exception as exc:  # /metrics answers anyway, with the last values
             log.warning("pipeline lag not read", extra={"error": repr(exc)})
+            return
+        metrics.OUTBOX_PENDING.set(lag.outbox_pending)
+        metrics.OUTBOX_OLDEST_AGE.set(max(0.0, lag.outbox_oldest_age or 0.0))
+        for status in ("pending", "queued", "processing", "retrying"):
+            metrics.JOBS_WAITING.labels(status).set(getattr(lag, status))
+        metrics.JOBS_OLDEST_WAITING_AGE.set(max(0.0, lag.oldest_waiting_age or 0.0))
 
     async def check_database(self) -> None:
         assert self.stores is not None

@@ -1,6 +1,6 @@
 """Periodic upkeep, apart from the work itself: jobs whose consumer died (lease), jobs queued
-whose message never arrived (RELAY__QUEUED_TIMEOUT_SECONDS), the outbox backlog gauge, and
-retention. The relay process runs it once a second (retention hourly)."""
+whose message never arrived (RELAY__QUEUED_TIMEOUT_SECONDS), and retention. The relay process
+runs it once a second (retention hourly). The backlog gauges are read on /metrics (runtime)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,6 @@ INTERVAL_SECONDS = 1.0
 PRUNE_INTERVAL_SECONDS = 3600.0
 FIRST_PRUNE_AFTER_SECONDS = 60.0
 RECOVER_BATCH = 500
-
-
-async def publish_lag(stores: Stores) -> None:
-    """Set the pipeline lag gauges from the database (any process may: /metrics does)."""
-    lag = await stores.outbox.lag()
-    metrics.OUTBOX_PENDING.set(lag.outbox_pending)
-    metrics.OUTBOX_OLDEST_AGE.set(max(0.0, lag.outbox_oldest_age or 0.0))
-    for status in ("pending", "queued", "processing", "retrying"):
-        metrics.JOBS_WAITING.labels(status).set(getattr(lag, status))
-    metrics.JOBS_OLDEST_WAITING_AGE.set(max(0.0, lag.oldest_waiting_age or 0.0))
 
 
 class Upkeep:
@@ -61,7 +51,6 @@ class Upkeep:
     async def run_once(self) -> None:
         await self.recover_expired_leases()
         await self.republish_stranded()
-        await publish_lag(self._stores)
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
             await self.prune()
