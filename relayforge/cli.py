@@ -117,6 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
+    from granian.log import LogLevels
 
     Granian(
         "relayforge.app:app_factory",
@@ -127,6 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         workers=settings.server.workers,
         loop=Loops.uvloop,
         log_access=False,
+        log_level=LogLevels(settings.log.level.lower()),
+        log_dictconfig=log_setup.granian_config(settings.log.level, settings.log.json),
         backlog=settings.server.backlog,
         backpressure=settings.server.backpressure,
         http1_settings=HTTP1Settings(header_read_timeout=settings.server.header_read_timeout_ms),

@@ -117,7 +117,7 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
                                        "duration_ms": round(elapsed * 1000, 3)}
             if code is not None:
                 line["code"] = code
-            source = request.route_values.get("source")
+            source = route_value(request, "source")
             if source:
                 line["source"] = source[:64].lower()
             access.info("request", extra=line)
@@ -139,8 +139,8 @@ def request_ids() -> tuple[str, str, dict[str, str]]:
 
 
 def route_value(request: Request, name: str) -> str:
-    """A path parameter of the matched route (always present once the route matched)."""
-    return request.route_values.get(name) or ""
+    """A path parameter of the matched route; "" when it has none (BlackSheep gives None)."""
+    return (request.route_values or {}).get(name) or ""
 
 
 def query_string(request: Request) -> bytes:
