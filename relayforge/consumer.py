@@ -95,12 +95,15 @@ class JobConsumer:
             a.job = by_attempt.pop((a.job_id, a.attempt), None)
 
     async def _succeed_batch(self, batch: list[_Attempt]) -> None:
-        await self._jobs.succeed_many(attempts=[(a.job_id, a.attempt) for a in batch])
+        succeeded = await self._jobs.succeed_many(attempts=[(a.job_id, a.attempt) for a in batch])
+        for seconds in succeeded.values():
+            metrics.JOB_END_TO_END.observe(seconds)
 
     async def handle(self, message: IncomingMessage) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
+        metrics.JOBS_IN_FLIGHT.inc()
         try:
             async with self._slots:
                 await self._handle(message)
@@ -113,6 +116,7 @@ class JobConsumer:
                 log.warning("release failed", extra={"error": repr(exc)})
         finally:
             self._inflight.discard(task)
+            metrics.JOBS_IN_FLIGHT.dec()
 
     async def _handle(self, message: IncomingMessage) -> None:
         try:

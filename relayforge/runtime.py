@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 LAG_REFRESH_SECONDS = 5.0  # no more often than a scrape interval (15 s) needs
+POOL_SAMPLE_SECONDS = 1.0
 
 
 async def _bounded(closing: Awaitable[object], what: str) -> bool:
@@ -58,6 +59,7 @@ class Runtime:
     upkeep: Upkeep | None = None
     consumer: JobConsumer | None = None
     _lag_due: float = 0.0
+    _pool_sampler: asyncio.Task[None] | None = None
 
     @property
     def ingests(self) -> bool:
@@ -77,6 +79,7 @@ class Runtime:
         registry = HandlerRegistry(s.worker.handlers) if self.consumes else None
         self.pool = await create_pool(s.database.url, s.database.max_connections)
         self.stores = stores = Stores(self.pool)
+        self._pool_sampler = asyncio.create_task(self._sample_pool(), name="pool-sampler")
         self.cipher = SecretCipher(master_key(s))
         if self.ingests:
             from relayforge.connectors import CONNECTORS
@@ -127,6 +130,8 @@ class Runtime:
             await _bounded(self.broker.close(), "broker")
         if self.verifiers is not None:
             await _bounded(self.verifiers.close(), "secret listener")
+        if self._pool_sampler is not None:
+            self._pool_sampler.cancel()
         if self.pool is not None:
             # close() waits for every connection to come back; one broken mid-operation never
             # does, so a graceful stop falls back to terminating them.
@@ -149,6 +154,20 @@ class Runtime:
         for status in ("pending", "queued", "processing", "retrying"):
             metrics.JOBS_WAITING.labels(status).set(getattr(lag, status))
         metrics.JOBS_OLDEST_WAITING_AGE.set(max(0.0, lag.oldest_waiting_age or 0.0))
+        if self.broker is not None:
+            try:
+                for queue, count in (await self.broker.depths()).items():
+                    metrics.BROKER_QUEUE_MESSAGES.labels(queue).set(count)
+            except Exception as exc:
+                log.warning("broker queue depths not read", extra={"error": repr(exc)})
+
+    async def _sample_pool(self) -> None:
+        """Connections lent out, every second: each worker's own value, summed on scrape."""
+        assert self.pool is not None
+        metrics.DB_POOL_SIZE.set(self.pool.get_max_size())
+        while True:
+            metrics.DB_POOL_IN_USE.set(self.pool.get_size() - self.pool.get_idle_size())
+            await asyncio.sleep(POOL_SAMPLE_SECONDS)
 
     async def check_database(self) -> None:
         assert self.stores is not None

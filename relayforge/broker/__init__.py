@@ -54,3 +54,6 @@ class Broker(Protocol):
 
     async def check(self) -> None:
         """Raise unless the broker is reachable (readiness)."""
+
+    async def depths(self) -> dict[str, int]:
+        """Messages ready in the jobs queue and the DLQ: {"jobs": n, "dlq": n}."""

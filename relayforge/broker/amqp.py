@@ -173,3 +173,18 @@ class AmqpBroker:
             raise ConnectionError("RabbitMQ connection is closed")
         if self._publish_channel is None or self._publish_channel.is_closed:
             raise ConnectionError("RabbitMQ channel is closed")
+
+    async def depths(self) -> dict[str, int]:
+        """Passive declares on a channel of their own: a missing queue closes only that one."""
+        if self._connection is None or self._connection.is_closed:
+            raise ConnectionError("not connected to RabbitMQ")
+        channel = await self._connection.channel()
+        try:
+            counts = {}
+            for key, name in (("jobs", self._names.queue), ("dlq", self._names.dlq)):
+                queue = await channel.declare_queue(name, passive=True)
+                counts[key] = queue.declaration_result.message_count or 0
+            return counts
+        finally:
+            if not channel.is_closed:
+                await channel.close()

@@ -81,3 +81,6 @@ class LocalBroker:
 
     async def check(self) -> None:
         return None
+
+    async def depths(self) -> dict[str, int]:
+        return {"jobs": self._queue.qsize(), "dlq": len(self.dead_letters)}

@@ -35,6 +35,13 @@ JOB_DURATION = Histogram(
     "job_processing_duration_seconds", "Handler run time per attempt",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
 )
+JOB_END_TO_END = Histogram(
+    "job_end_to_end_seconds",
+    "From the webhook's acceptance (its job's creation) to the job's success, database clock",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+JOBS_IN_FLIGHT = Gauge("consumer_jobs_in_flight", "Messages in hand in this consumer",
+                       multiprocess_mode="livesum")
 JOB_RETRIES = Counter("job_retries_total", "Job attempts scheduled for retry")
 DLQ_MESSAGES = Counter("dlq_messages_total", "Messages dead-lettered (jobs and poison messages)")
 # max across worker processes (PROMETHEUS_MULTIPROC_DIR): each relay reads the same table
@@ -51,6 +58,13 @@ JOBS_OLDEST_WAITING_AGE = Gauge(
     "jobs_oldest_waiting_age_seconds",
     "Age of the oldest job queued or retrying, waiting for a consumer (0 when none)",
     multiprocess_mode="max")
+BROKER_QUEUE_MESSAGES = Gauge(
+    "broker_queue_messages", "Messages ready in the broker's queue (jobs, dlq), read on scrape",
+    ["queue"], multiprocess_mode="max")
+DB_POOL_IN_USE = Gauge("db_pool_connections_in_use", "Database connections lent out",
+                       multiprocess_mode="livesum")
+DB_POOL_SIZE = Gauge("db_pool_connections_max", "Database connections this process may open",
+                     multiprocess_mode="livesum")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published with a confirm")
 OUTBOX_PUBLISH_FAILURES = Counter(
     "outbox_publish_failures_total", "Outbox rows the broker refused or could not take")
@@ -68,9 +82,10 @@ JOBS_REPUBLISHED = Counter(
 def render() -> tuple[bytes, str]:
     """The exposition text; merges worker processes when PROMETHEUS_MULTIPROC_DIR is set."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+        from prometheus_client import ProcessCollector, multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=registry)  # process_* of the worker that answers
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST

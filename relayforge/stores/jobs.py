@@ -64,11 +64,12 @@ class JobStore(Store):
         return bool(await self.succeed_many(attempts=[(job_id, attempt)]))
 
     async def succeed_many(self, *, attempts: Sequence[tuple[uuid.UUID, int]]
-                           ) -> set[uuid.UUID]:
-        """The jobs whose success was recorded (each attempt's own outcome, if still current)."""
+                           ) -> dict[uuid.UUID, float]:
+        """The jobs whose success was recorded (each attempt's own outcome, if still current),
+        each with the seconds from its creation (the webhook's acceptance) to now."""
         rows = await self._db.fetch(Q["jobs_succeed"], [j for j, _ in attempts],
                                     [a for _, a in attempts])
-        return {r["id"] for r in rows}
+        return {r["id"]: r["end_to_end"] for r in rows}
 
     async def retry(self, *, job_id: uuid.UUID, attempt: int, error: str, delay_seconds: float,
                     headers: str) -> bool:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 
+import httpx
 import pytest
 
 from tests.support import ADMIN_KEY, ROOT, base_env
@@ -50,8 +51,6 @@ def test_a_port_in_use_stops_the_start(start_server):
 
 def test_several_workers_of_one_server_still_share_their_port(start_server):
     server = start_server("ingest", SERVER__WORKERS="2")
-    import httpx
-
     assert all(httpx.get(f"{server.url}/healthz").status_code == 200 for _ in range(10))
 
 
@@ -205,9 +204,91 @@ async def test_cli_lists_and_revokes_keys_and_reprocesses_jobs(client, start_ser
                                uuid.UUID(job_id)) == "pending"
 
 
+def test_every_log_line_is_json_granians_own_included(start_server):
+    import orjson
+
+    from tests.support import new_tenant, sign_generic
+
+    server = start_server("ingest", LOG__LEVEL="INFO", LOG__JSON="true")
+    body = b'{"event":"logged","data":{}}'
+    with httpx.Client() as http:  # routes with and without path parameters, access-logged
+        assert http.get(f"{server.url}/admin/jobs").status_code == 401
+        assert http.get(f"{server.url}/openapi.json").status_code == 200
+        assert http.post(f"{server.url}/webhooks/generic", content=body, headers={
+            "X-Signature": sign_generic(body), "X-Tenant-Id": new_tenant()}).status_code == 202
+    lines = [orjson.loads(line) for line in server.log().splitlines()]  # each one is JSON
+    loggers = {line["logger"] for line in lines}
+    assert {"granian", "relayforge.cli"} <= loggers
+    assert any(line["message"].startswith("Listening at") for line in lines)
+    access = [(line["route"], line["status"], line.get("source"), line.get("code"))
+              for line in lines if line["message"] == "request"]
+    assert access == [("/admin/jobs", 401, None, "unauthorized"), ("/openapi.json", 200, None, None),
+                      ("/webhooks/{source}", 202, "generic", None)]
+
+
+async def test_an_unreachable_trace_collector_warns_once_a_minute(client, start_server):
+    import asyncio
+
+    server = start_server("ingest", LOG__LEVEL="INFO", OTEL__ENABLED="true",
+                          OTEL__EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",  # nothing listens
+                          OTEL__EXPORTER_OTLP_TIMEOUT_MS="300",
+                          OTEL_BSP_SCHEDULE_DELAY="100")  # the SDK's own setting: export often
+    for _ in range(30):
+        assert (await client.get(f"{server.url}/admin/jobs")).status_code == 401  # a span each
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)
+    lines = [line for line in server.log().splitlines() if "opentelemetry" in line]
+    assert len(lines) == 1, lines
+
+
 def test_unknown_settings_are_named_in_a_warning_at_start(start_server):
     server = start_server("ingest", SERVER__PROT="8081", LOG__LEVEL="WARNING")
     assert '"variable":"SERVER__PROT"' in server.log().replace(" ", "")
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+async def test_queue_depth_in_flight_pool_and_end_to_end_latency(client, start_server):
+    """A relay with no consumer: 30 messages wait in RabbitMQ and its /metrics says so. Then a
+    consumer takes them: its /metrics counts 30 end-to-end latencies and nothing left in hand."""
+    import asyncio
+
+    from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology, send, wait_for_jobs
+
+    prefix = f"rft.depth.{uuid.uuid4().hex[:8]}"
+    ingest = start_server("ingest")
+    relay = start_server("relay", database_url=ingest.database_url, **amqp_env(prefix), **FAST)
+    try:
+        accepted = await asyncio.gather(*(send(client, ingest) for _ in range(30)))
+        job_ids = [a["job_id"] for a in accepted]
+        await wait_for_jobs(ingest.database_url, job_ids, statuses=("queued",))
+        samples = _samples((await client.get(f"{relay.url}/metrics")).text)
+        assert samples[("broker_queue_messages", (("queue", "jobs"),))] == 30
+        assert samples[("broker_queue_messages", (("queue", "dlq"),))] == 0
+        assert samples[("db_pool_connections_max", ())] >= 1
+        assert samples[("db_pool_connections_in_use", ())] >= 0
+
+        consume = start_server("consume", database_url=ingest.database_url, **amqp_env(prefix))
+        await wait_for_jobs(ingest.database_url, job_ids, statuses=("succeeded",))
+        samples = _samples((await client.get(f"{consume.url}/metrics")).text)
+        assert samples[("job_end_to_end_seconds_count", ())] == 30
+        assert samples[("job_end_to_end_seconds_sum", ())] > 0
+        assert samples[("consumer_jobs_in_flight", ())] == 0
+        assert samples[("broker_queue_messages", (("queue", "jobs"),))] == 0
+    finally:
+        await delete_topology(prefix)
+
+
+async def test_several_workers_export_process_metrics(client, start_server):
+    server = start_server("ingest", SERVER__WORKERS="2")
+    samples = _samples((await client.get(f"{server.url}/metrics")).text)
+    assert samples[("process_resident_memory_bytes", ())] > 0
+    assert samples[("db_pool_connections_max", ())] >= 2  # both workers' pools, summed
 
 
 async def test_every_process_shows_the_pipeline_lag(client, start_server):

@@ -312,7 +312,7 @@ UPDATE jobs j
 SET status = 'succeeded', last_error = NULL, lease_expires_at = NULL, updated_at = now()
 FROM m, locked
 WHERE j.id = m.id AND locked.id = j.id AND j.attempts = m.attempt AND j.status <> 'succeeded'
-RETURNING j.id;
+RETURNING j.id, extract(epoch FROM clock_timestamp() - j.created_at)::float8 AS end_to_end;
 
 -- name: job_retry
 -- Fail the attempt and schedule the next one through the outbox, atomically.
