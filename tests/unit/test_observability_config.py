@@ -26,14 +26,15 @@ def exported() -> set[str]:
 def referenced(expr: str) -> set[str]:
     words = set(re.findall(r"\b([a-z_][a-z0-9_]*)\b(?=\s*[{\[)]|\s*[<>=!]|\s*$)", expr))
     return {w for w in words if "_" in w and (w.startswith(("http_", "jobs_", "job_", "dlq_",
-                                                             "outbox_", "webhooks_", "ingest_")))}
+                                                             "outbox_", "webhooks_", "ingest_", "broker_",
+                                                             "consumer_", "db_", "process_")))}
 
 
 def test_alert_rules_and_dashboard_use_exported_metrics():
     alerts = yaml.safe_load((OBS / "prometheus" / "alerts.yml").read_text())
     exprs = [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
     dashboard = json.loads((OBS / "grafana" / "dashboards" / "relayforge.json").read_text())
-    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     used = set().union(*(referenced(e) for e in exprs))
     assert used, "no metric names found"
     assert used <= exported(), used - exported()
@@ -51,3 +52,16 @@ def test_every_alert_has_a_runbook_section():
 def test_stack_files_parse():
     for path in [*OBS.rglob("*.yml"), *OBS.rglob("*.yaml"), ROOT / "docker-compose.yml"]:
         assert yaml.safe_load(path.read_text()) is not None, path
+
+
+def test_dashboard_has_variables_readable_legends_and_both_webhook_routes():
+    dashboard = json.loads((OBS / "grafana" / "dashboards" / "relayforge.json").read_text())
+    assert {v["name"] for v in dashboard["templating"]["list"]} >= {"source", "tenant"}
+    targets = [t for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert all(t.get("legendFormat") for t in targets)  # no raw series names as legends
+    alerts = yaml.safe_load((OBS / "prometheus" / "alerts.yml").read_text())
+    exprs = [t["expr"] for t in targets]
+    exprs += [rule["expr"] for group in alerts["groups"] for rule in group["rules"]]
+    for expr in exprs:
+        if "route=" in expr:  # a webhook-route selector names both routes
+            assert "/tenants/[{]tenant_id[}]/webhooks/[{]source[}]" in expr, expr
