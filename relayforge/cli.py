@@ -51,7 +51,13 @@ def _database_url(settings: Settings) -> tuple[str, str]:
         return settings.database.url, "postgres"
     from relayforge.db.pool import start_embedded
 
-    return start_embedded(settings), f"embedded postgres ({settings.database.embedded_dir})"
+    try:
+        url = start_embedded(settings)
+    except ModuleNotFoundError:  # the container image leaves the embedded server out
+        print("relayforge: configuration error: DATABASE__URL: required here (this install has no "
+              "embedded PostgreSQL; `pip install pgserver` adds it)", file=sys.stderr)
+        raise SystemExit(2) from None
+    return url, f"embedded postgres ({settings.database.embedded_dir})"
 
 
 def _fresh_metrics_dir(settings: Settings) -> str:
