@@ -7,12 +7,20 @@ import os
 import time
 import uuid
 
+from asyncpg.pgproto.pgproto import UUID as _FastUUID  # a uuid.UUID in C: cheap to make and print
+
 MAX_CLIENT_ID_LENGTH = 128
 
 
 def new_id() -> uuid.UUID:
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
+    """48 bits of milliseconds, version 7, variant 10, 74 random bits."""
+    raw = bytearray(os.urandom(16))
+    raw[0:6] = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+    raw[6] = 0x70 | raw[6] & 0x0F
+    raw[8] = 0x80 | raw[8] & 0x3F
+    return _FastUUID(bytes(raw))  # type: ignore[no-any-return]
+
+
+def new_request_id() -> str:
+    """32 random hex digits, as uuid4().hex looks, for a fraction of its cost."""
+    return os.urandom(16).hex()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ from opentelemetry import trace
 
 from relayforge.errors import RelayforgeError
 from relayforge.http.errors import error_response, json_response
-from relayforge.ids import MAX_CLIENT_ID_LENGTH
+from relayforge.ids import MAX_CLIENT_ID_LENGTH, new_request_id
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics, tracing
 
@@ -83,7 +82,7 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
     """`access_log=False` keeps the route's requests out of the access log (probes)."""
     async def wrapped(request: Request) -> Response:
         started = time.perf_counter()
-        request_id = _client_id(request.get_first_header(b"x-request-id")) or uuid.uuid4().hex
+        request_id = _client_id(request.get_first_header(b"x-request-id")) or new_request_id()
         correlation_id = _client_id(request.get_first_header(b"x-correlation-id")) or request_id
         tokens = (
             log_context.request_id.set(request_id),
