@@ -22,6 +22,7 @@ from relayforge import messages
 from relayforge.batcher import GroupCommitBatcher
 from relayforge.broker import Broker, IncomingMessage
 from relayforge.db.pool import on_connection_error
+from relayforge.destinations.worker import DeliveryWorker
 from relayforge.events import DomainEvent
 from relayforge.jobs import (
     HandlerRegistry,
@@ -55,8 +56,9 @@ class _Attempt:
 
 class JobConsumer:
     def __init__(self, stores: Stores, broker: Broker, settings: Settings,
-                 registry: HandlerRegistry) -> None:
+                 registry: HandlerRegistry, deliveries: DeliveryWorker) -> None:
         self._stores = stores
+        self._deliveries = deliveries
         self._jobs = stores.jobs
         self._broker = broker
         self._settings = settings
@@ -71,6 +73,7 @@ class JobConsumer:
                                              writers=BATCH_WRITERS)
 
     async def start(self) -> None:
+        await self._deliveries.start()
         self._starts.start()
         self._successes.start()
         await self._broker.start_consuming(self.handle, self._settings.worker.prefetch)
@@ -85,6 +88,7 @@ class JobConsumer:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._starts.close()
         await self._successes.close()
+        await self._deliveries.close()
 
     async def _start_batch(self, batch: list[_Attempt]) -> None:
         started = await self._jobs.start_many(
@@ -124,6 +128,10 @@ class JobConsumer:
         except messages.UnreadableMessage as exc:
             await self._poison(message, str(exc))
             return
+        if isinstance(job_message, messages.DeliveryMessage):
+            log_context.job_id.set(None)
+            await self._deliveries.handle(message, job_message, self._write)
+            return
         log_context.job_id.set(str(job_message.job_id))
         start = _Attempt(job_message.job_id, job_message.attempt)
         await self._starts.submit(start)
@@ -156,6 +164,9 @@ class JobConsumer:
                    carrier: dict[str, str]) -> None:
         attempt, max_attempts = job.attempts, job.max_attempts
         event = DomainEvent.from_json(job.event)
+        # The event's deliveries, before its handler runs: a handler's failure never holds
+        # them back, and a later attempt finds them made (once per job and destination).
+        await self._write(lambda: self._deliveries.fan_out(job, event, carrier))
         ctx = JobContext(job.id, job.tenant_id, attempt, max_attempts, event, job.correlation_id)
         started = time.perf_counter()
         error: BaseException | None = None

@@ -29,6 +29,12 @@ class BadRequest(RelayforgeError):
     status, code = 400, "bad_request"
 
 
+class InvalidDestination(RelayforgeError):
+    """A destination's URL (scheme, SSRF guard), filter or headers are not acceptable."""
+
+    status, code = 400, "invalid_destination"
+
+
 class InvalidTenant(RelayforgeError):
     status, code = 400, "invalid_tenant"
 

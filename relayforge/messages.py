@@ -1,9 +1,11 @@
-"""The job message between relay and consumer, in one place: the relay encodes an outbox row,
-the consumer decodes what arrives.
+"""The messages between relay and consumer, in one place: the relay encodes an outbox row or a
+due delivery, the consumer decodes what arrives.
 
-Body `{"job_id", "tenant_id", "attempt"}`; headers `job_id`, `attempt`, `correlation_id` and
-the W3C trace headers, each bounded, so no row can make a message larger than a broker frame.
-The routing key is built here, at publish time: `<AMQP__ROUTING_PREFIX>.<source>`.
+A job: body `{"job_id", "tenant_id", "attempt"}`, routing key `<AMQP__ROUTING_PREFIX>.<source>`.
+A delivery: body `{"delivery_id", "destination_id", "attempt"}`, routing key
+`<AMQP__ROUTING_PREFIX>.delivery` (the body, not the key, says which it is). Headers: the ids,
+`attempt`, `correlation_id` and the W3C trace headers, each bounded, so no row can make a message
+larger than a broker frame.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 from relayforge.broker import OutgoingMessage
 from relayforge.ids import MAX_CLIENT_ID_LENGTH
 from relayforge.observability import tracing
+from relayforge.stores.destinations import DueDelivery
 from relayforge.stores.outbox import OutboxRow
 
 JOB_ID_HEADER = "job_id"
@@ -32,6 +35,16 @@ class UnreadableMessage(ValueError):
 class JobMessage:
     job_id: uuid.UUID
     attempt: int  # the attempt this message starts
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryMessage:
+    delivery_id: uuid.UUID
+    destination_id: uuid.UUID
+    attempt: int
+
+
+DELIVERY_HEADER = "delivery_id"
 
 
 def routing_key(prefix: str, source: str) -> str:
@@ -50,13 +63,28 @@ def encode(row: OutboxRow, routing_prefix: str) -> OutgoingMessage:
                            message_id=f"{row.job_id}:{row.attempt}")
 
 
+def encode_delivery(row: DueDelivery, routing_prefix: str) -> OutgoingMessage:
+    carried: dict[str, object] = orjson.loads(row.headers)
+    headers = trace_carrier(carried)
+    headers[CORRELATION_HEADER] = _bounded_id(carried.get(CORRELATION_HEADER), str(row.id))
+    headers[DELIVERY_HEADER] = str(row.id)
+    headers[ATTEMPT_HEADER] = str(row.attempt)
+    body = orjson.dumps({"delivery_id": str(row.id), "destination_id": str(row.destination_id),
+                         "attempt": row.attempt})
+    return OutgoingMessage(0, routing_key(routing_prefix, "delivery"), body, headers,
+                           message_id=f"delivery:{row.id}:{row.attempt}")
+
+
 def _bounded_id(value: object, default: str) -> str:
     return value if isinstance(value, str) and len(value) <= MAX_CLIENT_ID_LENGTH else default
 
 
-def decode(body: bytes) -> JobMessage:
+def decode(body: bytes) -> JobMessage | DeliveryMessage:
     try:
         doc = orjson.loads(body)
+        if "delivery_id" in doc:
+            return DeliveryMessage(uuid.UUID(doc["delivery_id"]),
+                                   uuid.UUID(doc["destination_id"]), int(doc["attempt"]))
         return JobMessage(uuid.UUID(doc["job_id"]), int(doc["attempt"]))
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
         raise UnreadableMessage(f"unreadable message: {exc!r}") from None

@@ -99,6 +99,76 @@ class ApiKeyCreated(ApiKeyView, kw_only=True):
     key: Annotated[str, msgspec.Meta(description="the key itself: shown once, stored as SHA-256")]
 
 
+DeliveryStatus = Literal["pending", "queued", "processing", "succeeded", "retrying",
+                         "dead_lettered"]
+
+
+class DestinationSecretView(View):
+    fingerprint: str
+    created_at: datetime
+    expires_at: datetime | None  # null: current; else signing too until then (rotation)
+
+
+class DestinationView(View):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str | None
+    url: str
+    enabled: bool
+    disabled_reason: str | None  # "gone" (410), "failing", or null
+    filter: dict[str, Any]
+    header_names: list[str]  # custom headers sent; their values are never shown
+    payload: Literal["raw", "event"]
+    timeout_ms: int
+    rate_limit_per_second: float | None
+    max_concurrency: int | None
+    circuit: Literal["closed", "open"]
+    consecutive_failures: int
+    failing_since: datetime | None
+    circuit_opened_at: datetime | None
+    secrets: list[DestinationSecretView]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DestinationCreated(DestinationView, kw_only=True):
+    signing_secret: str  # whsec_…, shown once
+
+
+class SecretRotated(View):
+    destination_id: uuid.UUID
+    signing_secret: str  # the new whsec_…, shown once
+    previous_expires_at: datetime
+
+
+class DeliveryView(View):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    destination_id: uuid.UUID
+    tenant_id: uuid.UUID
+    status: DeliveryStatus
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    redelivery: bool
+    available_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryAttemptView(View):
+    attempt: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_body: str | None  # the first 1 KiB
+
+
+class DeliveryDetail(DeliveryView, kw_only=True):
+    attempts_log: list[DeliveryAttemptView]
+
+
 T = TypeVar("T")
 
 

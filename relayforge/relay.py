@@ -66,7 +66,7 @@ class Relay:
                 # Cleared before the claim: a NOTIFY that comes while this batch is published
                 # wakes the next round at once instead of being lost to a later clear().
                 self._wake.clear()
-                published = await self.relay_once()
+                published = max(await self.relay_once(), await self.relay_deliveries_once())
                 errors = 0
                 if published >= self._settings.relay.batch_size:
                     continue  # more is due: don't wait
@@ -120,6 +120,28 @@ class Relay:
             metrics.OUTBOX_PUBLISHED.inc(len(sent))
         await self._record_failures(batch, errors, took_some=bool(sent))
         return len(rows)
+
+    async def relay_deliveries_once(self) -> int:
+        """Publish one batch of due deliveries (their rows are their own outbox)."""
+        s = self._settings
+        deliveries = self._stores.deliveries
+        due = await deliveries.claim(limit=s.relay.batch_size,
+                                     lease_seconds=float(s.relay.claim_timeout_seconds))
+        if not due:
+            return 0
+        errors = await self._publish([messages.encode_delivery(d, s.amqp.routing_prefix)
+                                      for d in due])
+        sent = [(d.id, d.attempt) for d, err in zip(due, errors, strict=True) if err is None]
+        if sent:
+            await deliveries.mark_queued(attempts=sent)
+            metrics.OUTBOX_PUBLISHED.inc(len(sent))
+        failed = [d.id for d, err in zip(due, errors, strict=True) if err is not None]
+        if failed:  # a delivery message is small and bounded: only a broker outage fails it
+            metrics.OUTBOX_PUBLISH_FAILURES.inc(len(failed))
+            await deliveries.release(ids=failed, delay_seconds=PUBLISH_RETRY_SECONDS)
+            log.warning("delivery publish failed; retried shortly",
+                        extra={"count": len(failed), "error": repr(next(e for e in errors if e))})
+        return len(due)
 
     async def _publish(self, batch: list[OutgoingMessage]) -> Errors:
         try:

@@ -98,7 +98,10 @@ class Runtime:
                     log.info("re-armed jobs for the in-process broker", extra={"count": rearmed})
         if self.consumes:
             assert self.broker is not None and registry is not None
-            self.consumer = JobConsumer(stores, self.broker, s, registry)
+            from relayforge.destinations.worker import DeliveryWorker
+
+            self.consumer = JobConsumer(stores, self.broker, s, registry,
+                                        DeliveryWorker(stores, s, self.cipher))
             await self.consumer.start()
         if self.relays:
             assert self.broker is not None
@@ -154,6 +157,15 @@ class Runtime:
         for status in ("pending", "queued", "processing", "retrying"):
             metrics.JOBS_WAITING.labels(status).set(getattr(lag, status))
         metrics.JOBS_OLDEST_WAITING_AGE.set(max(0.0, lag.oldest_waiting_age or 0.0))
+        try:
+            deliveries = await self.stores.deliveries.lag()
+        except Exception as exc:
+            log.warning("delivery lag not read", extra={"error": repr(exc)})
+        else:
+            metrics.DESTINATIONS_CIRCUIT_OPEN.set(deliveries.open_circuits)
+            for status in ("pending", "queued", "processing", "retrying"):
+                metrics.DELIVERIES_WAITING.labels(status).set(getattr(deliveries, status))
+            metrics.DELIVERIES_OLDEST_WAITING_AGE.set(max(0.0, deliveries.oldest_waiting_age or 0))
         if self.broker is not None:
             try:
                 for queue, count in (await self.broker.depths()).items():

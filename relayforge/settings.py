@@ -120,6 +120,15 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class DestinationsSettings:
+    circuit_failures: int = 20  # consecutive failures that open a destination's circuit
+    circuit_probe_seconds: float = 30.0  # one probe attempt this often while it is open
+    disable_after_hours: float = 120.0  # failing this long disables the destination
+    allow_private_networks: bool = False  # loopback/private targets (local development)
+    max_concurrency: int = 10  # per destination and consume process, unless it sets its own
+
+
+@dataclass(frozen=True)
 class RelaySettings:
     batch_size: int = 200
     poll_interval_ms: int = 1000
@@ -169,6 +178,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    destinations: DestinationsSettings = field(default_factory=DestinationsSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     log: LogSettings = field(default_factory=LogSettings)
     otel: OtelSettings = field(default_factory=OtelSettings)

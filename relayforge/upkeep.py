@@ -61,6 +61,10 @@ class Upkeep:
             if job.status is JobStatus.DEAD_LETTERED:
                 metrics.DLQ_MESSAGES.inc()
             log.warning("job lease expired", extra={"job_id": str(job.id), "now": job.status})
+        recovered = await self._stores.deliveries.recover_expired(limit=RECOVER_BATCH)
+        if recovered:
+            metrics.JOBS_RECOVERED.inc(recovered)
+            log.warning("delivery leases expired; retried", extra={"count": recovered})
 
     async def republish_stranded(self) -> None:
         stranded = await self._stores.jobs.republish_stranded(
@@ -70,6 +74,13 @@ class Upkeep:
             metrics.JOBS_REPUBLISHED.inc(len(stranded))
             log.warning("queued jobs had no message; published again",
                         extra={"count": len(stranded), "job_id": str(stranded[0])})
+        deliveries = await self._stores.deliveries.republish_stranded(
+            older_than_seconds=float(self._settings.relay.queued_timeout_seconds),
+            limit=RECOVER_BATCH)
+        if deliveries:
+            metrics.JOBS_REPUBLISHED.inc(deliveries)
+            log.warning("queued deliveries had no message; published again",
+                        extra={"count": deliveries})
 
     async def prune(self) -> None:
         r = self._settings.retention

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 from blacksheep import Request, Response
 
 from relayforge.connectors import CONNECTORS
-from relayforge.errors import BadRequest, Conflict, NotFound, UnknownSource
+from relayforge.errors import Conflict, NotFound, UnknownSource
+from relayforge.http import destinations
+from relayforge.http.destinations import DestinationEndpoints
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import query_string, route_value
 from relayforge.http.models import (
@@ -24,13 +24,22 @@ from relayforge.http.models import (
     BulkReprocess,
     InboxQuery,
     JobsQuery,
-    Model,
     NoQuery,
     SecretPut,
     StatsQuery,
     given,
     parse_body,
     parse_query,
+)
+from relayforge.http.routing import (
+    ADMIN,
+    NOT_FOUND,
+    OPERATOR,
+    UNKNOWN_PROVIDER,
+    VIEWER,
+    AdminRoute,
+    page,
+    path_uuid,
 )
 from relayforge.models import (
     ApiKeyCreated,
@@ -45,7 +54,7 @@ from relayforge.models import (
     View,
 )
 from relayforge.security import apikeys, secrets
-from relayforge.security.roles import Actor, Role
+from relayforge.security.roles import Actor
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
 from relayforge.stores import Stores
@@ -61,22 +70,6 @@ class BulkReprocessed(View):
     job_ids: list[uuid.UUID]
 
 
-@dataclass(frozen=True)
-class AdminRoute:
-    method: str
-    path: str
-    role: Role
-    handler: str  # the AdminEndpoints method
-    summary: str
-    ok: tuple[int, type | None]  # the success status and what it answers
-    query: type[Model] = NoQuery
-    body: type[Model] | None = None
-    errors: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
-
-
-NOT_FOUND = {404: ("not found", ["not_found"])}
-UNKNOWN_PROVIDER = {404: ("unknown provider, or no such row", ["not_found", "unknown_source"])}
-VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 ROUTES = [
     AdminRoute("GET", "/admin/jobs", VIEWER, "list_jobs", "List jobs, newest first",
                (200, Page[JobView]), query=JobsQuery),
@@ -113,14 +106,9 @@ ROUTES = [
                (204, None), errors=NOT_FOUND),
 ]
 
+ROUTES += destinations.ROUTES
+
 AdminHandler = Callable[[Request, Actor], Awaitable[Response]]
-
-
-def _uuid(request: Request, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(route_value(request, name))
-    except ValueError:
-        raise BadRequest(f"{name} must be a UUID") from None
 
 
 def _provider(request: Request) -> str:
@@ -134,20 +122,18 @@ def _lower(value: str | None) -> str | None:
     return value.lower() if value else None
 
 
-def _page(items: list[Any], limit: int) -> Page[Any]:
-    return Page(items=items, next_cursor=items[-1].id if len(items) == limit else None)
-
-
 class AdminEndpoints:
     def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher) -> None:
         self._settings = settings
         self._stores = stores
         self._cipher = cipher
         self._auth = apikeys.ApiKeyAuth(stores, settings.admin.fallback_api_keys_json)
+        self.destinations = DestinationEndpoints(settings, stores, cipher)
 
     def handler(self, route: AdminRoute) -> Callable[[Request], Awaitable[Response]]:
         """The route's handler behind authentication, its role and its query model."""
-        handle: AdminHandler = getattr(self, route.handler)
+        part, _, name = route.handler.rpartition(".")
+        handle: AdminHandler = getattr(getattr(self, part) if part else self, name)
 
         async def guarded(request: Request) -> Response:
             actor = await self._auth.authenticate(request.get_first_header(b"authorization"))
@@ -166,10 +152,10 @@ class AdminEndpoints:
             limit=q.limit, status=given(q.status), tenant_id=given(q.tenant_id),
             source=_lower(given(q.source)), event_type=given(q.event_type),
             cursor=given(q.cursor))
-        return view_response(200, _page(jobs, q.limit))
+        return view_response(200, page(jobs, q.limit))
 
     async def get_job(self, request: Request, actor: Actor) -> Response:
-        job = await self._stores.jobs.get(job_id=_uuid(request, "job_id"))
+        job = await self._stores.jobs.get(job_id=path_uuid(request, "job_id"))
         if job is None:
             raise NotFound("no such job")
         return view_response(200, job)
@@ -179,10 +165,10 @@ class AdminEndpoints:
         rows = await self._stores.inbox.list(
             limit=q.limit, tenant_id=given(q.tenant_id), source=_lower(given(q.source)),
             accepted=given(q.accepted), cursor=given(q.cursor))
-        return view_response(200, _page(rows, q.limit))
+        return view_response(200, page(rows, q.limit))
 
     async def get_inbox(self, request: Request, actor: Actor) -> Response:
-        row = await self._stores.inbox.get(inbox_id=_uuid(request, "inbox_id"))
+        row = await self._stores.inbox.get(inbox_id=path_uuid(request, "inbox_id"))
         if row is None:
             raise NotFound("no such inbox row")
         return view_response(200, row)
@@ -197,7 +183,7 @@ class AdminEndpoints:
     # ---------------------------------------------------------------------------- operator
 
     async def reprocess(self, request: Request, actor: Actor) -> Response:
-        job_id = _uuid(request, "job_id")
+        job_id = path_uuid(request, "job_id")
         async with self._stores.transaction() as tx:
             if not await tx.jobs.reprocess(job_id=job_id, limit=1,
                                            extra_attempts=self._settings.worker.max_attempts):
@@ -223,7 +209,7 @@ class AdminEndpoints:
     # ------------------------------------------------------------------------------- admin
 
     async def put_secret(self, request: Request, actor: Actor) -> Response:
-        tenant_id, provider = _uuid(request, "tenant_id"), _provider(request)
+        tenant_id, provider = path_uuid(request, "tenant_id"), _provider(request)
         body = parse_body(await request.read() or b"", SecretPut)
         view = await secrets.set_secret(
             self._stores, self._cipher, actor, tenant_id=tenant_id, provider=provider,
@@ -232,15 +218,15 @@ class AdminEndpoints:
         return view_response(201, view)
 
     async def list_secrets(self, request: Request, actor: Actor) -> Response:
-        tenant_id, provider = _uuid(request, "tenant_id"), _provider(request)
+        tenant_id, provider = path_uuid(request, "tenant_id"), _provider(request)
         items = await self._stores.secrets.list(tenant_id=tenant_id, provider=provider)
         return view_response(200, Items(items=items))
 
     async def delete_secret(self, request: Request, actor: Actor) -> Response:
-        tenant_id, provider = _uuid(request, "tenant_id"), _provider(request)
+        tenant_id, provider = path_uuid(request, "tenant_id"), _provider(request)
         if not await secrets.retire_secret(self._stores, actor, tenant_id=tenant_id,
                                            provider=provider,
-                                           secret_id=_uuid(request, "secret_id")):
+                                           secret_id=path_uuid(request, "secret_id")):
             raise NotFound("no such secret")
         return Response(204)
 
@@ -253,7 +239,7 @@ class AdminEndpoints:
         return view_response(200, Items(items=await self._stores.api_keys.list()))
 
     async def revoke_api_key(self, request: Request, actor: Actor) -> Response:
-        key_id = _uuid(request, "key_id")
+        key_id = path_uuid(request, "key_id")
         async with self._stores.transaction() as tx:
             if not await tx.api_keys.revoke(key_id=key_id):
                 raise NotFound("no such active key")

@@ -8,7 +8,7 @@ document is generated from these same types.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -85,6 +85,82 @@ class SecretPut(Model):
 class ApiKeyCreate(Model):
     role: Role
     name: Annotated[str, Meta(max_length=MAX_KEY_NAME_LENGTH, pattern=NO_NUL)] = ""
+
+
+MAX_DESTINATION_NAME = 200
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 4096
+HeaderName = Annotated[str, Meta(min_length=1, max_length=128, pattern="^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+HeaderValue = Annotated[str, Meta(max_length=MAX_HEADER_VALUE, pattern="^[^\\r\\n\\x00]*$")]
+TimeoutMs = Annotated[int, Meta(ge=100, le=60_000, description="an attempt's time limit")]
+RatePerSecond = Annotated[float, Meta(gt=0, le=10_000, description="attempts a second at most")]
+Concurrency = Annotated[int, Meta(ge=1, le=1000, description="attempts in flight at most")]
+DestinationName = Annotated[str, Meta(max_length=MAX_DESTINATION_NAME, pattern=NO_NUL)]
+Payload = Literal["raw", "event"]
+
+
+class DestinationCreate(Model):
+    """`filter`: {"sources"?, "event_types"? (`*` wildcards), "data"? (subset match with $in,
+    $ne, $exists, $gt, $gte, $lt, $lte)}. `headers`: sent with every delivery; their values
+    are stored encrypted and never shown."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048)]
+    name: DestinationName | UnsetType = UNSET
+    enabled: bool = True
+    filter: dict[str, Any] = msgspec.field(default_factory=dict)
+    headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=MAX_HEADERS)] = \
+        msgspec.field(default_factory=dict)
+    payload: Payload = "raw"
+    timeout_ms: TimeoutMs = 10_000
+    rate_limit_per_second: RatePerSecond | None = None
+    max_concurrency: Concurrency | None = None
+
+
+class DestinationPatch(Model):
+    """Only the fields given change; `null` clears `name`, `rate_limit_per_second` and
+    `max_concurrency`. `enabled: true` also clears `disabled_reason` and closes the circuit."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048)] | UnsetType = UNSET
+    name: DestinationName | None | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    filter: dict[str, Any] | UnsetType = UNSET
+    headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=MAX_HEADERS)] | \
+        UnsetType = UNSET
+    payload: Payload | UnsetType = UNSET
+    timeout_ms: TimeoutMs | UnsetType = UNSET
+    rate_limit_per_second: RatePerSecond | None | UnsetType = UNSET
+    max_concurrency: Concurrency | None | UnsetType = UNSET
+
+
+class RotateSecret(Model):
+    previous_expires_in_seconds: Annotated[int, Meta(
+        ge=0, le=MAX_OVERLAP_SECONDS,
+        description="how long the previous secret keeps signing too")] = DEFAULT_OVERLAP_SECONDS
+
+
+DeliveryStatusFilter = Literal["pending", "queued", "processing", "succeeded", "retrying",
+                               "dead_lettered"]
+
+
+class DeliveriesQuery(Model):
+    tenant_id: uuid.UUID | UnsetType = UNSET
+    destination_id: uuid.UUID | UnsetType = UNSET
+    job_id: uuid.UUID | UnsetType = UNSET
+    status: DeliveryStatusFilter | UnsetType = UNSET
+    cursor: uuid.UUID | UnsetType = UNSET
+    limit: PageLimit = DEFAULT_PAGE
+
+
+class BulkDeliveryReprocess(Model):
+    tenant_id: uuid.UUID | UnsetType = UNSET
+    destination_id: uuid.UUID | UnsetType = UNSET
+    limit: BulkLimit = DEFAULT_BULK
+
+
+class Redeliver(Model):
+    """Without `destination_id`: every enabled destination whose filter matches the event."""
+
+    destination_id: uuid.UUID | UnsetType = UNSET
 
 
 M = TypeVar("M", bound=Model)

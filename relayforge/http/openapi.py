@@ -14,8 +14,9 @@ from blacksheep import Content, Request, Response
 from relayforge import __version__
 from relayforge.connectors import SOURCES
 from relayforge.connectors.generic import GenericBody
-from relayforge.http.admin import ROUTES, AdminRoute
+from relayforge.http.admin import ROUTES
 from relayforge.http.instrument import route_value
+from relayforge.http.routing import AdminRoute
 from relayforge.models import Accepted, ErrorBody, Health, Ready, RejectedError
 
 JSON_CT = "application/json"
@@ -164,14 +165,14 @@ def _admin_op(route: AdminRoute, components: dict[str, Any]) -> dict[str, Any]:
     status, answer = route.ok
     ok: dict[str, Any] = {"description": "done", "headers": COMMON_RESPONSE_HEADERS} \
         if answer is None else _json(_ref(answer), "done")
-    responses: dict[str, Any] = {str(status): ok}
-    for code, (description, codes) in route.errors.items():
-        responses[str(code)] = _error(description, codes)
-    responses |= {
+    responses: dict[str, Any] = {
+        str(status): ok,
         "400": _error("invalid parameter or body", ["bad_request"]),
         "401": _error("missing or unknown API key", ["unauthorized"]),
         "403": _error("role too low", ["forbidden"]),
     }
+    for code, (description, codes) in route.errors.items():  # a route's own say wins
+        responses[str(code)] = _error(description, codes)
     params = [_path_param(p.split("}")[0]) for p in route.path.split("{")[1:]]
     op: dict[str, Any] = {
         "summary": route.summary, "tags": ["admin"], "security": [{"bearer": []}],
@@ -187,16 +188,25 @@ def _admin_op(route: AdminRoute, components: dict[str, Any]) -> dict[str, Any]:
 
 def _openapi30(schema: Any) -> Any:
     """msgspec writes JSON Schema 2020-12; OpenAPI 3.0 (what the bundled Swagger UI reads)
-    says `nullable` where it says `anyOf [..., {"type": "null"}]`, `enum` for `const`, and
-    has no empty `required`."""
+    says `nullable` where it says `anyOf [..., {"type": "null"}]`, `enum` for `const`, a
+    boolean `exclusiveMinimum` beside `minimum`, has no empty `required`, and no
+    `propertyNames` (its pattern goes into the description)."""
     if isinstance(schema, list):
         return [_openapi30(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
+    dropped = ("const", "propertyNames", "exclusiveMinimum", "exclusiveMaximum")
     out = {k: _openapi30(v) for k, v in schema.items()
-           if k != "const" and not (k == "required" and v == [])}  # 3.0: at least one
+           if k not in dropped and not (k == "required" and v == [])}  # 3.0: at least one
     if "const" in schema:
         out["enum"] = [schema["const"]]
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in schema:
+            out[limit], out[bound] = schema[bound], True
+    if "propertyNames" in schema:
+        names = schema["propertyNames"]
+        out["description"] = (schema.get("description", "") + " Names: " + ", ".join(
+            f"{k} {v}" for k, v in names.items())).strip()
     options = out.get("anyOf")
     if options and {"type": "null"} in options:
         rest = [o for o in options if o != {"type": "null"}]

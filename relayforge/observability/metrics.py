@@ -74,6 +74,23 @@ INGEST_BATCH_SIZE = Histogram(
     "ingest_batch_size", "Requests written per ingest transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+DELIVERIES = Counter(
+    "deliveries_total",
+    "Delivery attempts and decisions by outcome (succeeded, retrying, dead_lettered, deferred)",
+    ["outcome"])
+DELIVERY_DURATION = Histogram(
+    "delivery_duration_seconds", "The HTTP call of one delivery attempt",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DESTINATIONS_CIRCUIT_OPEN = Gauge(
+    "destinations_circuit_open", "Enabled destinations whose circuit is open (read on scrape)",
+    multiprocess_mode="max")
+DELIVERIES_WAITING = Gauge("deliveries_in_state", "Deliveries in each open state (read on scrape)",
+                           ["status"], multiprocess_mode="max")
+DELIVERIES_OLDEST_WAITING_AGE = Gauge(
+    "deliveries_oldest_waiting_age_seconds",
+    "Age of the oldest delivery not yet succeeded or dead-lettered (0 when none)",
+    multiprocess_mode="max")
 JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
 JOBS_REPUBLISHED = Counter(
     "jobs_republished_total", "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")

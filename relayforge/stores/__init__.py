@@ -15,6 +15,7 @@ import asyncpg
 from relayforge.stores.apikeys import ApiKeyStore
 from relayforge.stores.audit import AuditLog
 from relayforge.stores.base import Db
+from relayforge.stores.destinations import DeliveryStore, DestinationStore
 from relayforge.stores.inbox import InboxStore
 from relayforge.stores.ingest import IngestStore
 from relayforge.stores.jobs import JobStore
@@ -34,6 +35,8 @@ class Stores:
         self.api_keys = ApiKeyStore(db)
         self.audit = AuditLog(db)
         self.retention = RetentionStore(db)
+        self.destinations = DestinationStore(db)
+        self.deliveries = DeliveryStore(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Stores]:

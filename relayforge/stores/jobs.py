@@ -23,6 +23,7 @@ class StartedJob:
     max_attempts: int
     correlation_id: str | None
     trace_context: str
+    has_destinations: bool = False  # its tenant has an enabled destination (fan-out needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,11 @@ class JobStore(Store):
         rows = await self._db.fetch(Q["jobs_start"], [j for j, _ in attempts],
                                     [a for _, a in attempts], lease_seconds)
         return [StartedJob(**dict(r)) for r in rows]
+
+    async def event(self, *, job_id: uuid.UUID) -> bytes:
+        """The normalized event (JSON) of a job that exists."""
+        event: bytes = await self._db.fetchval(Q["job_event"], job_id)
+        return event
 
     async def state(self, *, job_id: uuid.UUID) -> JobState | None:
         row = await self._db.fetchrow(Q["job_state"], job_id)

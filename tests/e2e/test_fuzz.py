@@ -7,6 +7,7 @@ import json
 import string
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -93,7 +94,9 @@ def test_random_requests_never_get_a_5xx(fuzz_server, source):
 
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(fuzz_server, tmp_path):
     out = subprocess.run([
-        sys.executable, "-m", "schemathesis.cli", "run", f"{fuzz_server.url}/openapi.json",
+        sys.executable, "-m", "schemathesis.cli",
+        "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
+        "run", f"{fuzz_server.url}/openapi.json",
         "--checks", "all", "-H", f"Authorization: Bearer {ADMIN_KEY}", "--max-examples", "40",
         "--seed", "20261128", "--no-color",
     ], capture_output=True, text=True, cwd=tmp_path, timeout=600)  # its cache stays out of the repo

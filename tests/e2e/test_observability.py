@@ -138,3 +138,44 @@ async def test_access_lines_leave_probes_out_and_name_code_and_source(client, st
     assert (refused["code"], refused["source"]) == ("invalid_signature", "github")
     [retry] = [x for x in lines if x.get("message") == "job will retry"]
     assert "Traceback" in retry["exception"] and "fail_until_attempt" in retry["exception"]
+
+
+async def test_one_trace_from_request_through_the_delivery_http_call(client, start_server,
+                                                                     collector):
+    """The provider's trace runs through ingest, the job, the delivery span, and on into the
+    tenant's service as the traceparent of the delivery's request."""
+    from tests.e2e.receiver import Receiver
+    from tests.support import ADMIN_KEY, new_tenant, sign_generic
+
+    receiver = await Receiver().start()
+    try:
+        server = start_server("all", **FAST, OTEL__ENABLED="true",
+                              OTEL__EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
+                              OTEL_BSP_SCHEDULE_DELAY="100",
+                              DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true")
+        tenant = new_tenant()
+        r = await client.post(f"{server.url}/admin/tenants/{tenant}/destinations",
+                              headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                              json={"url": f"{receiver.url}/traced"})
+        assert r.status_code == 201, r.text
+        trace_id = uuid.uuid4().hex
+        body = orjson.dumps({"event": "traced.delivery", "data": {}})
+        r = await client.post(f"{server.url}/webhooks/generic", content=body, headers={
+            "X-Signature": sign_generic(body), "X-Tenant-Id": tenant,
+            "traceparent": f"00-{trace_id}-{'3' * 16}-01"})
+        assert r.status_code == 202
+        [got] = await receiver.wait_for("/traced", 1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            ours = {s.name: s for s in collector.spans if s.trace_id.hex() == trace_id}
+            if "deliver" in ours:
+                break
+            time.sleep(0.1)
+        assert {"POST /webhooks/{source}", "job generic", "deliver"} <= set(ours), set(ours)
+        deliver = ours["deliver"]
+        assert deliver.parent_span_id == ours["job generic"].span_id  # fanned out by the job
+        version, incoming_trace, parent_span, _ = got.headers["traceparent"].split("-")
+        assert incoming_trace == trace_id  # the tenant's service continues the same trace
+        assert parent_span == deliver.span_id.hex()
+    finally:
+        await receiver.stop()

@@ -14,6 +14,56 @@ admin_audit_log.key_id uuid
 admin_audit_log.key_source text NOT NULL
 admin_audit_log.role text NOT NULL
 admin_audit_log.target text
+deliveries.attempts integer NOT NULL DEFAULT 0
+deliveries.available_at timestamp with time zone NOT NULL DEFAULT now()
+deliveries.claimed_until timestamp with time zone
+deliveries.created_at timestamp with time zone NOT NULL DEFAULT now()
+deliveries.destination_id uuid NOT NULL
+deliveries.headers jsonb NOT NULL DEFAULT '{}'::jsonb
+deliveries.id uuid NOT NULL
+deliveries.job_id uuid NOT NULL
+deliveries.last_error text
+deliveries.lease_expires_at timestamp with time zone
+deliveries.max_attempts integer NOT NULL
+deliveries.redelivery boolean NOT NULL DEFAULT false
+deliveries.status text NOT NULL DEFAULT 'pending'::text
+deliveries.tenant_id uuid NOT NULL
+deliveries.updated_at timestamp with time zone NOT NULL DEFAULT now()
+delivery_attempts.attempt integer NOT NULL
+delivery_attempts.delivery_id uuid NOT NULL
+delivery_attempts.duration_ms double precision NOT NULL
+delivery_attempts.error text
+delivery_attempts.response_body text
+delivery_attempts.started_at timestamp with time zone NOT NULL
+delivery_attempts.status_code integer
+destination_secrets.ciphertext bytea NOT NULL
+destination_secrets.created_at timestamp with time zone NOT NULL DEFAULT now()
+destination_secrets.destination_id uuid NOT NULL
+destination_secrets.expires_at timestamp with time zone
+destination_secrets.fingerprint text NOT NULL
+destination_secrets.id uuid NOT NULL
+destination_secrets.nonce bytea NOT NULL
+destinations.circuit text NOT NULL DEFAULT 'closed'::text
+destinations.circuit_opened_at timestamp with time zone
+destinations.consecutive_failures integer NOT NULL DEFAULT 0
+destinations.created_at timestamp with time zone NOT NULL DEFAULT now()
+destinations.disabled_reason text
+destinations.enabled boolean NOT NULL DEFAULT true
+destinations.failing_since timestamp with time zone
+destinations.filter jsonb NOT NULL DEFAULT '{}'::jsonb
+destinations.header_names ARRAY NOT NULL DEFAULT '{}'::text[]
+destinations.headers_ciphertext bytea
+destinations.headers_nonce bytea
+destinations.id uuid NOT NULL
+destinations.max_concurrency integer
+destinations.name text
+destinations.next_probe_at timestamp with time zone
+destinations.payload text NOT NULL DEFAULT 'raw'::text
+destinations.rate_limit_per_second double precision
+destinations.tenant_id uuid NOT NULL
+destinations.timeout_ms integer NOT NULL DEFAULT 10000
+destinations.updated_at timestamp with time zone NOT NULL DEFAULT now()
+destinations.url text NOT NULL
 jobs.attempts integer NOT NULL DEFAULT 0
 jobs.correlation_id text
 jobs.created_at timestamp with time zone NOT NULL DEFAULT now()
@@ -88,6 +138,17 @@ admin_api_keys admin_api_keys_key_hash_key UNIQUE (key_hash)
 admin_api_keys admin_api_keys_pkey PRIMARY KEY (id)
 admin_api_keys admin_api_keys_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'operator'::text, 'admin'::text])))
 admin_audit_log admin_audit_log_pkey PRIMARY KEY (id)
+deliveries deliveries_destination_id_fkey FOREIGN KEY (destination_id) REFERENCES destinations(id) ON DELETE CASCADE
+deliveries deliveries_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
+deliveries deliveries_pkey PRIMARY KEY (id)
+deliveries deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'processing'::text, 'succeeded'::text, 'retrying'::text, 'dead_lettered'::text])))
+delivery_attempts delivery_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES deliveries(id) ON DELETE CASCADE
+delivery_attempts delivery_attempts_pkey PRIMARY KEY (delivery_id, attempt)
+destination_secrets destination_secrets_destination_id_fkey FOREIGN KEY (destination_id) REFERENCES destinations(id) ON DELETE CASCADE
+destination_secrets destination_secrets_pkey PRIMARY KEY (id)
+destinations destinations_circuit_check CHECK ((circuit = ANY (ARRAY['closed'::text, 'open'::text])))
+destinations destinations_payload_check CHECK ((payload = ANY (ARRAY['raw'::text, 'event'::text])))
+destinations destinations_pkey PRIMARY KEY (id)
 jobs jobs_dedup UNIQUE (tenant_id, source, dedup_key)
 jobs jobs_pkey PRIMARY KEY (id)
 jobs jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'processing'::text, 'succeeded'::text, 'retrying'::text, 'dead_lettered'::text])))
@@ -103,6 +164,13 @@ webhook_inbox webhook_inbox_pkey PRIMARY KEY (id)
 
 -- indexes
 CREATE INDEX admin_audit_log_created ON public.admin_audit_log USING btree (created_at)
+CREATE INDEX deliveries_destination ON public.deliveries USING btree (destination_id, created_at DESC, id DESC)
+CREATE INDEX deliveries_due ON public.deliveries USING btree (available_at) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]))
+CREATE INDEX deliveries_job ON public.deliveries USING btree (job_id)
+CREATE INDEX deliveries_processing ON public.deliveries USING btree (lease_expires_at) WHERE (status = 'processing'::text)
+CREATE INDEX deliveries_status_created ON public.deliveries USING btree (status, created_at DESC, id DESC)
+CREATE INDEX destination_secrets_destination ON public.destination_secrets USING btree (destination_id, created_at)
+CREATE INDEX destinations_tenant ON public.destinations USING btree (tenant_id, created_at, id)
 CREATE INDEX jobs_lease ON public.jobs USING btree (lease_expires_at) WHERE (status = 'processing'::text)
 CREATE INDEX jobs_status_created ON public.jobs USING btree (status, created_at DESC, id DESC)
 CREATE INDEX jobs_tenant_created ON public.jobs USING btree (tenant_id, created_at DESC, id DESC)
@@ -116,6 +184,11 @@ CREATE INDEX webhook_inbox_tenant_received ON public.webhook_inbox USING btree (
 CREATE UNIQUE INDEX admin_api_keys_key_hash_key ON public.admin_api_keys USING btree (key_hash)
 CREATE UNIQUE INDEX admin_api_keys_pkey ON public.admin_api_keys USING btree (id)
 CREATE UNIQUE INDEX admin_audit_log_pkey ON public.admin_audit_log USING btree (id)
+CREATE UNIQUE INDEX deliveries_fan_out ON public.deliveries USING btree (job_id, destination_id) WHERE (NOT redelivery)
+CREATE UNIQUE INDEX deliveries_pkey ON public.deliveries USING btree (id)
+CREATE UNIQUE INDEX delivery_attempts_pkey ON public.delivery_attempts USING btree (delivery_id, attempt)
+CREATE UNIQUE INDEX destination_secrets_pkey ON public.destination_secrets USING btree (id)
+CREATE UNIQUE INDEX destinations_pkey ON public.destinations USING btree (id)
 CREATE UNIQUE INDEX jobs_dedup ON public.jobs USING btree (tenant_id, source, dedup_key)
 CREATE UNIQUE INDEX jobs_pkey ON public.jobs USING btree (id)
 CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (job_id, attempt)
@@ -128,6 +201,7 @@ CREATE UNIQUE INDEX tenant_provider_secrets_pkey ON public.tenant_provider_secre
 CREATE UNIQUE INDEX webhook_inbox_pkey ON public.webhook_inbox USING btree (id)
 
 -- triggers
+CREATE TRIGGER deliveries_notify AFTER INSERT ON public.deliveries FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
 CREATE TRIGGER outbox_messages_notify AFTER INSERT ON public.outbox_messages FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
 CREATE TRIGGER tenant_provider_secrets_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_provider_secrets FOR EACH STATEMENT EXECUTE FUNCTION relayforge_secrets_notify()
 

@@ -293,7 +293,12 @@ WHERE j.id = m.id AND locked.id = j.id
   AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
   AND j.attempts < j.max_attempts
 RETURNING j.id, j.tenant_id, j.source, j.event, j.attempts, j.max_attempts, j.correlation_id,
-          j.trace_context::text AS trace_context;
+          j.trace_context::text AS trace_context,
+          EXISTS (SELECT 1 FROM destinations d WHERE d.tenant_id = j.tenant_id AND d.enabled)
+              AS has_destinations;
+
+-- name: job_event
+SELECT event FROM jobs WHERE id = $1;
 
 -- name: job_state
 SELECT status, attempts, max_attempts FROM jobs WHERE id = $1;
@@ -462,3 +467,304 @@ SELECT status, count(*) AS n FROM jobs WHERE ($1::uuid IS NULL OR tenant_id = $1
 SELECT count(*) FILTER (WHERE accepted) AS accepted, count(*) FILTER (WHERE NOT accepted) AS rejected
 FROM webhook_inbox
 WHERE received_at > now() - interval '24 hours' AND ($1::uuid IS NULL OR tenant_id = $1);
+
+-- ============================================================================ destinations
+
+-- name: destination_insert
+INSERT INTO destinations (id, tenant_id, name, url, enabled, filter, header_names, headers_nonce,
+                          headers_ciphertext, payload, timeout_ms, rate_limit_per_second,
+                          max_concurrency)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)
+RETURNING id;
+
+-- name: destination_secret_insert
+INSERT INTO destination_secrets (id, destination_id, nonce, ciphertext, fingerprint)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: destination_secrets_expire_previous
+-- A rotation: the current secrets get an end ($2 seconds from now), the new one has none.
+UPDATE destination_secrets SET expires_at = now() + make_interval(secs => $2)
+WHERE destination_id = $1 AND (expires_at IS NULL OR expires_at > now() + make_interval(secs => $2));
+
+-- name: destination_get
+SELECT d.*, d.filter::text AS filter_json,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                     'fingerprint', s.fingerprint, 'created_at', s.created_at,
+                     'expires_at', s.expires_at) ORDER BY s.created_at)
+                 FROM destination_secrets s
+                 WHERE s.destination_id = d.id AND (s.expires_at IS NULL OR s.expires_at > now())),
+                '[]')::text AS secrets_json
+FROM destinations d WHERE d.tenant_id = $1 AND d.id = $2;
+
+-- name: destinations_list
+SELECT d.*, d.filter::text AS filter_json,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                     'fingerprint', s.fingerprint, 'created_at', s.created_at,
+                     'expires_at', s.expires_at) ORDER BY s.created_at)
+                 FROM destination_secrets s
+                 WHERE s.destination_id = d.id AND (s.expires_at IS NULL OR s.expires_at > now())),
+                '[]')::text AS secrets_json
+FROM destinations d WHERE d.tenant_id = $1 ORDER BY d.created_at, d.id;
+
+-- name: destinations_for_fan_out
+-- The enabled destinations of a tenant, with their filters.
+SELECT id, filter::text AS filter_json FROM destinations WHERE tenant_id = $1 AND enabled;
+
+-- name: destination_update
+-- NULL leaves a field as it is ($14: a list of fields to set to NULL). Enabling again clears the
+-- reason it was disabled and closes its circuit.
+UPDATE destinations SET
+    name = CASE WHEN 'name' = ANY($14) THEN NULL ELSE coalesce($3, name) END,
+    url = coalesce($4, url),
+    enabled = coalesce($5, enabled),
+    disabled_reason = CASE WHEN $5 THEN NULL ELSE disabled_reason END,
+    circuit = CASE WHEN $5 THEN 'closed' ELSE circuit END,
+    consecutive_failures = CASE WHEN $5 THEN 0 ELSE consecutive_failures END,
+    failing_since = CASE WHEN $5 THEN NULL ELSE failing_since END,
+    circuit_opened_at = CASE WHEN $5 THEN NULL ELSE circuit_opened_at END,
+    filter = coalesce($6::jsonb, filter),
+    header_names = coalesce($7, header_names),
+    headers_nonce = CASE WHEN $7 IS NULL THEN headers_nonce ELSE $8 END,
+    headers_ciphertext = CASE WHEN $7 IS NULL THEN headers_ciphertext ELSE $9 END,
+    payload = coalesce($10, payload),
+    timeout_ms = coalesce($11, timeout_ms),
+    rate_limit_per_second = CASE WHEN 'rate_limit_per_second' = ANY($14) THEN NULL
+                                 ELSE coalesce($12, rate_limit_per_second) END,
+    max_concurrency = CASE WHEN 'max_concurrency' = ANY($14) THEN NULL
+                           ELSE coalesce($13, max_concurrency) END,
+    updated_at = now()
+WHERE tenant_id = $1 AND id = $2
+RETURNING id;
+
+-- name: destination_delete
+DELETE FROM destinations WHERE tenant_id = $1 AND id = $2 RETURNING id;
+
+-- name: destination_gate
+-- Before an attempt: is the destination enabled, and may an attempt go out now? While its
+-- circuit is open one probe goes out every $2 seconds (whoever takes next_probe_at sends it);
+-- the others wait until then without spending an attempt.
+WITH probe AS (
+    UPDATE destinations SET next_probe_at = now() + make_interval(secs => $2)
+    WHERE id = $1 AND enabled AND circuit = 'open' AND next_probe_at <= now()
+    RETURNING id
+)
+SELECT d.enabled, d.disabled_reason, d.circuit, d.max_concurrency, d.rate_limit_per_second,
+       greatest(d.next_probe_at, now() + interval '10 milliseconds') AS wait_until,
+       EXISTS (SELECT 1 FROM probe) AS probe
+FROM destinations d WHERE d.id = $1;
+
+-- name: destination_succeeded
+UPDATE destinations
+SET consecutive_failures = 0, failing_since = NULL, circuit = 'closed', circuit_opened_at = NULL,
+    next_probe_at = NULL
+WHERE id = $1 AND (consecutive_failures > 0 OR circuit = 'open')
+RETURNING circuit;
+
+-- name: destination_failed
+-- One more consecutive failure: at $2 the circuit opens (first probe after $3 seconds); the
+-- caller disables a destination failing for longer than $4 hours.
+UPDATE destinations d
+SET consecutive_failures = d.consecutive_failures + 1,
+    failing_since = coalesce(d.failing_since, now()),
+    circuit = CASE WHEN d.consecutive_failures + 1 >= $2 THEN 'open' ELSE d.circuit END,
+    circuit_opened_at = CASE WHEN d.consecutive_failures + 1 >= $2
+                             THEN coalesce(d.circuit_opened_at, now()) END,
+    next_probe_at = CASE WHEN d.consecutive_failures + 1 >= $2 AND d.circuit = 'closed'
+                         THEN now() + make_interval(secs => $3) ELSE d.next_probe_at END
+WHERE d.id = $1
+RETURNING d.circuit, d.consecutive_failures,
+          coalesce(d.failing_since < now() - make_interval(hours => $4), false) AS failing_too_long;
+
+-- name: destination_disable
+-- Disabled (410 Gone, or failing too long): its waiting deliveries are dead-lettered with why.
+WITH d AS (
+    UPDATE destinations SET enabled = false, disabled_reason = $2, updated_at = now()
+    WHERE id = $1 RETURNING id
+)
+UPDATE deliveries x
+SET status = 'dead_lettered', last_error = 'destination disabled: ' || $2, updated_at = now(),
+    claimed_until = NULL
+FROM d
+WHERE x.destination_id = d.id AND x.status IN ('pending', 'queued', 'retrying')
+RETURNING x.id;
+
+-- name: destination_signing_secrets
+-- The secrets a delivery is signed with: the current one and those whose overlap hasn't ended.
+SELECT nonce, ciphertext FROM destination_secrets
+WHERE destination_id = $1 AND (expires_at IS NULL OR expires_at > now())
+ORDER BY created_at DESC;
+
+-- ============================================================================== deliveries
+
+-- name: deliveries_fan_out
+-- One delivery per matching destination of the job's event; fan-out runs on every attempt of
+-- the job, and the unique index keeps it to one.
+INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts, headers)
+SELECT id, $2, destination_id, $3, $4, $5::jsonb
+FROM unnest($1::uuid[], $6::uuid[]) AS m(id, destination_id)
+ON CONFLICT (job_id, destination_id) WHERE NOT redelivery DO NOTHING
+RETURNING id;
+
+-- name: deliveries_redeliver
+-- New deliveries of an earlier event (history replayed into a destination, e.g. one created
+-- later); each is a delivery of its own, next to any earlier one.
+INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts, headers, redelivery)
+SELECT m.id, j.id, m.destination_id, j.tenant_id, $4, coalesce(j.trace_context, '{}'::jsonb), true
+FROM unnest($1::uuid[], $3::uuid[]) AS m(id, destination_id), jobs j
+WHERE j.id = $2
+RETURNING id, destination_id;
+
+-- name: deliveries_claim
+-- For the relay: deliveries whose next message is due, leased as outbox rows are.
+UPDATE deliveries x
+SET claimed_until = now() + make_interval(secs => $2)
+FROM (
+    SELECT id FROM deliveries
+    WHERE status IN ('pending', 'retrying') AND available_at <= now()
+      AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY available_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE x.id = due.id
+RETURNING x.id, x.destination_id, x.tenant_id, x.attempts + 1 AS attempt, x.headers::text AS headers;
+
+-- name: deliveries_mark_queued
+-- Confirmed: queued, unless the consumer already took that message (it beat the confirm): a
+-- start or a deferral clears the relay's claim, and then the delivery keeps its newer state.
+UPDATE deliveries x
+SET status = 'queued', claimed_until = NULL, updated_at = now()
+FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
+WHERE x.id = m.id AND x.attempts = m.attempt - 1 AND x.status IN ('pending', 'retrying')
+  AND x.claimed_until IS NOT NULL;
+
+-- name: delivery_release
+-- Not published (the broker is down): claimable again after $2 seconds.
+UPDATE deliveries SET claimed_until = now() + make_interval(secs => $2) WHERE id = ANY($1::uuid[]);
+
+-- name: delivery_refuse
+-- Its destination is disabled: the delivery is dead-lettered without an attempt.
+UPDATE deliveries
+SET status = 'dead_lettered', last_error = $3, claimed_until = NULL, updated_at = now()
+WHERE id = $1 AND attempts = $2 - 1 AND status IN ('pending', 'queued', 'retrying')
+RETURNING id;
+
+-- name: delivery_defer
+-- Not now (circuit open, destination busy or over its rate): the same attempt goes out later,
+-- without spending one.
+UPDATE deliveries
+SET status = 'retrying', available_at = $3, claimed_until = NULL, updated_at = now()
+WHERE id = $1 AND attempts = $2 - 1 AND status IN ('pending', 'queued', 'retrying')
+RETURNING id;
+
+-- name: delivery_start
+-- The only way into `processing`, as for jobs: exactly the delivery's next attempt. Returns all
+-- the request needs: the destination, the event, the original body and its content type.
+WITH started AS (
+    UPDATE deliveries
+    SET status = 'processing', attempts = attempts + 1, updated_at = now(), claimed_until = NULL,
+        lease_expires_at = now() + make_interval(secs => $3)
+    WHERE id = $1 AND attempts = $2 - 1 AND status IN ('pending', 'queued', 'retrying')
+      AND attempts < max_attempts
+    RETURNING *
+)
+SELECT s.id, s.job_id, s.destination_id, s.tenant_id, s.attempts, s.max_attempts,
+       s.headers::text AS headers, d.url, d.payload, d.timeout_ms, d.headers_nonce,
+       d.headers_ciphertext, j.source, j.event_type, j.event, i.body,
+       i.headers ->> 'content-type' AS content_type
+FROM started s
+JOIN destinations d ON d.id = s.destination_id
+JOIN jobs j ON j.id = s.job_id
+LEFT JOIN webhook_inbox i ON i.id = j.first_inbox_id;
+
+-- name: delivery_state
+SELECT status, attempts, max_attempts FROM deliveries WHERE id = $1;
+
+-- name: delivery_finish
+-- An attempt's outcome and its log entry, together. $3: succeeded | retrying | dead_lettered;
+-- a retry goes out after $5 seconds. The outcome stands while no later attempt has started.
+WITH moved AS (
+    UPDATE deliveries
+    SET status = $3, last_error = $4, lease_expires_at = NULL, updated_at = now(),
+        available_at = now() + make_interval(secs => $5)
+    WHERE id = $1 AND attempts = $2 AND status = 'processing'
+    RETURNING id
+)
+INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,
+                               response_body)
+SELECT $1, $2, $6, $7, $8, $4, $9 FROM moved
+ON CONFLICT (delivery_id, attempt) DO NOTHING
+RETURNING delivery_id;
+
+-- name: deliveries_recover_expired
+-- Deliveries whose consumer died mid-attempt: the attempt counts; retried or dead-lettered.
+UPDATE deliveries x
+SET status = CASE WHEN x.attempts >= x.max_attempts THEN 'dead_lettered' ELSE 'retrying' END,
+    last_error = 'lease expired: the consumer of attempt ' || x.attempts || ' stopped',
+    lease_expires_at = NULL, available_at = now(), updated_at = now()
+FROM (
+    SELECT id FROM deliveries
+    WHERE status = 'processing' AND lease_expires_at < now()
+    ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+) e
+WHERE x.id = e.id
+RETURNING x.id;
+
+-- name: deliveries_republish_stranded
+-- Queued for longer than $1 seconds: the message was lost; the same attempt is published again.
+UPDATE deliveries x SET status = 'retrying', available_at = now(), updated_at = now()
+FROM (
+    SELECT id FROM deliveries
+    WHERE status = 'queued' AND updated_at < now() - make_interval(secs => $1)
+    ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED
+) s
+WHERE x.id = s.id
+RETURNING x.id;
+
+-- name: delivery_get
+SELECT x.id, x.job_id, x.destination_id, x.tenant_id, x.status, x.attempts, x.max_attempts,
+       x.last_error, x.redelivery, x.available_at, x.created_at, x.updated_at
+FROM deliveries x WHERE x.id = $1;
+
+-- name: delivery_attempts
+SELECT attempt, started_at, duration_ms, status_code, error, response_body
+FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt;
+
+-- name: deliveries_list
+-- Newest first; the cursor is the last id of the previous page (ids are time-ordered).
+SELECT x.id, x.job_id, x.destination_id, x.tenant_id, x.status, x.attempts, x.max_attempts,
+       x.last_error, x.redelivery, x.available_at, x.created_at, x.updated_at
+FROM deliveries x
+WHERE ($2::uuid IS NULL OR x.tenant_id = $2)
+  AND ($3::uuid IS NULL OR x.destination_id = $3)
+  AND ($4::uuid IS NULL OR x.job_id = $4)
+  AND ($5::text IS NULL OR x.status = $5)
+  AND ($6::uuid IS NULL OR x.id < $6)
+ORDER BY x.id DESC
+LIMIT $1;
+
+-- name: deliveries_reprocess
+-- Dead-lettered deliveries back to pending, with WORKER__MAX_ATTEMPTS ($5) more attempts.
+UPDATE deliveries x
+SET status = 'pending', max_attempts = x.attempts + $5, last_error = NULL, available_at = now(),
+    claimed_until = NULL, updated_at = now()
+FROM (
+    SELECT id FROM deliveries
+    WHERE status = 'dead_lettered'
+      AND ($1::uuid IS NULL OR id = $1)
+      AND ($2::uuid IS NULL OR tenant_id = $2)
+      AND ($3::uuid IS NULL OR destination_id = $3)
+    ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED
+) r
+WHERE x.id = r.id
+RETURNING x.id;
+
+-- name: deliveries_lag
+-- For /metrics: open circuits, deliveries waiting by state, the oldest waiting one.
+SELECT (SELECT count(*) FROM destinations WHERE enabled AND circuit = 'open') AS open_circuits,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       count(*) FILTER (WHERE status = 'retrying') AS retrying,
+       extract(epoch FROM now() - min(created_at) FILTER (WHERE status IN ('pending', 'queued', 'retrying')))::float8 AS oldest_waiting_age
+FROM deliveries WHERE status IN ('pending', 'queued', 'processing', 'retrying');

@@ -1,0 +1,304 @@
+"""The consumer's side of destinations: fan-out of a job's event, and one delivery attempt.
+
+Fan-out: when a job starts, every enabled destination of its tenant whose filter matches gets a
+delivery (once per job and destination, whatever the attempt). The statement that starts the
+job says whether its tenant has any enabled destination, so other tenants cost nothing more;
+for those that do, their destinations are read then (a change counts from the next job on).
+
+A delivery message goes through the gate first: a disabled destination dead-letters it; an open
+circuit, a destination at its `max_concurrency` in this process, or over its
+`rate_limit_per_second`, defers it (the same attempt later, none spent). Then the attempt starts
+(a conditional transition, as for jobs), the signed POST goes out, and the outcome and its log
+entry are written before the message is settled:
+
+    2xx                  succeeded
+    410 Gone             dead-lettered; the destination is disabled ("gone") and its waiting
+                         deliveries dead-lettered with it
+    429/503 Retry-After  retried no sooner than asked
+    anything else        retried with backoff until max_attempts, then dead-lettered
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+from opentelemetry import trace
+
+from relayforge.broker import IncomingMessage
+from relayforge.destinations.client import Answer, DeliveryClient
+from relayforge.destinations.filters import EventFacts, EventFilter, compile_filter
+from relayforge.destinations.signing import secret_key, signature
+from relayforge.events import DomainEvent
+from relayforge.ids import new_id
+from relayforge.jobs import backoff_seconds
+from relayforge.messages import DeliveryMessage, trace_carrier
+from relayforge.observability import metrics, tracing
+from relayforge.security.limits import TokenBucket
+from relayforge.security.secrets import SecretCipher
+from relayforge.settings import Settings
+from relayforge.stores import Stores
+from relayforge.stores.destinations import Gate, StartedDelivery
+from relayforge.stores.jobs import StartedJob
+
+log = logging.getLogger(__name__)
+
+MAX_CACHED_FILTERS = 10_000
+BUSY_RETRY_SECONDS = 0.05  # a destination at its max_concurrency: try again this soon
+MAX_ERROR_TEXT = 1000
+
+
+def header_context(destination_id: uuid.UUID) -> str:
+    """The encryption context of a destination's custom header values and secrets."""
+    return f"destination:{destination_id}"
+
+
+@dataclass(slots=True)
+class _Limits:
+    """A destination's concurrency and rate in this process."""
+
+    max_concurrency: int
+    bucket: TokenBucket | None
+    in_flight: int = 0
+
+    def take(self) -> float:
+        """0 when an attempt may go now (and counts as in flight), else seconds to wait."""
+        if self.in_flight >= self.max_concurrency:
+            return BUSY_RETRY_SECONDS
+        wait = self.bucket.take() if self.bucket is not None else 0.0
+        if wait:
+            return wait
+        self.in_flight += 1
+        return 0.0
+
+
+class DeliveryWorker:
+    def __init__(self, stores: Stores, settings: Settings, cipher: SecretCipher) -> None:
+        self._stores = stores
+        self._settings = settings
+        self._cipher = cipher
+        self._client = DeliveryClient(settings.destinations.allow_private_networks)
+        self._limits: dict[uuid.UUID, _Limits] = {}
+        self._filters: dict[str, EventFilter] = {}  # compiled once per distinct filter
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # ------------------------------------------------------------------------------ fan-out
+
+    async def fan_out(self, job: StartedJob, event: DomainEvent, carrier: dict[str, str]) -> int:
+        """Create the deliveries of a job's event; how many were new."""
+        if not job.has_destinations:
+            return 0
+        destinations = await self._destinations(job.tenant_id)
+        facts = EventFacts(job.source, event.event_type, event.data)
+        matching = [(new_id(), d) for d, f in destinations if f.matches(facts)]
+        if not matching:
+            return 0
+        headers = orjson.dumps({**tracing.carry(carrier), "correlation_id": job.correlation_id})
+        return await self._stores.deliveries.fan_out(
+            job_id=job.id, tenant_id=job.tenant_id, deliveries=matching,
+            max_attempts=self._settings.worker.max_attempts, headers=headers.decode())
+
+    async def _destinations(self, tenant_id: uuid.UUID) -> list[tuple[uuid.UUID, EventFilter]]:
+        compiled = []
+        for destination_id, spec in await self._stores.destinations.for_fan_out(
+                tenant_id=tenant_id):
+            cached = self._filters.get(spec)
+            if cached is None:
+                if len(self._filters) > MAX_CACHED_FILTERS:
+                    self._filters.clear()
+                cached = self._filters[spec] = compile_filter(orjson.loads(spec))
+            compiled.append((destination_id, cached))
+        return compiled
+
+    # ----------------------------------------------------------------------------- delivery
+
+    async def handle(self, message: IncomingMessage, m: DeliveryMessage,
+                     write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]) -> None:
+        """`write` records an outcome, riding out a database blip (the consumer's)."""
+        s = self._settings.destinations
+        gate = await self._stores.destinations.gate(destination_id=m.destination_id,
+                                                    probe_seconds=s.circuit_probe_seconds)
+        if gate is None:  # the destination was deleted, and its deliveries with it
+            await message.ack()
+            return
+        if not gate.enabled:
+            await self._stores.deliveries.refuse(
+                delivery_id=m.delivery_id, attempt=m.attempt,
+                reason=f"destination disabled: {gate.disabled_reason or 'by an admin'}")
+            metrics.DELIVERIES.labels("dead_lettered").inc()
+            await message.dead_letter()
+            return
+        wait = self._wait(gate, m.destination_id)
+        if wait:
+            await self._stores.deliveries.defer(
+                delivery_id=m.delivery_id, attempt=m.attempt,
+                until=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait))
+            metrics.DELIVERIES.labels("deferred").inc()
+            await message.ack()
+            return
+        try:
+            started = await self._stores.deliveries.start(
+                delivery_id=m.delivery_id, attempt=m.attempt,
+                lease_seconds=float(self._settings.worker.lease_seconds))
+            if started is None:  # a duplicate or late message: the delivery has moved on
+                await message.ack()
+                return
+            await self._attempt(message, started, write)
+        finally:
+            self._limits[m.destination_id].in_flight -= 1
+
+    def _wait(self, gate: Gate, destination_id: uuid.UUID) -> float:
+        """0 when the attempt may go now (then it counts as in flight), else seconds to wait."""
+        if gate.circuit == "open" and not gate.probe:
+            assert gate.wait_until is not None
+            return max(0.01, (gate.wait_until - dt.datetime.now(dt.UTC)).total_seconds())
+        limits = self._limits.get(destination_id)
+        max_concurrency = gate.max_concurrency or self._settings.destinations.max_concurrency
+        rate = gate.rate_limit_per_second
+        if (limits is None or limits.max_concurrency != max_concurrency
+                or (limits.bucket.rate if limits.bucket else None) != rate):
+            bucket = TokenBucket(rate, max(1, int(rate))) if rate else None
+            limits = _Limits(max_concurrency, bucket, limits.in_flight if limits else 0)
+            self._limits[destination_id] = limits
+        return limits.take()
+
+    async def _attempt(self, message: IncomingMessage, d: StartedDelivery,
+                       write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]) -> None:
+        carrier = trace_carrier(message.headers)
+        if not tracing.recording():
+            await self._send_and_record(message, d, carrier, write)
+            return
+        with tracing.tracer.start_as_current_span(
+            "deliver", context=tracing.extract(carrier), kind=trace.SpanKind.CLIENT,
+            attributes={"relayforge.delivery_id": str(d.id), "relayforge.attempt": d.attempts,
+                        "relayforge.destination_id": str(d.destination_id)},
+        ) as span:
+            outcome = await self._send_and_record(message, d, carrier, write)
+            span.set_attribute("http.response.status_code", outcome.status or 0)
+
+    async def _send_and_record(self, message: IncomingMessage, d: StartedDelivery,
+                               carrier: dict[str, str],
+                               write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]
+                               ) -> Answer:
+        started_at = dt.datetime.now(dt.UTC)
+        request = await self._request(d, carrier)
+        if isinstance(request, str):  # nothing to send: no retry can help
+            answer = Answer(None, request, None, 0.0, None)
+        else:
+            url, body, headers = request
+            answer = await self._client.post(url, body, headers, d.timeout_ms)
+            metrics.DELIVERY_DURATION.observe(answer.duration_ms / 1000)
+        status, error, delay = self._outcome(d, answer, permanent=isinstance(request, str))
+
+        async def record() -> None:
+            await self._stores.deliveries.finish(
+                delivery_id=d.id, attempt=d.attempts, status=status, error=error,
+                delay_seconds=delay, started_at=started_at, duration_ms=answer.duration_ms,
+                status_code=answer.status, response_body=answer.body)
+
+        await write(record)
+        await self._update_destination(d, answer, status)
+        metrics.DELIVERIES.labels(status).inc()
+        if status == "dead_lettered":
+            metrics.DLQ_MESSAGES.inc()
+            log.warning("delivery dead-lettered", extra={
+                "delivery_id": str(d.id), "attempt": d.attempts, "error": error})
+            await _settle(message.dead_letter)
+        else:
+            await _settle(message.ack)
+        return answer
+
+    def _outcome(self, d: StartedDelivery, answer: Answer, permanent: bool
+                 ) -> tuple[str, str | None, float]:
+        if answer.status is not None and 200 <= answer.status < 300:
+            return "succeeded", None, 0.0
+        error = answer.error or f"HTTP {answer.status}"
+        if answer.status == 410:
+            return "dead_lettered", "the destination answered 410 Gone; it is disabled", 0.0
+        if permanent or d.attempts >= d.max_attempts:
+            return "dead_lettered", error[:MAX_ERROR_TEXT], 0.0
+        w = self._settings.worker
+        delay = backoff_seconds(d.attempts, w.backoff_base_ms, w.backoff_max_ms)
+        if answer.status in (429, 503) and answer.retry_after is not None:
+            delay = max(delay, answer.retry_after)
+        return "retrying", error[:MAX_ERROR_TEXT], delay
+
+    async def _update_destination(self, d: StartedDelivery, answer: Answer, status: str) -> None:
+        destinations = self._stores.destinations
+        s = self._settings.destinations
+        if status == "succeeded":
+            if await destinations.succeeded(destination_id=d.destination_id):
+                log.info("destination recovered; circuit closed",
+                         extra={"destination_id": str(d.destination_id)})
+            return
+        if answer.status == 410:
+            waiting = await destinations.disable(destination_id=d.destination_id, reason="gone")
+            log.warning("destination answered 410 Gone: disabled", extra={
+                "destination_id": str(d.destination_id), "dead_lettered": waiting})
+            return
+        failed = await destinations.failed(
+            destination_id=d.destination_id, open_after=s.circuit_failures,
+            probe_seconds=s.circuit_probe_seconds, disable_after_hours=s.disable_after_hours)
+        if failed is None:
+            return
+        if failed.failing_too_long:
+            waiting = await destinations.disable(destination_id=d.destination_id,
+                                                 reason="failing")
+            log.warning("destination failing too long: disabled", extra={
+                "destination_id": str(d.destination_id), "dead_lettered": waiting})
+        elif failed.circuit == "open" and failed.consecutive_failures == s.circuit_failures:
+            log.warning("destination circuit opened", extra={
+                "destination_id": str(d.destination_id),
+                "consecutive_failures": failed.consecutive_failures})
+
+    async def _request(self, d: StartedDelivery, carrier: dict[str, str]
+                       ) -> tuple[str, bytes, dict[str, str]] | str:
+        """The URL, body and headers of the attempt, or why there is nothing to send."""
+        context = header_context(d.destination_id)
+        keys = [secret_key(self._cipher.decrypt(d.tenant_id, context, nonce, ct).decode())
+                for nonce, ct in await self._stores.destinations.signing_secrets(
+                    destination_id=d.destination_id)]
+        if not keys:
+            return "the destination has no signing secret"
+        if d.payload == "event":
+            body, content_type = d.event, "application/json"
+        elif d.body is not None:
+            body, content_type = d.body, d.content_type or "application/octet-stream"
+        else:
+            return "the original body is no longer kept (RETENTION__INBOX_DAYS)"
+        headers: dict[str, str] = {}
+        if d.headers_ciphertext is not None and d.headers_nonce is not None:
+            headers.update(orjson.loads(self._cipher.decrypt(
+                d.tenant_id, context, d.headers_nonce, d.headers_ciphertext)))
+        timestamp = int(time.time())
+        headers.update({
+            "content-type": content_type,
+            "webhook-id": str(d.id),
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature(str(d.id), timestamp, body, keys),
+            "x-relayforge-tenant-id": str(d.tenant_id),
+            "x-relayforge-source": d.source,
+            "x-relayforge-event-type": d.event_type,
+            "x-relayforge-attempt": str(d.attempts),
+            **tracing.carry(carrier),  # the trace continues into the tenant's service
+        })
+        return d.url, body, headers
+
+
+async def _settle(settle: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await settle()
+    except Exception as exc:  # the outcome is durable; a redelivered message is dropped
+        log.warning("delivery recorded; its message could not be settled",
+                    extra={"error": repr(exc)})
+

@@ -1,0 +1,318 @@
+"""/admin/tenants/{tenant_id}/destinations, /admin/deliveries and /admin/jobs/{id}/redeliver:
+a tenant's HTTP services, the deliveries to them, and replays. Viewers read; admins write
+destinations; operators reprocess and redeliver. Every write is audited."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+import orjson
+from blacksheep import Request, Response
+
+from relayforge.destinations.filters import EventFacts, FilterError, compile_filter
+from relayforge.destinations.guard import ForbiddenDestination, check_url
+from relayforge.destinations.signing import new_secret
+from relayforge.destinations.worker import header_context
+from relayforge.errors import Conflict, InvalidDestination, NotFound
+from relayforge.events import DomainEvent
+from relayforge.http.errors import view_response
+from relayforge.http.instrument import query_string
+from relayforge.http.models import (
+    BulkDeliveryReprocess,
+    DeliveriesQuery,
+    DestinationCreate,
+    DestinationPatch,
+    Redeliver,
+    RotateSecret,
+    given,
+    parse_body,
+    parse_query,
+)
+from relayforge.http.routing import ADMIN, NOT_FOUND, OPERATOR, VIEWER, AdminRoute, page, path_uuid
+from relayforge.ids import new_id
+from relayforge.models import (
+    DeliveryDetail,
+    DeliveryView,
+    DestinationCreated,
+    DestinationView,
+    Items,
+    Page,
+    SecretRotated,
+    View,
+)
+from relayforge.security.roles import Actor
+from relayforge.security.secrets import SecretCipher
+from relayforge.settings import Settings
+from relayforge.stores import Stores
+from relayforge.stores.destinations import DestinationFields
+
+INVALID = {400: ("invalid url, filter or headers", ["invalid_destination", "bad_request"])}
+BASE = "/admin/tenants/{tenant_id}/destinations"
+# Names the delivery sets itself: a custom header may not replace them.
+RESERVED_HEADERS = ("content-type", "content-length", "host", "transfer-encoding", "connection",
+                    "traceparent", "tracestate", "baggage")
+RESERVED_PREFIXES = ("webhook-", "x-relayforge-")
+
+
+class DeliveriesReprocessed(View):
+    reprocessed: int
+    delivery_ids: list[uuid.UUID]
+
+
+class DeliveryReprocessed(View):
+    delivery_id: uuid.UUID
+    status: str = "pending"
+
+
+class Redelivered(View):
+    job_id: uuid.UUID
+    delivery_ids: list[uuid.UUID]
+
+
+ROUTES = [
+    AdminRoute("POST", BASE, ADMIN, "destinations.create",
+               "Create a destination; its signing secret (whsec_…) is shown once",
+               (201, DestinationCreated), body=DestinationCreate, errors=INVALID),
+    AdminRoute("GET", BASE, VIEWER, "destinations.list", "List a tenant's destinations",
+               (200, Items[DestinationView])),
+    AdminRoute("GET", BASE + "/{destination_id}", VIEWER, "destinations.get",
+               "Get a destination (header names only, never secrets)", (200, DestinationView),
+               errors=NOT_FOUND),
+    AdminRoute("PATCH", BASE + "/{destination_id}", ADMIN, "destinations.update",
+               "Change a destination; enabling it again closes its circuit",
+               (200, DestinationView), body=DestinationPatch, errors={**NOT_FOUND, **INVALID}),
+    AdminRoute("DELETE", BASE + "/{destination_id}", ADMIN, "destinations.delete",
+               "Delete a destination and its deliveries", (204, None), errors=NOT_FOUND),
+    AdminRoute("POST", BASE + "/{destination_id}/rotate-secret", ADMIN,
+               "destinations.rotate_secret",
+               "A new signing secret (shown once); the previous ones keep signing until they "
+               "expire", (201, SecretRotated), body=RotateSecret, errors=NOT_FOUND),
+    AdminRoute("GET", "/admin/deliveries", VIEWER, "destinations.list_deliveries",
+               "List deliveries, newest first", (200, Page[DeliveryView]),
+               query=DeliveriesQuery),
+    AdminRoute("GET", "/admin/deliveries/{delivery_id}", VIEWER, "destinations.get_delivery",
+               "Get a delivery with its attempts log", (200, DeliveryDetail), errors=NOT_FOUND),
+    AdminRoute("POST", "/admin/deliveries/{delivery_id}/reprocess", OPERATOR,
+               "destinations.reprocess_delivery",
+               "Reprocess a dead-lettered delivery (max_attempts rises by WORKER__MAX_ATTEMPTS)",
+               (202, DeliveryReprocessed),
+               errors={**NOT_FOUND, 409: ("the delivery is not dead_lettered", ["conflict"])}),
+    AdminRoute("POST", "/admin/deliveries/reprocess", OPERATOR, "destinations.reprocess_bulk",
+               "Reprocess the dead-lettered deliveries that match every given filter",
+               (202, DeliveriesReprocessed), body=BulkDeliveryReprocess),
+    AdminRoute("POST", "/admin/jobs/{job_id}/redeliver", OPERATOR, "destinations.redeliver",
+               "New deliveries of an earlier event (to one destination, or every matching one)",
+               (202, Redelivered), body=Redeliver, errors=NOT_FOUND),
+]
+
+
+def _check_headers(headers: dict[str, str]) -> list[str]:
+    for name in headers:
+        low = name.lower()
+        if low in RESERVED_HEADERS or low.startswith(RESERVED_PREFIXES):
+            raise InvalidDestination(f"headers.{name}: set by every delivery; not replaceable")
+    return sorted(headers)
+
+
+def _check_filter(spec: dict[str, Any]) -> str:
+    try:
+        compile_filter(spec)
+    except FilterError as exc:
+        raise InvalidDestination(str(exc)) from None
+    return orjson.dumps(spec).decode()
+
+
+class DestinationEndpoints:
+    def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher) -> None:
+        self._settings = settings
+        self._stores = stores
+        self._cipher = cipher
+
+    def _url(self, url: str) -> str:
+        try:
+            return check_url(url, production=self._settings.production,
+                             allow_private=self._settings.destinations.allow_private_networks)
+        except ForbiddenDestination as exc:
+            raise InvalidDestination(f"url: {exc}") from None
+
+    def _sealed(self, tenant_id: uuid.UUID, destination_id: uuid.UUID, secret: str
+                ) -> tuple[bytes, bytes]:
+        return self._cipher.encrypt(tenant_id, header_context(destination_id), secret)
+
+    async def _view(self, tenant_id: uuid.UUID, destination_id: uuid.UUID) -> DestinationView:
+        view = await self._stores.destinations.get(tenant_id=tenant_id,
+                                                   destination_id=destination_id)
+        if view is None:
+            raise NotFound("no such destination")
+        return view
+
+    async def create(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        body = parse_body(await request.read() or b"", DestinationCreate)
+        destination_id, secret = new_id(), new_secret()
+        fields = DestinationFields(
+            name=given(body.name), url=self._url(body.url), enabled=body.enabled,
+            filter_json=_check_filter(body.filter), header_names=_check_headers(body.headers),
+            headers_sealed=self._sealed(tenant_id, destination_id,
+                                        orjson.dumps(body.headers).decode())
+            if body.headers else None,
+            payload=body.payload, timeout_ms=body.timeout_ms,
+            rate_limit_per_second=body.rate_limit_per_second,
+            max_concurrency=body.max_concurrency)
+        nonce, ciphertext = self._sealed(tenant_id, destination_id, secret)
+        async with self._stores.transaction() as tx:
+            await tx.destinations.insert(destination_id=destination_id, tenant_id=tenant_id,
+                                         fields=fields)
+            await tx.destinations.add_secret(
+                secret_id=new_id(), destination_id=destination_id, nonce=nonce,
+                ciphertext=ciphertext, fingerprint=self._cipher.fingerprint(secret))
+            await tx.audit.write(actor=actor, action="destination.create",
+                                 target=str(destination_id),
+                                 detail={"tenant_id": str(tenant_id), "url": fields.url})
+            view = await tx.destinations.get(tenant_id=tenant_id, destination_id=destination_id)
+        assert view is not None
+        created = DestinationCreated(**msgspec.structs.asdict(view), signing_secret=secret)
+        return view_response(201, created)
+
+    async def list(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        return view_response(200, Items(
+            items=await self._stores.destinations.of_tenant(tenant_id=tenant_id)))
+
+    async def get(self, request: Request, actor: Actor) -> Response:
+        return view_response(200, await self._view(path_uuid(request, "tenant_id"),
+                                                    path_uuid(request, "destination_id")))
+
+    async def update(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        destination_id = path_uuid(request, "destination_id")
+        body = parse_body(await request.read() or b"", DestinationPatch)
+        headers = given(body.headers)
+        spec = given(body.filter)
+        cleared = tuple(name for name in ("name", "rate_limit_per_second", "max_concurrency")
+                        if getattr(body, name) is None)
+        url = given(body.url)
+        fields = DestinationFields(
+            name=given(body.name), url=self._url(url) if url is not None else None,
+            enabled=given(body.enabled),
+            filter_json=_check_filter(spec) if spec is not None else None,
+            header_names=_check_headers(headers) if headers is not None else None,
+            headers_sealed=self._sealed(tenant_id, destination_id,
+                                        orjson.dumps(headers).decode())
+            if headers is not None else None,
+            payload=given(body.payload), timeout_ms=given(body.timeout_ms),
+            rate_limit_per_second=given(body.rate_limit_per_second),
+            max_concurrency=given(body.max_concurrency), cleared=cleared)
+        async with self._stores.transaction() as tx:
+            if not await tx.destinations.update(tenant_id=tenant_id,
+                                                destination_id=destination_id, fields=fields):
+                raise NotFound("no such destination")
+            changed = sorted(k for k, v in msgspec.structs.asdict(body).items()
+                             if v is not msgspec.UNSET)
+            await tx.audit.write(actor=actor, action="destination.update",
+                                 target=str(destination_id),
+                                 detail={"tenant_id": str(tenant_id), "fields": changed})
+        return view_response(200, await self._view(tenant_id, destination_id))
+
+    async def delete(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        destination_id = path_uuid(request, "destination_id")
+        async with self._stores.transaction() as tx:
+            if not await tx.destinations.delete(tenant_id=tenant_id,
+                                                destination_id=destination_id):
+                raise NotFound("no such destination")
+            await tx.audit.write(actor=actor, action="destination.delete",
+                                 target=str(destination_id), detail={"tenant_id": str(tenant_id)})
+        return Response(204)
+
+    async def rotate_secret(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        destination_id = path_uuid(request, "destination_id")
+        body = parse_body(await request.read() or b"", RotateSecret)
+        await self._view(tenant_id, destination_id)
+        secret = new_secret()
+        nonce, ciphertext = self._sealed(tenant_id, destination_id, secret)
+        async with self._stores.transaction() as tx:
+            await tx.destinations.expire_secrets(destination_id=destination_id,
+                                                 in_seconds=body.previous_expires_in_seconds)
+            await tx.destinations.add_secret(
+                secret_id=new_id(), destination_id=destination_id, nonce=nonce,
+                ciphertext=ciphertext, fingerprint=self._cipher.fingerprint(secret))
+            await tx.audit.write(actor=actor, action="destination.rotate_secret",
+                                 target=str(destination_id),
+                                 detail={"tenant_id": str(tenant_id),
+                                         "previous_expires_in_seconds":
+                                             body.previous_expires_in_seconds})
+        view = await self._view(tenant_id, destination_id)
+        expires = [s.expires_at for s in view.secrets if s.expires_at is not None]
+        return view_response(201, SecretRotated(
+            destination_id=destination_id, signing_secret=secret,
+            previous_expires_at=max(expires) if expires else view.updated_at))
+
+    async def list_deliveries(self, request: Request, actor: Actor) -> Response:
+        q = parse_query(query_string(request), DeliveriesQuery)
+        items = await self._stores.deliveries.search(
+            limit=q.limit, tenant_id=given(q.tenant_id), destination_id=given(q.destination_id),
+            job_id=given(q.job_id), status=given(q.status), cursor=given(q.cursor))
+        return view_response(200, page(items, q.limit))
+
+    async def get_delivery(self, request: Request, actor: Actor) -> Response:
+        delivery_id = path_uuid(request, "delivery_id")
+        view = await self._stores.deliveries.get(delivery_id=delivery_id)
+        if view is None:
+            raise NotFound("no such delivery")
+        log = await self._stores.deliveries.attempts_log(delivery_id=delivery_id)
+        return view_response(200, DeliveryDetail(**msgspec.structs.asdict(view),
+                                                 attempts_log=log))
+
+    async def reprocess_delivery(self, request: Request, actor: Actor) -> Response:
+        delivery_id = path_uuid(request, "delivery_id")
+        async with self._stores.transaction() as tx:
+            if not await tx.deliveries.reprocess(
+                    delivery_id=delivery_id, limit=1,
+                    extra_attempts=self._settings.worker.max_attempts):
+                state = await tx.deliveries.state(delivery_id=delivery_id)
+                if state is None:
+                    raise NotFound("no such delivery")
+                raise Conflict(f"only dead_lettered deliveries can be reprocessed; this one is "
+                               f"{state[0]}")
+            await tx.audit.write(actor=actor, action="delivery.reprocess", target=str(delivery_id))
+        return view_response(202, DeliveryReprocessed(delivery_id=delivery_id))
+
+    async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
+        body = parse_body(await request.read() or b"", BulkDeliveryReprocess)
+        async with self._stores.transaction() as tx:
+            ids = await tx.deliveries.reprocess(
+                tenant_id=given(body.tenant_id), destination_id=given(body.destination_id),
+                limit=body.limit, extra_attempts=self._settings.worker.max_attempts)
+            await tx.audit.write(actor=actor, action="delivery.reprocess_bulk",
+                                 target="deliveries",
+                                 detail={"filter": msgspec.to_builtins(body), "count": len(ids)})
+        return view_response(202, DeliveriesReprocessed(reprocessed=len(ids), delivery_ids=ids))
+
+    async def redeliver(self, request: Request, actor: Actor) -> Response:
+        job_id = path_uuid(request, "job_id")
+        body = parse_body(await request.read() or b"", Redeliver)
+        job = await self._stores.jobs.get(job_id=job_id)
+        if job is None:
+            raise NotFound("no such job")
+        wanted = given(body.destination_id)
+        destinations = await self._stores.destinations.of_tenant(tenant_id=job.tenant_id)
+        if wanted is not None:
+            targets = [d.id for d in destinations if d.id == wanted]
+            if not targets:
+                raise NotFound("no such destination for the job's tenant")
+        else:
+            event = DomainEvent.from_json(await self._stores.jobs.event(job_id=job_id))
+            facts = EventFacts(job.source, event.event_type, event.data)
+            targets = [d.id for d in destinations
+                       if d.enabled and compile_filter(d.filter).matches(facts)]
+        async with self._stores.transaction() as tx:
+            ids = await tx.deliveries.redeliver(
+                job_id=job_id, deliveries=[(new_id(), d) for d in targets],
+                max_attempts=self._settings.worker.max_attempts)
+            await tx.audit.write(actor=actor, action="job.redeliver", target=str(job_id),
+                                 detail={"destination_ids": [str(d) for d in targets]})
+        return view_response(202, Redelivered(job_id=job_id, delivery_ids=ids))

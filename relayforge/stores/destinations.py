@@ -1,0 +1,265 @@
+"""Destinations, their signing secrets, and deliveries (an event on its way to a destination)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+
+from relayforge.models import (
+    DeliveryAttemptView,
+    DeliveryView,
+    DestinationSecretView,
+    DestinationView,
+)
+from relayforge.stores.base import Q, Store
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationFields:
+    """What an admin writes; None leaves a field as it is on update."""
+
+    name: str | None = None
+    url: str | None = None
+    enabled: bool | None = None
+    filter_json: str | None = None
+    header_names: list[str] | None = None
+    headers_sealed: tuple[bytes, bytes] | None = None  # (nonce, ciphertext) of the values
+    payload: str | None = None
+    timeout_ms: int | None = None
+    rate_limit_per_second: float | None = None
+    max_concurrency: int | None = None
+    cleared: tuple[str, ...] = ()  # optional fields set back to null
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    enabled: bool
+    disabled_reason: str | None
+    circuit: str
+    max_concurrency: int | None
+    rate_limit_per_second: float | None
+    wait_until: dt.datetime | None
+    probe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    circuit: str
+    consecutive_failures: int
+    failing_too_long: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    id: uuid.UUID
+    destination_id: uuid.UUID
+    tenant_id: uuid.UUID
+    attempt: int
+    headers: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartedDelivery:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    destination_id: uuid.UUID
+    tenant_id: uuid.UUID
+    attempts: int
+    max_attempts: int
+    headers: str
+    url: str
+    payload: str
+    timeout_ms: int
+    headers_nonce: bytes | None
+    headers_ciphertext: bytes | None
+    source: str
+    event_type: str
+    event: bytes
+    body: bytes | None
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLag:
+    open_circuits: int
+    pending: int
+    queued: int
+    processing: int
+    retrying: int
+    oldest_waiting_age: float | None
+
+
+def _destination(row: Any) -> DestinationView:
+    return DestinationView(
+        id=row["id"], tenant_id=row["tenant_id"], name=row["name"], url=row["url"],
+        enabled=row["enabled"], disabled_reason=row["disabled_reason"],
+        filter=orjson.loads(row["filter_json"]), header_names=list(row["header_names"]),
+        payload=row["payload"], timeout_ms=row["timeout_ms"],
+        rate_limit_per_second=row["rate_limit_per_second"],
+        max_concurrency=row["max_concurrency"], circuit=row["circuit"],
+        consecutive_failures=row["consecutive_failures"], failing_since=row["failing_since"],
+        circuit_opened_at=row["circuit_opened_at"],
+        secrets=msgspec.json.decode(row["secrets_json"], type=list[DestinationSecretView]),
+        created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+class DestinationStore(Store):
+    async def insert(self, *, destination_id: uuid.UUID, tenant_id: uuid.UUID,
+                     fields: DestinationFields) -> None:
+        f = fields
+        nonce, sealed = f.headers_sealed or (None, None)
+        await self._db.execute(
+            Q["destination_insert"], destination_id, tenant_id, f.name, f.url,
+            True if f.enabled is None else f.enabled, f.filter_json or "{}", f.header_names or [],
+            nonce, sealed, f.payload or "raw", f.timeout_ms, f.rate_limit_per_second,
+            f.max_concurrency)
+
+    async def add_secret(self, *, secret_id: uuid.UUID, destination_id: uuid.UUID, nonce: bytes,
+                         ciphertext: bytes, fingerprint: str) -> None:
+        await self._db.execute(Q["destination_secret_insert"], secret_id, destination_id, nonce,
+                               ciphertext, fingerprint)
+
+    async def expire_secrets(self, *, destination_id: uuid.UUID, in_seconds: float) -> None:
+        await self._db.execute(Q["destination_secrets_expire_previous"], destination_id,
+                               float(in_seconds))
+
+    async def get(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID
+                  ) -> DestinationView | None:
+        row = await self._db.fetchrow(Q["destination_get"], tenant_id, destination_id)
+        return None if row is None else _destination(row)
+
+    async def of_tenant(self, *, tenant_id: uuid.UUID) -> list[DestinationView]:
+        return [_destination(r) for r in await self._db.fetch(Q["destinations_list"], tenant_id)]
+
+    async def for_fan_out(self, *, tenant_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+        rows = await self._db.fetch(Q["destinations_for_fan_out"], tenant_id)
+        return [(r["id"], r["filter_json"]) for r in rows]
+
+    async def update(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID,
+                     fields: DestinationFields) -> bool:
+        f = fields
+        nonce, sealed = f.headers_sealed or (None, None)
+        return await self._db.fetchval(
+            Q["destination_update"], tenant_id, destination_id, f.name, f.url, f.enabled,
+            f.filter_json, f.header_names, nonce, sealed, f.payload, f.timeout_ms,
+            f.rate_limit_per_second, f.max_concurrency, list(f.cleared)) is not None
+
+    async def delete(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID) -> bool:
+        return await self._db.fetchval(Q["destination_delete"], tenant_id,
+                                       destination_id) is not None
+
+    async def gate(self, *, destination_id: uuid.UUID, probe_seconds: float) -> Gate | None:
+        row = await self._db.fetchrow(Q["destination_gate"], destination_id, probe_seconds)
+        return None if row is None else Gate(**dict(row))
+
+    async def succeeded(self, *, destination_id: uuid.UUID) -> bool:
+        """Reset its failure count; True when this closed an open circuit."""
+        return await self._db.fetchval(Q["destination_succeeded"], destination_id) is not None
+
+    async def failed(self, *, destination_id: uuid.UUID, open_after: int, probe_seconds: float,
+                     disable_after_hours: float) -> Failed | None:
+        row = await self._db.fetchrow(Q["destination_failed"], destination_id, open_after,
+                                      probe_seconds, disable_after_hours)
+        return None if row is None else Failed(**dict(row))
+
+    async def disable(self, *, destination_id: uuid.UUID, reason: str) -> int:
+        """Disable it and dead-letter its waiting deliveries; how many were."""
+        return len(await self._db.fetch(Q["destination_disable"], destination_id, reason))
+
+    async def signing_secrets(self, *, destination_id: uuid.UUID) -> list[tuple[bytes, bytes]]:
+        rows = await self._db.fetch(Q["destination_signing_secrets"], destination_id)
+        return [(r["nonce"], r["ciphertext"]) for r in rows]
+
+
+class DeliveryStore(Store):
+    async def fan_out(self, *, job_id: uuid.UUID, tenant_id: uuid.UUID,
+                      deliveries: Sequence[tuple[uuid.UUID, uuid.UUID]], max_attempts: int,
+                      headers: str) -> int:
+        """Insert (delivery id, destination id) pairs once per (job, destination)."""
+        rows = await self._db.fetch(Q["deliveries_fan_out"], [d for d, _ in deliveries], job_id,
+                                    tenant_id, max_attempts, headers,
+                                    [dest for _, dest in deliveries])
+        return len(rows)
+
+    async def redeliver(self, *, job_id: uuid.UUID,
+                        deliveries: Sequence[tuple[uuid.UUID, uuid.UUID]],
+                        max_attempts: int) -> list[uuid.UUID]:
+        rows = await self._db.fetch(Q["deliveries_redeliver"], [d for d, _ in deliveries], job_id,
+                                    [dest for _, dest in deliveries], max_attempts)
+        return [r["id"] for r in rows]
+
+    async def claim(self, *, limit: int, lease_seconds: float) -> list[DueDelivery]:
+        rows = await self._db.fetch(Q["deliveries_claim"], limit, lease_seconds)
+        return [DueDelivery(**dict(r)) for r in rows]
+
+    async def mark_queued(self, *, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
+        await self._db.execute(Q["deliveries_mark_queued"], [d for d, _ in attempts],
+                               [a for _, a in attempts])
+
+    async def release(self, *, ids: Sequence[uuid.UUID], delay_seconds: float) -> None:
+        await self._db.execute(Q["delivery_release"], list(ids), delay_seconds)
+
+    async def refuse(self, *, delivery_id: uuid.UUID, attempt: int, reason: str) -> bool:
+        return await self._db.fetchval(Q["delivery_refuse"], delivery_id, attempt,
+                                       reason) is not None
+
+    async def defer(self, *, delivery_id: uuid.UUID, attempt: int, until: dt.datetime) -> bool:
+        return await self._db.fetchval(Q["delivery_defer"], delivery_id, attempt,
+                                       until) is not None
+
+    async def start(self, *, delivery_id: uuid.UUID, attempt: int, lease_seconds: float
+                    ) -> StartedDelivery | None:
+        row = await self._db.fetchrow(Q["delivery_start"], delivery_id, attempt, lease_seconds)
+        return None if row is None else StartedDelivery(**dict(row))
+
+    async def state(self, *, delivery_id: uuid.UUID) -> tuple[str, int] | None:
+        row = await self._db.fetchrow(Q["delivery_state"], delivery_id)
+        return None if row is None else (row["status"], row["attempts"])
+
+    async def finish(self, *, delivery_id: uuid.UUID, attempt: int, status: str,
+                     error: str | None, delay_seconds: float, started_at: dt.datetime,
+                     duration_ms: float, status_code: int | None, response_body: str | None
+                     ) -> bool:
+        """Record the attempt's outcome and its log entry; False if a later attempt started."""
+        return await self._db.fetchval(
+            Q["delivery_finish"], delivery_id, attempt, status, error, delay_seconds, started_at,
+            duration_ms, status_code, response_body) is not None
+
+    async def recover_expired(self, *, limit: int) -> int:
+        return len(await self._db.fetch(Q["deliveries_recover_expired"], limit))
+
+    async def republish_stranded(self, *, older_than_seconds: float, limit: int) -> int:
+        return len(await self._db.fetch(Q["deliveries_republish_stranded"],
+                                        older_than_seconds, limit))
+
+    async def get(self, *, delivery_id: uuid.UUID) -> DeliveryView | None:
+        row = await self._db.fetchrow(Q["delivery_get"], delivery_id)
+        return None if row is None else DeliveryView(**dict(row))
+
+    async def attempts_log(self, *, delivery_id: uuid.UUID) -> list[DeliveryAttemptView]:
+        rows = await self._db.fetch(Q["delivery_attempts"], delivery_id)
+        return [DeliveryAttemptView(**dict(r)) for r in rows]
+
+    async def search(self, *, limit: int, tenant_id: uuid.UUID | None,
+                   destination_id: uuid.UUID | None, job_id: uuid.UUID | None,
+                   status: str | None, cursor: uuid.UUID | None) -> list[DeliveryView]:
+        rows = await self._db.fetch(Q["deliveries_list"], limit, tenant_id, destination_id,
+                                    job_id, status, cursor)
+        return [DeliveryView(**dict(r)) for r in rows]
+
+    async def reprocess(self, *, delivery_id: uuid.UUID | None = None,
+                        tenant_id: uuid.UUID | None = None,
+                        destination_id: uuid.UUID | None = None, limit: int,
+                        extra_attempts: int) -> list[uuid.UUID]:
+        rows = await self._db.fetch(Q["deliveries_reprocess"], delivery_id, tenant_id,
+                                    destination_id, limit, extra_attempts)
+        return [r["id"] for r in rows]
+
+    async def lag(self) -> DeliveryLag:
+        return DeliveryLag(**dict(await self._db.fetchrow(Q["deliveries_lag"])))

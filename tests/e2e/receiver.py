@@ -1,0 +1,79 @@
+"""A real HTTP receiver for delivery tests: an aiohttp server on 127.0.0.1 in the test's event
+loop, recording every request and answering as the test scripts it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    at: float  # time.monotonic()
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (a hanging service: longer than the timeout)
+
+
+class Receiver:
+    """`script(request_number, received) -> Reply`, per path; 200 when none is given."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.scripts: dict[str, Callable[[int, Received], Reply]] = {}
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._arrived = asyncio.Event()
+
+    async def start(self) -> Receiver:
+        app = web.Application(client_max_size=2**22)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.received if r.path == path]
+
+    async def wait_for(self, path: str, count: int, timeout: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.at(path)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{path}: {len(self.at(path))} of {count} requests arrived")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), 0.2)
+            except TimeoutError:
+                pass
+        return self.at(path)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        got = Received(request.path, {k.lower(): v for k, v in request.headers.items()},
+                       await request.read(), time.monotonic())
+        self.received.append(got)
+        self._arrived.set()
+        script = self.scripts.get(request.path)
+        reply = script(len(self.at(request.path)), got) if script else Reply()
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
