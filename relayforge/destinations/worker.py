@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -43,13 +44,13 @@ from relayforge.security.limits import TokenBucket
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
 from relayforge.stores import Stores
-from relayforge.stores.destinations import Gate, StartedDelivery
+from relayforge.stores.destinations import Finished, Gate, StartedDelivery
 from relayforge.stores.jobs import StartedJob
 
 log = logging.getLogger(__name__)
 
 MAX_CACHED_FILTERS = 10_000
-BUSY_RETRY_SECONDS = 0.05  # a destination at its max_concurrency: try again this soon
+MIN_BUSY_WAIT_SECONDS, MAX_BUSY_WAIT_SECONDS = 0.05, 30.0  # a destination at max_concurrency
 MAX_ERROR_TEXT = 1000
 
 
@@ -60,21 +61,29 @@ def header_context(destination_id: uuid.UUID) -> str:
 
 @dataclass(slots=True)
 class _Limits:
-    """A destination's concurrency and rate in this process."""
+    """A destination's concurrency and rate in this process, and how long its attempts take
+    lately (a busy destination's deliveries wait about two attempts' time: a fast one is
+    retried soon, one that hangs until its timeout is not churned through the broker)."""
 
     max_concurrency: int
     bucket: TokenBucket | None
     in_flight: int = 0
+    typical_seconds: float = MIN_BUSY_WAIT_SECONDS
 
     def take(self) -> float:
         """0 when an attempt may go now (and counts as in flight), else seconds to wait."""
         if self.in_flight >= self.max_concurrency:
-            return BUSY_RETRY_SECONDS
+            wait = min(MAX_BUSY_WAIT_SECONDS, max(MIN_BUSY_WAIT_SECONDS, 2 * self.typical_seconds))
+            return wait * random.uniform(0.75, 1.25)
         wait = self.bucket.take() if self.bucket is not None else 0.0
         if wait:
             return wait
         self.in_flight += 1
         return 0.0
+
+    def done(self, seconds: float) -> None:
+        self.in_flight -= 1
+        self.typical_seconds = 0.8 * self.typical_seconds + 0.2 * seconds
 
 
 class DeliveryWorker:
@@ -146,6 +155,7 @@ class DeliveryWorker:
             metrics.DELIVERIES.labels("deferred").inc()
             await message.ack()
             return
+        began = time.monotonic()
         try:
             started = await self._stores.deliveries.start(
                 delivery_id=m.delivery_id, attempt=m.attempt,
@@ -155,7 +165,7 @@ class DeliveryWorker:
                 return
             await self._attempt(message, started, write)
         finally:
-            self._limits[m.destination_id].in_flight -= 1
+            self._limits[m.destination_id].done(time.monotonic() - began)
 
     def _wait(self, gate: Gate, destination_id: uuid.UUID) -> float:
         """0 when the attempt may go now (then it counts as in flight), else seconds to wait."""
@@ -168,7 +178,8 @@ class DeliveryWorker:
         if (limits is None or limits.max_concurrency != max_concurrency
                 or (limits.bucket.rate if limits.bucket else None) != rate):
             bucket = TokenBucket(rate, max(1, int(rate))) if rate else None
-            limits = _Limits(max_concurrency, bucket, limits.in_flight if limits else 0)
+            limits = _Limits(max_concurrency, bucket, limits.in_flight if limits else 0,
+                             limits.typical_seconds if limits else MIN_BUSY_WAIT_SECONDS)
             self._limits[destination_id] = limits
         return limits.take()
 
@@ -191,7 +202,7 @@ class DeliveryWorker:
                                write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]
                                ) -> Answer:
         started_at = dt.datetime.now(dt.UTC)
-        request = await self._request(d, carrier)
+        request = self._request(d, carrier)
         if isinstance(request, str):  # nothing to send: no retry can help
             answer = Answer(None, request, None, 0.0, None)
         else:
@@ -200,14 +211,21 @@ class DeliveryWorker:
             metrics.DELIVERY_DURATION.observe(answer.duration_ms / 1000)
         status, error, delay = self._outcome(d, answer, permanent=isinstance(request, str))
 
+        finished: list[Finished] = []
+
         async def record() -> None:
-            await self._stores.deliveries.finish(
-                delivery_id=d.id, attempt=d.attempts, status=status, error=error,
-                delay_seconds=delay, started_at=started_at, duration_ms=answer.duration_ms,
-                status_code=answer.status, response_body=answer.body)
+            finished[:] = [await self._stores.deliveries.finish(
+                delivery_id=d.id, destination_id=d.destination_id, attempt=d.attempts,
+                status=status, error=error, delay_seconds=delay, started_at=started_at,
+                duration_ms=answer.duration_ms, status_code=answer.status,
+                response_body=answer.body)]
 
         await write(record)
-        await self._update_destination(d, answer, status)
+        if finished and finished[0].recovered:
+            log.info("destination recovered; circuit closed",
+                     extra={"destination_id": str(d.destination_id)})
+        if status != "succeeded":
+            await self._update_destination(d, answer)
         metrics.DELIVERIES.labels(status).inc()
         if status == "dead_lettered":
             metrics.DLQ_MESSAGES.inc()
@@ -233,14 +251,10 @@ class DeliveryWorker:
             delay = max(delay, answer.retry_after)
         return "retrying", error[:MAX_ERROR_TEXT], delay
 
-    async def _update_destination(self, d: StartedDelivery, answer: Answer, status: str) -> None:
+    async def _update_destination(self, d: StartedDelivery, answer: Answer) -> None:
+        """After a failed attempt: 410 disables; else one more consecutive failure."""
         destinations = self._stores.destinations
         s = self._settings.destinations
-        if status == "succeeded":
-            if await destinations.succeeded(destination_id=d.destination_id):
-                log.info("destination recovered; circuit closed",
-                         extra={"destination_id": str(d.destination_id)})
-            return
         if answer.status == 410:
             waiting = await destinations.disable(destination_id=d.destination_id, reason="gone")
             log.warning("destination answered 410 Gone: disabled", extra={
@@ -261,13 +275,12 @@ class DeliveryWorker:
                 "destination_id": str(d.destination_id),
                 "consecutive_failures": failed.consecutive_failures})
 
-    async def _request(self, d: StartedDelivery, carrier: dict[str, str]
-                       ) -> tuple[str, bytes, dict[str, str]] | str:
+    def _request(self, d: StartedDelivery, carrier: dict[str, str]
+                 ) -> tuple[str, bytes, dict[str, str]] | str:
         """The URL, body and headers of the attempt, or why there is nothing to send."""
         context = header_context(d.destination_id)
         keys = [secret_key(self._cipher.decrypt(d.tenant_id, context, nonce, ct).decode())
-                for nonce, ct in await self._stores.destinations.signing_secrets(
-                    destination_id=d.destination_id)]
+                for nonce, ct in zip(d.secret_nonces, d.secret_ciphertexts, strict=True)]
         if not keys:
             return "the destination has no signing secret"
         if d.payload == "event":

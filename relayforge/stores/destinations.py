@@ -83,6 +83,14 @@ class StartedDelivery:
     event: bytes
     body: bytes | None
     content_type: str | None
+    secret_nonces: list[bytes]
+    secret_ciphertexts: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    recorded: bool  # False: a later attempt had started (this outcome no longer stands)
+    recovered: bool  # this success closed the destination's circuit or reset its failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +166,6 @@ class DestinationStore(Store):
         row = await self._db.fetchrow(Q["destination_gate"], destination_id, probe_seconds)
         return None if row is None else Gate(**dict(row))
 
-    async def succeeded(self, *, destination_id: uuid.UUID) -> bool:
-        """Reset its failure count; True when this closed an open circuit."""
-        return await self._db.fetchval(Q["destination_succeeded"], destination_id) is not None
-
     async def failed(self, *, destination_id: uuid.UUID, open_after: int, probe_seconds: float,
                      disable_after_hours: float) -> Failed | None:
         row = await self._db.fetchrow(Q["destination_failed"], destination_id, open_after,
@@ -172,9 +176,6 @@ class DestinationStore(Store):
         """Disable it and dead-letter its waiting deliveries; how many were."""
         return len(await self._db.fetch(Q["destination_disable"], destination_id, reason))
 
-    async def signing_secrets(self, *, destination_id: uuid.UUID) -> list[tuple[bytes, bytes]]:
-        rows = await self._db.fetch(Q["destination_signing_secrets"], destination_id)
-        return [(r["nonce"], r["ciphertext"]) for r in rows]
 
 
 class DeliveryStore(Store):
@@ -222,14 +223,15 @@ class DeliveryStore(Store):
         row = await self._db.fetchrow(Q["delivery_state"], delivery_id)
         return None if row is None else (row["status"], row["attempts"])
 
-    async def finish(self, *, delivery_id: uuid.UUID, attempt: int, status: str,
-                     error: str | None, delay_seconds: float, started_at: dt.datetime,
-                     duration_ms: float, status_code: int | None, response_body: str | None
-                     ) -> bool:
-        """Record the attempt's outcome and its log entry; False if a later attempt started."""
-        return await self._db.fetchval(
+    async def finish(self, *, delivery_id: uuid.UUID, destination_id: uuid.UUID, attempt: int,
+                     status: str, error: str | None, delay_seconds: float,
+                     started_at: dt.datetime, duration_ms: float, status_code: int | None,
+                     response_body: str | None) -> Finished:
+        """Record the attempt's outcome and its log entry (and a success's recovery)."""
+        row = await self._db.fetchrow(
             Q["delivery_finish"], delivery_id, attempt, status, error, delay_seconds, started_at,
-            duration_ms, status_code, response_body) is not None
+            duration_ms, status_code, response_body, destination_id)
+        return Finished(row["recorded"], row["recovered"])
 
     async def recover_expired(self, *, limit: int) -> int:
         return len(await self._db.fetch(Q["deliveries_recover_expired"], limit))

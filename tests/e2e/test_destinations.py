@@ -259,6 +259,31 @@ async def test_the_circuit_opens_after_consecutive_failures_then_a_probe_closes_
     assert time.monotonic() - opened < 30
 
 
+async def test_a_destination_failing_too_long_is_disabled(client, start_server, receiver,
+                                                          names):
+    receiver.scripts["/broken"] = lambda n, _: Reply(500)
+    prefix = f"{names}.failing"
+    server = start_server("all", **amqp_env(prefix), **{
+        **SETTINGS, "DESTINATIONS__CIRCUIT_FAILURES": "1000",
+        "DESTINATIONS__DISABLE_AFTER_HOURS": "0.0005"})  # 1.8 s
+    try:
+        tenant = new_tenant()
+        destination = await create(client, server, tenant, url=f"{receiver.url}/broken")
+        view_url = f"{server.url}/admin/tenants/{tenant}/destinations/{destination['id']}"
+        deadline = time.monotonic() + 20
+        while (view := (await client.get(view_url, headers=VIEWER)).json())["enabled"]:
+            assert time.monotonic() < deadline, view
+            await send(client, server, tenant)
+            await asyncio.sleep(0.3)
+        assert view["disabled_reason"] == "failing" and view["failing_since"]
+        # nothing is retried after that: every delivery ends dead-lettered
+        await wait_deliveries(client, server, ("dead_lettered",), len(
+            await deliveries(client, server, destination_id=destination["id"], limit=500)),
+            destination_id=destination["id"], limit=500)
+    finally:
+        await delete_topology(prefix)
+
+
 async def test_a_hanging_destination_does_not_slow_a_healthy_one(client, server, receiver):
     receiver.scripts["/hangs"] = lambda n, _: Reply(200, delay=30)
     tenant = new_tenant()

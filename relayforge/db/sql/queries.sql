@@ -553,13 +553,6 @@ SELECT d.enabled, d.disabled_reason, d.circuit, d.max_concurrency, d.rate_limit_
        EXISTS (SELECT 1 FROM probe) AS probe
 FROM destinations d WHERE d.id = $1;
 
--- name: destination_succeeded
-UPDATE destinations
-SET consecutive_failures = 0, failing_since = NULL, circuit = 'closed', circuit_opened_at = NULL,
-    next_probe_at = NULL
-WHERE id = $1 AND (consecutive_failures > 0 OR circuit = 'open')
-RETURNING circuit;
-
 -- name: destination_failed
 -- One more consecutive failure: at $2 the circuit opens (first probe after $3 seconds); the
 -- caller disables a destination failing for longer than $4 hours.
@@ -573,7 +566,7 @@ SET consecutive_failures = d.consecutive_failures + 1,
                          THEN now() + make_interval(secs => $3) ELSE d.next_probe_at END
 WHERE d.id = $1
 RETURNING d.circuit, d.consecutive_failures,
-          coalesce(d.failing_since < now() - make_interval(hours => $4), false) AS failing_too_long;
+          coalesce(d.failing_since < now() - make_interval(secs => $4::float8 * 3600), false) AS failing_too_long;
 
 -- name: destination_disable
 -- Disabled (410 Gone, or failing too long): its waiting deliveries are dead-lettered with why.
@@ -587,12 +580,6 @@ SET status = 'dead_lettered', last_error = 'destination disabled: ' || $2, updat
 FROM d
 WHERE x.destination_id = d.id AND x.status IN ('pending', 'queued', 'retrying')
 RETURNING x.id;
-
--- name: destination_signing_secrets
--- The secrets a delivery is signed with: the current one and those whose overlap hasn't ended.
-SELECT nonce, ciphertext FROM destination_secrets
-WHERE destination_id = $1 AND (expires_at IS NULL OR expires_at > now())
-ORDER BY created_at DESC;
 
 -- ============================================================================== deliveries
 
@@ -671,7 +658,14 @@ WITH started AS (
 SELECT s.id, s.job_id, s.destination_id, s.tenant_id, s.attempts, s.max_attempts,
        s.headers::text AS headers, d.url, d.payload, d.timeout_ms, d.headers_nonce,
        d.headers_ciphertext, j.source, j.event_type, j.event, i.body,
-       i.headers ->> 'content-type' AS content_type
+       i.headers ->> 'content-type' AS content_type,
+       -- the signing secrets: the current one and those whose overlap hasn't ended
+       ARRAY(SELECT k.nonce FROM destination_secrets k WHERE k.destination_id = d.id
+             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
+           AS secret_nonces,
+       ARRAY(SELECT k.ciphertext FROM destination_secrets k WHERE k.destination_id = d.id
+             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
+           AS secret_ciphertexts
 FROM started s
 JOIN destinations d ON d.id = s.destination_id
 JOIN jobs j ON j.id = s.job_id
@@ -683,18 +677,30 @@ SELECT status, attempts, max_attempts FROM deliveries WHERE id = $1;
 -- name: delivery_finish
 -- An attempt's outcome and its log entry, together. $3: succeeded | retrying | dead_lettered;
 -- a retry goes out after $5 seconds. The outcome stands while no later attempt has started.
+-- A success also resets its destination's failure count and closes its circuit ($10).
 WITH moved AS (
     UPDATE deliveries
     SET status = $3, last_error = $4, lease_expires_at = NULL, updated_at = now(),
         available_at = now() + make_interval(secs => $5)
     WHERE id = $1 AND attempts = $2 AND status = 'processing'
     RETURNING id
+),
+logged AS (
+    INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code,
+                                   error, response_body)
+    SELECT $1, $2, $6, $7, $8, $4, $9 FROM moved
+    ON CONFLICT (delivery_id, attempt) DO NOTHING
+    RETURNING delivery_id
+),
+recovered AS (
+    UPDATE destinations
+    SET consecutive_failures = 0, failing_since = NULL, circuit = 'closed',
+        circuit_opened_at = NULL, next_probe_at = NULL
+    WHERE id = $10 AND $3 = 'succeeded' AND (consecutive_failures > 0 OR circuit = 'open')
+    RETURNING circuit
 )
-INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,
-                               response_body)
-SELECT $1, $2, $6, $7, $8, $4, $9 FROM moved
-ON CONFLICT (delivery_id, attempt) DO NOTHING
-RETURNING delivery_id;
+SELECT EXISTS (SELECT 1 FROM logged) AS recorded,
+       EXISTS (SELECT 1 FROM recovered) AS recovered;
 
 -- name: deliveries_recover_expired
 -- Deliveries whose consumer died mid-attempt: the attempt counts; retried or dead-lettered.
