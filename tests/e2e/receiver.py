@@ -36,6 +36,8 @@ class Receiver:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._arrived = asyncio.Event()
+        self.active: dict[str, int] = {}  # requests in progress, per path
+        self.most_active: dict[str, int] = {}  # the most at once, per path
 
     async def start(self) -> Receiver:
         app = web.Application(client_max_size=2**22)
@@ -74,6 +76,12 @@ class Receiver:
         self._arrived.set()
         script = self.scripts.get(request.path)
         reply = script(len(self.at(request.path)), got) if script else Reply()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+        path = request.path
+        self.active[path] = self.active.get(path, 0) + 1
+        self.most_active[path] = max(self.most_active.get(path, 0), self.active[path])
+        try:
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+        finally:
+            self.active[path] -= 1

@@ -161,6 +161,19 @@ async def test_500_500_200_succeeds_on_attempt_3_with_three_log_entries(client, 
     assert all(a["duration_ms"] >= 0 and a["started_at"] for a in log)
 
 
+async def test_a_redirect_is_a_failure_and_is_not_followed(client, server, receiver):
+    receiver.scripts["/moved"] = lambda n, _: (
+        Reply(302, headers={"Location": f"{receiver.url}/elsewhere"}) if n == 1 else Reply(200))
+    tenant = new_tenant()
+    destination = await create(client, server, tenant, url=f"{receiver.url}/moved")
+    await send(client, server, tenant)
+    [delivery] = await wait_deliveries(client, server, ("succeeded",), 1,
+                                       destination_id=destination["id"])
+    assert delivery["attempts"] == 2 and receiver.at("/elsewhere") == []
+    r = await client.get(f"{server.url}/admin/deliveries/{delivery['id']}", headers=VIEWER)
+    assert [a["status_code"] for a in r.json()["attempts_log"]] == [302, 200]
+
+
 async def test_retry_after_on_429_delays_the_next_attempt(client, server, receiver):
     receiver.scripts["/slow-down"] = lambda n, _: (
         Reply(429, headers={"Retry-After": "2"}) if n == 1 else Reply(200))
@@ -282,6 +295,22 @@ async def test_a_destination_failing_too_long_is_disabled(client, start_server, 
             destination_id=destination["id"], limit=500)
     finally:
         await delete_topology(prefix)
+
+
+async def test_max_concurrency_and_rate_limit_are_honoured(client, server, receiver):
+    receiver.scripts["/narrow"] = lambda n, _: Reply(200, delay=0.3)
+    tenant = new_tenant()
+    await create(client, server, tenant, url=f"{receiver.url}/narrow", max_concurrency=2)
+    await create(client, server, tenant, url=f"{receiver.url}/metered", rate_limit_per_second=4)
+    for i in range(12):
+        await send(client, server, tenant, data={"n": i})
+    narrow = await receiver.wait_for("/narrow", 12)
+    metered = await receiver.wait_for("/metered", 12)
+    assert receiver.most_active["/narrow"] <= 2  # never more than two at once
+    assert len({r.headers["webhook-id"] for r in narrow}) == 12
+    # 4 a second with a burst of 4: the 12th can't come sooner than 2 s after the first
+    stamps = sorted(r.at for r in metered)
+    assert stamps[-1] - stamps[0] >= 1.9, stamps
 
 
 async def test_a_hanging_destination_does_not_slow_a_healthy_one(client, server, receiver):
