@@ -25,6 +25,26 @@ cdef extern from "openssl/sha.h" nogil:
 cdef extern from "openssl/crypto.h" nogil:
     int CRYPTO_memcmp(const void *a, const void *b, size_t length)
 
+cdef extern from "openssl/evp.h" nogil:
+    ctypedef struct EVP_MD:
+        pass
+    ctypedef struct EVP_MD_CTX:
+        pass
+    ctypedef struct ENGINE:
+        pass
+    const EVP_MD *EVP_get_digestbyname(const char *name)
+    int EVP_MD_size(const EVP_MD *md)
+    int EVP_MD_block_size(const EVP_MD *md)
+    EVP_MD_CTX *EVP_MD_CTX_new()
+    void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
+    int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *inp)
+    int EVP_DigestInit_ex(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl)
+    int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt)
+    int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s)
+    int EVP_Digest(const void *data, size_t count, unsigned char *md, unsigned int *size,
+                   const EVP_MD *type, ENGINE *impl)
+    int EVP_EncodeBlock(unsigned char *t, const unsigned char *f, int n)
+
 cdef enum:
     BLOCK = 64
     DIGEST = 32
@@ -104,6 +124,111 @@ cdef class HmacSha256:
         _hex(out, DIGEST, hexout)
         for sig in signatures:
             if PyBytes_GET_SIZE(sig) == HEXLEN and CRYPTO_memcmp(PyBytes_AS_STRING(sig), hexout, HEXLEN) == 0:
+                ok = True
+        return ok
+
+
+cdef enum:
+    MAX_BLOCK = 128  # SHA-512's
+    MAX_DIGEST = 64
+    MAX_ENCODED = 132  # hex of 64 bytes is 128; base64 is 88, plus NUL
+
+
+cdef class Hmac:
+    """HMAC under one key with SHA-1, SHA-256 or SHA-512 (tenant-defined sources), the key
+    schedule computed once: each call copies two digest states, as HmacSha256 does."""
+
+    cdef EVP_MD_CTX *_inner
+    cdef EVP_MD_CTX *_outer
+    cdef EVP_MD_CTX *_scratch
+    cdef int _size
+
+    def __cinit__(self, str algorithm not None, bytes key not None):
+        self._inner = EVP_MD_CTX_new()
+        self._outer = EVP_MD_CTX_new()
+        self._scratch = EVP_MD_CTX_new()
+        if algorithm not in ("sha1", "sha256", "sha512"):
+            raise ValueError("algorithm must be sha1, sha256 or sha512")
+        cdef bytes name = algorithm.encode()
+        cdef const EVP_MD *md = EVP_get_digestbyname(name)
+        if md == NULL or self._inner == NULL or self._outer == NULL or self._scratch == NULL:
+            raise MemoryError("OpenSSL digest unavailable")
+        cdef int block = EVP_MD_block_size(md)
+        cdef unsigned char keyblock[MAX_BLOCK]
+        cdef unsigned char pad[MAX_BLOCK]
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(key)
+        cdef const unsigned char *k = <const unsigned char *>PyBytes_AS_STRING(key)
+        cdef unsigned int hashed = 0
+        cdef int i
+        self._size = EVP_MD_size(md)
+        memset(keyblock, 0, MAX_BLOCK)
+        if n > block:
+            EVP_Digest(k, n, keyblock, &hashed, md, NULL)
+        else:
+            for i in range(n):
+                keyblock[i] = k[i]
+        for i in range(block):
+            pad[i] = keyblock[i] ^ 0x36
+        EVP_DigestInit_ex(self._inner, md, NULL)
+        EVP_DigestUpdate(self._inner, pad, block)
+        for i in range(block):
+            pad[i] = keyblock[i] ^ 0x5C
+        EVP_DigestInit_ex(self._outer, md, NULL)
+        EVP_DigestUpdate(self._outer, pad, block)
+
+    def __dealloc__(self):
+        EVP_MD_CTX_free(self._inner)
+        EVP_MD_CTX_free(self._outer)
+        EVP_MD_CTX_free(self._scratch)
+
+    cdef int _digest(self, bytes prefix, bytes body, unsigned char *out) except -1:
+        cdef unsigned char inner[MAX_DIGEST]
+        cdef unsigned int size = 0
+        EVP_MD_CTX_copy_ex(self._scratch, self._inner)
+        if prefix is not None and PyBytes_GET_SIZE(prefix):
+            EVP_DigestUpdate(self._scratch, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix))
+        EVP_DigestUpdate(self._scratch, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+        EVP_DigestFinal_ex(self._scratch, inner, &size)
+        EVP_MD_CTX_copy_ex(self._scratch, self._outer)
+        EVP_DigestUpdate(self._scratch, inner, size)
+        EVP_DigestFinal_ex(self._scratch, out, &size)
+        return 0
+
+    cdef Py_ssize_t _encoded(self, bytes prefix, bytes body, bint base64, char *out) except -1:
+        cdef unsigned char raw[MAX_DIGEST]
+        self._digest(prefix, body, raw)
+        if base64:
+            return EVP_EncodeBlock(<unsigned char *>out, raw, self._size)
+        _hex(raw, self._size, out)
+        return 2 * self._size
+
+    def digest(self, bytes body not None, bytes prefix=b""):
+        cdef unsigned char out[MAX_DIGEST]
+        self._digest(prefix, body, out)
+        return PyBytes_FromStringAndSize(<char *>out, self._size)
+
+    def hexdigest(self, bytes body not None, bytes prefix=b""):
+        cdef char out[MAX_ENCODED]
+        cdef Py_ssize_t n = self._encoded(prefix, body, False, out)
+        return PyUnicode_DecodeASCII(out, n, NULL)
+
+    def b64digest(self, bytes body not None, bytes prefix=b""):
+        cdef char out[MAX_ENCODED]
+        cdef Py_ssize_t n = self._encoded(prefix, body, True, out)
+        return PyUnicode_DecodeASCII(out, n, NULL)
+
+    def verify(self, bytes body not None, signatures, bytes prefix=b"", str encoding="hex"):
+        """True when any of `signatures` (bytes: lowercase hex, or standard base64) is the HMAC
+        of prefix + body; every candidate compared in constant time, the MAC computed once."""
+        cdef char out[MAX_ENCODED]
+        cdef Py_ssize_t n
+        cdef bint ok = False
+        cdef bytes sig
+        if encoding not in ("hex", "base64"):
+            raise ValueError("encoding must be hex or base64")
+        n = self._encoded(prefix, body, encoding == "base64", out)
+        for sig in signatures:
+            if PyBytes_GET_SIZE(sig) == n and CRYPTO_memcmp(PyBytes_AS_STRING(sig), out, n) == 0:
                 ok = True
         return ok
 

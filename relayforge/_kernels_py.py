@@ -3,6 +3,7 @@ kernels are absent or RELAYFORGE_NO_EXTENSIONS=1."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -37,6 +38,49 @@ class HmacSha256:
 
     def verify(self, body: bytes, signatures: Iterable[bytes], prefix: bytes = b"") -> bool:
         expected = self._compute(body, prefix).hexdigest().encode("ascii")
+        ok = False
+        for sig in signatures:
+            if hmac.compare_digest(sig, expected):
+                ok = True
+        return ok
+
+
+class Hmac:
+    """HMAC under one key with SHA-1, SHA-256 or SHA-512, the key schedule computed once."""
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, algorithm: str, key: bytes) -> None:
+        if algorithm not in ("sha1", "sha256", "sha512"):
+            raise ValueError("algorithm must be sha1, sha256 or sha512")
+        if not isinstance(key, bytes):
+            raise TypeError("key must be bytes")
+        self._mac = hmac.new(key, digestmod=algorithm)
+
+    def _compute(self, body: bytes, prefix: bytes) -> hmac.HMAC:
+        if not isinstance(body, bytes) or not isinstance(prefix, bytes):
+            raise TypeError("body and prefix must be bytes")
+        mac = self._mac.copy()
+        if prefix:
+            mac.update(prefix)
+        mac.update(body)
+        return mac
+
+    def digest(self, body: bytes, prefix: bytes = b"") -> bytes:
+        return self._compute(body, prefix).digest()
+
+    def hexdigest(self, body: bytes, prefix: bytes = b"") -> str:
+        return self._compute(body, prefix).hexdigest()
+
+    def b64digest(self, body: bytes, prefix: bytes = b"") -> str:
+        return base64.b64encode(self._compute(body, prefix).digest()).decode("ascii")
+
+    def verify(self, body: bytes, signatures: Iterable[bytes], prefix: bytes = b"",
+               encoding: str = "hex") -> bool:
+        if encoding not in ("hex", "base64"):
+            raise ValueError("encoding must be hex or base64")
+        expected = (self.hexdigest(body, prefix) if encoding == "hex"
+                    else self.b64digest(body, prefix)).encode("ascii")
         ok = False
         for sig in signatures:
             if hmac.compare_digest(sig, expected):

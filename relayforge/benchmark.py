@@ -3,6 +3,7 @@ per-request stdlib call, with ratios. (bench/run_load.py measures the whole serv
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -53,6 +54,17 @@ def main() -> None:
         native = rates.get("native", float("nan"))
         print(f"{'hmac verify':<28}{size:>7}{native:>15,.0f}{rates['python']:>15,.0f}"
               f"{naive:>14,.0f}{native / naive:>13.2f}x")
+    for algorithm, encoding in (("sha1", "hex"), ("sha512", "base64")):  # tenant sources
+        size = 1024
+        body = body_of(size)
+        raw = hmac.new(SECRET, body, algorithm).digest()
+        sig = raw.hex().encode() if encoding == "hex" else base64.b64encode(raw)
+        rates = {name: _rate(k.Hmac(algorithm, SECRET).verify, body, [sig], b"", encoding)
+                 for name, k in IMPLS.items()}
+        naive = _rate(lambda b, a=algorithm: hmac.new(SECRET, b, a).digest(), body)
+        native = rates.get("native", float("nan"))
+        print(f"{f'hmac {algorithm} {encoding} verify':<28}{size:>7}{native:>15,.0f}"
+              f"{rates['python']:>15,.0f}{naive:>14,.0f}{native / naive:>13.2f}x")
     for size in SIZES:
         body = body_of(size)
         rates = {name: _rate(k.sha256_hex, body) for name, k in IMPLS.items()}

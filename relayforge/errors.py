@@ -101,3 +101,9 @@ class QuotaExceeded(RelayforgeError):
 
 class Unavailable(RelayforgeError):
     status, code = 503, "unavailable"
+
+
+class Overloaded(RelayforgeError):
+    """Too many body bytes in flight in this process (HARDENING__MAX_INFLIGHT_BODY_BYTES)."""
+
+    status, code = 503, "overloaded"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 __all__ = [
     "IMPLEMENTATION",
+    "Hmac",
     "HmacSha256",
     "parse_github_signature",
     "parse_stripe_signature",
@@ -32,6 +33,7 @@ def _load() -> ModuleType:
 if TYPE_CHECKING:  # both implementations have this API (relayforge/_native.pyi)
     from relayforge._kernels_py import (
         IMPLEMENTATION,
+        Hmac,
         HmacSha256,
         parse_github_signature,
         parse_stripe_signature,

@@ -85,7 +85,8 @@ class Runtime:
             from relayforge.connectors import CONNECTORS
 
             self.verifiers = SecretVerifiers(
-                stores, self.cipher, {name: c.env_secret(s) for name, c in CONNECTORS.items()})
+                stores, self.cipher, {name: c.env_secret(s) for name, c in CONNECTORS.items()},
+                signing_key=lambda provider, secret: CONNECTORS[provider].signing_key(secret))
             await self.verifiers.start(s.database.url)
             self.writer = IngestWriter(stores, s)
             await self.writer.start()

@@ -76,6 +76,14 @@ class WebhookSettings:
     stripe_endpoint_secret: str = DEV_STRIPE_SECRET
     stripe_signature_tolerance_seconds: int = 300
     store_rejected_bodies: bool = False
+    # The connectors below have no development default: a tenant secret, or these.
+    standard_secret: str = ""
+    shopify_secret: str = ""
+    slack_secret: str = ""
+    gitlab_secret: str = ""
+    paddle_secret: str = ""
+    linear_secret: str = ""
+    signature_tolerance_seconds: int = 300  # freshness of every timestamped scheme but Stripe's
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,8 @@ class AdminSettings:
 class HardeningSettings:
     ingress_rate_limit_per_second: float = 200.0
     ingress_burst: int = 400
-    max_body_bytes: int = 262144
+    max_body_bytes: int = 262144  # for sources that set no limit of their own
+    max_inflight_body_bytes: int = 268435456  # body bytes held at once by one process
     tenant_rate_limit_per_second: float = 100.0
     tenant_rate_limit_burst: int = 200
     tenant_daily_quota: int = 100000

@@ -6,19 +6,22 @@ adding one module and listing it in connectors/__init__.py.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
 
-from relayforge.errors import InvalidPayload, InvalidSignature, MissingSignature
+from relayforge.errors import InvalidPayload, InvalidSignature, MissingSignature, StaleTimestamp
 from relayforge.events import DomainEvent
 from relayforge.kernels import HmacSha256
 from relayforge.settings import Settings
 
 Headers = Mapping[bytes, bytes]  # lower-cased header names
 MAX_IDENTIFIER = 255
+TOKEN_PROBE = b"relayforge token check"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +31,13 @@ class Signed:
     timestamp: int | None = None
 
 
+MIB = 1 << 20
+
+
 class Connector:
     name: ClassVar[str]
+    # The largest body this source takes; None: HARDENING__MAX_BODY_BYTES.
+    max_body_bytes: ClassVar[int | None] = MIB
     # Stripe-style anti-replay: the provider event id is accepted once per tenant (409 after).
     replay_protected: ClassVar[bool] = False
     # Headers kept in the inbox row as evidence (never secrets).
@@ -37,6 +45,15 @@ class Connector:
 
     def env_secret(self, settings: Settings) -> str:
         raise NotImplementedError
+
+    def signing_key(self, secret: str) -> bytes:
+        """The HMAC key a stored secret stands for (most schemes: its bytes)."""
+        return secret.encode()
+
+    def direct_answer(self, headers: Headers, body: bytes) -> dict[str, Any] | None:
+        """A verified request the provider wants answered at once, with no job (Slack's
+        url_verification); None for a webhook."""
+        return None
 
     def verify(self, headers: Headers, body: bytes, keys: Sequence[HmacSha256]) -> Signed:
         raise NotImplementedError
@@ -65,6 +82,41 @@ def verify_hex(
             ok = True
     if not ok:
         raise InvalidSignature("signature does not match", signature_valid=False)
+
+
+def verify_base64(keys: Sequence[HmacSha256], body: bytes, signatures: Sequence[bytes],
+                  prefix: bytes = b"") -> None:
+    """As verify_hex, for schemes that send the MAC in base64 (compared in constant time)."""
+    hexed = []
+    for signature in signatures:
+        try:
+            hexed.append(binascii.hexlify(base64.b64decode(signature, validate=True)))
+        except (binascii.Error, ValueError):
+            continue  # not base64: matches nothing
+    verify_hex(keys, body, hexed, prefix)
+
+
+def verify_token(keys: Sequence[HmacSha256], token: bytes) -> None:
+    """A shared token sent as is (GitLab's X-Gitlab-Token, basic auth): equal to a secret, in
+    constant time. The keys hold the secrets only as HMAC key schedules, so the token is made
+    one too and both sign the same probe: equal MACs, equal keys."""
+    probe = HmacSha256(token).hexdigest(TOKEN_PROBE).encode()
+    for key in keys:
+        if key.verify(TOKEN_PROBE, (probe,)):
+            return
+    raise InvalidSignature("token does not match", signature_valid=False)
+
+
+def parse_timestamp(raw: bytes | str | None, what: str) -> int:
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else (raw or "")
+    if not text.isdigit() or len(text) > 15:
+        raise InvalidSignature(f"{what} must be a unix timestamp", signature_valid=False)
+    return int(text)
+
+
+def check_tolerance(signed: Signed, now: int, tolerance: int, what: str) -> None:
+    if signed.timestamp is None or abs(now - signed.timestamp) > tolerance:
+        raise StaleTimestamp(f"{what} is outside the {tolerance}s tolerance", signature_valid=True)
 
 
 def parse_json_object(body: bytes, what: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class GenericBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class GenericConnector(Connector):
     name = "generic"
+    max_body_bytes = None  # HARDENING__MAX_BODY_BYTES
     evidence_headers = (b"content-type", b"user-agent", b"x-event-id")
 
     def env_secret(self, settings: Settings) -> str:

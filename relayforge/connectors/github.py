@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from urllib.parse import parse_qs
 
 from relayforge.connectors.base import (
+    MIB,
     Connector,
     Headers,
     Signed,
@@ -26,6 +27,7 @@ FORM = b"application/x-www-form-urlencoded"
 
 class GitHubConnector(Connector):
     name = "github"
+    max_body_bytes = 25 * MIB  # GitHub's own cap on a webhook payload
     evidence_headers = (
         b"content-type", b"user-agent", b"x-github-event", b"x-github-delivery", b"x-github-hook-id",
     )

@@ -10,10 +10,11 @@ import uuid
 
 from blacksheep import Request, Response
 
-from relayforge.connectors import CONNECTORS
+from relayforge.connectors import CONNECTORS, Connector
 from relayforge.errors import (
     InvalidSignature,
     InvalidTenant,
+    Overloaded,
     PayloadTooLarge,
     RateLimited,
     RelayforgeError,
@@ -24,7 +25,13 @@ from relayforge.http.instrument import request_ids, route_value
 from relayforge.ingest import IngestWriter, deliver
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics
-from relayforge.security.limits import TenantBuckets, TokenBucket, retry_after_seconds
+from relayforge.security.limits import (
+    BodyBudget,
+    Held,
+    TenantBuckets,
+    TokenBucket,
+    retry_after_seconds,
+)
 from relayforge.security.secrets import SecretVerifiers
 from relayforge.settings import Settings
 
@@ -38,6 +45,7 @@ class WebhookEndpoint:
         self._secrets = secrets
         self._writer = writer
         self._max_body = h.max_body_bytes
+        self._budget = BodyBudget(h.max_inflight_body_bytes)
         self._ingress = TokenBucket(h.ingress_rate_limit_per_second, h.ingress_burst)
         self._tenants = TenantBuckets(
             h.tenant_rate_limit_per_second, h.tenant_rate_limit_burst, h.tenant_bucket_idle_seconds
@@ -62,11 +70,17 @@ class WebhookEndpoint:
         wait = self._ingress.take()
         if wait:
             raise RateLimited("ingress rate limit exceeded", retry_after=retry_after_seconds(wait))
-        body = await self._read_body(request)
-        tenant_id = self._tenant(raw_tenant)
         connector = CONNECTORS.get(source)
-        if connector is None:
+        if connector is None:  # decided before a byte of the body is read
             raise UnknownSource(f"unknown webhook source {source[:64]!r}")
+        async with self._budget.holding() as held:
+            body = await self._read_body(request, connector.max_body_bytes or self._max_body,
+                                         held)
+            return await self._verified(request, raw_tenant, connector, body)
+
+    async def _verified(self, request: Request, raw_tenant: bytes | None, connector: Connector,
+                        body: bytes) -> Response:
+        tenant_id = self._tenant(raw_tenant)
         headers = dict(request.scope["headers"])
 
         keys = await self._secrets.verifiers(tenant_id, connector.name)
@@ -74,6 +88,9 @@ class WebhookEndpoint:
             raise InvalidSignature("no secret is configured for this source", signature_valid=False)
         signed = connector.verify(headers, body, keys)
         log_context.tenant_id.set(str(tenant_id))
+        direct = connector.direct_answer(headers, body)
+        if direct is not None:  # a signed handshake (Slack's url_verification): no job
+            return json_response(200, direct)
 
         wait = self._tenants.take(tenant_id)
         if wait:
@@ -95,17 +112,22 @@ class WebhookEndpoint:
             "signature_valid": True,
         })
 
-    async def _read_body(self, request: Request) -> bytes:
-        """The body, at most HARDENING__MAX_BODY_BYTES. An oversized one is read and discarded
-        up to DRAIN_BYTES past the limit before the 413, so a client still sending gets the
-        answer instead of a reset connection; beyond that the answer comes at once."""
-        limit = self._max_body
+    async def _read_body(self, request: Request, limit: int, held: Held) -> bytes:
+        """The body, at most the source's limit, its bytes counted against the process's
+        budget while the request lasts. An oversized one is read and discarded up to
+        DRAIN_BYTES past the limit before the 413, so a client still sending gets the answer
+        instead of a reset connection; beyond that the answer comes at once."""
         declared = request.get_first_header(b"content-length")
         if declared is not None and declared.isdigit():
             length = int(declared)
             if length > limit + DRAIN_BYTES:
                 raise PayloadTooLarge(f"body exceeds {limit} bytes")
             if length <= limit:  # framed by the server: one read, never more than declared
+                try:
+                    held.take(length)
+                except Overloaded:  # read and dropped, so the client hears the 503
+                    await _discard(request, length)
+                    raise
                 return await request.read() or b""
         chunks: list[bytes] = []
         size = 0
@@ -115,6 +137,7 @@ class WebhookEndpoint:
             if size > limit + DRAIN_BYTES:
                 break
             if size <= limit and chunk:
+                held.take(len(chunk))
                 chunks.append(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
@@ -129,3 +152,12 @@ class WebhookEndpoint:
             return uuid.UUID(raw.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             raise InvalidTenant("tenant id must be a UUID") from None
+
+
+async def _discard(request: Request, at_most: int) -> None:
+    """Read a body without keeping it (a refused request's, so its client gets the answer)."""
+    seen = 0
+    async for chunk in request.stream():  # type: ignore[attr-defined]
+        seen += len(chunk)
+        if seen >= at_most:
+            break

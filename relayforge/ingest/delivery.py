@@ -8,6 +8,7 @@ lists shared with the others.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -86,8 +87,10 @@ def deliver(connector: Connector, settings: Settings, *, tenant_id: uuid.UUID, h
         replay_protected=connector.replay_protected,
     )
     try:
-        delivery.event = connector.normalize(headers, body)
-        delivery.event_json = delivery.event.to_json()
+        event = connector.normalize(headers, body)
+        delivery.event_json = event.to_json()
+        # Stored as JSON from here on: the parsed data (as large as the body) is let go.
+        delivery.event = dataclasses.replace(event, data=None)
         connector.check_freshness(signed, int(time.time()), settings)
     except (InvalidPayload, StaleTimestamp) as exc:
         delivery.rejection = exc

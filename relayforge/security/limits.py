@@ -1,4 +1,5 @@
-"""In-memory token buckets: the global ingress limit and one bucket per tenant.
+"""In-memory limits: the global ingress token bucket, one bucket per tenant, and the budget of
+body bytes in flight.
 
 Per process: with N ingest processes the effective limits are N times these (README).
 """
@@ -8,6 +9,10 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from relayforge.errors import Overloaded
 
 
 class TokenBucket:
@@ -63,3 +68,47 @@ class TenantBuckets:
 
 def retry_after_seconds(wait: float) -> int:
     return max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+
+
+OVERLOADED_RETRY_AFTER_SECONDS = 1
+
+
+BODY_MEMORY_FACTOR = 4
+
+
+class BodyBudget:
+    """The memory bodies may take at once in this process (HARDENING__MAX_INFLIGHT_BODY_BYTES):
+    one 25 MiB body per connection could otherwise exhaust it. A body counts BODY_MEMORY_FACTOR
+    times its size (measured: the raw bytes, the normalized event's JSON and the database
+    write's parameters each hold a copy while it is in flight). A request that would pass the
+    budget is answered 503 `overloaded` with Retry-After; what it held is given back when it
+    ends."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+
+    @asynccontextmanager
+    async def holding(self) -> AsyncIterator[Held]:
+        held = Held(self)
+        try:
+            yield held
+        finally:
+            self.in_use -= held.bytes
+
+
+class Held:
+    __slots__ = ("_budget", "bytes")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def take(self, body_bytes: int) -> None:
+        n = body_bytes * BODY_MEMORY_FACTOR
+        budget = self._budget
+        if budget.in_use + n > budget.capacity:
+            raise Overloaded("too many body bytes in flight; try again shortly",
+                             retry_after=OVERLOADED_RETRY_AFTER_SECONDS)
+        budget.in_use += n
+        self.bytes += n

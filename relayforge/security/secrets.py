@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from cryptography.exceptions import InvalidTag
@@ -119,10 +119,16 @@ class SecretVerifiers:
     a tenant without any (most of them, in many setups) costs no query at all.
     """
 
-    def __init__(self, stores: Stores, cipher: SecretCipher, env_secrets: dict[str, str]) -> None:
+    def __init__(self, stores: Stores, cipher: SecretCipher, env_secrets: dict[str, str],
+                 signing_key: Callable[[str, str], bytes] = lambda _, secret: secret.encode()
+                 ) -> None:
+        """`signing_key(provider, secret)`: the HMAC key a secret stands for (the base64 part
+        of a `whsec_…` secret for Standard Webhooks; its bytes for most schemes)."""
         self._secrets = stores.secrets
         self._cipher = cipher
-        self._env = {p: [HmacSha256(s.encode())] if s else [] for p, s in env_secrets.items()}
+        self._signing_key = signing_key
+        self._env = {p: [HmacSha256(signing_key(p, s))] if s else []
+                     for p, s in env_secrets.items()}
         self._cache: dict[tuple[uuid.UUID, str], tuple[float, list[HmacSha256]]] = {}
         self._managed: tuple[float, set[tuple[uuid.UUID, str]] | None] = (0.0, None)
         self._managed_lock = asyncio.Lock()
@@ -165,7 +171,8 @@ class SecretVerifiers:
         managed, rows = await self._secrets.for_tenant(tenant_id=tenant_id, provider=provider)
         ttl = CACHE_TTL_SECONDS
         if managed:  # DB secrets only, even none: never the shared env secret again
-            keys = [HmacSha256(self._cipher.decrypt(tenant_id, provider, r.nonce, r.ciphertext))
+            keys = [HmacSha256(self._signing_key(provider, self._cipher.decrypt(
+                        tenant_id, provider, r.nonce, r.ciphertext).decode()))
                     for r in rows]
             # An entry never outlives the earliest expiry among its secrets.
             soonest = min((r.expires_in for r in rows if r.expires_in is not None), default=None)

@@ -19,8 +19,10 @@ KEYS = {"generic": [HmacSha256(b"g")], "github": [HmacSha256(b"h")], "stripe": [
 
 
 def test_every_connector_is_registered_by_its_name():
-    assert set(CONNECTORS) == {"generic", "github", "stripe"}
-    assert [c.replay_protected for c in CONNECTORS.values()] == [False, False, True]
+    assert set(CONNECTORS) == {"generic", "github", "stripe", "standard", "shopify", "slack",
+                               "gitlab", "paddle", "linear"}
+    assert all(c.name == name for name, c in CONNECTORS.items())
+    assert [n for n, c in CONNECTORS.items() if c.replay_protected] == ["stripe"]
 
 
 def test_generic_verify_and_normalize():

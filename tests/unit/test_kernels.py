@@ -117,3 +117,48 @@ def test_kernels_module_reports_its_choice():
     expected = "python" if os.environ.get("RELAYFORGE_NO_EXTENSIONS") == "1" or _native is None \
         else "native"
     assert kernels.IMPLEMENTATION == expected
+
+
+# Published vectors: RFC 2202 (HMAC-SHA1) and RFC 4231 (HMAC-SHA-256/512), keys and data as
+# the RFCs give them, including a key longer than the block (hashed first).
+RFC_VECTORS = [
+    ("sha1", b"\x0b" * 20, b"Hi There", "b617318655057264e28bc0b6fb378c8ef146be00"),
+    ("sha1", b"Jefe", b"what do ya want for nothing?", "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"),
+    ("sha1", b"\xaa" * 80, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "aa4ae5e15272d00e95705637ce8a3b55ed402112"),
+    ("sha256", b"\x0b" * 20, b"Hi There",
+     "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    ("sha512", b"\x0b" * 20, b"Hi There",
+     "87aa7cdea5ef619d4ff0b4241a1d6cb02379f4e2ce4ec2787ad0b30545e17cde"
+     "daa833b7d6b8a702038b274eaea3f4e4be9d914eeb61f1702e696c203a126854"),
+    ("sha512", b"Jefe", b"what do ya want for nothing?",
+     "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554"
+     "9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"),
+    ("sha512", b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "80b24263c7c1a3ebb71493c1dd7be8b49b46d1f41b4aeec1121b013783f8f352"
+     "6b56d037e05f2598bd0fd2215d6a1e5295e64f73f63f0aec8b915a985d786598"),
+]
+
+
+@pytest.mark.parametrize(("algorithm", "key", "data", "expected"), RFC_VECTORS)
+def test_generic_hmac_matches_the_rfc_vectors(k, algorithm, key, data, expected):
+    import base64
+
+    mac = k.Hmac(algorithm, key)
+    assert mac.hexdigest(data) == expected
+    assert mac.digest(data) == bytes.fromhex(expected)
+    b64 = base64.b64encode(bytes.fromhex(expected)).decode()
+    assert mac.b64digest(data) == b64
+    assert mac.verify(data, [b"nope", expected.encode()])
+    assert mac.verify(data, [b64.encode()], encoding="base64")
+    assert not mac.verify(data, [expected.upper().encode()])  # lowercase hex only
+    assert not mac.verify(data + b"!", [expected.encode()])
+    # a prefix is hashed in place: the same as prefix + body
+    assert mac.hexdigest(data[4:], data[:4]) == expected
+
+
+def test_generic_hmac_refuses_other_algorithms(k):
+    with pytest.raises(ValueError):
+        k.Hmac("md5", b"key")
+    with pytest.raises(ValueError):
+        k.Hmac("sha256", b"key").verify(b"x", [], encoding="base32")
