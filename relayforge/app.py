@@ -35,7 +35,9 @@ class Endpoints:
 
     def start(self, settings: Settings, runtime: Runtime) -> None:
         assert runtime.verifiers and runtime.writer and runtime.stores and runtime.cipher
-        self.webhooks = WebhookEndpoint(settings, runtime.verifiers, runtime.writer)
+        assert runtime.sources
+        self.webhooks = WebhookEndpoint(settings, runtime.verifiers, runtime.writer,
+                                        runtime.sources)
         self.admin = AdminEndpoints(settings, runtime.stores, runtime.cipher)
 
 

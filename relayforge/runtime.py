@@ -20,6 +20,7 @@ from relayforge.broker import Broker
 from relayforge.consumer import JobConsumer
 from relayforge.db.pool import create_pool
 from relayforge.ingest import IngestWriter
+from relayforge.ingest.sources import TenantSources
 from relayforge.jobs import HandlerRegistry
 from relayforge.observability import metrics
 from relayforge.relay import Relay
@@ -53,6 +54,7 @@ class Runtime:
     stores: Stores | None = None
     cipher: SecretCipher | None = None
     verifiers: SecretVerifiers | None = None
+    sources: TenantSources | None = None
     writer: IngestWriter | None = None
     broker: Broker | None = None
     relay: Relay | None = None
@@ -86,8 +88,11 @@ class Runtime:
 
             self.verifiers = SecretVerifiers(
                 stores, self.cipher, {name: c.env_secret(s) for name, c in CONNECTORS.items()},
-                signing_key=lambda provider, secret: CONNECTORS[provider].signing_key(secret))
+                signing_key=lambda provider, secret: CONNECTORS[provider].signing_key(secret)
+                if provider in CONNECTORS else secret.encode())
             await self.verifiers.start(s.database.url)
+            self.sources = TenantSources(stores)
+            await self.sources.start(s.database.url)
             self.writer = IngestWriter(stores, s)
             await self.writer.start()
         if self.relays or self.consumes:
@@ -134,6 +139,8 @@ class Runtime:
             await _bounded(self.broker.close(), "broker")
         if self.verifiers is not None:
             await _bounded(self.verifiers.close(), "secret listener")
+        if self.sources is not None:
+            await _bounded(self.sources.close(), "source listener")
         if self._pool_sampler is not None:
             self._pool_sampler.cancel()
         if self.pool is not None:

@@ -15,7 +15,7 @@ from blacksheep import Request, Response
 
 from relayforge.connectors import CONNECTORS
 from relayforge.errors import Conflict, NotFound, UnknownSource
-from relayforge.http import destinations
+from relayforge.http import destinations, sources
 from relayforge.http.destinations import DestinationEndpoints
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import query_string, route_value
@@ -41,6 +41,7 @@ from relayforge.http.routing import (
     page,
     path_uuid,
 )
+from relayforge.http.sources import SourceEndpoints
 from relayforge.models import (
     ApiKeyCreated,
     ApiKeyView,
@@ -106,16 +107,11 @@ ROUTES = [
                (204, None), errors=NOT_FOUND),
 ]
 
-ROUTES += destinations.ROUTES
+ROUTES += destinations.ROUTES + sources.ROUTES
 
 AdminHandler = Callable[[Request, Actor], Awaitable[Response]]
 
 
-def _provider(request: Request) -> str:
-    provider = route_value(request, "provider").lower()
-    if provider not in CONNECTORS:
-        raise UnknownSource(f"unknown provider {provider[:64]!r}")
-    return provider
 
 
 def _lower(value: str | None) -> str | None:
@@ -129,6 +125,15 @@ class AdminEndpoints:
         self._cipher = cipher
         self._auth = apikeys.ApiKeyAuth(stores, settings.admin.fallback_api_keys_json)
         self.destinations = DestinationEndpoints(settings, stores, cipher)
+        self.sources = SourceEndpoints(stores)
+
+    async def _provider(self, request: Request, tenant_id: uuid.UUID) -> str:
+        """A built-in source's name, or one of the tenant's own sources."""
+        provider = route_value(request, "provider").lower()
+        if provider not in CONNECTORS and await self._stores.sources.get(
+                tenant_id=tenant_id, name=provider) is None:
+            raise UnknownSource(f"unknown provider {provider[:64]!r}")
+        return provider
 
     def handler(self, route: AdminRoute) -> Callable[[Request], Awaitable[Response]]:
         """The route's handler behind authentication, its role and its query model."""
@@ -209,21 +214,25 @@ class AdminEndpoints:
     # ------------------------------------------------------------------------------- admin
 
     async def put_secret(self, request: Request, actor: Actor) -> Response:
-        tenant_id, provider = path_uuid(request, "tenant_id"), _provider(request)
+        tenant_id = path_uuid(request, "tenant_id")
+        provider = await self._provider(request, tenant_id)
         body = parse_body(await request.read() or b"", SecretPut)
+        connector = CONNECTORS.get(provider)
         view = await secrets.set_secret(
             self._stores, self._cipher, actor, tenant_id=tenant_id, provider=provider,
             secret=body.secret, previous_expires_in_seconds=body.previous_expires_in_seconds,
-            env_secret=CONNECTORS[provider].env_secret(self._settings))
+            env_secret=connector.env_secret(self._settings) if connector else "")
         return view_response(201, view)
 
     async def list_secrets(self, request: Request, actor: Actor) -> Response:
-        tenant_id, provider = path_uuid(request, "tenant_id"), _provider(request)
+        tenant_id = path_uuid(request, "tenant_id")
+        provider = await self._provider(request, tenant_id)
         items = await self._stores.secrets.list(tenant_id=tenant_id, provider=provider)
         return view_response(200, Items(items=items))
 
     async def delete_secret(self, request: Request, actor: Actor) -> Response:
-        tenant_id, provider = path_uuid(request, "tenant_id"), _provider(request)
+        tenant_id = path_uuid(request, "tenant_id")
+        provider = await self._provider(request, tenant_id)
         if not await secrets.retire_secret(self._stores, actor, tenant_id=tenant_id,
                                            provider=provider,
                                            secret_id=path_uuid(request, "secret_id")):

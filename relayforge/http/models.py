@@ -163,13 +163,13 @@ class Redeliver(Model):
     destination_id: uuid.UUID | UnsetType = UNSET
 
 
-M = TypeVar("M", bound=Model)
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 def _refused(exc: msgspec.ValidationError, where: str) -> BadRequest:
     """`limit: Expected int <= 500` rather than msgspec's `... - at $.limit`."""
     message, _, path = str(exc).partition(" - at `$.")
-    field = path.rstrip("`").split(".")[0].split("[")[0]
+    field = path.rstrip("`")  # the whole path: `verification.algorithm`, `items[2]`
     return BadRequest(f"{field}: {message}" if field else f"{where}: {message}")
 
 

@@ -20,6 +20,7 @@ from relayforge.http.routing import AdminRoute
 from relayforge.models import Accepted, ErrorBody, Health, Ready, RejectedError
 
 JSON_CT = "application/json"
+SOURCE_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # lower-cased on arrival
 REF = "#/components/schemas/{name}"
 
 
@@ -67,12 +68,15 @@ def _error(description: str, codes: list[str], rejected: bool = False,
 
 def _path_param(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
+    description = name
     if name.endswith("_id"):
         schema["format"] = "uuid"
-    elif name in ("provider", "source"):
-        schema["enum"] = list(SOURCES)
+    elif name in ("provider", "source", "name"):
+        schema["pattern"] = SOURCE_NAME_PATTERN
+        description = ("case-insensitive: a built-in source (" + ", ".join(SOURCES)
+                       + ") or one of the tenant's own")
     return {"name": name, "in": "path", "required": True, "schema": schema,
-            "description": "case-insensitive" if name in ("provider", "source") else name}
+            "description": description}
 
 
 # ------------------------------------------------------------------------ written by hand

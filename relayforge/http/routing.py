@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from blacksheep import Request
 
 from relayforge.errors import BadRequest
@@ -24,7 +25,7 @@ class AdminRoute:
     summary: str
     ok: tuple[int, type | None]  # the success status and what it answers
     query: type[Model] = NoQuery
-    body: type[Model] | None = None
+    body: type[msgspec.Struct] | None = None
     errors: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
 
 

@@ -23,6 +23,7 @@ from relayforge.errors import (
 from relayforge.http.errors import json_response
 from relayforge.http.instrument import request_ids, route_value
 from relayforge.ingest import IngestWriter, deliver
+from relayforge.ingest.sources import TenantSources
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics
 from relayforge.security.limits import (
@@ -39,10 +40,12 @@ DRAIN_BYTES = 1 << 20
 
 
 class WebhookEndpoint:
-    def __init__(self, settings: Settings, secrets: SecretVerifiers, writer: IngestWriter) -> None:
+    def __init__(self, settings: Settings, secrets: SecretVerifiers, writer: IngestWriter,
+                 sources: TenantSources) -> None:
         h = settings.hardening
         self._settings = settings
         self._secrets = secrets
+        self._sources = sources
         self._writer = writer
         self._max_body = h.max_body_bytes
         self._budget = BodyBudget(h.max_inflight_body_bytes)
@@ -62,7 +65,8 @@ class WebhookEndpoint:
         try:
             return await self._handle(request, raw_tenant, source)
         except RelayforgeError as exc:
-            metrics.WEBHOOKS_REJECTED.labels(source if source in CONNECTORS else "unknown",
+            # a tenant's own source names are unbounded: one label for all of them
+            metrics.WEBHOOKS_REJECTED.labels(source if source in CONNECTORS else "other",
                                              exc.code).inc()
             raise
 
@@ -70,20 +74,26 @@ class WebhookEndpoint:
         wait = self._ingress.take()
         if wait:
             raise RateLimited("ingress rate limit exceeded", retry_after=retry_after_seconds(wait))
-        connector = CONNECTORS.get(source)
+        connector: Connector | None = CONNECTORS.get(source)
+        tenant_id = None
+        if connector is None:  # a tenant's own source? (its tenant id is checked first)
+            tenant_id = self._tenant(raw_tenant)
+            connector = await self._sources.get(tenant_id, source)
         if connector is None:  # decided before a byte of the body is read
             raise UnknownSource(f"unknown webhook source {source[:64]!r}")
         async with self._budget.holding() as held:
             body = await self._read_body(request, connector.max_body_bytes or self._max_body,
                                          held)
-            return await self._verified(request, raw_tenant, connector, body)
+            if tenant_id is None:
+                tenant_id = self._tenant(raw_tenant)
+            return await self._verified(request, tenant_id, connector, body)
 
-    async def _verified(self, request: Request, raw_tenant: bytes | None, connector: Connector,
+    async def _verified(self, request: Request, tenant_id: uuid.UUID, connector: Connector,
                         body: bytes) -> Response:
-        tenant_id = self._tenant(raw_tenant)
         headers = dict(request.scope["headers"])
 
-        keys = await self._secrets.verifiers(tenant_id, connector.name)
+        keys = await self._secrets.verifiers(tenant_id, connector.name,
+                                             getattr(connector, "algorithm", None))
         if not keys:
             raise InvalidSignature("no secret is configured for this source", signature_valid=False)
         signed = connector.verify(headers, body, keys)

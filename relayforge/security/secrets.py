@@ -15,12 +15,13 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from relayforge.kernels import HmacSha256
+from relayforge.kernels import Hmac, HmacSha256
 from relayforge.models import SecretView
 from relayforge.security.roles import Actor
 from relayforge.stores import Stores
@@ -129,7 +130,7 @@ class SecretVerifiers:
         self._signing_key = signing_key
         self._env = {p: [HmacSha256(signing_key(p, s))] if s else []
                      for p, s in env_secrets.items()}
-        self._cache: dict[tuple[uuid.UUID, str], tuple[float, list[HmacSha256]]] = {}
+        self._cache: dict[tuple[uuid.UUID, str, str | None], tuple[float, list[Any]]] = {}
         self._managed: tuple[float, set[tuple[uuid.UUID, str]] | None] = (0.0, None)
         self._managed_lock = asyncio.Lock()
         self._listener: asyncpg.Connection | None = None
@@ -161,17 +162,23 @@ class SecretVerifiers:
                 self._managed = (time.monotonic() + CACHE_TTL_SECONDS, managed)
         return None if managed is None else key in managed
 
-    async def verifiers(self, tenant_id: uuid.UUID, provider: str) -> Sequence[HmacSha256]:
+    async def verifiers(self, tenant_id: uuid.UUID, provider: str,
+                        algorithm: str | None = None) -> Sequence[Any]:
+        """HmacSha256 keys; with `algorithm` (a tenant-defined source's), generic Hmac keys."""
         now = time.monotonic()
-        hit = self._cache.get((tenant_id, provider))
+        hit = self._cache.get((tenant_id, provider, algorithm))
         if hit is not None and hit[0] > now:
             return hit[1]
-        if await self._has_db_secrets((tenant_id, provider)) is False:
+        if algorithm is None and await self._has_db_secrets((tenant_id, provider)) is False:
             return self._env.get(provider, [])
         managed, rows = await self._secrets.for_tenant(tenant_id=tenant_id, provider=provider)
         ttl = CACHE_TTL_SECONDS
+
+        def make(key: bytes) -> Any:
+            return HmacSha256(key) if algorithm is None else Hmac(algorithm, key)
+
         if managed:  # DB secrets only, even none: never the shared env secret again
-            keys = [HmacSha256(self._signing_key(provider, self._cipher.decrypt(
+            keys = [make(self._signing_key(provider, self._cipher.decrypt(
                         tenant_id, provider, r.nonce, r.ciphertext).decode()))
                     for r in rows]
             # An entry never outlives the earliest expiry among its secrets.
@@ -179,8 +186,8 @@ class SecretVerifiers:
             if soonest is not None:
                 ttl = max(0.0, min(ttl, soonest))
         else:
-            keys = self._env.get(provider, [])
+            keys = self._env.get(provider, []) if algorithm is None else []
         if len(self._cache) >= CACHE_MAX_ENTRIES:
             self._cache.clear()
-        self._cache[(tenant_id, provider)] = (now + ttl, keys)
+        self._cache[(tenant_id, provider, algorithm)] = (now + ttl, keys)
         return keys

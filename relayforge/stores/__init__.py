@@ -22,6 +22,7 @@ from relayforge.stores.jobs import JobStore
 from relayforge.stores.outbox import OutboxStore
 from relayforge.stores.retention import RetentionStore
 from relayforge.stores.secrets import SecretStore
+from relayforge.stores.sources import SourceStore
 
 
 class Stores:
@@ -37,6 +38,7 @@ class Stores:
         self.retention = RetentionStore(db)
         self.destinations = DestinationStore(db)
         self.deliveries = DeliveryStore(db)
+        self.sources = SourceStore(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Stores]:

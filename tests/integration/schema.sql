@@ -117,6 +117,11 @@ tenant_provider_secrets.id uuid NOT NULL
 tenant_provider_secrets.nonce bytea NOT NULL
 tenant_provider_secrets.provider text NOT NULL
 tenant_provider_secrets.tenant_id uuid NOT NULL
+tenant_sources.created_at timestamp with time zone NOT NULL DEFAULT now()
+tenant_sources.definition jsonb NOT NULL
+tenant_sources.name text NOT NULL
+tenant_sources.tenant_id uuid NOT NULL
+tenant_sources.updated_at timestamp with time zone NOT NULL DEFAULT now()
 webhook_inbox.accepted boolean NOT NULL
 webhook_inbox.body bytea
 webhook_inbox.dedup_key text
@@ -160,6 +165,7 @@ stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, e
 tenant_daily_quota_usage tenant_daily_quota_usage_pkey PRIMARY KEY (tenant_id, quota_date)
 tenant_managed_providers tenant_managed_providers_pkey PRIMARY KEY (tenant_id, provider)
 tenant_provider_secrets tenant_provider_secrets_pkey PRIMARY KEY (id)
+tenant_sources tenant_sources_pkey PRIMARY KEY (tenant_id, name)
 webhook_inbox webhook_inbox_pkey PRIMARY KEY (id)
 
 -- indexes
@@ -198,12 +204,14 @@ CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON public.stripe_event_idempot
 CREATE UNIQUE INDEX tenant_daily_quota_usage_pkey ON public.tenant_daily_quota_usage USING btree (tenant_id, quota_date)
 CREATE UNIQUE INDEX tenant_managed_providers_pkey ON public.tenant_managed_providers USING btree (tenant_id, provider)
 CREATE UNIQUE INDEX tenant_provider_secrets_pkey ON public.tenant_provider_secrets USING btree (id)
+CREATE UNIQUE INDEX tenant_sources_pkey ON public.tenant_sources USING btree (tenant_id, name)
 CREATE UNIQUE INDEX webhook_inbox_pkey ON public.webhook_inbox USING btree (id)
 
 -- triggers
 CREATE TRIGGER deliveries_notify AFTER INSERT ON public.deliveries FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
 CREATE TRIGGER outbox_messages_notify AFTER INSERT ON public.outbox_messages FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
 CREATE TRIGGER tenant_provider_secrets_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_provider_secrets FOR EACH STATEMENT EXECUTE FUNCTION relayforge_secrets_notify()
+CREATE TRIGGER tenant_sources_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_sources FOR EACH ROW EXECUTE FUNCTION relayforge_sources_notify()
 
 -- functions
 CREATE OR REPLACE FUNCTION public.relayforge_outbox_notify()
@@ -220,5 +228,13 @@ CREATE OR REPLACE FUNCTION public.relayforge_secrets_notify()
 AS $function$
 BEGIN
     PERFORM pg_notify('relayforge_secrets', '');
+    RETURN NULL;
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_sources_notify()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM pg_notify('relayforge_sources', coalesce(NEW.tenant_id, OLD.tenant_id)::text);
     RETURN NULL;
 END $function$

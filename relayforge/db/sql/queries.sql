@@ -774,3 +774,22 @@ SELECT (SELECT count(*) FROM destinations WHERE enabled AND circuit = 'open') AS
        count(*) FILTER (WHERE status = 'retrying') AS retrying,
        extract(epoch FROM now() - min(created_at) FILTER (WHERE status IN ('pending', 'queued', 'retrying')))::float8 AS oldest_waiting_age
 FROM deliveries WHERE status IN ('pending', 'queued', 'processing', 'retrying');
+
+-- ============================================================================ tenant sources
+
+-- name: tenant_source_put
+-- Returns whether it was created (true) or replaced (false).
+INSERT INTO tenant_sources (tenant_id, name, definition) VALUES ($1, $2, $3::jsonb)
+ON CONFLICT (tenant_id, name) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()
+RETURNING (xmax = 0) AS created;
+
+-- name: tenant_source_get
+SELECT name, definition::text AS definition, created_at, updated_at
+FROM tenant_sources WHERE tenant_id = $1 AND name = $2;
+
+-- name: tenant_sources_list
+SELECT name, definition::text AS definition, created_at, updated_at
+FROM tenant_sources WHERE tenant_id = $1 ORDER BY name;
+
+-- name: tenant_source_delete
+DELETE FROM tenant_sources WHERE tenant_id = $1 AND name = $2 RETURNING name;

@@ -1,0 +1,143 @@
+"""Tenant-defined sources through real servers: defined with the admin API, secret through the
+secrets API, signed as the definition says, seen by every ingest process at once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+
+import orjson
+
+from tests.support import ADMIN_KEY, VIEWER_KEY, new_tenant
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+HMAC_SHA1 = {
+    "verification": {"type": "hmac", "header": "X-Acme-Signature", "algorithm": "sha1",
+                     "encoding": "base64", "prefix": "sha1=",
+                     "signed_content": "{timestamp}.{body}", "timestamp_header": "X-Acme-Time",
+                     "tolerance_seconds": 120},
+    "event_type": {"header": "X-Acme-Event"},
+    "event_id": {"body": "meta.delivery_id"},
+    "max_body_bytes": 4096,
+}
+
+
+async def define(client, server, tenant: str, name: str, definition: dict, secret: str) -> dict:
+    r = await client.put(f"{server.url}/admin/tenants/{tenant}/sources/{name}", headers=ADMIN,
+                         json=definition)
+    assert r.status_code == 200, r.text
+    s = await client.put(f"{server.url}/admin/tenants/{tenant}/secrets/{name}", headers=ADMIN,
+                         json={"secret": secret})
+    assert s.status_code == 201, s.text
+    return r.json()
+
+
+def acme_headers(body: bytes, secret: str, ts: int | None = None) -> dict[str, str]:
+    ts = ts or int(time.time())
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha1).digest()
+    return {"X-Acme-Signature": "sha1=" + base64.b64encode(mac).decode(),
+            "X-Acme-Time": str(ts), "X-Acme-Event": "shipment.sent",
+            "Content-Type": "application/json"}
+
+
+async def test_an_hmac_source_defined_without_code(client, ingest_server):
+    tenant = new_tenant()
+    view = await define(client, ingest_server, tenant, "acme", HMAC_SHA1, "acme-secret")
+    assert view["webhook_url_path"] == f"/tenants/{tenant}/webhooks/acme"
+    url = f"{ingest_server.url}{view['webhook_url_path']}"
+    body = orjson.dumps({"meta": {"delivery_id": 90210}, "parcel": "p-1"})
+    first = await client.post(url, content=body, headers=acme_headers(body, "acme-secret"))
+    assert first.status_code == 202, first.text
+    again = await client.post(url, content=body, headers=acme_headers(body, "acme-secret"))
+    assert again.json()["deduped"] is True  # the id from meta.delivery_id
+    job = (await client.get(f"{ingest_server.url}/admin/jobs/{first.json()['job_id']}",
+                            headers=ADMIN)).json()
+    assert (job["source"], job["event_type"], job["provider_event_id"]) == (
+        "acme", "shipment.sent", "90210")
+    wrong = await client.post(url, content=body, headers=acme_headers(body, "guess"))
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_signature"
+    stale = await client.post(url, content=body, headers=acme_headers(
+        body, "acme-secret", ts=int(time.time()) - 600))
+    assert stale.status_code == 401 and stale.json()["code"] == "stale_timestamp"
+    big = orjson.dumps({"meta": {"delivery_id": 1}, "pad": "x" * 5000})
+    too_big = await client.post(url, content=big, headers=acme_headers(big, "acme-secret"))
+    assert too_big.status_code == 413  # its own max_body_bytes
+    other_tenant = await client.post(f"{ingest_server.url}/tenants/{new_tenant()}/webhooks/acme",
+                                     content=body, headers=acme_headers(body, "acme-secret"))
+    assert other_tenant.status_code == 404  # a tenant's source is its own
+
+
+async def test_token_and_basic_auth_sources(client, ingest_server):
+    tenant = new_tenant()
+    await define(client, ingest_server, tenant, "tokened",
+                 {"verification": {"type": "token", "header": "X-Hook-Token"},
+                  "event_type": {"body": "kind"}}, "tok-123")
+    url = f"{ingest_server.url}/tenants/{tenant}/webhooks/tokened"
+    body = b'{"kind": "ping", "n": 1}'
+    assert (await client.post(url, content=body, headers={"X-Hook-Token": "tok-123"})
+            ).status_code == 202
+    assert (await client.post(url, content=body, headers={"X-Hook-Token": "tok-12"})
+            ).status_code == 401
+    assert (await client.post(url, content=body)).status_code == 401
+
+    await define(client, ingest_server, tenant, "basic",
+                 {"verification": {"type": "basic_auth"}}, "hooks:s3cret")
+    url = f"{ingest_server.url}/tenants/{tenant}/webhooks/basic"
+    good = "Basic " + base64.b64encode(b"hooks:s3cret").decode()
+    bad = "Basic " + base64.b64encode(b"hooks:guess").decode()
+    r = await client.post(url, content=body, headers={"Authorization": good})
+    assert r.status_code == 202, r.text
+    job = (await client.get(f"{ingest_server.url}/admin/jobs/{r.json()['job_id']}",
+                            headers=ADMIN)).json()
+    assert job["event_type"] == "basic"  # no event_type given: the source's name
+    assert (await client.post(url, content=body, headers={"Authorization": bad})
+            ).status_code == 401
+
+
+async def test_definitions_are_checked_and_built_in_names_reserved(client, ingest_server):
+    tenant = new_tenant()
+    url = f"{ingest_server.url}/admin/tenants/{tenant}/sources"
+    r = await client.put(f"{url}/github", headers=ADMIN, json=HMAC_SHA1)
+    assert r.status_code == 409
+    cases = {
+        "verification.timestamp_header": {"verification": {
+            "type": "hmac", "header": "X-S", "signed_content": "{timestamp}:{body}"}},
+        "event_id": {"verification": {"type": "token", "header": "X-T"},
+                     "event_id": {"header": "X-Id", "body": "id"}},
+        "algorithm": {"verification": {"type": "hmac", "header": "X-S", "algorithm": "md5"}},
+        "verification": {"verification": {"type": "oauth"}},
+        "max_body_bytes": {"verification": {"type": "basic_auth"},
+                           "max_body_bytes": 100 * 2**20},
+    }
+    for field, body in cases.items():
+        r = await client.put(f"{url}/fine", headers=ADMIN, json=body)
+        assert r.status_code == 400 and field in r.json()["error"], (field, r.text)
+    assert (await client.put(f"{url}/Bad Name!", headers=ADMIN, json=HMAC_SHA1)
+            ).status_code == 400
+    assert (await client.get(url, headers={"Authorization": f"Bearer {VIEWER_KEY}"})
+            ).status_code == 403  # admin only
+
+
+async def test_every_ingest_process_sees_a_new_source_at_once(client, ingest_server,
+                                                             start_server):
+    other = start_server("ingest", database_url=ingest_server.database_url)
+    tenant = new_tenant()
+    name = f"s{uuid.uuid4().hex[:8]}"
+    body = b'{"n": 1}'
+    url = f"{other.url}/tenants/{tenant}/webhooks/{name}"
+    assert (await client.post(url, content=body, headers={"X-Token": "t"})).status_code == 404
+    # defined through the first process; the second had cached "unknown" (30 s) a moment ago
+    await define(client, ingest_server, tenant, name,
+                 {"verification": {"type": "token", "header": "X-Token"}}, "t")
+    deadline = time.monotonic() + 5
+    while (r := await client.post(url, content=body, headers={"X-Token": "t"})).status_code != 202:
+        assert time.monotonic() < deadline, r.text
+    r = await client.delete(f"{ingest_server.url}/admin/tenants/{tenant}/sources/{name}",
+                            headers=ADMIN)
+    assert r.status_code == 204
+    deadline = time.monotonic() + 5
+    while (await client.post(url, content=body, headers={"X-Token": "t"})).status_code != 404:
+        assert time.monotonic() < deadline
