@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from blacksheep import Application, Request, Response
 
+from relayforge.console.pages import ROUTES as CONSOLE_ROUTES
+from relayforge.console.pages import Console
 from relayforge.errors import MethodNotAllowed, NotFound
 from relayforge.http.admin import ROUTES, AdminEndpoints
 from relayforge.http.errors import error_response
@@ -32,6 +34,7 @@ class Endpoints:
 
     webhooks: WebhookEndpoint
     admin: AdminEndpoints
+    console: Console
 
     def start(self, settings: Settings, runtime: Runtime) -> None:
         assert runtime.verifiers and runtime.writer and runtime.stores and runtime.cipher
@@ -39,6 +42,7 @@ class Endpoints:
         self.webhooks = WebhookEndpoint(settings, runtime.verifiers, runtime.writer,
                                         runtime.sources)
         self.admin = AdminEndpoints(settings, runtime.stores, runtime.cipher)
+        self.console = Console(settings, runtime.stores, runtime.cipher, self.admin.auth)
 
 
 class Router:
@@ -120,6 +124,9 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
         for route in ROUTES:
             router.add(route.method, route.path,
                        _late(lambda r=route: endpoints.admin.handler(r)))  # type: ignore[misc]
+        for page in CONSOLE_ROUTES:
+            router.add(page.method, page.path,
+                       _late(lambda p=page: endpoints.console.handler(p)))  # type: ignore[misc]
     router.fallback()
 
     async def on_start(application: Application) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from blacksheep import Request, Response
 
 from relayforge.connectors import CONNECTORS
@@ -28,6 +27,7 @@ from relayforge.http.models import (
     SecretPut,
     StatsQuery,
     given,
+    instant,
     parse_body,
     parse_query,
 )
@@ -114,6 +114,33 @@ AdminHandler = Callable[[Request, Actor], Awaitable[Response]]
 
 
 
+async def reprocess_job(stores: Stores, settings: Settings, actor: Actor,
+                        job_id: uuid.UUID) -> None:
+    """Reprocess one dead-lettered job (audited); 404 or 409 otherwise."""
+    async with stores.transaction() as tx:
+        if not await tx.jobs.reprocess(job_id=job_id, limit=1,
+                                       extra_attempts=settings.worker.max_attempts):
+            state = await tx.jobs.state(job_id=job_id)
+            if state is None:
+                raise NotFound("no such job")
+            raise Conflict(f"only dead_lettered jobs can be reprocessed; this one is "
+                           f"{state.status}")
+        await tx.audit.write(actor=actor, action="job.reprocess", target=str(job_id))
+
+
+async def reprocess_jobs(stores: Stores, settings: Settings, actor: Actor, *,
+                         tenant_id: uuid.UUID | None, source: str | None,
+                         event_type: str | None, limit: int) -> list[uuid.UUID]:
+    """Reprocess the dead-lettered jobs matching every given filter (audited)."""
+    async with stores.transaction() as tx:
+        ids = await tx.jobs.reprocess(tenant_id=tenant_id, source=source, event_type=event_type,
+                                      limit=limit, extra_attempts=settings.worker.max_attempts)
+        await tx.audit.write(actor=actor, action="job.reprocess_bulk", target="jobs", detail={
+            "filter": {"tenant_id": str(tenant_id) if tenant_id else None, "source": source,
+                       "event_type": event_type, "limit": limit}, "count": len(ids)})
+    return ids
+
+
 def _lower(value: str | None) -> str | None:
     return value.lower() if value else None
 
@@ -123,7 +150,8 @@ class AdminEndpoints:
         self._settings = settings
         self._stores = stores
         self._cipher = cipher
-        self._auth = apikeys.ApiKeyAuth(stores, settings.admin.fallback_api_keys_json)
+        self.auth = self._auth = apikeys.ApiKeyAuth(stores,
+                                                    settings.admin.fallback_api_keys_json)
         self.destinations = DestinationEndpoints(settings, stores, cipher)
         self.sources = SourceEndpoints(stores)
 
@@ -156,7 +184,8 @@ class AdminEndpoints:
         jobs = await self._stores.jobs.list(
             limit=q.limit, status=given(q.status), tenant_id=given(q.tenant_id),
             source=_lower(given(q.source)), event_type=given(q.event_type),
-            cursor=given(q.cursor))
+            cursor=given(q.cursor), provider_event_id=given(q.provider_event_id),
+            since=instant(given(q.since), "since"), until=instant(given(q.until), "until"))
         return view_response(200, page(jobs, q.limit))
 
     async def get_job(self, request: Request, actor: Actor) -> Response:
@@ -189,26 +218,15 @@ class AdminEndpoints:
 
     async def reprocess(self, request: Request, actor: Actor) -> Response:
         job_id = path_uuid(request, "job_id")
-        async with self._stores.transaction() as tx:
-            if not await tx.jobs.reprocess(job_id=job_id, limit=1,
-                                           extra_attempts=self._settings.worker.max_attempts):
-                state = await tx.jobs.state(job_id=job_id)
-                if state is None:
-                    raise NotFound("no such job")
-                raise Conflict(f"only dead_lettered jobs can be reprocessed; this one is "
-                               f"{state.status}")
-            await tx.audit.write(actor=actor, action="job.reprocess", target=str(job_id))
+        await reprocess_job(self._stores, self._settings, actor, job_id)
         return view_response(202, Reprocessed(job_id=job_id))
 
     async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
         body = parse_body(await request.read() or b"", BulkReprocess)
-        async with self._stores.transaction() as tx:
-            ids = await tx.jobs.reprocess(
-                tenant_id=given(body.tenant_id), source=_lower(given(body.source)),
-                event_type=given(body.event_type), limit=body.limit,
-                extra_attempts=self._settings.worker.max_attempts)
-            await tx.audit.write(actor=actor, action="job.reprocess_bulk", target="jobs",
-                                 detail={"filter": msgspec.to_builtins(body), "count": len(ids)})
+        ids = await reprocess_jobs(self._stores, self._settings, actor,
+                                   tenant_id=given(body.tenant_id),
+                                   source=_lower(given(body.source)),
+                                   event_type=given(body.event_type), limit=body.limit)
         return view_response(202, BulkReprocessed(reprocessed=len(ids), job_ids=ids))
 
     # ------------------------------------------------------------------------------- admin
@@ -248,10 +266,7 @@ class AdminEndpoints:
         return view_response(200, Items(items=await self._stores.api_keys.list()))
 
     async def revoke_api_key(self, request: Request, actor: Actor) -> Response:
-        key_id = path_uuid(request, "key_id")
-        async with self._stores.transaction() as tx:
-            if not await tx.api_keys.revoke(key_id=key_id):
-                raise NotFound("no such active key")
-            await tx.audit.write(actor=actor, action="api_key.revoke", target=str(key_id))
+        if not await apikeys.revoke_key(self._stores, actor, path_uuid(request, "key_id")):
+            raise NotFound("no such active key")
         return Response(204)
 

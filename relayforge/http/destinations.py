@@ -124,6 +124,43 @@ def _check_filter(spec: dict[str, Any]) -> str:
     return orjson.dumps(spec).decode()
 
 
+async def rotate(stores: Stores, cipher: SecretCipher, actor: Actor, tenant_id: uuid.UUID,
+                 destination_id: uuid.UUID, overlap_seconds: int) -> SecretRotated:
+    """A new signing secret (audited); the previous ones keep signing for the overlap."""
+    if await stores.destinations.get(tenant_id=tenant_id, destination_id=destination_id) is None:
+        raise NotFound("no such destination")
+    secret = new_secret()
+    nonce, ciphertext = cipher.encrypt(tenant_id, header_context(destination_id), secret)
+    async with stores.transaction() as tx:
+        await tx.destinations.expire_secrets(destination_id=destination_id,
+                                             in_seconds=overlap_seconds)
+        await tx.destinations.add_secret(
+            secret_id=new_id(), destination_id=destination_id, nonce=nonce,
+            ciphertext=ciphertext, fingerprint=cipher.fingerprint(secret))
+        await tx.audit.write(actor=actor, action="destination.rotate_secret",
+                             target=str(destination_id),
+                             detail={"tenant_id": str(tenant_id),
+                                     "previous_expires_in_seconds": overlap_seconds})
+        view = await tx.destinations.get(tenant_id=tenant_id, destination_id=destination_id)
+    assert view is not None
+    expires = [s.expires_at for s in view.secrets if s.expires_at is not None]
+    return SecretRotated(destination_id=destination_id, signing_secret=secret,
+                         previous_expires_at=max(expires) if expires else view.updated_at)
+
+
+async def set_enabled(stores: Stores, actor: Actor, tenant_id: uuid.UUID,
+                      destination_id: uuid.UUID, enabled: bool) -> None:
+    """Enable (clearing why it was disabled, closing its circuit) or disable (audited)."""
+    async with stores.transaction() as tx:
+        if not await tx.destinations.update(tenant_id=tenant_id, destination_id=destination_id,
+                                            fields=DestinationFields(enabled=enabled)):
+            raise NotFound("no such destination")
+        await tx.audit.write(actor=actor, action="destination.update",
+                             target=str(destination_id),
+                             detail={"tenant_id": str(tenant_id), "fields": ["enabled"],
+                                     "enabled": enabled})
+
+
 class DestinationEndpoints:
     def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher) -> None:
         self._settings = settings
@@ -231,25 +268,9 @@ class DestinationEndpoints:
         tenant_id = path_uuid(request, "tenant_id")
         destination_id = path_uuid(request, "destination_id")
         body = parse_body(await request.read() or b"", RotateSecret)
-        await self._view(tenant_id, destination_id)
-        secret = new_secret()
-        nonce, ciphertext = self._sealed(tenant_id, destination_id, secret)
-        async with self._stores.transaction() as tx:
-            await tx.destinations.expire_secrets(destination_id=destination_id,
-                                                 in_seconds=body.previous_expires_in_seconds)
-            await tx.destinations.add_secret(
-                secret_id=new_id(), destination_id=destination_id, nonce=nonce,
-                ciphertext=ciphertext, fingerprint=self._cipher.fingerprint(secret))
-            await tx.audit.write(actor=actor, action="destination.rotate_secret",
-                                 target=str(destination_id),
-                                 detail={"tenant_id": str(tenant_id),
-                                         "previous_expires_in_seconds":
-                                             body.previous_expires_in_seconds})
-        view = await self._view(tenant_id, destination_id)
-        expires = [s.expires_at for s in view.secrets if s.expires_at is not None]
-        return view_response(201, SecretRotated(
-            destination_id=destination_id, signing_secret=secret,
-            previous_expires_at=max(expires) if expires else view.updated_at))
+        return view_response(201, await rotate(self._stores, self._cipher, actor, tenant_id,
+                                               destination_id,
+                                               body.previous_expires_in_seconds))
 
     async def list_deliveries(self, request: Request, actor: Actor) -> Response:
         q = parse_query(query_string(request), DeliveriesQuery)

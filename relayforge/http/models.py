@@ -8,6 +8,7 @@ document is generated from these same types.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
@@ -35,6 +36,22 @@ BulkLimit = Annotated[int, Meta(ge=1, le=MAX_BULK, description="jobs at most")]
 Filter = Annotated[str, Meta(min_length=1, max_length=MAX_FILTER_LENGTH, pattern=NO_NUL)]
 
 
+# RFC 3339 with a zone, as text: a query string's number must not pass for a Unix time.
+Instant = Annotated[str, Meta(
+    pattern="^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$",
+    extra_json_schema={"format": "date-time"}, description="RFC 3339, with a zone")]
+
+
+def instant(value: str | None, field: str) -> datetime | None:
+    """An Instant as a datetime; its pattern passes impossible dates (month 00): 400."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{field}: not a valid date and time") from None
+
+
 class Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A query string or body: unknown fields are refused. An optional field is UNSET when
     absent (never None: in a query string "null" is text, and refused where it is no value)."""
@@ -45,6 +62,9 @@ class JobsQuery(Model):
     tenant_id: uuid.UUID | UnsetType = UNSET
     source: Filter | UnsetType = UNSET
     event_type: Filter | UnsetType = UNSET
+    provider_event_id: Filter | UnsetType = UNSET
+    since: Instant | UnsetType = UNSET  # created at or after
+    until: Instant | UnsetType = UNSET  # created before
     cursor: uuid.UUID | UnsetType = UNSET
     limit: PageLimit = DEFAULT_PAGE
 

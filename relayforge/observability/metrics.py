@@ -91,6 +91,8 @@ DELIVERIES_OLDEST_WAITING_AGE = Gauge(
     "deliveries_oldest_waiting_age_seconds",
     "Age of the oldest delivery not yet succeeded or dead-lettered (0 when none)",
     multiprocess_mode="max")
+CONSOLE_CSP_VIOLATIONS = Counter(
+    "console_csp_violations_total", "Content-Security-Policy violations the console was told of")
 JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
 JOBS_REPUBLISHED = Counter(
     "jobs_republished_total", "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")

@@ -43,6 +43,10 @@ class ApiKeyAuth:
             digest = hash_key(token.decode("ascii"))
         except UnicodeDecodeError:
             raise Unauthorized("unknown API key") from None
+        return await self.by_hash(digest)
+
+    async def by_hash(self, digest: str) -> Actor:
+        """The actor of a key known by its hash (a console session keeps only that)."""
         role = self._fallback.get(digest)
         if role is not None:
             return Actor(None, role, "fallback")
@@ -62,3 +66,12 @@ async def create_key(stores: Stores, actor: Actor, role: Role, name: str) -> Api
                              detail={"role": role})
     return ApiKeyCreated(id=view.id, name=view.name, role=view.role, created_at=view.created_at,
                          key=key)
+
+
+async def revoke_key(stores: Stores, actor: Actor, key_id: uuid.UUID) -> bool:
+    """Revoke an active key (audited); False when there is none with that id."""
+    async with stores.transaction() as tx:
+        if not await tx.api_keys.revoke(key_id=key_id):
+            return False
+        await tx.audit.write(actor=actor, action="api_key.revoke", target=str(key_id))
+    return True

@@ -22,6 +22,7 @@ from relayforge.stores.jobs import JobStore
 from relayforge.stores.outbox import OutboxStore
 from relayforge.stores.retention import RetentionStore
 from relayforge.stores.secrets import SecretStore
+from relayforge.stores.sessions import SessionStore
 from relayforge.stores.sources import SourceStore
 
 
@@ -39,6 +40,7 @@ class Stores:
         self.destinations = DestinationStore(db)
         self.deliveries = DeliveryStore(db)
         self.sources = SourceStore(db)
+        self.sessions = SessionStore(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Stores]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,7 +13,24 @@ from relayforge.security.roles import Actor
 from relayforge.stores.base import Q, Store
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    key_id: uuid.UUID | None
+    key_source: str
+    role: str
+    action: str
+    target: str | None
+    detail: str  # JSON text
+    created_at: dt.datetime
+
+
 class AuditLog(Store):
+    async def list(self, *, limit: int, before: int | None = None) -> list[AuditEntry]:
+        """Newest first; `before`: the last id of the previous page."""
+        rows = await self._db.fetch(Q["audit_list"], limit, before)
+        return [AuditEntry(**dict(r)) for r in rows]
+
     async def write(self, *, actor: Actor, action: str, target: str,
                     detail: dict[str, Any] | None = None) -> None:
         await self._db.execute(Q["audit_insert"], actor.key_id, actor.source, actor.role, action,

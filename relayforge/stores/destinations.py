@@ -100,7 +100,15 @@ class DeliveryLag:
     queued: int
     processing: int
     retrying: int
+    dead_lettered: int
     oldest_waiting_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStats:
+    attempts: int
+    success_ratio: float
+    mean_ms: float
 
 
 def _destination(row: Any) -> DestinationView:
@@ -171,6 +179,12 @@ class DestinationStore(Store):
         row = await self._db.fetchrow(Q["destination_failed"], destination_id, open_after,
                                       probe_seconds, disable_after_hours)
         return None if row is None else Failed(**dict(row))
+
+    async def recent_stats(self, *, tenant_id: uuid.UUID) -> dict[uuid.UUID, DestinationStats]:
+        """Per destination of the tenant: its attempts of the last 24 hours."""
+        rows = await self._db.fetch(Q["destination_recent_stats"], tenant_id)
+        return {r["destination_id"]: DestinationStats(r["attempts"], r["success_ratio"],
+                                                      r["mean_ms"]) for r in rows}
 
     async def disable(self, *, destination_id: uuid.UUID, reason: str) -> int:
         """Disable it and dead-letter its waiting deliveries; how many were."""

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import base64
+import builtins
+import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 import orjson
 
 from relayforge.models import InboxCounts, InboxDetail, InboxView, record
 from relayforge.stores.base import Q, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    minute: dt.datetime
+    accepted: int
+    refused: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One request a job came from (or was deduplicated into), kept as evidence."""
+
+    id: uuid.UUID
+    received_at: dt.datetime
+    request_id: str | None
+    accepted: bool
+    rejection_code: str | None
+    headers: dict[str, str]
+    body: bytes | None
 
 
 class InboxStore(Store):
@@ -28,6 +51,14 @@ class InboxStore(Store):
         fields["headers"] = orjson.loads(fields["headers"])
         fields["body_base64"] = base64.b64encode(body).decode() if body is not None else None
         return InboxDetail(**fields)
+
+    async def per_minute(self, *, minutes: int) -> builtins.list[Minute]:
+        """Accepted and refused requests per minute, the last `minutes`, oldest first."""
+        return [Minute(**dict(r)) for r in await self._db.fetch(Q["inbox_per_minute"], minutes)]
+
+    async def for_job(self, *, job_id: uuid.UUID) -> builtins.list[JobRequest]:
+        rows = await self._db.fetch(Q["inbox_for_job"], job_id)
+        return [JobRequest(**{**dict(r), "headers": orjson.loads(r["headers"])}) for r in rows]
 
     async def counts(self, *, tenant_id: uuid.UUID | None = None) -> InboxCounts:
         """Accepted and refused requests of the last 24 hours."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,19 @@ class StartedJob:
     correlation_id: str | None
     trace_context: str
     has_destinations: bool = False  # its tenant has an enabled destination (fan-out needed)
+
+
+@dataclass(frozen=True, slots=True)
+class JobContextIds:
+    trace_id: str | None
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    attempt: int
+    error: str | None
+    finished_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +123,31 @@ class JobStore(Store):
 
     async def list(self, *, limit: int, status: JobStatus | None = None,
                    tenant_id: uuid.UUID | None = None, source: str | None = None,
-                   event_type: str | None = None, cursor: uuid.UUID | None = None
-                   ) -> list[JobView]:
+                   event_type: str | None = None, cursor: uuid.UUID | None = None,
+                   provider_event_id: str | None = None, since: dt.datetime | None = None,
+                   until: dt.datetime | None = None) -> list[JobView]:
+        """Newest first; every given filter holds (`since` inclusive, `until` exclusive)."""
         rows = await self._db.fetch(Q["admin_jobs_list"], status, tenant_id, source, event_type,
-                                    cursor, limit)
+                                    cursor, limit, provider_event_id, since, until)
         return [record(JobView, r) for r in rows]
+
+    async def context(self, *, job_id: uuid.UUID) -> JobContextIds:
+        row = await self._db.fetchrow(Q["job_context"], job_id)
+        traceparent = (row["traceparent"] or "") if row else ""
+        parts = traceparent.split("-")
+        return JobContextIds(parts[1] if len(parts) == 4 else None,
+                             row["correlation_id"] if row else None)
+
+    async def attempts_log(self, *, job_id: uuid.UUID) -> builtins.list[FailedAttempt]:
+        """The job's failed attempts (a success is the job's own state)."""
+        return [FailedAttempt(**dict(r)) for r in await self._db.fetch(Q["job_attempts_log"],
+                                                                        job_id)]
+
+    async def dead_lettered_count(self, *, tenant_id: uuid.UUID | None, source: str | None,
+                                  event_type: str | None) -> int:
+        count: int = await self._db.fetchval(Q["jobs_dead_lettered_count"], tenant_id, source,
+                                             event_type)
+        return count
 
     async def get(self, *, job_id: uuid.UUID) -> JobView | None:
         row = await self._db.fetchrow(Q["admin_job_get"], job_id)

@@ -102,6 +102,29 @@ async def test_event_type_filters_jobs(client, ingest_server):
     assert [j["event_type"] for j in r.json()["items"]] == ["order.paid", "order.paid"]
 
 
+async def test_jobs_by_provider_event_id_and_time_range(client, ingest_server):
+    import datetime as dt
+
+    tenant = new_tenant()
+    for event_id in ("evt-a", "evt-b"):
+        body = orjson.dumps({"event": "x", "data": {"n": uuid.uuid4().hex}})
+        r = await client.post(f"{ingest_server.url}/webhooks/generic", content=body, headers={
+            "X-Signature": sign_generic(body), "X-Tenant-Id": tenant, "X-Event-Id": event_id})
+        assert r.status_code == 202
+    url, viewer = f"{ingest_server.url}/admin/jobs", bearer(VIEWER_KEY)
+    r = await client.get(url, params={"tenant_id": tenant, "provider_event_id": "evt-b"},
+                         headers=viewer)
+    assert [j["provider_event_id"] for j in r.json()["items"]] == ["evt-b"]
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    r = await client.get(url, params={"tenant_id": tenant, "since": later}, headers=viewer)
+    assert r.json()["items"] == []
+    r = await client.get(url, params={"tenant_id": tenant, "until": later}, headers=viewer)
+    assert len(r.json()["items"]) == 2
+    for bad in ("0.5", "2026-13-01T00:00:00Z", "0000-00-00T00:00:00Z", "yesterday"):
+        r = await client.get(url, params={"until": bad}, headers=viewer)
+        assert r.status_code == 400 and "until" in r.json()["error"], bad
+
+
 @pytest.mark.parametrize("query,field", [
     (b"limit=%C2%B2", "limit"),            # a superscript two: str.isdigit() says yes
     (b"limit=0", "limit"), (b"limit=501", "limit"), (b"limit=", "limit"),

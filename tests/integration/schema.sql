@@ -14,6 +14,11 @@ admin_audit_log.key_id uuid
 admin_audit_log.key_source text NOT NULL
 admin_audit_log.role text NOT NULL
 admin_audit_log.target text
+console_sessions.created_at timestamp with time zone NOT NULL DEFAULT now()
+console_sessions.csrf_token text NOT NULL
+console_sessions.expires_at timestamp with time zone NOT NULL
+console_sessions.key_hash text NOT NULL
+console_sessions.token_hash text NOT NULL
 deliveries.attempts integer NOT NULL DEFAULT 0
 deliveries.available_at timestamp with time zone NOT NULL DEFAULT now()
 deliveries.claimed_until timestamp with time zone
@@ -64,6 +69,10 @@ destinations.tenant_id uuid NOT NULL
 destinations.timeout_ms integer NOT NULL DEFAULT 10000
 destinations.updated_at timestamp with time zone NOT NULL DEFAULT now()
 destinations.url text NOT NULL
+job_attempts.attempt integer NOT NULL
+job_attempts.error text
+job_attempts.finished_at timestamp with time zone NOT NULL DEFAULT now()
+job_attempts.job_id uuid NOT NULL
 jobs.attempts integer NOT NULL DEFAULT 0
 jobs.correlation_id text
 jobs.created_at timestamp with time zone NOT NULL DEFAULT now()
@@ -143,6 +152,7 @@ admin_api_keys admin_api_keys_key_hash_key UNIQUE (key_hash)
 admin_api_keys admin_api_keys_pkey PRIMARY KEY (id)
 admin_api_keys admin_api_keys_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'operator'::text, 'admin'::text])))
 admin_audit_log admin_audit_log_pkey PRIMARY KEY (id)
+console_sessions console_sessions_pkey PRIMARY KEY (token_hash)
 deliveries deliveries_destination_id_fkey FOREIGN KEY (destination_id) REFERENCES destinations(id) ON DELETE CASCADE
 deliveries deliveries_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
 deliveries deliveries_pkey PRIMARY KEY (id)
@@ -154,6 +164,8 @@ destination_secrets destination_secrets_pkey PRIMARY KEY (id)
 destinations destinations_circuit_check CHECK ((circuit = ANY (ARRAY['closed'::text, 'open'::text])))
 destinations destinations_payload_check CHECK ((payload = ANY (ARRAY['raw'::text, 'event'::text])))
 destinations destinations_pkey PRIMARY KEY (id)
+job_attempts job_attempts_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
+job_attempts job_attempts_pkey PRIMARY KEY (job_id, attempt)
 jobs jobs_dedup UNIQUE (tenant_id, source, dedup_key)
 jobs jobs_pkey PRIMARY KEY (id)
 jobs jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'processing'::text, 'succeeded'::text, 'retrying'::text, 'dead_lettered'::text])))
@@ -170,6 +182,7 @@ webhook_inbox webhook_inbox_pkey PRIMARY KEY (id)
 
 -- indexes
 CREATE INDEX admin_audit_log_created ON public.admin_audit_log USING btree (created_at)
+CREATE INDEX console_sessions_expires ON public.console_sessions USING btree (expires_at)
 CREATE INDEX deliveries_destination ON public.deliveries USING btree (destination_id, created_at DESC, id DESC)
 CREATE INDEX deliveries_due ON public.deliveries USING btree (available_at) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]))
 CREATE INDEX deliveries_job ON public.deliveries USING btree (job_id)
@@ -190,11 +203,13 @@ CREATE INDEX webhook_inbox_tenant_received ON public.webhook_inbox USING btree (
 CREATE UNIQUE INDEX admin_api_keys_key_hash_key ON public.admin_api_keys USING btree (key_hash)
 CREATE UNIQUE INDEX admin_api_keys_pkey ON public.admin_api_keys USING btree (id)
 CREATE UNIQUE INDEX admin_audit_log_pkey ON public.admin_audit_log USING btree (id)
+CREATE UNIQUE INDEX console_sessions_pkey ON public.console_sessions USING btree (token_hash)
 CREATE UNIQUE INDEX deliveries_fan_out ON public.deliveries USING btree (job_id, destination_id) WHERE (NOT redelivery)
 CREATE UNIQUE INDEX deliveries_pkey ON public.deliveries USING btree (id)
 CREATE UNIQUE INDEX delivery_attempts_pkey ON public.delivery_attempts USING btree (delivery_id, attempt)
 CREATE UNIQUE INDEX destination_secrets_pkey ON public.destination_secrets USING btree (id)
 CREATE UNIQUE INDEX destinations_pkey ON public.destinations USING btree (id)
+CREATE UNIQUE INDEX job_attempts_pkey ON public.job_attempts USING btree (job_id, attempt)
 CREATE UNIQUE INDEX jobs_dedup ON public.jobs USING btree (tenant_id, source, dedup_key)
 CREATE UNIQUE INDEX jobs_pkey ON public.jobs USING btree (id)
 CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (job_id, attempt)

@@ -325,6 +325,10 @@ WITH j AS (
     UPDATE jobs SET status = 'retrying', last_error = $3, lease_expires_at = NULL, updated_at = now()
     WHERE id = $1 AND attempts = $2 AND status IN ('processing', 'retrying', 'queued')
     RETURNING id, tenant_id, source, attempts
+),
+logged AS (  -- the failed attempt, for the console's timeline
+    INSERT INTO job_attempts (job_id, attempt, error) SELECT id, attempts, $3 FROM j
+    ON CONFLICT (job_id, attempt) DO NOTHING
 )
 INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers, available_at)
 SELECT id, tenant_id, attempts + 1, $5::jsonb, now() + make_interval(secs => $4)
@@ -333,9 +337,17 @@ ON CONFLICT (job_id, attempt) DO NOTHING
 RETURNING job_id;
 
 -- name: job_dead_letter
-UPDATE jobs SET status = 'dead_lettered', last_error = $3, lease_expires_at = NULL, updated_at = now()
-WHERE id = $1 AND attempts = $2 AND status NOT IN ('succeeded', 'dead_lettered')
-RETURNING id;
+WITH j AS (
+    UPDATE jobs SET status = 'dead_lettered', last_error = $3, lease_expires_at = NULL,
+                    updated_at = now()
+    WHERE id = $1 AND attempts = $2 AND status NOT IN ('succeeded', 'dead_lettered')
+    RETURNING id, attempts
+),
+logged AS (
+    INSERT INTO job_attempts (job_id, attempt, error) SELECT id, attempts, $3 FROM j
+    ON CONFLICT (job_id, attempt) DO NOTHING
+)
+SELECT id FROM j;
 
 -- name: jobs_recover_expired
 -- Jobs whose consumer died mid-attempt: the attempt counts as failed; retried or dead-lettered.
@@ -359,6 +371,12 @@ retry AS (
     INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers)
     SELECT id, tenant_id, attempts + 1, trace_context
     FROM moved WHERE status = 'retrying'
+    ON CONFLICT (job_id, attempt) DO NOTHING
+),
+logged AS (
+    INSERT INTO job_attempts (job_id, attempt, error)
+    SELECT id, attempts, 'lease expired: the consumer of attempt ' || attempts || ' stopped'
+    FROM moved
     ON CONFLICT (job_id, attempt) DO NOTHING
 )
 SELECT id, status FROM moved;
@@ -437,6 +455,9 @@ FROM jobs
 WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR tenant_id = $2)
   AND ($3::text IS NULL OR source = $3) AND ($4::text IS NULL OR event_type = $4)
   AND ($5::uuid IS NULL OR id < $5)
+  AND ($7::text IS NULL OR provider_event_id = $7)
+  AND ($8::timestamptz IS NULL OR created_at >= $8)
+  AND ($9::timestamptz IS NULL OR created_at < $9)
 ORDER BY id DESC
 LIMIT $6;
 
@@ -772,8 +793,9 @@ SELECT (SELECT count(*) FROM destinations WHERE enabled AND circuit = 'open') AS
        count(*) FILTER (WHERE status = 'queued') AS queued,
        count(*) FILTER (WHERE status = 'processing') AS processing,
        count(*) FILTER (WHERE status = 'retrying') AS retrying,
+       count(*) FILTER (WHERE status = 'dead_lettered') AS dead_lettered,
        extract(epoch FROM now() - min(created_at) FILTER (WHERE status IN ('pending', 'queued', 'retrying')))::float8 AS oldest_waiting_age
-FROM deliveries WHERE status IN ('pending', 'queued', 'processing', 'retrying');
+FROM deliveries WHERE status IN ('pending', 'queued', 'processing', 'retrying', 'dead_lettered');
 
 -- ============================================================================ tenant sources
 
@@ -793,3 +815,60 @@ FROM tenant_sources WHERE tenant_id = $1 ORDER BY name;
 
 -- name: tenant_source_delete
 DELETE FROM tenant_sources WHERE tenant_id = $1 AND name = $2 RETURNING name;
+
+-- ================================================================================= console
+
+-- name: console_session_insert
+-- A new session; expired ones are removed on the way (sessions are few).
+WITH pruned AS (DELETE FROM console_sessions WHERE expires_at < now())
+INSERT INTO console_sessions (token_hash, key_hash, csrf_token, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4));
+
+-- name: console_session_get
+SELECT key_hash, csrf_token AS csrf FROM console_sessions
+WHERE token_hash = $1 AND expires_at > now();
+
+-- name: console_session_delete
+DELETE FROM console_sessions WHERE token_hash = $1;
+
+-- name: inbox_per_minute
+-- Accepted and refused webhooks per minute over the last $1 minutes, oldest first, every minute
+-- present (zero when none).
+SELECT m.minute,
+       count(i.id) FILTER (WHERE i.accepted) AS accepted,
+       count(i.id) FILTER (WHERE NOT i.accepted) AS refused
+FROM generate_series(date_trunc('minute', now()) - make_interval(mins => $1 - 1),
+                     date_trunc('minute', now()), interval '1 minute') AS m(minute)
+LEFT JOIN webhook_inbox i
+       ON i.received_at >= m.minute AND i.received_at < m.minute + interval '1 minute'
+GROUP BY m.minute ORDER BY m.minute;
+
+-- name: inbox_for_job
+SELECT id, received_at, request_id, accepted, rejection_code, headers::text AS headers, body
+FROM webhook_inbox WHERE job_id = $1 ORDER BY received_at, id LIMIT 50;
+
+-- name: job_context
+SELECT trace_context ->> 'traceparent' AS traceparent, correlation_id FROM jobs WHERE id = $1;
+
+-- name: job_attempts_log
+SELECT attempt, error, finished_at FROM job_attempts WHERE job_id = $1 ORDER BY attempt;
+
+-- name: jobs_dead_lettered_count
+SELECT count(*) FROM jobs
+WHERE status = 'dead_lettered' AND ($1::uuid IS NULL OR tenant_id = $1)
+  AND ($2::text IS NULL OR source = $2) AND ($3::text IS NULL OR event_type = $3);
+
+-- name: destination_recent_stats
+-- Each destination's attempts of the last 24 hours: how many, the share that succeeded, the
+-- mean duration.
+SELECT x.destination_id, count(*) AS attempts,
+       avg(CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1.0 ELSE 0.0 END)::float8
+           AS success_ratio,
+       avg(a.duration_ms)::float8 AS mean_ms
+FROM delivery_attempts a JOIN deliveries x ON x.id = a.delivery_id
+WHERE x.tenant_id = $1 AND a.started_at > now() - interval '24 hours'
+GROUP BY x.destination_id;
+
+-- name: audit_list
+SELECT id, key_id, key_source, role, action, target, detail::text AS detail, created_at
+FROM admin_audit_log WHERE ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $1;

@@ -1,0 +1,526 @@
+"""The console's pages and actions. Each reads through the stores and acts through the same
+functions as the admin API; the role a page or action needs is the admin API's for the same
+thing, checked here on the server whatever the page shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import msgspec
+import orjson
+from blacksheep import Content, Request, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from relayforge.console import charts
+from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
+from relayforge.errors import BadRequest, Forbidden, NotFound, RelayforgeError
+from relayforge.http import destinations as destination_ops
+from relayforge.http.admin import reprocess_job, reprocess_jobs
+from relayforge.http.instrument import query_string, route_value
+from relayforge.http.models import MAX_BULK
+from relayforge.jobs import JobStatus
+from relayforge.observability import metrics
+from relayforge.security import apikeys, secrets
+from relayforge.security.apikeys import ApiKeyAuth
+from relayforge.security.roles import Role
+from relayforge.security.secrets import SecretCipher
+from relayforge.settings import Settings
+from relayforge.stores import Stores
+
+log = logging.getLogger(__name__)
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "report-uri /console/csp-report")
+SECURITY_HEADERS = [
+    (b"Content-Security-Policy", CSP.encode()), (b"X-Content-Type-Options", b"nosniff"),
+    (b"X-Frame-Options", b"DENY"), (b"Referrer-Policy", b"same-origin"),
+    (b"Cache-Control", b"no-store")]
+STATIC = {"console.css": b"text/css; charset=utf-8",
+          "console.js": b"text/javascript; charset=utf-8"}
+MAX_FORM = 65536
+PAGE = 50
+VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
+NAV = [("/console/overview", "Overview", VIEWER), ("/console/jobs", "Events and jobs", VIEWER),
+       ("/console/dead-letters", "Dead letters", VIEWER),
+       ("/console/destinations", "Destinations", VIEWER), ("/console/secrets", "Secrets", ADMIN),
+       ("/console/api-keys", "API keys", ADMIN), ("/console/audit", "Audit log", ADMIN)]
+JOB_STATES = [s.value for s in JobStatus]
+DELIVERY_STATES = ["pending", "queued", "processing", "retrying"]
+BODY_SHOWN = 65536
+
+Handler = Callable[[Request, Session], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineItem:
+    at: dt.datetime
+    what: str
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class ConsoleRoute:
+    method: str
+    path: str
+    role: Role | None  # None: no session needed (sign-in, assets, CSP reports)
+    handler: str
+
+
+ROUTES = [
+    ConsoleRoute("GET", "/console", None, "home"),
+    ConsoleRoute("GET", "/console/login", None, "login_page"),
+    ConsoleRoute("POST", "/console/login", None, "login"),
+    ConsoleRoute("POST", "/console/logout", VIEWER, "logout"),
+    ConsoleRoute("GET", "/console/static/{asset}", None, "static"),
+    ConsoleRoute("POST", "/console/csp-report", None, "csp_report"),
+    ConsoleRoute("GET", "/console/overview", VIEWER, "overview"),
+    ConsoleRoute("GET", "/console/overview/live", VIEWER, "overview_live"),
+    ConsoleRoute("GET", "/console/jobs", VIEWER, "jobs"),
+    ConsoleRoute("GET", "/console/jobs/{job_id}", VIEWER, "job"),
+    ConsoleRoute("GET", "/console/jobs/{job_id}/status", VIEWER, "job_status"),
+    ConsoleRoute("POST", "/console/jobs/{job_id}/reprocess", OPERATOR, "reprocess"),
+    ConsoleRoute("GET", "/console/dead-letters", VIEWER, "dead_letters"),
+    ConsoleRoute("GET", "/console/dead-letters/confirm", OPERATOR, "confirm_bulk"),
+    ConsoleRoute("POST", "/console/dead-letters/reprocess", OPERATOR, "reprocess_bulk"),
+    ConsoleRoute("GET", "/console/destinations", VIEWER, "destinations"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/enable", ADMIN, "enable"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/disable", ADMIN, "disable"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/rotate-secret", ADMIN,
+                 "rotate_destination_secret"),
+    ConsoleRoute("GET", "/console/secrets", ADMIN, "secrets"),
+    ConsoleRoute("POST", "/console/secrets/rotate", ADMIN, "rotate_secret"),
+    ConsoleRoute("POST", "/console/secrets/retire", ADMIN, "retire_secret"),
+    ConsoleRoute("GET", "/console/api-keys", ADMIN, "api_keys"),
+    ConsoleRoute("POST", "/console/api-keys", ADMIN, "create_key"),
+    ConsoleRoute("POST", "/console/api-keys/{key_id}/revoke", ADMIN, "revoke_key"),
+    ConsoleRoute("GET", "/console/audit", ADMIN, "audit"),
+]
+
+
+# Every response gets its own list: BlackSheep adds headers to the list it is given.
+def _html(status: int, body: str, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return Response(status, [*SECURITY_HEADERS, *(headers or [])],
+                    Content(b"text/html; charset=utf-8", body.encode()))
+
+
+def _json(status: int, doc: dict[str, Any]) -> Response:
+    return Response(status, list(SECURITY_HEADERS),
+                    Content(b"application/json", orjson.dumps(doc)))
+
+
+def _redirect(location: str, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    return Response(303, [*SECURITY_HEADERS, (b"Location", location.encode()), *(headers or [])],
+                    None)
+
+
+def _wants_json(request: Request) -> bool:
+    return b"application/json" in (request.get_first_header(b"accept") or b"")
+
+
+def _query(request: Request) -> dict[str, str]:
+    try:
+        return {k: v.strip() for k, v in parse_qsl((query_string(request) or b"").decode(
+            "utf-8"), keep_blank_values=False) if v.strip()}
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the query string must be UTF-8") from None
+
+
+async def _form(request: Request) -> dict[str, str]:
+    raw = await request.read() or b""
+    if len(raw) > MAX_FORM:
+        raise BadRequest("form too large")
+    try:
+        return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the form must be UTF-8") from None
+
+
+def _uuid(value: str | None, what: str) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise BadRequest(f"{what} must be a UUID") from None
+
+
+def _path_id(request: Request, name: str) -> uuid.UUID:
+    value = _uuid(route_value(request, name), name.replace("_", " "))
+    if value is None:
+        raise BadRequest(f"{name} is required")
+    return value
+
+
+def _time(value: str | None, what: str) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{what} must be a date and time") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _age(seconds: float | None) -> str:
+    if not seconds:
+        return "none"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _body_text(body: bytes | None) -> str:
+    if body is None:
+        return "(not kept)"
+    try:
+        return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()[:BODY_SHOWN]
+    except orjson.JSONDecodeError:
+        return body[:BODY_SHOWN].decode("utf-8", "replace")
+
+
+class Console:
+    def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher,
+                 auth: ApiKeyAuth) -> None:
+        self._settings = settings
+        self._stores = stores
+        self._cipher = cipher
+        self.sessions = Sessions(stores, auth, settings)
+        self._env = Environment(loader=PackageLoader("relayforge.console"),
+                                autoescape=select_autoescape(default=True), auto_reload=False)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def handler(self, route: ConsoleRoute) -> Callable[[Request], Awaitable[Response]]:
+        handle: Handler = getattr(self, route.handler)
+
+        async def guarded(request: Request) -> Response:
+            session = None
+            try:
+                if route.role is not None:
+                    session = await self.sessions.find(request.cookies.get(COOKIE))
+                    if session is None:
+                        if request.method == "GET" and not _wants_json(request):
+                            return _redirect("/console/login")
+                        raise Forbidden("sign in first")
+                    session.actor.require(route.role)
+                    if request.method == "POST":
+                        given = request.get_first_header(b"x-csrf-token")
+                        if given is None:
+                            form = await _form(request)
+                            request.console_form = form  # type: ignore[attr-defined]
+                            check_csrf(session, form.get("csrf"))
+                        else:
+                            check_csrf(session, given.decode("latin-1"))
+                return await handle(request, session)  # type: ignore[arg-type]
+            except RelayforgeError as exc:
+                if _wants_json(request):
+                    return _json(exc.status, {"status": "error", "message": exc.message})
+                return self._render(exc.status, "message.html", session, "/console",
+                                    title="Not done", kind="error", message=exc.message,
+                                    back="/console/overview")
+
+        return guarded
+
+    def _render(self, status: int, template: str, session: Session | None, here: str,
+                **context: Any) -> Response:
+        role = session.actor.role if session else None
+        html = self._env.get_template(template).render(
+            role=role.value if role else None, csrf=session.csrf if session else "",
+            nav=NAV, here=here, allowed=lambda needed: role is not None and role.allows(needed),
+            job_states=JOB_STATES, delivery_states=DELIVERY_STATES, **context)
+        return _html(status, html)
+
+    async def _form_of(self, request: Request) -> dict[str, str]:
+        cached: dict[str, str] | None = getattr(request, "console_form", None)
+        return cached if cached is not None else await _form(request)
+
+    # ------------------------------------------------------------------ sign-in
+
+    async def home(self, request: Request, session: None) -> Response:
+        return _redirect("/console/overview")
+
+    async def login_page(self, request: Request, session: None) -> Response:
+        return self._render(200, "login.html", None, "/console/login", title="Sign in")
+
+    async def login(self, request: Request, session: None) -> Response:
+        key = (await _form(request)).get("key", "")
+        try:
+            token, _ = await self.sessions.sign_in(key)
+        except RelayforgeError:
+            return self._render(401, "login.html", None, "/console/login", title="Sign in",
+                                error="That key is not valid.")
+        return _redirect("/console/overview", [(b"Set-Cookie", self.sessions.cookie(token))])
+
+    async def logout(self, request: Request, session: Session) -> Response:
+        await self.sessions.sign_out(request.cookies.get(COOKIE))
+        return _redirect("/console/login", [(b"Set-Cookie", self.sessions.cookie("", 0))])
+
+    async def static(self, request: Request, session: None) -> Response:
+        name = route_value(request, "asset")
+        if name not in STATIC:
+            raise NotFound("no such asset")
+        data = importlib.resources.files("relayforge.console").joinpath("static", name)
+        return Response(200, [(b"Cache-Control", b"max-age=300"),
+                              (b"X-Content-Type-Options", b"nosniff")],
+                        Content(STATIC[name], data.read_bytes()))
+
+    async def csp_report(self, request: Request, session: None) -> Response:
+        report = (await request.read() or b"")[:4096]
+        metrics.CONSOLE_CSP_VIOLATIONS.inc()
+        log.warning("console CSP violation reported",
+                    extra={"report": report.decode("utf-8", "replace")})
+        return Response(204)
+
+    # ------------------------------------------------------------------ overview
+
+    async def _overview_context(self) -> dict[str, Any]:
+        s = self._stores
+        lag, deliveries = await s.outbox.lag(), await s.deliveries.lag()
+        minutes = await s.inbox.per_minute(minutes=60)
+        accepted = [m.accepted for m in minutes]
+        refused = [m.refused for m in minutes]
+        counts = await s.jobs.counts()
+        return {
+            "jobs": {st: getattr(counts, st) for st in JOB_STATES},
+            "deliveries": deliveries, "dead_deliveries": deliveries.dead_lettered,
+            "lag": {"outbox_oldest": _age(lag.outbox_oldest_age),
+                    "outbox_pending": lag.outbox_pending,
+                    "oldest_waiting": _age(lag.oldest_waiting_age)},
+            "chart": charts.per_minute({"accepted": accepted, "refused": refused},
+                                       "Webhooks accepted and refused per minute"),
+            "totals": {"accepted": sum(accepted), "refused": sum(refused)},
+        }
+
+    async def overview(self, request: Request, session: Session) -> Response:
+        return self._render(200, "overview.html", session, "/console/overview", title="Overview",
+                            **await self._overview_context())
+
+    async def overview_live(self, request: Request, session: Session) -> Response:
+        return self._render(200, "overview_live.html", session, "/console/overview",
+                            **await self._overview_context())
+
+    # ------------------------------------------------------------------ events and jobs
+
+    async def _job_list(self, request: Request, session: Session, dead: bool) -> Response:
+        q = _query(request)
+        here = "/console/dead-letters" if dead else "/console/jobs"
+        status = "dead_lettered" if dead else q.get("status")
+        if status and status not in JOB_STATES:
+            raise BadRequest("status: unknown")
+        limit = PAGE
+        jobs = await self._stores.jobs.list(
+            limit=limit, status=JobStatus(status) if status else None,
+            tenant_id=_uuid(q.get("tenant_id"), "tenant id"),
+            source=q.get("source", "").lower() or None, event_type=q.get("event_type"),
+            provider_event_id=q.get("provider_event_id"),
+            since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"),
+            cursor=_uuid(q.get("cursor"), "cursor"))
+        filters = {k: v for k, v in q.items() if k != "cursor"}
+        next_url = (f"{here}?{urlencode({**filters, 'cursor': str(jobs[-1].id)})}"
+                    if len(jobs) == limit else None)
+        return self._render(200, "jobs.html", session, here,
+                            title="Dead letters" if dead else "Events and jobs", jobs=jobs,
+                            q=q, dead=dead, filters=filters, next_url=next_url,
+                            can_reprocess=session.actor.role.allows(OPERATOR))
+
+    async def jobs(self, request: Request, session: Session) -> Response:
+        return await self._job_list(request, session, dead=False)
+
+    async def dead_letters(self, request: Request, session: Session) -> Response:
+        return await self._job_list(request, session, dead=True)
+
+    async def job(self, request: Request, session: Session) -> Response:
+        job_id = _path_id(request, "job_id")
+        job = await self._stores.jobs.get(job_id=job_id)
+        if job is None:
+            raise NotFound("no such job")
+        context = await self._stores.jobs.context(job_id=job_id)
+        inbox = await self._stores.inbox.for_job(job_id=job_id)
+        attempts = await self._stores.jobs.attempts_log(job_id=job_id)
+        deliveries = []
+        for d in await self._stores.deliveries.search(limit=100, tenant_id=None,
+                                                      destination_id=None, job_id=job_id,
+                                                      status=None, cursor=None):
+            deliveries.append({**msgspec.structs.asdict(d), "attempts_log":
+                               await self._stores.deliveries.attempts_log(delivery_id=d.id)})
+        timeline = [TimelineItem(r.received_at, "request received (" + (
+            "accepted" if r.accepted else f"refused: {r.rejection_code}") + ")", r.request_id)
+            for r in inbox]
+        timeline += [TimelineItem(a.finished_at, f"attempt {a.attempt} failed", a.error)
+                     for a in attempts]
+        timeline.append(TimelineItem(job.updated_at, f"now {job.status}", None))
+        timeline.sort(key=lambda item: item.at)
+        rows = [{"id": r.id, "received_at": r.received_at, "request_id": r.request_id,
+                 "accepted": r.accepted, "rejection_code": r.rejection_code,
+                 "headers": r.headers, "body_text": _body_text(r.body)} for r in inbox]
+        return self._render(200, "job.html", session, "/console/jobs", title=f"Job {job.id}",
+                            job=job, trace_id=context.trace_id,
+                            correlation_id=context.correlation_id, inbox=rows,
+                            timeline=timeline, deliveries=deliveries,
+                            can_reprocess=session.actor.role.allows(OPERATOR))
+
+    async def job_status(self, request: Request, session: Session) -> Response:
+        job_id = _path_id(request, "job_id")
+        state = await self._stores.jobs.state(job_id=job_id)
+        if state is None:
+            raise NotFound("no such job")
+        return _json(200, {"status": state.status.value, "attempts": state.attempts})
+
+    async def reprocess(self, request: Request, session: Session) -> Response:
+        job_id = _path_id(request, "job_id")
+        await reprocess_job(self._stores, self._settings, session.actor, job_id)
+        if _wants_json(request):
+            return _json(202, {"status": "pending", "message": "Reprocessing…"})
+        return _redirect(f"/console/jobs/{job_id}")
+
+    def _bulk_filters(self, values: dict[str, str]) -> dict[str, Any]:
+        return {"tenant_id": _uuid(values.get("tenant_id"), "tenant id"),
+                "source": values.get("source", "").lower() or None,
+                "event_type": values.get("event_type") or None}
+
+    async def confirm_bulk(self, request: Request, session: Session) -> Response:
+        q = _query(request)
+        count = await self._stores.jobs.dead_lettered_count(**self._bulk_filters(q))
+        filters = {k: v for k, v in q.items() if k in ("tenant_id", "source", "event_type")}
+        return self._render(200, "confirm.html", session, "/console/dead-letters",
+                            title="Confirm", count=count, limit=MAX_BULK, filters=filters,
+                            extra=self._settings.worker.max_attempts)
+
+    async def reprocess_bulk(self, request: Request, session: Session) -> Response:
+        form = await self._form_of(request)
+        ids = await reprocess_jobs(self._stores, self._settings, session.actor,
+                                   limit=MAX_BULK, **self._bulk_filters(form))
+        return self._render(202, "message.html", session, "/console/dead-letters",
+                            title="Reprocessing", kind="notice",
+                            message=f"{len(ids)} job(s) are being reprocessed.",
+                            back="/console/dead-letters")
+
+    # ------------------------------------------------------------------ destinations
+
+    async def destinations(self, request: Request, session: Session,
+                           new_secret: str | None = None) -> Response:
+        q = _query(request)
+        tenant_id = _uuid(q.get("tenant_id"), "tenant id")
+        found, stats = [], {}
+        if tenant_id is not None:
+            found = await self._stores.destinations.of_tenant(tenant_id=tenant_id)
+            stats = await self._stores.destinations.recent_stats(tenant_id=tenant_id)
+        return self._render(200, "destinations.html", session, "/console/destinations",
+                            title="Destinations", tenant_id=tenant_id, destinations=found,
+                            stats=stats, new_secret=new_secret,
+                            can_admin=session.actor.role.allows(ADMIN))
+
+    async def _destination_form(self, request: Request) -> tuple[uuid.UUID, uuid.UUID]:
+        form = await self._form_of(request)
+        tenant_id = _uuid(form.get("tenant_id"), "tenant id")
+        destination_id = _uuid(route_value(request, "destination_id"), "destination id")
+        if tenant_id is None or destination_id is None:
+            raise BadRequest("tenant id and destination id are required")
+        return tenant_id, destination_id
+
+    async def enable(self, request: Request, session: Session) -> Response:
+        tenant_id, destination_id = await self._destination_form(request)
+        await destination_ops.set_enabled(self._stores, session.actor, tenant_id,
+                                          destination_id, True)
+        return _redirect(f"/console/destinations?tenant_id={tenant_id}")
+
+    async def disable(self, request: Request, session: Session) -> Response:
+        tenant_id, destination_id = await self._destination_form(request)
+        await destination_ops.set_enabled(self._stores, session.actor, tenant_id,
+                                          destination_id, False)
+        return _redirect(f"/console/destinations?tenant_id={tenant_id}")
+
+    async def rotate_destination_secret(self, request: Request, session: Session) -> Response:
+        tenant_id, destination_id = await self._destination_form(request)
+        rotated = await destination_ops.rotate(
+            self._stores, self._cipher, session.actor, tenant_id, destination_id,
+            overlap_seconds=86_400)
+        found = await self._stores.destinations.of_tenant(tenant_id=tenant_id)
+        stats = await self._stores.destinations.recent_stats(tenant_id=tenant_id)
+        return self._render(200, "destinations.html", session, "/console/destinations",
+                            title="Destinations", tenant_id=tenant_id, destinations=found,
+                            stats=stats, new_secret=rotated.signing_secret, can_admin=True)
+
+    # ------------------------------------------------------------------ secrets and keys
+
+    async def secrets(self, request: Request, session: Session) -> Response:
+        q = _query(request)
+        tenant_id = _uuid(q.get("tenant_id"), "tenant id")
+        provider = q.get("provider", "").lower() or None
+        found = []
+        if tenant_id is not None and provider is not None:
+            found = await self._stores.secrets.list(tenant_id=tenant_id, provider=provider)
+        return self._render(200, "secrets.html", session, "/console/secrets", title="Secrets",
+                            tenant_id=tenant_id, provider=provider, secrets=found)
+
+    async def rotate_secret(self, request: Request, session: Session) -> Response:
+        form = await self._form_of(request)
+        tenant_id = _uuid(form.get("tenant_id"), "tenant id")
+        provider = form.get("provider", "").lower()
+        secret = form.get("secret", "")
+        if tenant_id is None or not provider or not secret:
+            raise BadRequest("tenant id, source and secret are required")
+        try:
+            overlap = int(form.get("previous_expires_in_seconds") or 86_400)
+        except ValueError:
+            raise BadRequest("the overlap must be a number of seconds") from None
+        await secrets.set_secret(self._stores, self._cipher, session.actor, tenant_id=tenant_id,
+                                 provider=provider, secret=secret,
+                                 previous_expires_in_seconds=max(0, overlap), env_secret="")
+        return _redirect("/console/secrets?" + urlencode({"tenant_id": tenant_id,
+                                                          "provider": provider}))
+
+    async def retire_secret(self, request: Request, session: Session) -> Response:
+        form = await self._form_of(request)
+        tenant_id = _uuid(form.get("tenant_id"), "tenant id")
+        secret_id = _uuid(form.get("secret_id"), "secret id")
+        provider = form.get("provider", "").lower()
+        if tenant_id is None or secret_id is None or not provider:
+            raise BadRequest("tenant id, source and secret id are required")
+        if not await secrets.retire_secret(self._stores, session.actor, tenant_id=tenant_id,
+                                           provider=provider, secret_id=secret_id):
+            raise NotFound("no such secret")
+        return _redirect("/console/secrets?" + urlencode({"tenant_id": tenant_id,
+                                                          "provider": provider}))
+
+    async def api_keys(self, request: Request, session: Session,
+                       created: Any = None) -> Response:
+        return self._render(200, "api_keys.html", session, "/console/api-keys", title="API keys",
+                            keys=await self._stores.api_keys.list(), created=created)
+
+    async def create_key(self, request: Request, session: Session) -> Response:
+        form = await self._form_of(request)
+        try:
+            role = Role(form.get("role", ""))
+        except ValueError:
+            raise BadRequest("role: viewer, operator or admin") from None
+        created = await apikeys.create_key(self._stores, session.actor, role,
+                                           form.get("name", "")[:200])
+        return await self.api_keys(request, session, created=created)
+
+    async def revoke_key(self, request: Request, session: Session) -> Response:
+        key_id = _path_id(request, "key_id")
+        if not await apikeys.revoke_key(self._stores, session.actor, key_id):
+            raise NotFound("no such active key")
+        return _redirect("/console/api-keys")
+
+    async def audit(self, request: Request, session: Session) -> Response:
+        q = _query(request)
+        cursor = q.get("cursor")
+        try:
+            before = int(cursor) if cursor else None
+        except ValueError:
+            raise BadRequest("cursor must be a number") from None
+        entries = await self._stores.audit.list(limit=PAGE, before=before)
+        next_url = (f"/console/audit?cursor={entries[-1].id}" if len(entries) == PAGE else None)
+        return self._render(200, "audit.html", session, "/console/audit", title="Audit log",
+                            entries=entries, next_url=next_url)
+
+
+__all__ = ["ROUTES", "Console"]

@@ -1,0 +1,277 @@
+"""The operator console in a real browser (Debian's headless Chromium, driven by Playwright)
+against a real server on PostgreSQL: sign in, find a dead-lettered job by its provider event id,
+reprocess it and watch it succeed without a reload; a viewer has no reprocess control and a
+forged POST is refused; hostile webhook content renders inert; no page violates the CSP.
+Screenshots of every page go to the test's output directory (and, with
+RELAYFORGE_CONSOLE_SCREENSHOTS=<dir>, there too)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.support import ADMIN_KEY, VIEWER_KEY, new_tenant, sign_generic
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                                reason="Debian's chromium is not installed (CI installs it)")
+HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=2">'
+
+
+@pytest.fixture(scope="module")
+def console_server(module_servers):
+    return module_servers("all", WORKER__ENABLE_TEST_FAULTS="true", WORKER__MAX_ATTEMPTS="2",
+                          WORKER__BACKOFF_BASE_MS="20", WORKER__BACKOFF_MAX_MS="100",
+                          RELAY__POLL_INTERVAL_MS="200")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert CHROMIUM, "CI must install Debian's chromium"
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    extra = os.environ.get("RELAYFORGE_CONSOLE_SCREENSHOTS")
+
+    def take(page, name: str) -> None:
+        page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+        if extra:
+            Path(extra).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(extra) / f"{name}.png"), full_page=False)
+    return take
+
+
+def watch_csp(page) -> list[str]:
+    """Console messages about the Content-Security-Policy (a violation logs one)."""
+    seen: list[str] = []
+    page.on("console", lambda m: seen.append(m.text)
+            if "Content Security Policy" in m.text or "Content-Security-Policy" in m.text
+            else None)
+    return seen
+
+
+def sign_in(browser, server, key: str):
+    context = browser.new_context()
+    page = context.new_page()
+    csp = watch_csp(page)
+    page.goto(f"{server.url}/console")
+    assert page.url.endswith("/console/login")
+    page.get_by_label("Admin API key (any role)").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/console/overview")
+    return context, page, csp
+
+
+def send(server, body: dict, tenant: str, event_id: str) -> str:
+    raw = orjson.dumps(body)
+    r = httpx.post(f"{server.url}/webhooks/generic", content=raw, headers={
+        "X-Signature": sign_generic(raw), "X-Tenant-Id": tenant, "X-Event-Id": event_id,
+        "Content-Type": "application/json"})
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def wait_status(server, job_id: str, status: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{server.url}/admin/jobs/{job_id}",
+                      headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        if r.json()["status"] == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never became {status}")
+
+
+def test_find_a_dead_letter_by_provider_event_id_and_reprocess_it(browser, console_server,
+                                                                   shots):
+    tenant, event_id = new_tenant(), f"evt-{uuid.uuid4().hex[:10]}"
+    job_id = send(console_server, {"event": "order.paid", "data": {"n": 1},
+                                   "fail_until_attempt": 2}, tenant, event_id)
+    wait_status(console_server, job_id, "dead_lettered")
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    shots(page, "overview")
+    page.get_by_role("link", name="Dead letters").click()
+    page.get_by_label("Provider event id").fill(event_id)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=job_id).click()
+    page.wait_for_url(f"**/console/jobs/{job_id}")
+    status = page.locator("[data-status]")
+    assert status.inner_text() == "dead_lettered"
+    shots(page, "job-dead-lettered")
+    page.get_by_role("button", name="Reprocess").click()
+    playwright_api.expect(status).to_have_text("succeeded", timeout=30_000)  # no reload
+    assert page.url.endswith(f"/console/jobs/{job_id}")
+    shots(page, "job-reprocessed")
+    for name in ("Events and jobs", "Destinations", "Secrets", "API keys", "Audit log",
+                 "Overview"):
+        with page.expect_navigation() as navigation:
+            page.get_by_role("link", name=name).click()
+        assert navigation.value.ok, name
+        assert page.get_by_role("heading", level=1).inner_text() in (name, "Overview")
+        shots(page, name.lower().replace(" ", "-"))
+    assert csp == [], csp
+    context.close()
+
+
+def test_a_viewer_sees_no_reprocess_control_and_a_forged_post_is_refused(browser,
+                                                                         console_server):
+    tenant, event_id = new_tenant(), f"evt-{uuid.uuid4().hex[:10]}"
+    job_id = send(console_server, {"event": "order.paid", "data": {},
+                                   "force_permanent_fail": True}, tenant, event_id)
+    wait_status(console_server, job_id, "dead_lettered")
+    context, page, csp = sign_in(browser, console_server, VIEWER_KEY)
+    page.goto(f"{console_server.url}/console/jobs/{job_id}")
+    assert page.locator("[data-status]").inner_text() == "dead_lettered"
+    assert page.get_by_role("button", name="Reprocess").count() == 0
+    assert page.get_by_role("link", name="API keys").count() == 0  # admin pages not offered
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    forged = page.evaluate("""async ([url, token]) => {
+        const r = await fetch(url, {method: "POST", headers: {"X-CSRF-Token": token,
+                                    "Accept": "application/json"}});
+        return r.status; }""", [f"/console/jobs/{job_id}/reprocess", token])
+    assert forged == 403  # the role is checked on the server, whatever the page shows
+    no_token = page.evaluate("""async (url) => {
+        const r = await fetch(url, {method: "POST", headers: {"Accept": "application/json"}});
+        return r.status; }""", f"/console/jobs/{job_id}/reprocess")
+    assert no_token == 403
+    r = httpx.get(f"{console_server.url}/console/api-keys", follow_redirects=False,
+                  cookies={c["name"]: c["value"] for c in context.cookies()})
+    assert r.status_code == 403
+    assert csp == [], csp
+    context.close()
+    wait_status(console_server, job_id, "dead_lettered")  # nothing was reprocessed
+
+
+def test_hostile_webhook_content_renders_inert(browser, console_server, shots):
+    tenant = new_tenant()
+    job_id = send(console_server, {"event": "xss.test", "data": {"note": HOSTILE}}, tenant,
+                  f"evt-{uuid.uuid4().hex[:10]}")
+    wait_status(console_server, job_id, "succeeded")
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{console_server.url}/console/jobs/{job_id}")
+    page.wait_for_load_state("load")
+    shown = page.locator("pre").last.inner_text()  # the body, pretty-printed JSON
+    assert "<script>window.pwned=1</script>" in shown and "<img src=x onerror=" in shown
+    assert page.evaluate("window.pwned") is None  # and never run
+    assert page.locator("img[src='x']").count() == 0
+    assert dialogs == []
+    shots(page, "job-hostile-content")
+    assert csp == [], csp
+    context.close()
+
+
+def test_security_headers_and_session_cookie(console_server):
+    r = httpx.get(f"{console_server.url}/console/login")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp and "frame-ancestors 'none'" in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    r = httpx.post(f"{console_server.url}/console/login", data={"key": ADMIN_KEY},
+                   follow_redirects=False)
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=" in cookie
+    bad = httpx.post(f"{console_server.url}/console/login", data={"key": "nope"})
+    assert bad.status_code == 401 and "not valid" in bad.text
+    assert httpx.get(f"{console_server.url}/console/overview",
+                     follow_redirects=False).status_code == 303  # no session: to sign-in
+    metrics = httpx.get(f"{console_server.url}/metrics").text
+    assert "console_csp_violations_total 0.0" in metrics  # no page reported a violation
+
+
+def test_admin_pages_act_through_the_same_rules(browser, console_server, shots):
+    """API keys, secrets, destinations: each action done in the console, seen in the audit."""
+    tenant = new_tenant()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    r = httpx.post(f"{console_server.url}/admin/tenants/{tenant}/destinations", headers=admin,
+                   json={"url": "https://hooks.example.com/in", "name": "orders"})
+    assert r.status_code == 201, r.text
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+
+    page.goto(f"{console_server.url}/console/api-keys")
+    page.get_by_label("Name").fill("on-call laptop")
+    page.get_by_label("Role").select_option("viewer")
+    page.get_by_role("button", name="Create").click()
+    created = page.locator("code.secret").inner_text()
+    assert created.startswith("rfk_") or len(created) > 20  # shown once, here
+    page.goto(f"{console_server.url}/console/api-keys")
+    assert created not in page.content()  # never again
+    row = page.locator("tr", has_text="on-call laptop")
+    row.get_by_role("button", name="Revoke").click()
+    page.wait_for_load_state("load")
+    assert httpx.get(f"{console_server.url}/admin/jobs",
+                     headers={"Authorization": f"Bearer {created}"}).status_code == 401
+
+    page.goto(f"{console_server.url}/console/secrets?tenant_id={tenant}&provider=generic")
+    page.get_by_label("New secret").fill("console-rotated-secret")
+    page.get_by_role("button", name="Make it current").click()
+    page.wait_for_load_state("load")
+    assert page.locator("tbody tr").count() == 1 and "current" in page.locator("tbody").inner_text()
+    shots(page, "secrets-rotated")
+
+    page.goto(f"{console_server.url}/console/destinations?tenant_id={tenant}")
+    assert "https://hooks.example.com/in" in page.content()
+    page.get_by_role("button", name="Disable").click()
+    page.wait_for_load_state("load")
+    assert "no (by an admin)" in page.locator("tbody").inner_text()
+    page.get_by_role("button", name="Enable").click()
+    page.wait_for_load_state("load")
+    page.get_by_role("button", name="Rotate secret").click()
+    new_secret = page.locator("code.secret").inner_text()
+    assert new_secret.startswith("whsec_")
+    shots(page, "destinations")
+
+    page.goto(f"{console_server.url}/console/audit")
+    audit = page.locator("tbody").inner_text()
+    for action in ("api_key.create", "api_key.revoke", "secret.set", "destination.update",
+                   "destination.rotate_secret"):
+        assert action in audit, action
+    assert csp == [], csp
+    context.close()
+
+
+def test_reprocess_all_that_match_after_a_confirmation_that_says_how_many(browser,
+                                                                          console_server):
+    tenant = new_tenant()
+    jobs = [send(console_server, {"event": "bulk.case", "data": {"n": i},
+                                  "fail_until_attempt": 2}, tenant, f"evt-{uuid.uuid4().hex}")
+            for i in range(3)]
+    for job_id in jobs:
+        wait_status(console_server, job_id, "dead_lettered")
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    page.goto(f"{console_server.url}/console/dead-letters?tenant_id={tenant}")
+    assert page.locator("tbody tr").count() == 3
+    page.get_by_role("button", name="Reprocess all that match…").click()
+    assert "3 dead-lettered jobs match" in page.locator(".notice").inner_text()
+    page.get_by_role("button", name="Reprocess 3").click()
+    assert "3 job(s) are being reprocessed" in page.locator("[role=status]").inner_text()
+    for job_id in jobs:
+        wait_status(console_server, job_id, "succeeded")
+    assert csp == [], csp
+    context.close()
+
+
+def test_the_overview_refreshes_without_a_reload(browser, console_server):
+    context, page, _ = sign_in(browser, console_server, VIEWER_KEY)
+    page.evaluate("window.stillHere = true")  # gone if the page reloads
+    with page.expect_response(lambda r: r.url.endswith("/console/overview/live"),
+                              timeout=20_000) as refreshed:
+        pass
+    assert refreshed.value.ok
+    assert page.evaluate("window.stillHere") is True
+    context.close()
