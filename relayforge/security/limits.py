@@ -38,15 +38,17 @@ class TokenBucket:
 
 
 class TenantBuckets:
-    """One bucket per tenant; buckets idle longer than `idle_seconds` (hence full) are evicted,
-    so memory is bounded by the tenants active in that window."""
+    """One bucket per tenant. A bucket that has refilled is the same as a new one, so the sweep
+    drops every full bucket; it runs once per refill time (burst / rate, at least a second, at
+    most `idle_seconds`). Memory is bounded by the tenants seen within about that time."""
 
     def __init__(self, rate: float, burst: int, idle_seconds: float) -> None:
         self.rate = rate
         self.burst = burst
-        self.idle_seconds = idle_seconds
+        refill = burst / rate if rate > 0 else idle_seconds
+        self.sweep_seconds = min(idle_seconds, max(MIN_SWEEP_SECONDS, refill))
         self._buckets: dict[uuid.UUID, TokenBucket] = {}
-        self._next_sweep = time.monotonic() + idle_seconds
+        self._next_sweep = time.monotonic() + self.sweep_seconds
 
     def take(self, tenant_id: uuid.UUID) -> float:
         now = time.monotonic()
@@ -58,9 +60,9 @@ class TenantBuckets:
         return bucket.take(now)
 
     def _sweep(self, now: float) -> None:
-        cutoff = now - self.idle_seconds
-        self._buckets = {t: b for t, b in self._buckets.items() if b.updated >= cutoff}
-        self._next_sweep = now + self.idle_seconds
+        self._buckets = {t: b for t, b in self._buckets.items()
+                         if b.tokens + (now - b.updated) * b.rate < b.burst}
+        self._next_sweep = now + self.sweep_seconds
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -71,6 +73,7 @@ def retry_after_seconds(wait: float) -> int:
 
 
 OVERLOADED_RETRY_AFTER_SECONDS = 1
+MIN_SWEEP_SECONDS = 1.0
 
 
 BODY_MEMORY_FACTOR = 4

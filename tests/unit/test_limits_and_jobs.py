@@ -28,11 +28,30 @@ def test_zero_rate_bucket_never_refills():
 
 
 def test_idle_tenant_buckets_are_evicted():
-    buckets = TenantBuckets(rate=1, burst=1, idle_seconds=0.0)
+    buckets = TenantBuckets(rate=1e9, burst=1, idle_seconds=0.0)  # refilled at once
     for _ in range(100):
         buckets.take(uuid.uuid4())
     buckets.take(uuid.uuid4())
     assert len(buckets) <= 2
+
+
+def test_only_refilled_buckets_are_dropped_so_limits_hold():
+    import time
+
+    buckets = TenantBuckets(rate=1000, burst=2, idle_seconds=300)  # refills in 2 ms
+    assert buckets.sweep_seconds == 1.0  # at least a second between sweeps
+    busy = uuid.uuid4()
+    buckets.take(busy), buckets.take(busy)
+    assert buckets.take(busy) > 0  # spent
+    for _ in range(50):
+        buckets.take(uuid.uuid4())
+    buckets._sweep(time.monotonic() + 1)  # a second later every bucket has refilled
+    assert len(buckets) == 0
+    slow = TenantBuckets(rate=0.01, burst=1, idle_seconds=300)  # refills in 100 s
+    t = uuid.uuid4()
+    slow.take(t)
+    slow._sweep(time.monotonic() + 10)
+    assert len(slow) == 1 and slow.take(t) > 0  # still limited after the sweep
 
 
 def test_backoff_doubles_with_jitter_and_caps():
