@@ -223,6 +223,9 @@ def test_admin_pages_act_through_the_same_rules(browser, console_server, shots):
     page.wait_for_load_state("load")
     assert page.locator("tbody tr").count() == 1 and "current" in page.locator("tbody").inner_text()
     shots(page, "secrets-rotated")
+    page.get_by_role("button", name="Retire").click()
+    page.wait_for_load_state("load")
+    assert "No stored secrets" in page.locator("tbody").inner_text()
 
     page.goto(f"{console_server.url}/console/destinations?tenant_id={tenant}")
     assert "https://hooks.example.com/in" in page.content()
@@ -238,7 +241,8 @@ def test_admin_pages_act_through_the_same_rules(browser, console_server, shots):
 
     page.goto(f"{console_server.url}/console/audit")
     audit = page.locator("tbody").inner_text()
-    for action in ("api_key.create", "api_key.revoke", "secret.set", "destination.update",
+    for action in ("api_key.create", "api_key.revoke", "secret.set", "secret.delete",
+                   "destination.update",
                    "destination.rotate_secret"):
         assert action in audit, action
     assert csp == [], csp

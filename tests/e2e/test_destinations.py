@@ -174,6 +174,25 @@ async def test_a_redirect_is_a_failure_and_is_not_followed(client, server, recei
     assert [a["status_code"] for a in r.json()["attempts_log"]] == [302, 200]
 
 
+async def test_dead_lettered_deliveries_are_reprocessed_in_bulk(client, server, receiver):
+    up = {"now": False}
+    receiver.scripts["/later-up"] = lambda n, _: Reply(200) if up["now"] else Reply(500)
+    tenant = new_tenant()
+    destination = await create(client, server, tenant, url=f"{receiver.url}/later-up")
+    for _ in range(2):
+        await send(client, server, tenant)
+    dead = await wait_deliveries(client, server, ("dead_lettered",), 2,
+                                 destination_id=destination["id"])
+    assert all(d["attempts"] == d["max_attempts"] for d in dead)
+    up["now"] = True
+    url = f"{server.url}/admin/deliveries/reprocess"
+    body = {"destination_id": destination["id"]}
+    assert (await client.post(url, headers=VIEWER, json=body)).status_code == 403
+    r = await client.post(url, headers=OPERATOR, json=body)
+    assert r.status_code == 202 and r.json()["reprocessed"] == 2
+    await wait_deliveries(client, server, ("succeeded",), 2, destination_id=destination["id"])
+
+
 async def test_retry_after_on_429_delays_the_next_attempt(client, server, receiver):
     receiver.scripts["/slow-down"] = lambda n, _: (
         Reply(429, headers={"Retry-After": "2"}) if n == 1 else Reply(200))
