@@ -220,12 +220,12 @@ class DeliveryWorker:
                 duration_ms=answer.duration_ms, status_code=answer.status,
                 response_body=answer.body)]
 
+        if status != "succeeded":  # first: whoever sees this outcome sees the destination's
+            await write(lambda: self._update_destination(d, answer))  # (disabled after a 410)
         await write(record)
         if finished and finished[0].recovered:
             log.info("destination recovered; circuit closed",
                      extra={"destination_id": str(d.destination_id)})
-        if status != "succeeded":
-            await self._update_destination(d, answer)
         metrics.DELIVERIES.labels(status).inc()
         if status == "dead_lettered":
             metrics.DLQ_MESSAGES.inc()
