@@ -127,6 +127,8 @@ async def test_fan_out_by_filter_with_raw_and_event_payloads_signed_as_standard_
     for got in everything_got:
         verify(everything["signing_secret"], got)
 
+    # the outcome is written after the receiver answered: wait for it
+    await wait_deliveries(client, server, ("succeeded",), 4, tenant_id=tenant)
     [delivery] = await deliveries(client, server, job_id=job_big, destination_id=orders["id"])
     assert delivery["status"] == "succeeded" and delivery["attempts"] == 1
     assert order.headers["webhook-id"] == delivery["id"]
