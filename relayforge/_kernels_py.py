@@ -11,40 +11,6 @@ from collections.abc import Iterable
 IMPLEMENTATION = "python"
 
 
-class HmacSha256:
-    """HMAC-SHA256 under one key, with the key schedule computed once."""
-
-    __slots__ = ("_mac",)
-
-    def __init__(self, key: bytes) -> None:
-        if not isinstance(key, bytes):
-            raise TypeError("key must be bytes")
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
-
-    def _compute(self, body: bytes, prefix: bytes) -> hmac.HMAC:
-        if not isinstance(body, bytes) or not isinstance(prefix, bytes):
-            raise TypeError("body and prefix must be bytes")
-        mac = self._mac.copy()
-        if prefix:
-            mac.update(prefix)
-        mac.update(body)
-        return mac
-
-    def digest(self, body: bytes, prefix: bytes = b"") -> bytes:
-        return self._compute(body, prefix).digest()
-
-    def hexdigest(self, body: bytes, prefix: bytes = b"") -> str:
-        return self._compute(body, prefix).hexdigest()
-
-    def verify(self, body: bytes, signatures: Iterable[bytes], prefix: bytes = b"") -> bool:
-        expected = self._compute(body, prefix).hexdigest().encode("ascii")
-        ok = False
-        for sig in signatures:
-            if hmac.compare_digest(sig, expected):
-                ok = True
-        return ok
-
-
 class Hmac:
     """HMAC under one key with SHA-1, SHA-256 or SHA-512, the key schedule computed once."""
 
@@ -86,6 +52,15 @@ class Hmac:
             if hmac.compare_digest(sig, expected):
                 ok = True
         return ok
+
+
+class HmacSha256(Hmac):
+    """HMAC-SHA256 under one key, with the key schedule computed once."""
+
+    __slots__ = ()
+
+    def __init__(self, key: bytes) -> None:
+        super().__init__("sha256", key)
 
 
 def sha256_hex(data: bytes) -> str:

@@ -52,11 +52,7 @@ def routing_key(prefix: str, source: str) -> str:
 
 
 def encode(row: OutboxRow, routing_prefix: str) -> OutgoingMessage:
-    carried: dict[str, object] = orjson.loads(row.headers)
-    headers = trace_carrier(carried)
-    headers[CORRELATION_HEADER] = _bounded_id(carried.get(CORRELATION_HEADER), str(row.job_id))
-    headers[JOB_ID_HEADER] = str(row.job_id)
-    headers[ATTEMPT_HEADER] = str(row.attempt)
+    headers = _headers(row.headers, JOB_ID_HEADER, str(row.job_id), row.attempt)
     body = orjson.dumps({"job_id": str(row.job_id), "tenant_id": str(row.tenant_id),
                          "attempt": row.attempt})
     return OutgoingMessage(row.id, routing_key(routing_prefix, row.source), body, headers,
@@ -64,15 +60,22 @@ def encode(row: OutboxRow, routing_prefix: str) -> OutgoingMessage:
 
 
 def encode_delivery(row: DueDelivery, routing_prefix: str) -> OutgoingMessage:
-    carried: dict[str, object] = orjson.loads(row.headers)
-    headers = trace_carrier(carried)
-    headers[CORRELATION_HEADER] = _bounded_id(carried.get(CORRELATION_HEADER), str(row.id))
-    headers[DELIVERY_HEADER] = str(row.id)
-    headers[ATTEMPT_HEADER] = str(row.attempt)
+    headers = _headers(row.headers, DELIVERY_HEADER, str(row.id), row.attempt)
     body = orjson.dumps({"delivery_id": str(row.id), "destination_id": str(row.destination_id),
                          "attempt": row.attempt})
     return OutgoingMessage(0, routing_key(routing_prefix, "delivery"), body, headers,
                            message_id=f"delivery:{row.id}:{row.attempt}")
+
+
+def _headers(carried_json: str, id_header: str, id_: str, attempt: int) -> dict[str, str]:
+    """A message's headers: the stored trace context and correlation id (bounded; the id of
+    what it carries when there is none), that id and the attempt."""
+    carried: dict[str, object] = orjson.loads(carried_json)
+    headers = trace_carrier(carried)
+    headers[CORRELATION_HEADER] = _bounded_id(carried.get(CORRELATION_HEADER), id_)
+    headers[id_header] = id_
+    headers[ATTEMPT_HEADER] = str(attempt)
+    return headers
 
 
 def _bounded_id(value: object, default: str) -> str:

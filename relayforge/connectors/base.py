@@ -38,6 +38,9 @@ class Connector:
     name: ClassVar[str]
     # The largest body this source takes; None: HARDENING__MAX_BODY_BYTES.
     max_body_bytes: ClassVar[int | None] = MIB
+    # The HMAC its keys use when not SHA-256 in hex (a tenant-defined source's); None: the
+    # HMAC-SHA256 keys every built-in connector verifies with.
+    algorithm: ClassVar[str | None] = None
     # Stripe-style anti-replay: the provider event id is accepted once per tenant (409 after).
     replay_protected: ClassVar[bool] = False
     # Headers kept in the inbox row as evidence (never secrets).

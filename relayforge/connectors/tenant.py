@@ -124,7 +124,7 @@ class TenantSourceConnector(Connector):
         self.max_body_bytes = (None if isinstance(definition.max_body_bytes, UnsetType)  # type: ignore[misc]
                                else definition.max_body_bytes)
         v = definition.verification
-        self.algorithm = v.algorithm if isinstance(v, HmacVerification) else None
+        self.algorithm = v.algorithm if isinstance(v, HmacVerification) else None  # type: ignore[misc]
         named = [f.header for f in (definition.event_type, definition.event_id)
                  if isinstance(f, Field) and isinstance(f.header, str)]
         if isinstance(v, HmacVerification) and isinstance(v.timestamp_header, str):

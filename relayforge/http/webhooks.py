@@ -92,8 +92,7 @@ class WebhookEndpoint:
                         body: bytes) -> Response:
         headers = dict(request.scope["headers"])
 
-        keys = await self._secrets.verifiers(tenant_id, connector.name,
-                                             getattr(connector, "algorithm", None))
+        keys = await self._secrets.verifiers(tenant_id, connector.name, connector.algorithm)
         if not keys:
             raise InvalidSignature("no secret is configured for this source", signature_valid=False)
         signed = connector.verify(headers, body, keys)

@@ -147,11 +147,12 @@ class DestinationStore(Store):
 
     async def get(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID
                   ) -> DestinationView | None:
-        row = await self._db.fetchrow(Q["destination_get"], tenant_id, destination_id)
+        row = await self._db.fetchrow(Q["destinations_list"], tenant_id, destination_id)
         return None if row is None else _destination(row)
 
     async def of_tenant(self, *, tenant_id: uuid.UUID) -> list[DestinationView]:
-        return [_destination(r) for r in await self._db.fetch(Q["destinations_list"], tenant_id)]
+        return [_destination(r) for r in await self._db.fetch(Q["destinations_list"], tenant_id,
+                                                              None)]
 
     async def for_fan_out(self, *, tenant_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
         rows = await self._db.fetch(Q["destinations_for_fan_out"], tenant_id)

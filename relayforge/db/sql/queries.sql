@@ -507,17 +507,8 @@ VALUES ($1, $2, $3, $4, $5);
 UPDATE destination_secrets SET expires_at = now() + make_interval(secs => $2)
 WHERE destination_id = $1 AND (expires_at IS NULL OR expires_at > now() + make_interval(secs => $2));
 
--- name: destination_get
-SELECT d.*, d.filter::text AS filter_json,
-       coalesce((SELECT jsonb_agg(jsonb_build_object(
-                     'fingerprint', s.fingerprint, 'created_at', s.created_at,
-                     'expires_at', s.expires_at) ORDER BY s.created_at)
-                 FROM destination_secrets s
-                 WHERE s.destination_id = d.id AND (s.expires_at IS NULL OR s.expires_at > now())),
-                '[]')::text AS secrets_json
-FROM destinations d WHERE d.tenant_id = $1 AND d.id = $2;
-
 -- name: destinations_list
+-- A tenant's destinations, or one of them ($2), with their signing secrets' fingerprints.
 SELECT d.*, d.filter::text AS filter_json,
        coalesce((SELECT jsonb_agg(jsonb_build_object(
                      'fingerprint', s.fingerprint, 'created_at', s.created_at,
@@ -525,7 +516,8 @@ SELECT d.*, d.filter::text AS filter_json,
                  FROM destination_secrets s
                  WHERE s.destination_id = d.id AND (s.expires_at IS NULL OR s.expires_at > now())),
                 '[]')::text AS secrets_json
-FROM destinations d WHERE d.tenant_id = $1 ORDER BY d.created_at, d.id;
+FROM destinations d WHERE d.tenant_id = $1 AND ($2::uuid IS NULL OR d.id = $2)
+ORDER BY d.created_at, d.id;
 
 -- name: destinations_for_fan_out
 -- The enabled destinations of a tenant, with their filters.
