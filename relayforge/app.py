@@ -6,6 +6,7 @@ has started; routes are declared before that and reach them through `Endpoints`.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 
@@ -133,6 +134,9 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
         await runtime.start()
         if runtime.ingests:
             endpoints.start(settings, runtime)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 50, 100)
 
     async def on_stop(application: Application) -> None:
         await runtime.stop()

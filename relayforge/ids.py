@@ -10,11 +10,37 @@ import uuid
 from asyncpg.pgproto.pgproto import UUID as _FastUUID  # a uuid.UUID in C: cheap to make and print
 
 MAX_CLIENT_ID_LENGTH = 128
+POOL_BYTES = 16 * 1024
+
+
+class _RandomPool:
+    """os.urandom read 16 KiB at a time. One getrandom() call per id cost a system call and a
+    release of the GIL per request (the server's I/O thread then takes it), twice per request;
+    the bytes are the same kernel CSPRNG's. A forked child starts with an empty pool, so no
+    two processes hand out the same bytes."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def take(self, n: int) -> bytes:
+        at = self._at
+        if at + n > len(self._pool):
+            self._pool, at = os.urandom(POOL_BYTES), 0
+        self._at = at + n
+        return self._pool[at:at + n]
+
+
+_random = _RandomPool()
 
 
 def new_id() -> uuid.UUID:
     """48 bits of milliseconds, version 7, variant 10, 74 random bits."""
-    raw = bytearray(os.urandom(16))
+    raw = bytearray(_random.take(16))
     raw[0:6] = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
     raw[6] = 0x70 | raw[6] & 0x0F
     raw[8] = 0x80 | raw[8] & 0x3F
@@ -23,4 +49,4 @@ def new_id() -> uuid.UUID:
 
 def new_request_id() -> str:
     """32 random hex digits, as uuid4().hex looks, for a fraction of its cost."""
-    return os.urandom(16).hex()
+    return _random.take(16).hex()
