@@ -29,9 +29,6 @@ Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDENTIFIER
                                          pattern="^[^\\x00]*[^\\x00\\s][^\\x00]*$")]
 
 
-FAULTS = ("fail_until_attempt", "force_permanent_fail")
-
-
 class GenericBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The generic body, strict: unknown keys are refused. The last two fields are test
     faults, honoured by the consumer only with WORKER__ENABLE_TEST_FAULTS=true."""
@@ -65,8 +62,11 @@ class GenericConnector(Connector):
                 message = "must be a non-blank string without NUL"
             raise InvalidPayload(f"{path.rstrip('`') or 'body'}: {message}",
                                  signature_valid=True) from None
-        faults = {k: v for k, v in msgspec.structs.asdict(parsed).items()
-                  if k in FAULTS and v is not UNSET}
+        faults: dict[str, Any] = {}
+        if parsed.fail_until_attempt is not UNSET:
+            faults["fail_until_attempt"] = parsed.fail_until_attempt
+        if parsed.force_permanent_fail is not UNSET:
+            faults["force_permanent_fail"] = parsed.force_permanent_fail
         return DomainEvent(
             source=self.name,
             event_type=parsed.event,

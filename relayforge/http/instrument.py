@@ -7,7 +7,6 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from blacksheep import Request, Response
 from blacksheep.exceptions import MessageAborted
@@ -40,24 +39,14 @@ def _client_id(raw: bytes | None) -> str | None:
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_counters: dict[tuple[str, str, int], Any] = {}
-_timers: dict[tuple[str, str], Any] = {}
 
 
 def _observe(route: str, method: str, status: int, elapsed: float) -> None:
-    """Metric children are looked up once per label set (labels() costs a lock and a hash per
-    call); an unknown method gets one label, not a series of its own."""
+    """An unknown method gets one label, not a series of its own."""
     if method not in KNOWN_METHODS:
         method = "other"
-    counter = _counters.get((route, method, status))
-    if counter is None:
-        counter = _counters[(route, method, status)] = metrics.HTTP_REQUESTS.labels(
-            route, method, str(status))
-    timer = _timers.get((route, method))
-    if timer is None:
-        timer = _timers[(route, method)] = metrics.HTTP_DURATION.labels(route, method)
-    counter.inc()
-    timer.observe(elapsed)
+    metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
+    metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
 
 
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer

@@ -81,7 +81,7 @@ class WebhookEndpoint:
             connector = await self._sources.get(tenant_id, source)
         if connector is None:  # decided before a byte of the body is read
             raise UnknownSource(f"unknown webhook source {source[:64]!r}")
-        async with self._budget.holding() as held:
+        with self._budget.holding() as held:
             body = await self._read_body(request, connector.max_body_bytes or self._max_body,
                                          held)
             if tenant_id is None:

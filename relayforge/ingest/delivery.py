@@ -8,7 +8,6 @@ lists shared with the others.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import Mapping
@@ -19,7 +18,6 @@ import orjson
 
 from relayforge.connectors.base import Connector, Headers, Signed
 from relayforge.errors import InvalidPayload, RelayforgeError, StaleTimestamp
-from relayforge.events import DomainEvent
 from relayforge.kernels import sha256_hex
 from relayforge.observability import tracing
 from relayforge.settings import Settings
@@ -37,8 +35,12 @@ class Delivery:
     request_id: str
     correlation_id: str
     trace_context: str  # JSON object text: W3C headers + correlation id
-    event: DomainEvent | None = None  # None when `rejection` is set
-    event_json: bytes = b""  # the event as stored, written before the batch so it fails alone
+    # The normalized event, kept as its stored JSON (written before the batch, so an event
+    # that can't be written fails alone) and the two fields the batch needs; the parsed data
+    # (as large as the body) is let go. None when normalizing refused the request.
+    event_type: str | None = None
+    provider_event_id: str | None = None
+    event_json: bytes = b""
     replay_protected: bool = False
     rejection: RelayforgeError | None = None  # refused before the batch; row kept as evidence
     # The outcome, filled in by the batch.
@@ -59,16 +61,15 @@ class Delivery:
 
     @property
     def dedup_key(self) -> str:
-        assert self.event is not None
-        if self.event.provider_event_id is not None:
-            return "provider:" + self.event.provider_event_id
+        if self.provider_event_id is not None:
+            return "provider:" + self.provider_event_id
         return "hash:" + self.payload_hash
 
     @property
     def event_key(self) -> EventKey | None:
         """(tenant, event id) for a replay-protected source's event, else None."""
-        if self.replay_protected and self.event and self.event.provider_event_id:
-            return self.tenant_id, self.event.provider_event_id
+        if self.replay_protected and self.provider_event_id:
+            return self.tenant_id, self.provider_event_id
         return None
 
 
@@ -77,20 +78,24 @@ def deliver(connector: Connector, settings: Settings, *, tenant_id: uuid.UUID, h
             trace_carrier: Mapping[str, str]) -> Delivery:
     """The Delivery of a request whose signature verified: normalized, or refused with the
     reason (still recorded, as evidence)."""
-    trace_context = {**tracing.carry(trace_carrier), "correlation_id": correlation_id}
-    evidence = {name.decode(): headers[name].decode("latin-1")
-                for name in connector.evidence_headers if name in headers}
+    # With no SDK no span is current, so carry() would hand back the carrier, which the HTTP
+    # layer already bounded: skip the propagators.
+    trace_context = tracing.carry(trace_carrier) if tracing.recording() else dict(trace_carrier)
+    trace_context["correlation_id"] = correlation_id
+    evidence = {}
+    for name in connector.evidence_headers:
+        value = headers.get(name)
+        if value is not None:
+            evidence[name.decode()] = value.decode("latin-1")
     delivery = Delivery(
-        tenant_id=tenant_id, source=connector.name, payload_hash=sha256_hex(body),
-        evidence_headers=orjson.dumps(evidence).decode(), body=body, request_id=request_id,
-        correlation_id=correlation_id, trace_context=orjson.dumps(trace_context).decode(),
+        tenant_id, connector.name, sha256_hex(body), orjson.dumps(evidence).decode(), body,
+        request_id, correlation_id, orjson.dumps(trace_context).decode(),
         replay_protected=connector.replay_protected,
     )
     try:
         event = connector.normalize(headers, body)
         delivery.event_json = event.to_json()
-        # Stored as JSON from here on: the parsed data (as large as the body) is let go.
-        delivery.event = dataclasses.replace(event, data=None)
+        delivery.event_type, delivery.provider_event_id = event.event_type, event.provider_event_id
         connector.check_freshness(signed, int(time.time()), settings)
     except (InvalidPayload, StaleTimestamp) as exc:
         delivery.rejection = exc

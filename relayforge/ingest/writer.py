@@ -49,7 +49,7 @@ class Written:
         for d, item, outcome in self.accepted:
             d.inbox_id, d.job_id, d.job_created = item.inbox_id, outcome.job_id, outcome.job_created
             if outcome.job_created:
-                metrics.JOBS_CREATED.labels(d.source).inc()
+                metrics.child(metrics.JOBS_CREATED, d.source).inc()
         for d in self.replays:
             d.error = replay.replayed()
         for d, row in self.refused:
@@ -155,11 +155,9 @@ class IngestWriter:
         return Written(list(zip(accepting, items, outcomes, strict=True)), replays, refused)
 
     def _refused_item(self, d: Delivery, code: str) -> RefusedItem:
-        event = d.event
         return RefusedItem(
             inbox_id=new_id(), tenant_id=d.tenant_id, source=d.source,
-            event_type=event.event_type if event else None,
-            provider_event_id=event.provider_event_id if event else None,
+            event_type=d.event_type, provider_event_id=d.provider_event_id,
             payload_hash=d.payload_hash, headers=d.evidence_headers,
             body=d.body if self._settings.webhooks.store_rejected_bodies else None, code=code,
             request_id=d.request_id)
@@ -171,10 +169,10 @@ def _kept_as_evidence(d: Delivery) -> bool:
 
 
 def _new_item(d: Delivery) -> NewItem:
-    assert d.event is not None
+    assert d.event_type is not None
     return NewItem(
         inbox_id=new_id(), job_id=new_id(), tenant_id=d.tenant_id, source=d.source,
-        event_type=d.event.event_type, provider_event_id=d.event.provider_event_id,
+        event_type=d.event_type, provider_event_id=d.provider_event_id,
         dedup_key=d.dedup_key, payload_hash=d.payload_hash, headers=d.evidence_headers,
         body=d.body, event=d.event_json, request_id=d.request_id,
         correlation_id=d.correlation_id, trace_context=d.trace_context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -96,6 +97,20 @@ CONSOLE_CSP_VIOLATIONS = Counter(
 JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
 JOBS_REPUBLISHED = Counter(
     "jobs_republished_total", "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")
+
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def child(metric: M, *labels: str) -> M:
+    """`metric.labels(*labels)`, looked up once per label set: labels() takes a lock and
+    checks its arguments on every call, which the per-request paths would pay each time."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
 
 
 def render() -> tuple[bytes, str]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from relayforge.errors import Overloaded
 
@@ -91,20 +89,26 @@ class BodyBudget:
         self.capacity = capacity
         self.in_use = 0
 
-    @asynccontextmanager
-    async def holding(self) -> AsyncIterator[Held]:
-        held = Held(self)
-        try:
-            yield held
-        finally:
-            self.in_use -= held.bytes
+    def holding(self) -> Held:
+        """`with budget.holding() as held:` what `held` takes is given back on leaving."""
+        return Held(self)
 
 
 class Held:
+    """A request's share of the budget (a plain context manager: one per request, and a
+    generator-based one costs several times as much)."""
+
     __slots__ = ("_budget", "bytes")
 
     def __init__(self, budget: BodyBudget) -> None:
         self._budget = budget
+        self.bytes = 0
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._budget.in_use -= self.bytes
         self.bytes = 0
 
     def take(self, body_bytes: int) -> None:

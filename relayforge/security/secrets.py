@@ -153,6 +153,9 @@ class SecretVerifiers:
     async def _has_db_secrets(self, key: tuple[uuid.UUID, str]) -> bool | None:
         """Whether the tenant has DB secrets for the provider; None when the set is too large
         to hold (then every tenant is looked up on its own)."""
+        expires, managed = self._managed
+        if expires > time.monotonic():  # fresh: no lock to take (the common case)
+            return None if managed is None else key in managed
         async with self._managed_lock:  # one reload at a time, the others wait for it
             expires, managed = self._managed
             if expires <= time.monotonic():

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 from relayforge.stores.base import Q, Store
 
 
-@dataclass(frozen=True, slots=True)
-class NewItem:
-    """One verified, valid request to record."""
+class NewItem(NamedTuple):
+    """One verified, valid request to record (a tuple: made per request, transposed per
+    batch into the statement's columns)."""
 
     inbox_id: uuid.UUID
     job_id: uuid.UUID  # used when its dedup key is new
@@ -31,8 +31,7 @@ class NewItem:
     trace_context: str  # JSON object text
 
 
-@dataclass(frozen=True, slots=True)
-class RefusedItem:
+class RefusedItem(NamedTuple):
     """A request refused after its signature verified: kept as evidence."""
 
     inbox_id: uuid.UUID
@@ -47,8 +46,7 @@ class RefusedItem:
     request_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     job_id: uuid.UUID
     job_created: bool
 
@@ -59,12 +57,9 @@ EventKey = tuple[uuid.UUID, str]  # (tenant, provider event id)
 class IngestStore(Store):
     async def accept(self, *, items: Sequence[NewItem], max_attempts: int) -> list[Accepted]:
         """Record every item in one statement; results in the items' order."""
-        columns = list(zip(*((i.inbox_id, i.job_id, i.tenant_id, i.source, i.event_type,
-                               i.provider_event_id, i.dedup_key, i.payload_hash, i.headers,
-                               i.body, i.event, i.request_id, i.correlation_id, i.trace_context)
-                              for i in items), strict=True))
-        rows = await self._db.fetch(Q["ingest_accept"], list(range(len(items))),
-                                    *map(list, columns), max_attempts)
+        columns = map(list, zip(*items, strict=True))  # in the statement's column order
+        rows = await self._db.fetch(Q["ingest_accept"], list(range(len(items))), *columns,
+                                    max_attempts)
         out: list[Accepted | None] = [None] * len(items)
         for row in rows:
             out[row["ord"]] = Accepted(row["job_id"], row["job_created"])
@@ -74,10 +69,8 @@ class IngestStore(Store):
     async def insert_refused(self, *, items: Sequence[RefusedItem]) -> None:
         if not items:
             return
-        columns = zip(*((i.inbox_id, i.tenant_id, i.source, i.event_type, i.provider_event_id,
-                         i.payload_hash, i.headers, i.body, i.code, i.request_id)
-                        for i in items), strict=True)
-        await self._db.execute(Q["inbox_insert_rejected"], *map(list, columns))
+        columns = map(list, zip(*items, strict=True))  # in the statement's column order
+        await self._db.execute(Q["inbox_insert_rejected"], *columns)
 
     async def seen_events(self, *, keys: Sequence[EventKey]) -> set[EventKey]:
         """Which (tenant, event id) pairs were already received."""

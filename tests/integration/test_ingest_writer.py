@@ -21,7 +21,8 @@ def delivery(tenant: uuid.UUID, evidence: str = "{}") -> Delivery:
     return Delivery(
         tenant_id=tenant, source="stripe", payload_hash=uuid.uuid4().hex,
         evidence_headers=evidence, body=b"{}", request_id="r", correlation_id="c",
-        trace_context="{}", replay_protected=True, event=event, event_json=event.to_json(),
+        trace_context="{}", replay_protected=True, event_type=event.event_type,
+        provider_event_id=event.provider_event_id, event_json=event.to_json(),
     )
 
 
@@ -49,7 +50,7 @@ async def test_a_failed_write_reserves_no_quota_and_no_event_id(database, mode):
         assert await pool.fetchval("SELECT count(*) FROM stripe_event_idempotency") == 0
         # the provider's retry of the same event is accepted
         retry = delivery(tenant)
-        retry.event, retry.event_json = broken.event, broken.event_json
+        retry.provider_event_id, retry.event_json = broken.provider_event_id, broken.event_json
         await writer.record(retry)
         assert retry.failure is None and retry.job_created
         assert await pool.fetchval("SELECT used FROM tenant_daily_quota_usage") == 1
