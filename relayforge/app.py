@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from blacksheep import Application, Request, Response
 
@@ -64,11 +64,11 @@ class Router:
                                                           access_log=template not in self._quiet))
 
     def _literal_paths_first(self, handler: Handler) -> Handler:
-        async def guarded(request: Request) -> Response:
+        def guarded(request: Request) -> Awaitable[Response]:  # no coroutine of its own
             methods = self._literal.get(request.path.rstrip("/"))
             if methods is not None:
                 raise MethodNotAllowed(f"method {request.method} not allowed", methods)
-            return await handler(request)
+            return handler(request)
 
         return guarded
 
@@ -94,8 +94,8 @@ class Router:
 
 
 def _late(get: Callable[[], Handler]) -> Handler:
-    async def handler(request: Request) -> Response:
-        return await get()(request)
+    def handler(request: Request) -> Awaitable[Response]:  # no coroutine of its own
+        return get()(request)
 
     return handler
 

@@ -117,6 +117,10 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
         return response
 
     wrapped.__name__ = getattr(handler, "__name__", "handler")
+    # Real classes, not this module's postponed strings: BlackSheep then sees a handler that
+    # takes the request and returns a Response and calls it as it is, instead of wrapping it
+    # twice in coroutines that normalize the output.
+    wrapped.__annotations__ = {"request": Request, "return": Response}
     return wrapped
 
 

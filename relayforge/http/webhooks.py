@@ -7,6 +7,7 @@ before the signature verified.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 
 from blacksheep import Request, Response
 
@@ -22,6 +23,7 @@ from relayforge.errors import (
 )
 from relayforge.http.errors import json_response
 from relayforge.http.instrument import request_ids, route_value
+from relayforge.ids import parse_uuid
 from relayforge.ingest import IngestWriter, deliver
 from relayforge.ingest.sources import TenantSources
 from relayforge.observability import logging as log_context
@@ -54,11 +56,12 @@ class WebhookEndpoint:
             h.tenant_rate_limit_per_second, h.tenant_rate_limit_burst, h.tenant_bucket_idle_seconds
         )
 
-    async def by_header(self, request: Request) -> Response:
-        return await self._receive(request, request.get_first_header(b"x-tenant-id"))
+    # Plain functions that hand back the coroutine: one frame fewer per request.
+    def by_header(self, request: Request) -> Awaitable[Response]:
+        return self._receive(request, request.get_first_header(b"x-tenant-id"))
 
-    async def by_path(self, request: Request) -> Response:
-        return await self._receive(request, route_value(request, "tenant_id").encode())
+    def by_path(self, request: Request) -> Awaitable[Response]:
+        return self._receive(request, route_value(request, "tenant_id").encode())
 
     async def _receive(self, request: Request, raw_tenant: bytes | None) -> Response:
         source = route_value(request, "source").lower()
@@ -158,7 +161,7 @@ class WebhookEndpoint:
         try:
             if len(raw) > 64:
                 raise ValueError
-            return uuid.UUID(raw.decode("ascii"))
+            return parse_uuid(raw.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             raise InvalidTenant("tenant id must be a UUID") from None
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
 
 import msgspec
 import orjson
+import pytest
 
-from relayforge.ids import new_id, new_request_id
+from relayforge.ids import new_id, new_request_id, parse_uuid
 
 
 def test_new_ids_are_version_7_and_carry_the_time():
@@ -37,3 +39,28 @@ def test_request_ids_are_32_random_hex_digits():
     ids = {new_request_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+def test_a_forked_child_draws_other_random_bytes_than_its_parent():
+    read, write = os.pipe()
+    new_request_id()  # the parent's pool is filled before the fork
+    pid = os.fork()
+    if pid == 0:  # the child reports its next id and leaves at once
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child != new_request_id()
+
+
+def test_parse_uuid_takes_what_uuid_takes_and_refuses_the_rest():
+    text = "0190A1B2-C3D4-7E5F-8A6B-7C8D9E0F1A2B"
+    for form in (text, text.lower(), text.replace("-", ""), "{" + text + "}",
+                 "urn:uuid:" + text):
+        parsed = parse_uuid(form)
+        assert parsed == uuid.UUID(form) and str(parsed) == text.lower()
+        assert hash(parsed) == hash(uuid.UUID(form))
+    for bad in ("", "not-a-uuid", text + "0", text[:-1] + "g", " " + text):
+        with pytest.raises(ValueError):
+            parse_uuid(bad)
