@@ -12,8 +12,8 @@ from relayforge.stores.base import Q, Store
 
 
 class NewItem(NamedTuple):
-    """One verified, valid request to record (a tuple: made per request, transposed per
-    batch into the statement's columns)."""
+    """One verified, valid request to record: a row of the database type `ingest_row` (same
+    fields, same order), so the batch goes to the statement as one array of them."""
 
     inbox_id: uuid.UUID
     job_id: uuid.UUID  # used when its dedup key is new
@@ -57,9 +57,7 @@ EventKey = tuple[uuid.UUID, str]  # (tenant, provider event id)
 class IngestStore(Store):
     async def accept(self, *, items: Sequence[NewItem], max_attempts: int) -> list[Accepted]:
         """Record every item in one statement; results in the items' order."""
-        columns = map(list, zip(*items, strict=True))  # in the statement's column order
-        rows = await self._db.fetch(Q["ingest_accept"], list(range(len(items))), *columns,
-                                    max_attempts)
+        rows = await self._db.fetch(Q["ingest_accept"], items, max_attempts)  # ingest_row[]
         out: list[Accepted | None] = [None] * len(items)
         for row in rows:
             out[row["ord"]] = Accepted(row["job_id"], row["job_created"])

@@ -228,6 +228,22 @@ CREATE TRIGGER outbox_messages_notify AFTER INSERT ON public.outbox_messages FOR
 CREATE TRIGGER tenant_provider_secrets_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_provider_secrets FOR EACH STATEMENT EXECUTE FUNCTION relayforge_secrets_notify()
 CREATE TRIGGER tenant_sources_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_sources FOR EACH ROW EXECUTE FUNCTION relayforge_sources_notify()
 
+-- types
+ingest_row.01 inbox_id uuid
+ingest_row.02 job_id uuid
+ingest_row.03 tenant_id uuid
+ingest_row.04 source text
+ingest_row.05 event_type text
+ingest_row.06 provider_event_id text
+ingest_row.07 dedup_key text
+ingest_row.08 payload_hash text
+ingest_row.09 headers text
+ingest_row.10 body bytea
+ingest_row.11 event bytea
+ingest_row.12 request_id text
+ingest_row.13 correlation_id text
+ingest_row.14 trace_context text
+
 -- functions
 CREATE OR REPLACE FUNCTION public.relayforge_outbox_notify()
  RETURNS trigger

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from relayforge.db.migrate import Migration, MigrationDrift, available, migrate
+from relayforge.stores.ingest import NewItem
 from tests import support
 
 CONTRACT_TABLES = {
@@ -39,6 +40,12 @@ SCHEMA_QUERIES = {
     "triggers": """
         SELECT pg_get_triggerdef(oid) AS line FROM pg_trigger
         WHERE NOT tgisinternal AND tgrelid::regclass::text NOT LIKE 'pg_%'""",
+    "types": """
+        SELECT t.typname || '.' || lpad(a.attnum::text, 2, '0') || ' ' || a.attname || ' '
+               || format_type(a.atttypid, a.atttypmod) AS line
+        FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+        WHERE t.typnamespace = 'public'::regnamespace AND c.relkind = 'c'""",
     "functions": """
         SELECT pg_get_functiondef(p.oid) AS line FROM pg_proc p
         WHERE p.pronamespace = 'public'::regnamespace""",
@@ -46,7 +53,8 @@ SCHEMA_QUERIES = {
 
 
 async def dump_schema(conn: asyncpg.Connection) -> str:
-    """The public schema as sorted text: columns, constraints, indexes, triggers, functions."""
+    """The public schema as sorted text: columns, constraints, indexes, triggers, row types,
+    functions."""
     out = []
     for section, query in SCHEMA_QUERIES.items():
         lines = sorted(r["line"].strip() for r in await conn.fetch(query))
@@ -84,6 +92,16 @@ async def test_a_fresh_schema_equals_the_committed_snapshot(empty_db):
     if os.environ.get("RELAYFORGE_UPDATE_SCHEMA") == "1":
         SNAPSHOT.write_text(schema)
     assert schema == SNAPSHOT.read_text()
+
+
+async def test_the_ingest_row_type_has_the_fields_of_new_item_in_order(empty_db):
+    """The batch statement takes NewItem tuples as `ingest_row` values: position by position."""
+    _, conn = empty_db
+    await migrate(conn)
+    fields = await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'ingest_row'::regclass AND attnum > 0"
+        " ORDER BY attnum")
+    assert tuple(r["attname"] for r in fields) == NewItem._fields
 
 
 async def test_a_database_migrated_before_the_edits_reaches_the_same_schema(empty_db):

@@ -8,12 +8,12 @@
 -- others in or across batches are deduped onto it), inbox rows, and an outbox row per new job.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
 WITH input AS (
-    SELECT *
-    FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bytea[], $13::text[],
-                $14::text[], $15::text[])
-        AS i(ord, inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
-             payload_hash, headers, body, event, request_id, correlation_id, trace_context)
+    SELECT inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
+           payload_hash, headers, body, event, request_id, correlation_id, trace_context,
+           (n - 1)::int AS ord
+    FROM unnest($1::ingest_row[]) WITH ORDINALITY
+        AS i(inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
+             payload_hash, headers, body, event, request_id, correlation_id, trace_context, n)
 ),
 firsts AS (
     SELECT DISTINCT ON (tenant_id, source, dedup_key) *,
@@ -25,7 +25,7 @@ firsts AS (
 job AS (
     INSERT INTO jobs AS j (id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
                            max_attempts, correlation_id, trace_context, first_inbox_id, last_inbox_id)
-    SELECT job_id, tenant_id, source, dedup_key, event_type, provider_event_id, event, $16,
+    SELECT job_id, tenant_id, source, dedup_key, event_type, provider_event_id, event, $2,
            correlation_id, trace_context::jsonb, inbox_id, last_inbox_id
     FROM firsts
     ORDER BY tenant_id, source, dedup_key
