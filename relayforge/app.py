@@ -134,6 +134,8 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
         await runtime.start()
         if runtime.ingests:
             endpoints.start(settings, runtime)
+        # What start built lives as long as the process: frozen, the cyclic collector stops
+        # walking it on every pass; a larger first generation makes passes rarer.
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 50, 100)

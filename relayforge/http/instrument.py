@@ -77,11 +77,10 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
             log_context.request_id.set(request_id),
             log_context.correlation_id.set(correlation_id),
         )
-        carrier = tracing.bounded({
-            k.decode(): v.decode("latin-1")
-            for k, v in request.scope.get("headers", ())
-            if k in W3C_HEADER_NAMES
-        })
+        carrier = {k.decode(): v.decode("latin-1")
+                   for k, v in request.scope.get("headers", ()) if k in W3C_HEADER_NAMES}
+        if carrier:
+            carrier = tracing.bounded(carrier)
         carrier_token = _carrier.set(carrier)
         method = request.method
         if tracing.recording():

@@ -153,9 +153,6 @@ class SecretVerifiers:
     async def _has_db_secrets(self, key: tuple[uuid.UUID, str]) -> bool | None:
         """Whether the tenant has DB secrets for the provider; None when the set is too large
         to hold (then every tenant is looked up on its own)."""
-        expires, managed = self._managed
-        if expires > time.monotonic():  # fresh: no lock to take (the common case)
-            return None if managed is None else key in managed
         async with self._managed_lock:  # one reload at a time, the others wait for it
             expires, managed = self._managed
             if expires <= time.monotonic():
@@ -165,13 +162,28 @@ class SecretVerifiers:
                 self._managed = (time.monotonic() + CACHE_TTL_SECONDS, managed)
         return None if managed is None else key in managed
 
-    async def verifiers(self, tenant_id: uuid.UUID, provider: str,
-                        algorithm: str | None = None) -> Sequence[Any]:
-        """HmacSha256 keys; with `algorithm` (a tenant-defined source's), generic Hmac keys."""
+    def known(self, tenant_id: uuid.UUID, provider: str,
+              algorithm: str | None = None) -> Sequence[Any] | None:
+        """The keys when they are known without a query or a lock (cached, or the tenant has
+        no DB secrets and the managed set is fresh): the per-request path. None: await
+        verifiers()."""
         now = time.monotonic()
         hit = self._cache.get((tenant_id, provider, algorithm))
         if hit is not None and hit[0] > now:
             return hit[1]
+        if algorithm is None:
+            expires, managed = self._managed
+            if expires > now and managed is not None and (tenant_id, provider) not in managed:
+                return self._env.get(provider, [])
+        return None
+
+    async def verifiers(self, tenant_id: uuid.UUID, provider: str,
+                        algorithm: str | None = None) -> Sequence[Any]:
+        """HmacSha256 keys; with `algorithm` (a tenant-defined source's), generic Hmac keys."""
+        keys = self.known(tenant_id, provider, algorithm)
+        if keys is not None:
+            return keys
+        now = time.monotonic()
         if algorithm is None and await self._has_db_secrets((tenant_id, provider)) is False:
             return self._env.get(provider, [])
         managed, rows = await self._secrets.for_tenant(tenant_id=tenant_id, provider=provider)
