@@ -144,7 +144,7 @@ def sweep(url: str, label: str, bodies_file: Path, steps: list[int]) -> list[Wrk
 
 def draw(ours: list[WrkResult], echo: list[WrkResult], path: Path) -> None:
     with chart(path, "Ingest latency against load (2-core machine, all on one box)",
-               "requests/s achieved (wrk, 8 to 128 connections)", "latency, ms",
+               "requests/s achieved (wrk, 8 to 256 connections)", "latency, ms",
                log_y=True) as ax:
         for results, name, style in ((ours, "relayforge ingest", "-"),
                                      (echo, "bare echo app", "--")):
@@ -164,7 +164,7 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     bodies_file = OUT / "bodies.txt"
     bodies(bodies_file)
-    steps = [8, 16, 32, 64, 128]
+    steps = [8, 16, 32, 64, 128, 256]
 
     port = support.free_port()
     echo = echo_server(port)
@@ -191,6 +191,14 @@ def main() -> None:
     print(f"  echo:       p50 {echo_result.p50_ms:.1f} ms, p99 {echo_result.p99_ms:.1f} ms, "
           f"{echo_result.requests:,} requests, {echo_result.non_2xx} non-2xx")
     if ours_sweep:
+        # Each server's best over the sweep: the bare app is CPU-bound at any count, while
+        # ingest's requests also wait for their batch's commit, so it gains from more
+        # connections in flight.
+        best = max(ours_sweep + [ours], key=lambda r: r.rps)
+        best_echo = max(echo_sweep + [echo_result], key=lambda r: r.rps)
+        report("durable ingest, best over the sweep", best.rps, best_echo.rps,
+               "bare BlackSheep+Granian (its best)", "req/s", target=0.35)
+        print(f"  relayforge's best: p50 {best.p50_ms:.1f} ms, p99 {best.p99_ms:.1f} ms")
         draw(ours_sweep, echo_sweep, OUT / "ingest.png")
         print(f"chart: {OUT / 'ingest.png'}")
 
