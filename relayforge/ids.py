@@ -4,6 +4,7 @@ the bound on ids a client supplies (request and correlation ids, echoed and stor
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
@@ -22,17 +23,20 @@ class _RandomPool:
     def __init__(self) -> None:
         self._pool = b""
         self._at = 0
+        self._lock = threading.Lock()  # two threads must never take the same bytes
         os.register_at_fork(after_in_child=self.reset)
 
     def reset(self) -> None:
         self._pool, self._at = b"", 0
+        self._lock = threading.Lock()
 
     def take(self, n: int) -> bytes:
-        at = self._at
-        if at + n > len(self._pool):
-            self._pool, at = os.urandom(POOL_BYTES), 0
-        self._at = at + n
-        return self._pool[at:at + n]
+        with self._lock:
+            at = self._at
+            if at + n > len(self._pool):
+                self._pool, at = os.urandom(POOL_BYTES), 0
+            self._at = at + n
+            return self._pool[at:at + n]
 
 
 _random = _RandomPool()
