@@ -184,7 +184,7 @@ class JobConsumer:
         if error is None:
             await self._write(lambda: self._successes.submit(_Attempt(job.id, attempt)))
             await _settle(message.ack)
-            metrics.JOBS_PROCESSED.labels(JobStatus.SUCCEEDED).inc()
+            metrics.child(metrics.JOBS_PROCESSED, JobStatus.SUCCEEDED).inc()
             if log.isEnabledFor(logging.DEBUG):  # the counters carry the rate
                 log.debug("job succeeded", extra={"attempt": attempt})
             return
@@ -193,7 +193,7 @@ class JobConsumer:
             await self._write(lambda: self._jobs.dead_letter(job_id=job.id, attempt=attempt,
                                                              error=reason))
             await _settle(message.dead_letter)
-            metrics.JOBS_PROCESSED.labels(JobStatus.DEAD_LETTERED).inc()
+            metrics.child(metrics.JOBS_PROCESSED, JobStatus.DEAD_LETTERED).inc()
             metrics.DLQ_MESSAGES.inc()
             log.warning("job dead-lettered", extra={"attempt": attempt, "error": reason},
                         exc_info=error)
@@ -205,7 +205,7 @@ class JobConsumer:
         await self._write(lambda: self._jobs.retry(job_id=job.id, attempt=attempt, error=reason,
                                                    delay_seconds=delay, headers=headers.decode()))
         await _settle(message.ack)
-        metrics.JOBS_PROCESSED.labels(JobStatus.RETRYING).inc()
+        metrics.child(metrics.JOBS_PROCESSED, JobStatus.RETRYING).inc()
         metrics.JOB_RETRIES.inc()
         log.info("job will retry", extra={"attempt": attempt, "retry_in_seconds": round(delay, 3),
                                           "error": reason}, exc_info=error)

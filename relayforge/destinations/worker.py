@@ -144,7 +144,7 @@ class DeliveryWorker:
             await self._stores.deliveries.refuse(
                 delivery_id=m.delivery_id, attempt=m.attempt,
                 reason=f"destination disabled: {gate.disabled_reason or 'by an admin'}")
-            metrics.DELIVERIES.labels("dead_lettered").inc()
+            metrics.child(metrics.DELIVERIES, "dead_lettered").inc()
             await message.dead_letter()
             return
         wait = self._wait(gate, m.destination_id)
@@ -152,7 +152,7 @@ class DeliveryWorker:
             await self._stores.deliveries.defer(
                 delivery_id=m.delivery_id, attempt=m.attempt,
                 until=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait))
-            metrics.DELIVERIES.labels("deferred").inc()
+            metrics.child(metrics.DELIVERIES, "deferred").inc()
             await message.ack()
             return
         began = time.monotonic()
@@ -226,7 +226,7 @@ class DeliveryWorker:
         if finished and finished[0].recovered:
             log.info("destination recovered; circuit closed",
                      extra={"destination_id": str(d.destination_id)})
-        metrics.DELIVERIES.labels(status).inc()
+        metrics.child(metrics.DELIVERIES, status).inc()
         if status == "dead_lettered":
             metrics.DLQ_MESSAGES.inc()
             log.warning("delivery dead-lettered", extra={

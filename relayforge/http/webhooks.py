@@ -69,8 +69,8 @@ class WebhookEndpoint:
             return await self._handle(request, raw_tenant, source)
         except RelayforgeError as exc:
             # a tenant's own source names are unbounded: one label for all of them
-            metrics.WEBHOOKS_REJECTED.labels(source if source in CONNECTORS else "other",
-                                             exc.code).inc()
+            metrics.child(metrics.WEBHOOKS_REJECTED, source if source in CONNECTORS else "other",
+                          exc.code).inc()
             raise
 
     async def _handle(self, request: Request, raw_tenant: bytes | None, source: str) -> Response:
