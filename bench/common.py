@@ -7,6 +7,7 @@ Every benchmark sends traffic to loopback only and is bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import support  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 SECRET = "bench-generic-secret"
 UNLIMITED = {
@@ -128,3 +131,86 @@ def unique(prefix: str) -> str:
 
 def now() -> float:
     return time.monotonic()
+
+
+def process_tree(root: int) -> list[int]:
+    pids, frontier = [root], [root]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        pids += map(int, children)
+        frontier += map(int, children)
+    return pids
+
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU of each of these processes so far (not its reaped children's)."""
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / TICK
+    return seconds
+
+
+def _named(comm: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == comm:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle, not waiting for I/O, not stolen)."""
+    user, nice, system, _idle, _iowait, irq, softirq, *_ = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:])
+    return (user + nice + system + irq + softirq) / TICK
+
+
+class CpuAccount:
+    """Where the machine's cores went while the block ran: busy time in all, the server's
+    process tree, PostgreSQL's processes, RabbitMQ's, and the rest (the load generator, the
+    kernel's loopback networking, anything else). On a machine where they all share the
+    cores, the figures follow the CPU each unit of work costs."""
+
+    GROUPS = (("PostgreSQL", "postgres"), ("RabbitMQ", "beam.smp"))
+
+    def __init__(self, server_pid: int) -> None:
+        self._server_pid = server_pid
+        self.spent: dict[str, float] = {}
+
+    def _read(self) -> dict[str, tuple[float, dict[int, float]]]:
+        readings = {"machine": (_machine_busy_seconds(), {}),
+                    "server": (0.0, _cpu_seconds(process_tree(self._server_pid)))}
+        for name, comm in self.GROUPS:
+            readings[name] = (0.0, _cpu_seconds(_named(comm)))
+        return readings
+
+    def __enter__(self) -> CpuAccount:
+        self._before = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, (total, processes) in self._read().items():
+            before_total, before = self._before[name]
+            # a process started meanwhile (a new database backend) counts from zero
+            self.spent[name] = total - before_total + sum(
+                seconds - before.get(pid, 0.0) for pid, seconds in processes.items())
+
+    def per(self, count: int, unit: str) -> str:
+        """µs per unit of work, e.g. per request answered."""
+        us = {name: 1e6 * seconds / max(count, 1) for name, seconds in self.spent.items()}
+        parts = [f"server {us['server']:.0f}"] + [
+            f"{name} {us[name]:.0f}" for name, _ in self.GROUPS if us[name] >= 0.5]
+        rest = us["machine"] - sum(v for name, v in us.items() if name != "machine")
+        return (f"{us['machine']:.0f} µs of busy CPU per {unit} on the machine: "
+                + ", ".join(parts) + f", load generator and the rest {rest:.0f}")

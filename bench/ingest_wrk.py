@@ -26,11 +26,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, SECRET, Servers, chart, database, next_run, progress, report
+from common import (
+    ROOT,
+    SECRET,
+    CpuAccount,
+    Servers,
+    chart,
+    database,
+    next_run,
+    process_tree,
+    progress,
+    report,
+)
 
 from tests import support
 
@@ -78,82 +88,6 @@ def wrk(url: str, seconds: int, connections: int, bodies_file: Path) -> WrkResul
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
     )
-
-
-def process_tree(root: int) -> list[int]:
-    pids, frontier = [root], [root]
-    while frontier:
-        pid = frontier.pop()
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            continue
-        pids += map(int, children)
-        frontier += map(int, children)
-    return pids
-
-
-def _cpu_seconds(pids: list[int]) -> dict[int, float]:
-    """User + system CPU of each of these processes so far (not its reaped children's)."""
-    seconds = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return seconds
-
-
-def _spent(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU spent between two readings; a process started in between counts from zero."""
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy (not idle, not waiting for I/O, not stolen)."""
-    user, nice, system, _idle, _iowait, irq, softirq, *_ = map(
-        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def _postgres_pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-            and _comm(p) == "postgres"]
-
-
-def _comm(proc: Path) -> str:
-    try:
-        return (proc / "comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-@dataclass
-class CpuPerRequest:
-    """Where the two cores went during one wrk run, per request answered, in µs: the whole
-    machine (busy time), the server's processes, PostgreSQL's, and the rest (wrk, the
-    kernel's loopback networking, anything else running)."""
-
-    machine: float
-    server: float
-    postgres: float
-
-    def line(self) -> str:
-        other = self.machine - self.server - self.postgres
-        return (f"{self.machine:.0f} µs of busy CPU per request on the machine: server "
-                f"{self.server:.0f}, PostgreSQL {self.postgres:.0f}, wrk and the rest {other:.0f}")
-
-
-def measured_cpu(server_pid: int, run: Callable[[], WrkResult]) -> tuple[WrkResult, CpuPerRequest]:
-    """Run wrk and account for the machine's CPU over the run."""
-    busy, server, postgres = (_machine_busy_seconds(), _cpu_seconds(process_tree(server_pid)),
-                              _cpu_seconds(_postgres_pids()))
-    result = run()
-    spent = (_machine_busy_seconds() - busy,
-             _spent(server, _cpu_seconds(process_tree(server_pid))),
-             _spent(postgres, _cpu_seconds(_postgres_pids())))  # backends opened meanwhile too
-    return result, CpuPerRequest(*(1e6 * s / max(result.requests, 1) for s in spent))
 
 
 class PeakRss:
@@ -238,8 +172,8 @@ def main() -> None:
     echo = echo_server(port)
     try:
         echo_url = f"http://127.0.0.1:{port}"
-        echo_result, echo_cpu = measured_cpu(
-            echo.pid, lambda: wrk(echo_url, args.seconds, args.connections, bodies_file))
+        with CpuAccount(echo.pid) as echo_cpu:
+            echo_result = wrk(echo_url, args.seconds, args.connections, bodies_file)
         echo_sweep = [] if args.no_sweep else sweep(echo_url, "echo", bodies_file, steps)
     finally:
         echo.terminate()
@@ -249,9 +183,8 @@ def main() -> None:
         ingest = servers.start("ingest")
         assert ingest.process is not None
         with PeakRss(ingest.process.pid) as rss:
-            ours, ours_cpu = measured_cpu(
-                ingest.process.pid,
-                lambda: wrk(ingest.url, args.seconds, args.connections, bodies_file))
+            with CpuAccount(ingest.process.pid) as ours_cpu:
+                ours = wrk(ingest.url, args.seconds, args.connections, bodies_file)
             ours_sweep = [] if args.no_sweep else sweep(ingest.url, "relayforge", bodies_file,
                                                         steps)
     report(f"durable ingest, {args.connections} connections, {args.seconds}s", ours.rps,
@@ -263,8 +196,8 @@ def main() -> None:
           f"{echo_result.requests:,} requests, {echo_result.non_2xx} non-2xx")
     # Both runs leave about the same share of the cores idle, so the ratio of requests per
     # second follows the ratio of CPU per request: this says where relayforge's goes.
-    print(f"  relayforge: {ours_cpu.line()}")
-    print(f"  echo:       {echo_cpu.line()}")
+    print(f"  relayforge: {ours_cpu.per(ours.requests, 'request')}")
+    print(f"  echo:       {echo_cpu.per(echo_result.requests, 'request')}")
     if ours_sweep:
         # Each server's best over the sweep: the bare app is CPU-bound at any count, while
         # ingest's requests also wait for their batch's commit, so it gains from more

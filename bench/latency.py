@@ -18,8 +18,19 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
-from common import ROOT, Servers, amqp_names, chart, database, next_run, progress, unique
+from common import (
+    ROOT,
+    CpuAccount,
+    Servers,
+    amqp_names,
+    chart,
+    database,
+    next_run,
+    progress,
+    unique,
+)
 from ingest_wrk import BENCH, _ms, bodies
 
 from tests.e2e.pipeline_support import delete_topology
@@ -63,7 +74,7 @@ async def db_now(database_url: str) -> object:
 
 
 async def percentiles(database_url: str, since: object, timeout: float = 120
-                      ) -> dict[str, float]:
+                      ) -> dict[str, Any]:
     """Of the jobs created since `since` (the measured window only), once all are done."""
     import asyncpg
 
@@ -85,7 +96,7 @@ async def percentiles(database_url: str, since: object, timeout: float = 120
         await conn.close()
 
 
-def draw(rows: list[tuple[int, dict[str, float]]], path: Path) -> None:
+def draw(rows: list[tuple[int, dict[str, Any]]], path: Path) -> None:
     with chart(path, "Ingest → succeeded latency (2-core machine, all on one box)",
                "webhooks/s offered (mode all, RabbitMQ)", "request recorded → job succeeded, ms",
                log_y=True) as ax:
@@ -117,9 +128,12 @@ def main() -> None:
                 _, probe_p50 = offer(server.url, CONNECTIONS * 1000 / rate, 5, "/healthz")
                 delay = calibrate(server.url, rate)
                 since = asyncio.run(db_now(url))
-                achieved, _ = offer(server.url, delay, args.seconds)
-                stats = asyncio.run(percentiles(url, since))
-                rows.append((rate, stats | {"probe_p50": probe_p50, "achieved": achieved}))
+                assert server.process is not None
+                with CpuAccount(server.process.pid) as cpu:  # until every job is done
+                    achieved, _ = offer(server.url, delay, args.seconds)
+                    stats = asyncio.run(percentiles(url, since))
+                rows.append((rate, stats | {"probe_p50": probe_p50, "achieved": achieved,
+                                            "cpu": cpu.per(int(stats["n"]), "job")}))
             progress("offering rates", len(rates), len(rates))
         finally:
             asyncio.run(delete_topology(prefix))
@@ -128,6 +142,7 @@ def main() -> None:
               f"ingest→succeeded p50 {s['p50']:.1f} ms, "
               f"p99 {s['p99']:.1f} ms; bare round trip p50 {s['probe_p50']:.1f} ms "
               f"(targets at 1,000/s: p50 < 20, p99 < 200)")
+        print(f"        {s['cpu']}")
     draw(rows, OUT / "latency.png")
     print(f"chart: {OUT / 'latency.png'}")
 
