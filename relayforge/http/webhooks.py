@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Awaitable
 
 from blacksheep import Request, Response
+from blacksheep.contents import ASGIContent
+from blacksheep.exceptions import MessageAborted
 
 from relayforge.connectors import CONNECTORS, Connector
 from relayforge.errors import (
@@ -136,13 +138,13 @@ class WebhookEndpoint:
             length = int(declared)
             if length > limit + DRAIN_BYTES:
                 raise PayloadTooLarge(f"body exceeds {limit} bytes")
-            if length <= limit:  # framed by the server: one read, never more than declared
+            if length <= limit:  # framed by the server: never more than declared
                 try:
                     held.take(length)
                 except Overloaded:  # read and dropped, so the client hears the 503
                     await _discard(request, length)
                     raise
-                return await request.read() or b""
+                return await _read_declared(request, length)
         chunks: list[bytes] = []
         size = 0
         # also bounds chunked bodies with no length (BlackSheep's stub mistypes stream())
@@ -166,6 +168,29 @@ class WebhookEndpoint:
             return parse_uuid(raw.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             raise InvalidTenant("tenant id must be a UUID") from None
+
+
+async def _read_declared(request: Request, length: int) -> bytes:
+    """A body framed by its Content-Length, from the ASGI channel itself: done once `length`
+    bytes are in. request.read() would wait for the server's empty end-of-body message too,
+    one more round trip to its I/O thread per request (about a fifth of a bare app's CPU per
+    request). Fewer bytes than declared and no more coming: what arrived, as read() gives."""
+    content = request.content
+    if not isinstance(content, ASGIContent):  # not from an ASGI server: its own reader
+        return await request.read() or b""
+    receive = content.receive
+    chunks: list[bytes] = []
+    size = 0
+    while size < length:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise MessageAborted()  # type: ignore[no-untyped-call]  # its stub lacks "-> None"
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _discard(request: Request, at_most: int) -> None:

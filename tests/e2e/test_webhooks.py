@@ -339,6 +339,46 @@ async def test_invalid_stripe_payload_is_400(client, ingest_server, body):
     assert r.status_code == 400 and r.json()["code"] == "invalid_payload"
 
 
+async def _http_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response framed by Content-Length: (status, body)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines
+                  if line.lower().startswith("content-length:"))
+    return int(lines[0].split()[1]), await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_bodies_in_pieces_and_back_to_back_on_one_keep_alive_connection(ingest_server, db):
+    """A body framed by Content-Length is taken as soon as its last byte is in (without waiting
+    for the server's end-of-body message): one sent in pieces arrives whole, and the requests
+    after it on the same connection are answered, each with its own body recorded."""
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    tenant = new_tenant()
+    bodies = [generic_body() for _ in range(4)]
+    inbox_ids = []
+    try:
+        for i, body in enumerate(bodies):
+            head = (f"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nX-Tenant-Id: {tenant}\r\n"
+                    f"Content-Type: application/json\r\nX-Signature: {sign_generic(body)}\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            pieces = [head + body] if i % 2 == 0 else [head, body[:7], body[7:30], body[30:]]
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                if len(pieces) > 1:
+                    await asyncio.sleep(0.05)
+            status, answer = await _http_response(reader)
+            assert status == 202, answer
+            inbox_ids.append(uuid.UUID(orjson.loads(answer)["inbox_id"]))
+    finally:
+        writer.close()
+    conn = await db(ingest_server.database_url)
+    stored = {r["id"]: bytes(r["body"]) for r in await conn.fetch(
+        "SELECT id, body FROM webhook_inbox WHERE id = ANY($1::uuid[])", inbox_ids)}
+    assert [stored[i] for i in inbox_ids] == bodies
+
+
 async def test_body_over_limit_is_413(client, ingest_server):
     body = b'{"event":"x","data":"' + b"a" * 300_000 + b'"}'
     r = await post_generic(client, ingest_server, body, new_tenant())
