@@ -188,23 +188,21 @@ class CpuAccount:
         self._server_pid = server_pid
         self.spent: dict[str, float] = {}
 
-    def _read(self) -> dict[str, tuple[float, dict[int, float]]]:
-        readings = {"machine": (_machine_busy_seconds(), {}),
-                    "server": (0.0, _cpu_seconds(process_tree(self._server_pid)))}
-        for name, comm in self.GROUPS:
-            readings[name] = (0.0, _cpu_seconds(_named(comm)))
-        return readings
+    def _processes(self) -> dict[str, dict[int, float]]:
+        return {"server": _cpu_seconds(process_tree(self._server_pid))} | {
+            name: _cpu_seconds(_named(comm)) for name, comm in self.GROUPS}
 
     def __enter__(self) -> CpuAccount:
-        self._before = self._read()
+        self._busy, self._before = _machine_busy_seconds(), self._processes()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name, (total, processes) in self._read().items():
-            before_total, before = self._before[name]
+        self.spent = {"machine": _machine_busy_seconds() - self._busy}
+        for name, processes in self._processes().items():
+            before = self._before[name]
             # a process started meanwhile (a new database backend) counts from zero
-            self.spent[name] = total - before_total + sum(
-                seconds - before.get(pid, 0.0) for pid, seconds in processes.items())
+            self.spent[name] = sum(seconds - before.get(pid, 0.0)
+                                   for pid, seconds in processes.items())
 
     def per(self, count: int, unit: str) -> str:
         """µs per unit of work, e.g. per request answered."""

@@ -74,7 +74,7 @@ async def db_now(database_url: str) -> object:
 
 
 async def percentiles(database_url: str, since: object, timeout: float = 120
-                      ) -> dict[str, Any]:
+                      ) -> dict[str, float]:
     """Of the jobs created since `since` (the measured window only), once all are done."""
     import asyncpg
 
@@ -121,6 +121,7 @@ def main() -> None:
     rows = []
     with database() as url, Servers(url, **amqp_names(prefix)) as servers:
         server = servers.start("all", SERVER__WORKERS=str(args.workers))
+        assert server.process is not None
         try:
             offer(server.url, CONNECTIONS * 1000 / 50, 3)  # warm up: connections, listener
             for i, rate in enumerate(rates):
@@ -128,7 +129,6 @@ def main() -> None:
                 _, probe_p50 = offer(server.url, CONNECTIONS * 1000 / rate, 5, "/healthz")
                 delay = calibrate(server.url, rate)
                 since = asyncio.run(db_now(url))
-                assert server.process is not None
                 with CpuAccount(server.process.pid) as cpu:  # until every job is done
                     achieved, _ = offer(server.url, delay, args.seconds)
                     stats = asyncio.run(percentiles(url, since))
