@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING, cast
 
 import aio_pika
+import aiormq
+import aiormq.abc
+import aiormq.connection
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -18,7 +22,53 @@ from aio_pika.abc import (
 from relayforge.broker import Consumer, OutgoingMessage, Refused
 from relayforge.settings import AmqpSettings
 
+if TYPE_CHECKING:
+    from pamqp.common import FieldTable
+
 log = logging.getLogger(__name__)
+
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
+
+
+class _FramesSentTogether:
+    """Frames that were waiting for the writer at the same moment, as one write."""
+
+    __slots__ = ("_frames", "payload", "should_close")
+
+    def __init__(self, frames: list[aiormq.abc.ChannelFrame]) -> None:
+        self._frames = frames
+        self.payload = b"".join(f.payload for f in frames)
+        self.should_close = frames[-1].should_close
+
+    @property
+    def should_drain(self) -> bool:
+        return any(f.should_drain for f in self._frames)
+
+    def drain(self) -> None:
+        for f in self._frames:
+            f.drain()
+
+
+class _CoalescingFrames(aiormq.connection.FrameGenerator):
+    """aiormq's writer task sends each queued frame with a write of its own: a system call and
+    a wake-up of RabbitMQ per publish and per ack. The frames already waiting when it takes
+    one go with it, in order, up to a connection close (after which nothing may be sent)."""
+
+    async def __anext__(self) -> aiormq.abc.ChannelFrame:
+        frame = await super().__anext__()
+        if self.queue.empty() or frame.should_close:
+            return frame
+        frames = [frame]
+        while not self.queue.empty() and not frames[-1].should_close:
+            frames.append(self.queue.get_nowait())
+            self.queue.task_done()
+        return _FramesSentTogether(frames)  # type: ignore[return-value]  # same interface
+
+
+# The writer looks the class up by this name each time a connection starts. Its queue holds
+# 10 frames by default: a batch of publishes would wait for room and go out one by one.
+aiormq.connection.FrameGenerator = _CoalescingFrames  # type: ignore[misc]
+aiormq.connection.Connection.FRAME_BUFFER_SIZE = 1024
 
 
 class AmqpIncoming:
@@ -110,14 +160,15 @@ class AmqpBroker:
     async def publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
         if self._connection is None or self._connection.is_closed:
             raise ConnectionError("not connected to RabbitMQ")
-        exchange = self._exchange
-        if exchange is None or self._publish_channel is None or self._publish_channel.is_closed:
+        if self._exchange is None or self._publish_channel is None or self._publish_channel.is_closed:
             log.warning("publish channel closed; re-opening it")
-            exchange = await self._open_publish_channel()
+            await self._open_publish_channel()
+        assert self._publish_channel is not None
+        channel = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
 
         async def one(m: OutgoingMessage) -> None:
             try:
-                await self._publish_one(exchange, m)
+                await self._publish_one(channel, m)
             except aio_pika.exceptions.DeliveryError as exc:  # returned or nacked: this message
                 raise Refused(repr(exc)) from exc
 
@@ -125,16 +176,17 @@ class AmqpBroker:
         results = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
 
-    @staticmethod
-    async def _publish_one(exchange: AbstractExchange, m: OutgoingMessage) -> None:
-        await exchange.publish(
-            aio_pika.Message(
-                m.body, headers=m.headers, message_id=m.message_id,  # type: ignore[arg-type]
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                correlation_id=m.headers.get("correlation_id"),
-            ),
-            routing_key=m.routing_key, mandatory=True, timeout=30,
+    async def _publish_one(self, channel: aiormq.Channel, m: OutgoingMessage) -> None:
+        # Straight to the channel, without waiting for each frame to be written: aio-pika's
+        # publish holds the channel's lock until the writer task has sent the frame, so a batch
+        # went out one message per event-loop round (1-2 ms each under load), not at once.
+        headers: FieldTable = dict(m.headers)
+        await channel.basic_publish(
+            m.body, exchange=self._names.exchange, routing_key=m.routing_key,
+            properties=aiormq.spec.Basic.Properties(
+                content_type="application/json", delivery_mode=PERSISTENT, headers=headers,
+                message_id=m.message_id, correlation_id=m.headers.get("correlation_id")),
+            mandatory=True, timeout=30, wait=False,
         )
 
     async def start_consuming(self, consumer: Consumer, prefetch: int) -> None:
