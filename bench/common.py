@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import support  # noqa: E402
+from tests.e2e.pipeline_support import delete_topology  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -32,10 +33,17 @@ UNLIMITED = {
 }
 
 
-def amqp_names(prefix: str) -> dict[str, str]:
-    return {"AMQP__URL": support.amqp_url(), "AMQP__EXCHANGE": f"{prefix}.events",
-            "AMQP__QUEUE": f"{prefix}.jobs", "AMQP__DLX": f"{prefix}.dlx",
-            "AMQP__DLQ": f"{prefix}.dlq"}
+@contextmanager
+def broker_topology(prefix: str) -> Iterator[dict[str, str]]:
+    """AMQP__* settings naming a topology of this run's own under `prefix`. Its queues and
+    exchanges are deleted on the way out: enter it before `Servers`, so that they are gone
+    after the servers stopped (a live server would declare them again)."""
+    try:
+        yield {"AMQP__URL": support.amqp_url(), "AMQP__EXCHANGE": f"{prefix}.events",
+               "AMQP__QUEUE": f"{prefix}.jobs", "AMQP__DLX": f"{prefix}.dlx",
+               "AMQP__DLQ": f"{prefix}.dlq"}
+    finally:
+        asyncio.run(delete_topology(prefix))
 
 
 @contextmanager

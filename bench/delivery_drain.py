@@ -20,11 +20,10 @@ import subprocess
 import sys
 import time
 
-from common import Servers, amqp_names, database, progress, report, unique
+from common import Servers, broker_topology, database, progress, report, unique
 from pipeline_drain import fill, watch
 
 from tests import support
-from tests.e2e.pipeline_support import delete_topology
 
 TENANT = "00000000-0000-0000-0000-000000000000"  # the default tenant (no X-Tenant-Id)
 RECEIVER = """
@@ -65,9 +64,9 @@ def drain(events: int, with_destination: bool) -> float:
     prefix = unique("rf.bench.delivery")
     port = support.free_port()
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER.format(port=port)])
-    env = {**amqp_names(prefix), "DESTINATIONS__ALLOW_PRIVATE_NETWORKS": "true"}
     try:
-        with database() as url, Servers(url, **env) as servers:
+        with broker_topology(prefix) as names, database() as url, \
+                Servers(url, **names, DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true") as servers:
             ingest = servers.start("ingest")
             if with_destination:
                 import httpx
@@ -81,12 +80,9 @@ def drain(events: int, with_destination: bool) -> float:
             ingest.stop()
             servers.start("relay")
             servers.start("consume")
-            try:
-                if with_destination:
-                    return asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60))
-                return asyncio.run(watch(url, events, timeout=events / 10 + 60))[0]
-            finally:
-                asyncio.run(delete_topology(prefix))
+            if with_destination:
+                return asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60))
+            return asyncio.run(watch(url, events, timeout=events / 10 + 60))[0]
     finally:
         receiver.terminate()
         receiver.wait()

@@ -24,7 +24,7 @@ from common import (
     ROOT,
     CpuAccount,
     Servers,
-    amqp_names,
+    broker_topology,
     chart,
     database,
     next_run,
@@ -32,8 +32,6 @@ from common import (
     unique,
 )
 from ingest_wrk import BENCH, _ms, bodies
-
-from tests.e2e.pipeline_support import delete_topology
 
 OUT = ROOT / "bench" / "out"
 CONNECTIONS = 32
@@ -119,24 +117,21 @@ def main() -> None:
     rates = [int(r) for r in args.rates.split(",")]
     prefix = unique("rf.bench.latency")
     rows = []
-    with database() as url, Servers(url, **amqp_names(prefix)) as servers:
+    with broker_topology(prefix) as names, database() as url, Servers(url, **names) as servers:
         server = servers.start("all", SERVER__WORKERS=str(args.workers))
         assert server.process is not None
-        try:
-            offer(server.url, CONNECTIONS * 1000 / 50, 3)  # warm up: connections, listener
-            for i, rate in enumerate(rates):
-                progress("offering rates", i, len(rates))
-                _, probe_p50 = offer(server.url, CONNECTIONS * 1000 / rate, 5, "/healthz")
-                delay = calibrate(server.url, rate)
-                since = asyncio.run(db_now(url))
-                with CpuAccount(server.process.pid) as cpu:  # until every job is done
-                    achieved, _ = offer(server.url, delay, args.seconds)
-                    stats = asyncio.run(percentiles(url, since))
-                rows.append((rate, stats | {"probe_p50": probe_p50, "achieved": achieved,
-                                            "cpu": cpu.per(int(stats["n"]), "job")}))
-            progress("offering rates", len(rates), len(rates))
-        finally:
-            asyncio.run(delete_topology(prefix))
+        offer(server.url, CONNECTIONS * 1000 / 50, 3)  # warm up: connections, listener
+        for i, rate in enumerate(rates):
+            progress("offering rates", i, len(rates))
+            _, probe_p50 = offer(server.url, CONNECTIONS * 1000 / rate, 5, "/healthz")
+            delay = calibrate(server.url, rate)
+            since = asyncio.run(db_now(url))
+            with CpuAccount(server.process.pid) as cpu:  # until every job is done
+                achieved, _ = offer(server.url, delay, args.seconds)
+                stats = asyncio.run(percentiles(url, since))
+            rows.append((rate, stats | {"probe_p50": probe_p50, "achieved": achieved,
+                                        "cpu": cpu.per(int(stats["n"]), "job")}))
+        progress("offering rates", len(rates), len(rates))
     for rate, s in rows:
         print(f"{rate:>5}/s offered ({s['achieved']:,.0f}/s achieved): {s['n']:,.0f} jobs, "
               f"ingest→succeeded p50 {s['p50']:.1f} ms, "

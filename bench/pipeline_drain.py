@@ -27,15 +27,13 @@ from common import (
     ROOT,
     SECRET,
     Servers,
-    amqp_names,
+    broker_topology,
     chart,
     database,
     progress,
     report,
     unique,
 )
-
-from tests.e2e.pipeline_support import delete_topology
 
 OUT = ROOT / "bench" / "out"
 
@@ -91,16 +89,13 @@ async def watch(database_url: str, jobs: int, timeout: float) -> tuple[float, li
 
 def relayforge_drain(jobs: int) -> tuple[float, list[tuple[float, int]]]:
     prefix = unique("rf.bench.drain")
-    with database() as url, Servers(url, **amqp_names(prefix)) as servers:
+    with broker_topology(prefix) as names, database() as url, Servers(url, **names) as servers:
         ingest = servers.start("ingest")
         asyncio.run(fill(ingest.url, jobs))
         ingest.stop()
         servers.start("relay")
         servers.start("consume")
-        try:
-            return asyncio.run(watch(url, jobs, timeout=jobs / 20 + 60))
-        finally:
-            asyncio.run(delete_topology(prefix))
+        return asyncio.run(watch(url, jobs, timeout=jobs / 20 + 60))
 
 
 # ----------------------------------------------------------------------------- the baseline
