@@ -13,7 +13,6 @@ import aiormq.abc
 import aiormq.connection
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
@@ -99,7 +98,6 @@ class AmqpBroker:
         self._handling: set[asyncio.Future[None]] = set()  # held: asyncio keeps weak refs
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
         self._consume_channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
@@ -110,16 +108,15 @@ class AmqpBroker:
         )
         await self._open_publish_channel()
 
-    async def _open_publish_channel(self) -> AbstractExchange:
+    async def _open_publish_channel(self) -> AbstractChannel:
         """A channel with confirms; re-opened after any channel error (a frame error, a closed
-        channel), so one failed publish never leaves the relay publishing into a dead channel."""
+        channel), so one failed publish never leaves the relay publishing into a dead channel.
+        Kept only once the topology is declared on it: until then the next publish opens one."""
         assert self._connection is not None
-        self._publish_channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        await self._declare(self._publish_channel)
-        self._exchange = await self._publish_channel.get_exchange(self._names.exchange)
-        return self._exchange
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self._declare(channel)
+        self._publish_channel = channel
+        return channel
 
     async def _declare(self, channel: AbstractChannel) -> AbstractQueue:
         """Exchange, jobs queue, DLX and DLQ; declaring twice with the same arguments is a no-op."""
@@ -160,11 +157,11 @@ class AmqpBroker:
     async def publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
         if self._connection is None or self._connection.is_closed:
             raise ConnectionError("not connected to RabbitMQ")
-        if self._exchange is None or self._publish_channel is None or self._publish_channel.is_closed:
+        publish_channel = self._publish_channel
+        if publish_channel is None or publish_channel.is_closed:
             log.warning("publish channel closed; re-opening it")
-            await self._open_publish_channel()
-        assert self._publish_channel is not None
-        channel = cast(aiormq.Channel, await self._publish_channel.get_underlay_channel())
+            publish_channel = await self._open_publish_channel()
+        channel = cast(aiormq.Channel, await publish_channel.get_underlay_channel())
 
         async def one(m: OutgoingMessage) -> None:
             try:
@@ -182,11 +179,11 @@ class AmqpBroker:
         # went out one message per event-loop round (1-2 ms each under load), not at once.
         # What waits to be written stays bounded: each message still awaits its confirm, and
         # the relay publishes its next batch only once this one is confirmed.
-        headers: FieldTable = dict(m.headers)
         await channel.basic_publish(
             m.body, exchange=self._names.exchange, routing_key=m.routing_key,
             properties=aiormq.spec.Basic.Properties(
-                content_type="application/json", delivery_mode=PERSISTENT, headers=headers,
+                content_type="application/json", delivery_mode=PERSISTENT,
+                headers=cast("FieldTable", m.headers),
                 message_id=m.message_id, correlation_id=m.headers.get("correlation_id")),
             mandatory=True, timeout=30, wait=False,
         )

@@ -42,8 +42,8 @@ async def test_a_batch_is_published_in_a_few_writes_and_arrives_whole_in_order()
     others = _my_connections(broker_port)
     broker = AmqpBroker(amqp_url(), names)
     await broker.connect()
-    [connection] = _my_connections(broker_port) - others
     try:
+        [connection] = _my_connections(broker_port) - others
         batch = [OutgoingMessage(i, "job.generic", b"body %d" % i, {"correlation_id": f"c{i}"},
                                  f"message-{i}") for i in range(300)]
         before = _data_segments_sent(connection)
