@@ -3,12 +3,14 @@ by route template, one access log line, and errors turned into contract response
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from blacksheep import Request, Response
+from blacksheep.contents import ASGIContent
 from blacksheep.exceptions import MessageAborted
 from opentelemetry import trace
 
@@ -49,6 +51,83 @@ def _observe(route: str, method: str, status: int, elapsed: float) -> None:
     metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
 
 
+# What a handler left of a body unread (a refusal decided before the body arrived) is read and
+# dropped before the answer, up to this many bytes and seconds; past them the answer closes
+# the connection instead.
+DRAIN_BYTES = 1 << 20
+DRAIN_SECONDS = 5.0
+
+
+class _BodyReceipt:
+    """The request's ASGI `receive`, noting when the whole body has arrived.
+
+    The HTTP server closes a keep-alive connection whose request body was not read to the end,
+    and when it does so after the answer went out, the answer does not say so: a client that
+    reuses the connection at that moment loses its next request. So whatever a handler leaves
+    unread is drained before the answer, or the answer says `Connection: close`."""
+
+    __slots__ = ("receive", "remaining", "done")
+
+    def __init__(self, receive: Callable[[], Awaitable[dict[str, object]]],
+                 declared: int | None) -> None:
+        self.receive = receive
+        self.remaining = declared  # None: chunked, done only at the last message
+        self.done = False
+
+    async def __call__(self) -> dict[str, object]:
+        message = await self.receive()
+        body = message.get("body", b"")
+        if self.remaining is not None and isinstance(body, bytes):
+            self.remaining -= len(body)
+            if self.remaining <= 0:  # all declared bytes are in: the server needs no more
+                self.done = True
+        if not message.get("more_body", False):
+            self.done = True
+        return message
+
+    async def drain(self) -> bool:
+        """Read and drop the rest of the body; False if the connection must close instead."""
+        if self.remaining is not None and self.remaining > DRAIN_BYTES:
+            return False
+        try:
+            return await asyncio.wait_for(self._drop_rest(), DRAIN_SECONDS)
+        except TimeoutError:  # a client that never sends it holds nothing past the bound
+            return False
+
+    async def _drop_rest(self) -> bool:
+        seen = 0
+        while not self.done:
+            message = await self()
+            if message.get("type") == "http.disconnect":
+                return False
+            body = message.get("body", b"")
+            seen += len(body) if isinstance(body, bytes) else 0
+            if seen > DRAIN_BYTES:
+                return False
+        return True
+
+
+def _track_body(request: Request) -> _BodyReceipt | None:
+    """A receipt for a request that has a body (none for GETs: nothing to track)."""
+    content = request.content
+    if not isinstance(content, ASGIContent) or content.receive is None:
+        return None
+    length = request.get_first_header(b"content-length")
+    if length is None:
+        if request.get_first_header(b"transfer-encoding") is None:
+            return None
+        declared = None
+    elif length.isdigit():
+        declared = int(length)
+        if declared == 0:
+            return None
+    else:
+        return None  # the server refuses a malformed length before we run
+    receipt = _BodyReceipt(content.receive, declared)
+    request.content = ASGIContent(receipt)  # its `receive` is read-only
+    return receipt
+
+
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer
 
 
@@ -82,6 +161,7 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
         if carrier:
             carrier = tracing.bounded(carrier)
         carrier_token = _carrier.set(carrier)
+        receipt = _track_body(request)
         method = request.method
         if tracing.recording():
             with tracing.tracer.start_as_current_span(
@@ -95,6 +175,8 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
             trace_token = log_context.trace_id.set(tracing.incoming_trace_id(carrier))
             response, code = await _respond(route, handler, request)
         status = response.status
+        if receipt is not None and not receipt.done and not await receipt.drain():
+            response.add_header(b"Connection", b"close")
         response.add_header(b"X-Request-Id", request_id.encode())
         response.add_header(b"X-Correlation-Id", correlation_id.encode())
         elapsed = time.perf_counter() - started

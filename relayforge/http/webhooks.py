@@ -24,7 +24,7 @@ from relayforge.errors import (
     UnknownSource,
 )
 from relayforge.http.errors import json_response
-from relayforge.http.instrument import request_ids, route_value
+from relayforge.http.instrument import DRAIN_BYTES, request_ids, route_value
 from relayforge.ids import parse_uuid
 from relayforge.ingest import IngestWriter, deliver
 from relayforge.ingest.sources import TenantSources
@@ -39,8 +39,6 @@ from relayforge.security.limits import (
 )
 from relayforge.security.secrets import SecretVerifiers
 from relayforge.settings import Settings
-
-DRAIN_BYTES = 1 << 20
 
 
 class WebhookEndpoint:
@@ -132,7 +130,8 @@ class WebhookEndpoint:
         """The body, at most the source's limit, its bytes counted against the process's
         budget while the request lasts. An oversized one is read and discarded up to
         DRAIN_BYTES past the limit before the 413, so a client still sending gets the answer
-        instead of a reset connection; beyond that the answer comes at once."""
+        instead of a reset connection; beyond that the answer comes at once, closing the
+        connection (relayforge/http/instrument.py)."""
         declared = request.get_first_header(b"content-length")
         if declared is not None and declared.isdigit():
             length = int(declared)

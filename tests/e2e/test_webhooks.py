@@ -341,11 +341,81 @@ async def test_invalid_stripe_payload_is_400(client, ingest_server, body):
 
 async def _http_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """One HTTP/1.1 response framed by Content-Length: (status, body)."""
+    status, _, body = await _http_response_with_headers(reader)
+    return status, body
+
+
+async def _http_response_with_headers(
+    reader: asyncio.StreamReader,
+) -> tuple[int, dict[str, str], bytes]:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     lines = head.decode("latin-1").split("\r\n")
-    length = next(int(line.split(":", 1)[1]) for line in lines
-                  if line.lower().startswith("content-length:"))
-    return int(lines[0].split()[1]), await asyncio.wait_for(reader.readexactly(length), 10)
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return int(lines[0].split()[1]), headers, body
+
+
+def _request_head(path: str, length: int, **headers: str) -> bytes:
+    extra = "".join(f"{name.replace('_', '-')}: {value}\r\n" for name, value in headers.items())
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {length}\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("path, status", [("/webhooks/no-such-source", 404),
+                                          ("/admin/jobs/reprocess", 401)])
+async def test_a_refusal_decided_before_the_body_leaves_the_connection_usable(
+        ingest_server, path, status):
+    """A request refused before its body is read (an unknown source, a missing admin key) has
+    the body read and dropped before the answer, so the connection serves the next request.
+    The server used to answer at once and then close the connection, which a client reusing
+    it learnt only by losing its next request."""
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        refused = generic_body()
+        writer.write(_request_head(path, len(refused)))
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the refusal is decided while the body is on its way
+        writer.write(refused)
+        answer, headers, _ = await _http_response_with_headers(reader)
+        assert answer == status and headers.get("connection") != "close", headers
+        body = generic_body()
+        writer.write(_request_head("/webhooks/generic", len(body), X_Tenant_Id=new_tenant(),
+                                   X_Signature=sign_generic(body)) + body)
+        answer, accepted = await _http_response(reader)
+        assert answer == 202, accepted
+    finally:
+        writer.close()
+
+
+async def test_a_refusal_whose_body_never_comes_is_answered_and_closed(ingest_server):
+    """The drain is bounded in time too: a client that never sends the body it declared gets
+    its answer after a few seconds, with `Connection: close`."""
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(_request_head("/webhooks/no-such-source", 1000))  # the body never follows
+        status, headers, _ = await _http_response_with_headers(reader)
+        assert status == 404 and headers["connection"] == "close"
+    finally:
+        writer.close()
+
+
+async def test_a_refusal_that_would_leave_too_much_unread_says_it_closes(ingest_server):
+    """Past the drain bound (1 MiB) nothing is read: the answer says `Connection: close`, so
+    no client sends another request down a connection the server is closing."""
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(_request_head("/webhooks/generic", 8 << 20, X_Tenant_Id=new_tenant(),
+                                   X_Signature="0" * 64))  # and none of the body
+        status, headers, body = await _http_response_with_headers(reader)
+        assert status == 413 and orjson.loads(body)["code"] == "payload_too_large"
+        assert headers["connection"] == "close"
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
 
 
 async def test_bodies_in_pieces_and_back_to_back_on_one_keep_alive_connection(ingest_server, db):
