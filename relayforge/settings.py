@@ -46,7 +46,11 @@ class ServerSettings:
     # connections that send nothing take every slot: probes and webhooks then waited forever.
     backpressure: int = 16384
     backlog: int = 4096  # connections the kernel queues before they are accepted
-    header_read_timeout_ms: int = 5000  # a request's headers must arrive within this
+    # A request's headers must arrive within this; it is also how long an idle keep-alive
+    # connection stays open (the HTTP server has one timer for both). Longer than clients'
+    # idle expiry (httpx 5 s, aiohttp 15 s): at 5 s, a client reusing a connection just as
+    # the server closed it lost its request now and then.
+    header_read_timeout_ms: int = 20000
 
 
 @dataclass(frozen=True)

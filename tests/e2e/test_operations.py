@@ -145,6 +145,8 @@ async def test_3000_idle_connections_stop_neither_a_probe_nor_a_webhook(client, 
 
 
 async def test_a_request_whose_headers_never_finish_is_closed(start_server):
+    """The header timeout closes a request that never finishes its headers, and (the HTTP
+    server has one timer for both) a keep-alive connection idle that long."""
     import asyncio
     import time
 
@@ -156,6 +158,16 @@ async def test_a_request_whose_headers_never_finish_is_closed(start_server):
     started = time.monotonic()
     assert await asyncio.wait_for(reader.read(), 15) == b""  # closed by the server
     assert time.monotonic() - started < 10
+    writer.close()
+
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower()
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    await reader.readexactly(length)
+    assert await asyncio.wait_for(reader.read(), 15) == b""  # idle, then closed
     writer.close()
 
 
