@@ -53,6 +53,7 @@ class Router:
     def __init__(self, app: Application, settings: Settings) -> None:
         self._app = app
         self._quiet = set() if settings.log.probes else PROBES
+        self._body_timeout = settings.server.body_read_timeout_ms / 1000
         self._literal: dict[str, list[str]] = {}  # path without parameters -> its methods
 
     def add(self, method: str, template: str, handler: Handler) -> None:
@@ -60,8 +61,8 @@ class Router:
             handler = self._literal_paths_first(handler)
         else:
             self._literal.setdefault(template, []).append(method)
-        self._app.router.add(method, template, instrument(template, handler,
-                                                          access_log=template not in self._quiet))
+        self._app.router.add(method, template, instrument(
+            template, handler, self._body_timeout, access_log=template not in self._quiet))
 
     def _literal_paths_first(self, handler: Handler) -> Handler:
         def guarded(request: Request) -> Awaitable[Response]:  # no coroutine of its own
@@ -90,7 +91,7 @@ class Router:
                                                        allowed))
             return error_response(NotFound(f"no route for {request.path[:200]}"))
 
-        app.router.fallback = instrument("unmatched", fallback)
+        app.router.fallback = instrument("unmatched", fallback, self._body_timeout)
 
 
 def _late(get: Callable[[], Handler]) -> Handler:

@@ -71,6 +71,12 @@ class UnknownSource(RelayforgeError):
     status, code = 404, "unknown_source"
 
 
+class RequestTimeout(RelayforgeError):
+    """The request's body did not arrive within SERVER__BODY_READ_TIMEOUT_MS."""
+
+    status, code = 408, "request_timeout"
+
+
 class MethodNotAllowed(RelayforgeError):
     status, code = 405, "method_not_allowed"
 

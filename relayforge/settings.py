@@ -51,6 +51,9 @@ class ServerSettings:
     # idle expiry (httpx 5 s, aiohttp 15 s): at 5 s, a client reusing a connection just as
     # the server closed it lost its request now and then.
     header_read_timeout_ms: int = 20000
+    # A request's body must arrive within this of its headers: a client that declares a body
+    # and sends it slowly, or never, holds nothing (no connection slot, no body budget) longer.
+    body_read_timeout_ms: int = 30000
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from blacksheep.contents import ASGIContent
 from blacksheep.exceptions import MessageAborted
 from opentelemetry import trace
 
-from relayforge.errors import RelayforgeError
+from relayforge.errors import RelayforgeError, RequestTimeout
 from relayforge.http.errors import error_response, json_response
 from relayforge.ids import MAX_CLIENT_ID_LENGTH, new_request_id
 from relayforge.observability import logging as log_context
@@ -59,55 +59,88 @@ DRAIN_SECONDS = 5.0
 
 
 class _BodyReceipt:
-    """The request's ASGI `receive`, noting when the whole body has arrived.
+    """The request's ASGI `receive`, with a deadline for the body and a note of when all of
+    it has arrived.
 
-    The HTTP server closes a keep-alive connection whose request body was not read to the end,
-    and when it does so after the answer went out, the answer does not say so: a client that
-    reuses the connection at that moment loses its next request. So whatever a handler leaves
-    unread is drained before the answer, or the answer says `Connection: close`."""
+    The deadline (SERVER__BODY_READ_TIMEOUT_MS): a client that declares a body and sends it
+    slowly or never would otherwise hold its connection slot, and what it sent of the body
+    budget, for as long as it likes. Past it the read raises RequestTimeout (408).
 
-    __slots__ = ("receive", "remaining", "done")
+    The note: the HTTP server closes a keep-alive connection whose request body was not read
+    to the end, and when it does so after the answer went out, the answer does not say so: a
+    client that reuses the connection at that moment loses its next request. So whatever a
+    handler leaves unread is drained before the answer, or the answer says
+    `Connection: close`."""
+
+    __slots__ = ("receive", "remaining", "done", "_task", "_timer", "_waiting", "_expired")
 
     def __init__(self, receive: Callable[[], Awaitable[dict[str, object]]],
-                 declared: int | None) -> None:
+                 declared: int | None, timeout: float) -> None:
         self.receive = receive
         self.remaining = declared  # None: chunked, done only at the last message
         self.done = False
+        self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+        self._waiting = False
+        self._expired = False
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._waiting and self._task is not None:  # parked in receive(): nowhere else
+            self._task.cancel()
 
     async def __call__(self) -> dict[str, object]:
-        message = await self.receive()
+        if self._expired:
+            raise RequestTimeout("the request body did not arrive in time")
+        self._waiting = True
+        try:
+            message = await self.receive()
+        except asyncio.CancelledError:
+            if self._expired and self._task is not None and self._task.uncancel() == 0:
+                raise RequestTimeout("the request body did not arrive in time") from None
+            raise  # the server's own cancellation (shutdown)
+        finally:
+            self._waiting = False
         body = message.get("body", b"")
         if self.remaining is not None and isinstance(body, bytes):
             self.remaining -= len(body)
             if self.remaining <= 0:  # all declared bytes are in: the server needs no more
-                self.done = True
+                self._arrived()
         if not message.get("more_body", False):
-            self.done = True
+            self._arrived()
         return message
 
-    async def drain(self) -> bool:
-        """Read and drop the rest of the body; False if the connection must close instead."""
-        if self.remaining is not None and self.remaining > DRAIN_BYTES:
-            return False
-        try:
-            return await asyncio.wait_for(self._drop_rest(), DRAIN_SECONDS)
-        except TimeoutError:  # a client that never sends it holds nothing past the bound
-            return False
+    def _arrived(self) -> None:
+        self.done = True
+        self._timer.cancel()
 
-    async def _drop_rest(self) -> bool:
+    async def finish(self) -> bool:
+        """Drain what the handler left unread; False if the connection must close instead."""
+        if self.done:
+            return True
+        if self._expired or (self.remaining is not None and self.remaining > DRAIN_BYTES):
+            self._timer.cancel()
+            return False
+        self._timer.cancel()  # the drain has a shorter bound of its own
+        self._timer = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._expire)
         seen = 0
-        while not self.done:
-            message = await self()
-            if message.get("type") == "http.disconnect":
-                return False
-            body = message.get("body", b"")
-            seen += len(body) if isinstance(body, bytes) else 0
-            if seen > DRAIN_BYTES:
-                return False
+        try:
+            while not self.done:
+                message = await self()
+                if message.get("type") == "http.disconnect":
+                    return False
+                body = message.get("body", b"")
+                seen += len(body) if isinstance(body, bytes) else 0
+                if seen > DRAIN_BYTES:
+                    return False
+        except RequestTimeout:
+            return False
+        finally:
+            self._timer.cancel()
         return True
 
 
-def _track_body(request: Request) -> _BodyReceipt | None:
+def _track_body(request: Request, timeout: float) -> _BodyReceipt | None:
     """A receipt for a request that has a body (none for GETs: nothing to track)."""
     content = request.content
     if not isinstance(content, ASGIContent) or content.receive is None:
@@ -123,7 +156,7 @@ def _track_body(request: Request) -> _BodyReceipt | None:
             return None
     else:
         return None  # the server refuses a malformed length before we run
-    receipt = _BodyReceipt(content.receive, declared)
+    receipt = _BodyReceipt(content.receive, declared, timeout)
     request.content = ASGIContent(receipt)  # its `receive` is read-only
     return receipt
 
@@ -146,8 +179,10 @@ async def _respond(route: str, handler: Handler, request: Request) -> tuple[Resp
         return json_response(500, {"error": "internal error", "code": "internal"}), "internal"
 
 
-def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler:
-    """`access_log=False` keeps the route's requests out of the access log (probes)."""
+def instrument(route: str, handler: Handler, body_timeout: float,
+               access_log: bool = True) -> Handler:
+    """`body_timeout`: seconds the request's body has to arrive in. `access_log=False` keeps
+    the route's requests out of the access log (probes)."""
     async def wrapped(request: Request) -> Response:
         started = time.perf_counter()
         request_id = _client_id(request.get_first_header(b"x-request-id")) or new_request_id()
@@ -161,7 +196,7 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
         if carrier:
             carrier = tracing.bounded(carrier)
         carrier_token = _carrier.set(carrier)
-        receipt = _track_body(request)
+        receipt = _track_body(request, body_timeout)
         method = request.method
         if tracing.recording():
             with tracing.tracer.start_as_current_span(
@@ -175,7 +210,7 @@ def instrument(route: str, handler: Handler, access_log: bool = True) -> Handler
             trace_token = log_context.trace_id.set(tracing.incoming_trace_id(carrier))
             response, code = await _respond(route, handler, request)
         status = response.status
-        if receipt is not None and not receipt.done and not await receipt.drain():
+        if receipt is not None and not await receipt.finish():
             response.add_header(b"Connection", b"close")
         response.add_header(b"X-Request-Id", request_id.encode())
         response.add_header(b"X-Correlation-Id", correlation_id.encode())

@@ -117,12 +117,14 @@ def _webhook_op(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
             "401": _error("missing, invalid or stale signature",
                           ["missing_signature", "invalid_signature", "stale_timestamp"], True),
             "404": _error("unknown source", ["unknown_source"]),
+            "408": _error("the body did not arrive within SERVER__BODY_READ_TIMEOUT_MS",
+                          ["request_timeout"]),
             "409": _error("Stripe event replayed for this tenant", ["replayed_event"], True),
             "413": _error("body too large", ["payload_too_large"]),
             "429": _error("rate limit or daily quota", ["rate_limited", "quota_exceeded"],
                           retry_after=True),
-            "503": _error("database unavailable: nothing recorded", ["unavailable"],
-                          retry_after=True),
+            "503": _error("database unavailable, or too many body bytes in flight: nothing "
+                          "recorded", ["unavailable", "overloaded"], retry_after=True),
         },
     }
 

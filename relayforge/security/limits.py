@@ -108,6 +108,9 @@ class Held:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
         self._budget.in_use -= self.bytes
         self.bytes = 0
 

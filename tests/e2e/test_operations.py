@@ -171,6 +171,53 @@ async def test_a_request_whose_headers_never_finish_is_closed(start_server):
     writer.close()
 
 
+async def test_bodies_that_never_finish_hold_the_budget_only_until_the_body_timeout(
+        client, start_server):
+    """Clients that declare bodies and stall hold only what they sent of the body budget, and
+    only until SERVER__BODY_READ_TIMEOUT_MS, then get a 408 and a closed connection. Before,
+    the declared length was reserved up front with no deadline: eight connections that sent
+    one byte each of a 256 KiB body took an 8 MiB budget, and every other webhook got 503
+    for as long as they stayed open."""
+    import asyncio
+
+    import orjson
+
+    from tests.support import new_tenant, sign_generic
+
+    server = start_server("ingest", HARDENING__MAX_INFLIGHT_BODY_BYTES=str(8 << 20),
+                          SERVER__BODY_READ_TIMEOUT_MS="3000")
+    host, port = server.url.removeprefix("http://").split(":")
+
+    async def stall(sent: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nX-Signature: " + b"0" * 64
+                     + b"\r\nContent-Length: 262144\r\n\r\n" + b"x" * sent)
+        await writer.drain()
+        return reader, writer
+
+    async def webhook() -> httpx.Response:  # 200 kB: more than the gap a full budget leaves
+        body = orjson.dumps({"event": "past.the.stalled",
+                             "data": {"n": uuid.uuid4().hex, "pad": "x" * 200_000}})
+        return await client.post(f"{server.url}/webhooks/generic", content=body, headers={
+            "X-Signature": sign_generic(body), "X-Tenant-Id": new_tenant()})
+
+    declared_only = [await stall(1) for _ in range(16)]  # twice what the budget would reserve
+    await asyncio.sleep(0.3)
+    assert (await webhook()).status_code == 202
+
+    sent_most = [await stall(250_000) for _ in range(12)]  # 4 × 250 kB each: the budget is full
+    await asyncio.sleep(0.3)
+    refused = await webhook()
+    assert refused.status_code == 503 and refused.json()["code"] == "overloaded"
+
+    for reader, writer in declared_only + sent_most:  # each answered at the deadline, closed
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+        assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower(), head
+        assert b"request_timeout" in await asyncio.wait_for(reader.read(), 15)
+        writer.close()
+    assert (await webhook()).status_code == 202  # what they held is back
+
+
 def test_cli_version_help_and_one_line_usage_errors():
     from relayforge import __version__
 
