@@ -6,6 +6,7 @@ has started; routes are declared before that and reach them through `Endpoints`.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 from collections.abc import Awaitable, Callable
@@ -149,8 +150,26 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
     return app
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 128 << 10  # glibc's initial value
+
+
+def _return_large_buffers_to_the_os() -> None:
+    """Pin glibc's mmap threshold. Left dynamic, it rises to the size of the largest buffer
+    freed (a 20 MiB body): later ones come from the heap, whose freed pages stay in the
+    process. Forty concurrent 20 MiB uploads peaked 176-240 MiB above the start, 156-160
+    with it pinned. Webhooks under 128 KiB are not affected; other C libraries are left be."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def app_factory() -> Application:
     """Entry point for Granian workers: settings from the environment, mode from the CLI."""
+    _return_large_buffers_to_the_os()
     settings = load_settings()
     log_setup.configure(settings.log.level, settings.log.json)
     mode = os.environ.get("RELAYFORGE_MODE", "all")
