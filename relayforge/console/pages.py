@@ -23,7 +23,7 @@ from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
 from relayforge.errors import BadRequest, Forbidden, NotFound, RelayforgeError
 from relayforge.http import destinations as destination_ops
 from relayforge.http.admin import reprocess_job, reprocess_jobs
-from relayforge.http.instrument import query_string, route_value
+from relayforge.http.instrument import query_string, read_body, route_value
 from relayforge.http.models import MAX_BULK
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
@@ -134,9 +134,7 @@ def _query(request: Request) -> dict[str, str]:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    raw = await request.read() or b""
-    if len(raw) > MAX_FORM:
-        raise BadRequest("form too large")
+    raw = await read_body(request, MAX_FORM)
     try:
         return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
     except (UnicodeDecodeError, ValueError):
@@ -271,7 +269,7 @@ class Console:
                         Content(STATIC[name], data.read_bytes()))
 
     async def csp_report(self, request: Request, session: None) -> Response:
-        report = (await request.read() or b"")[:4096]
+        report = (await read_body(request, MAX_FORM))[:4096]
         metrics.CONSOLE_CSP_VIOLATIONS.inc()
         log.warning("console CSP violation reported",
                     extra={"report": report.decode("utf-8", "replace")})

@@ -28,8 +28,8 @@ from relayforge.http.models import (
     StatsQuery,
     given,
     instant,
-    parse_body,
     parse_query,
+    read_model,
 )
 from relayforge.http.routing import (
     ADMIN,
@@ -222,7 +222,7 @@ class AdminEndpoints:
         return view_response(202, Reprocessed(job_id=job_id))
 
     async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
-        body = parse_body(await request.read() or b"", BulkReprocess)
+        body = await read_model(request, BulkReprocess)
         ids = await reprocess_jobs(self._stores, self._settings, actor,
                                    tenant_id=given(body.tenant_id),
                                    source=_lower(given(body.source)),
@@ -234,7 +234,7 @@ class AdminEndpoints:
     async def put_secret(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
         provider = await self._provider(request, tenant_id)
-        body = parse_body(await request.read() or b"", SecretPut)
+        body = await read_model(request, SecretPut)
         connector = CONNECTORS.get(provider)
         view = await secrets.set_secret(
             self._stores, self._cipher, actor, tenant_id=tenant_id, provider=provider,
@@ -258,7 +258,7 @@ class AdminEndpoints:
         return Response(204)
 
     async def create_api_key(self, request: Request, actor: Actor) -> Response:
-        body = parse_body(await request.read() or b"", ApiKeyCreate)
+        body = await read_model(request, ApiKeyCreate)
         return view_response(201, await apikeys.create_key(self._stores, actor, body.role,
                                                            body.name))
 

@@ -27,8 +27,8 @@ from relayforge.http.models import (
     Redeliver,
     RotateSecret,
     given,
-    parse_body,
     parse_query,
+    read_model,
 )
 from relayforge.http.routing import ADMIN, NOT_FOUND, OPERATOR, VIEWER, AdminRoute, page, path_uuid
 from relayforge.ids import new_id
@@ -187,7 +187,7 @@ class DestinationEndpoints:
 
     async def create(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
-        body = parse_body(await request.read() or b"", DestinationCreate)
+        body = await read_model(request, DestinationCreate)
         destination_id, secret = new_id(), new_secret()
         fields = DestinationFields(
             name=given(body.name), url=self._url(body.url), enabled=body.enabled,
@@ -225,7 +225,7 @@ class DestinationEndpoints:
     async def update(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
         destination_id = path_uuid(request, "destination_id")
-        body = parse_body(await request.read() or b"", DestinationPatch)
+        body = await read_model(request, DestinationPatch)
         headers = given(body.headers)
         spec = given(body.filter)
         cleared = tuple(name for name in ("name", "rate_limit_per_second", "max_concurrency")
@@ -267,7 +267,7 @@ class DestinationEndpoints:
     async def rotate_secret(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
         destination_id = path_uuid(request, "destination_id")
-        body = parse_body(await request.read() or b"", RotateSecret)
+        body = await read_model(request, RotateSecret)
         return view_response(201, await rotate(self._stores, self._cipher, actor, tenant_id,
                                                destination_id,
                                                body.previous_expires_in_seconds))
@@ -303,7 +303,7 @@ class DestinationEndpoints:
         return view_response(202, DeliveryReprocessed(delivery_id=delivery_id))
 
     async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
-        body = parse_body(await request.read() or b"", BulkDeliveryReprocess)
+        body = await read_model(request, BulkDeliveryReprocess)
         async with self._stores.transaction() as tx:
             ids = await tx.deliveries.reprocess(
                 tenant_id=given(body.tenant_id), destination_id=given(body.destination_id),
@@ -315,7 +315,7 @@ class DestinationEndpoints:
 
     async def redeliver(self, request: Request, actor: Actor) -> Response:
         job_id = path_uuid(request, "job_id")
-        body = parse_body(await request.read() or b"", Redeliver)
+        body = await read_model(request, Redeliver)
         job = await self._stores.jobs.get(job_id=job_id)
         if job is None:
             raise NotFound("no such job")

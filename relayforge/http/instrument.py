@@ -14,7 +14,7 @@ from blacksheep.contents import ASGIContent
 from blacksheep.exceptions import MessageAborted
 from opentelemetry import trace
 
-from relayforge.errors import RelayforgeError, RequestTimeout
+from relayforge.errors import PayloadTooLarge, RelayforgeError, RequestTimeout
 from relayforge.http.errors import error_response, json_response
 from relayforge.ids import MAX_CLIENT_ID_LENGTH, new_request_id
 from relayforge.observability import logging as log_context
@@ -255,3 +255,19 @@ def query_string(request: Request) -> bytes:
     """The raw query string. Not request.url, which raises on bytes outside ASCII."""
     raw = request.scope.get("query_string", b"")
     return raw if isinstance(raw, bytes) else b""
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 once past `limit` (at once when its declared length
+    is): never more than `limit` bytes in memory, as request.read() would take any size."""
+    declared = request.get_first_header(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # type: ignore[attr-defined]  # BlackSheep's stub
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
+from blacksheep import Request
 from msgspec import UNSET, Meta, UnsetType
 
 from relayforge.errors import BadRequest
+from relayforge.http.instrument import read_body
 from relayforge.jobs import JobStatus
 from relayforge.security.roles import Role
 
@@ -206,9 +208,12 @@ def parse_query(raw: bytes | None, model: type[M]) -> M:
         raise _refused(exc, "query") from None
 
 
+async def read_model(request: Request, model: type[M]) -> M:
+    """The request's JSON body as `model`; 413 past MAX_ADMIN_BODY, before it is all read."""
+    return parse_body(await read_body(request, MAX_ADMIN_BODY), model)
+
+
 def parse_body(raw: bytes, model: type[M]) -> M:
-    if len(raw) > MAX_ADMIN_BODY:
-        raise BadRequest(f"body exceeds {MAX_ADMIN_BODY} bytes")
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:

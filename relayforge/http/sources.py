@@ -20,7 +20,7 @@ from relayforge.connectors.tenant import (
 from relayforge.errors import BadRequest, Conflict, NotFound
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import route_value
-from relayforge.http.models import parse_body
+from relayforge.http.models import read_model
 from relayforge.http.routing import ADMIN, NOT_FOUND, AdminRoute, path_uuid
 from relayforge.models import Items, View
 from relayforge.security.roles import Actor
@@ -77,8 +77,7 @@ class SourceEndpoints:
         if name in CONNECTORS:
             raise Conflict(f"{name} is a built-in source; choose another name")
         try:
-            definition = check_definition(parse_body(await request.read() or b"",
-                                                     SourceDefinition))
+            definition = check_definition(await read_model(request, SourceDefinition))
         except InvalidDefinition as exc:
             raise BadRequest(str(exc)) from None
         async with self._stores.transaction() as tx:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from tests.support import (
+    ADMIN_KEY,
     Server,
     new_tenant,
     sign_generic,
@@ -478,6 +479,34 @@ async def test_a_body_far_over_the_limit_is_refused_at_once(client, ingest_serve
         pass  # the server closed while the client was still sending
     r = await post_generic(client, ingest_server, generic_body(), new_tenant())
     assert r.status_code == 202
+
+
+@pytest.mark.parametrize("path, authorization", [
+    ("/console/login", None), ("/console/csp-report", None), ("/admin/api-keys", ADMIN_KEY)])
+async def test_bodies_past_a_routes_limit_are_refused_before_they_are_read(
+        client, ingest_server, path, authorization):
+    """Forms, reports and admin requests have small limits, enforced while the body is read:
+    a 50 MiB body is refused from its declared length alone (it used to be read whole, even
+    unauthenticated on the console's login, before "form too large"), a chunked one as soon
+    as it passes the limit."""
+    headers = {"Authorization": f"Bearer {authorization}"} if authorization else {}
+    host, port = ingest_server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(_request_head(path, 50 << 20, **headers))  # and none of the body
+        status, answer_headers, body = await _http_response_with_headers(reader)
+        assert status == 413 and answer_headers["connection"] == "close"
+        if path.startswith("/admin/"):  # the console answers with its own page
+            assert orjson.loads(body)["code"] == "payload_too_large"
+    finally:
+        writer.close()
+
+    async def chunks():
+        for _ in range(100):
+            yield b"a" * 10_000
+
+    r = await client.post(f"{ingest_server.url}{path}", content=chunks(), headers=headers)
+    assert r.status_code == 413
 
 
 async def test_request_id_is_echoed_or_generated(client, ingest_server):
