@@ -23,7 +23,8 @@ from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
 from relayforge.errors import BadRequest, Forbidden, NotFound, RelayforgeError
 from relayforge.http import destinations as destination_ops
 from relayforge.http.admin import reprocess_job, reprocess_jobs
-from relayforge.http.instrument import query_string, read_body, route_value
+from relayforge.http.bodies import read_body
+from relayforge.http.instrument import query_string, route_value
 from relayforge.http.models import MAX_BULK
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics

@@ -17,7 +17,7 @@ from blacksheep import Request
 from msgspec import UNSET, Meta, UnsetType
 
 from relayforge.errors import BadRequest
-from relayforge.http.instrument import read_body
+from relayforge.http.bodies import read_body
 from relayforge.jobs import JobStatus
 from relayforge.security.roles import Role
 

@@ -23,8 +23,9 @@ from relayforge.errors import (
     RelayforgeError,
     UnknownSource,
 )
+from relayforge.http.bodies import DRAIN_BYTES
 from relayforge.http.errors import json_response
-from relayforge.http.instrument import DRAIN_BYTES, request_ids, route_value
+from relayforge.http.instrument import request_ids, route_value
 from relayforge.ids import parse_uuid
 from relayforge.ingest import IngestWriter, deliver
 from relayforge.ingest.sources import TenantSources
@@ -131,7 +132,7 @@ class WebhookEndpoint:
         budget while the request lasts. An oversized one is read and discarded up to
         DRAIN_BYTES past the limit before the 413, so a client still sending gets the answer
         instead of a reset connection; beyond that the answer comes at once, closing the
-        connection (relayforge/http/instrument.py)."""
+        connection (relayforge/http/bodies.py)."""
         declared = request.get_first_header(b"content-length")
         if declared is not None and declared.isdigit():
             length = int(declared)
