@@ -3,6 +3,7 @@ and provider-style signing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -168,7 +169,6 @@ def new_tenant() -> str:
 
 def run_sync(coro):  # type: ignore[no-untyped-def]
     """Run a coroutine to completion from sync code, even inside a running event loop."""
-    import asyncio
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -198,3 +198,16 @@ async def drop_database(name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def read_response(
+    reader: asyncio.StreamReader,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response framed by Content-Length, from a raw connection: (status,
+    headers with lower-case names, body)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip()
+               for name, _, value in (line.partition(":") for line in lines[1:] if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return int(lines[0].split()[1]), headers, body

@@ -14,6 +14,7 @@ from tests.support import (
     ADMIN_KEY,
     Server,
     new_tenant,
+    read_response,
     sign_generic,
     sign_github,
     sign_stripe,
@@ -342,19 +343,8 @@ async def test_invalid_stripe_payload_is_400(client, ingest_server, body):
 
 async def _http_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """One HTTP/1.1 response framed by Content-Length: (status, body)."""
-    status, _, body = await _http_response_with_headers(reader)
+    status, _, body = await read_response(reader)
     return status, body
-
-
-async def _http_response_with_headers(
-    reader: asyncio.StreamReader,
-) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip()
-               for name, _, value in (line.partition(":") for line in lines[1:] if line)}
-    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
-    return int(lines[0].split()[1]), headers, body
 
 
 def _request_head(path: str, length: int, **headers: str) -> bytes:
@@ -379,7 +369,7 @@ async def test_a_refusal_decided_before_the_body_leaves_the_connection_usable(
         await writer.drain()
         await asyncio.sleep(0.2)  # the refusal is decided while the body is on its way
         writer.write(refused)
-        answer, headers, _ = await _http_response_with_headers(reader)
+        answer, headers, _ = await read_response(reader)
         assert answer == status and headers.get("connection") != "close", headers
         body = generic_body()
         writer.write(_request_head("/webhooks/generic", len(body), X_Tenant_Id=new_tenant(),
@@ -397,7 +387,7 @@ async def test_a_refusal_whose_body_never_comes_is_answered_and_closed(ingest_se
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         writer.write(_request_head("/webhooks/no-such-source", 1000))  # the body never follows
-        status, headers, _ = await _http_response_with_headers(reader)
+        status, headers, _ = await read_response(reader)
         assert status == 404 and headers["connection"] == "close"
     finally:
         writer.close()
@@ -411,7 +401,7 @@ async def test_a_refusal_that_would_leave_too_much_unread_says_it_closes(ingest_
     try:
         writer.write(_request_head("/webhooks/generic", 8 << 20, X_Tenant_Id=new_tenant(),
                                    X_Signature="0" * 64))  # and none of the body
-        status, headers, body = await _http_response_with_headers(reader)
+        status, headers, body = await read_response(reader)
         assert status == 413 and orjson.loads(body)["code"] == "payload_too_large"
         assert headers["connection"] == "close"
         assert await asyncio.wait_for(reader.read(), 10) == b""
@@ -494,7 +484,7 @@ async def test_bodies_past_a_routes_limit_are_refused_before_they_are_read(
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         writer.write(_request_head(path, 50 << 20, **headers))  # and none of the body
-        status, answer_headers, body = await _http_response_with_headers(reader)
+        status, answer_headers, body = await read_response(reader)
         assert status == 413 and answer_headers["connection"] == "close"
         if path.startswith("/admin/"):  # the console answers with its own page
             assert orjson.loads(body)["code"] == "payload_too_large"
