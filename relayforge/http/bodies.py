@@ -78,10 +78,9 @@ class _BodyReceipt:
         """Drain what the handler left unread; False if the connection must close instead."""
         if self.done:
             return True
-        if self._expired or (self.remaining is not None and self.remaining > DRAIN_BYTES):
-            self._timer.cancel()
-            return False
         self._timer.cancel()  # the drain has a shorter bound of its own
+        if self._expired or (self.remaining is not None and self.remaining > DRAIN_BYTES):
+            return False
         self._timer = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._expire)
         seen = 0
         try:
