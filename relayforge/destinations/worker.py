@@ -135,8 +135,9 @@ class DeliveryWorker:
                      write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]) -> None:
         """`write` records an outcome, riding out a database blip (the consumer's)."""
         s = self._settings.destinations
-        gate = await self._stores.destinations.gate(destination_id=m.destination_id,
-                                                    probe_seconds=s.circuit_probe_seconds)
+        gate = await self._stores.destinations.gate(
+            destination_id=m.destination_id, probe_seconds=s.circuit_probe_seconds,
+            attempt=m.attempt)
         if gate is None:  # the destination was deleted, and its deliveries with it
             await message.ack()
             return

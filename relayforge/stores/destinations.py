@@ -171,8 +171,10 @@ class DestinationStore(Store):
         return await self._db.fetchval(Q["destination_delete"], tenant_id,
                                        destination_id) is not None
 
-    async def gate(self, *, destination_id: uuid.UUID, probe_seconds: float) -> Gate | None:
-        row = await self._db.fetchrow(Q["destination_gate"], destination_id, probe_seconds)
+    async def gate(self, *, destination_id: uuid.UUID, probe_seconds: float,
+                   attempt: int) -> Gate | None:
+        row = await self._db.fetchrow(Q["destination_gate"], destination_id, probe_seconds,
+                                      attempt)
         return None if row is None else Gate(**dict(row))
 
     async def failed(self, *, destination_id: uuid.UUID, open_after: int, probe_seconds: float,

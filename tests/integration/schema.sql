@@ -188,6 +188,7 @@ CREATE INDEX deliveries_due ON public.deliveries USING btree (available_at) WHER
 CREATE INDEX deliveries_job ON public.deliveries USING btree (job_id)
 CREATE INDEX deliveries_processing ON public.deliveries USING btree (lease_expires_at) WHERE (status = 'processing'::text)
 CREATE INDEX deliveries_status_created ON public.deliveries USING btree (status, created_at DESC, id DESC)
+CREATE INDEX deliveries_waiting ON public.deliveries USING btree (destination_id, attempts) WHERE (status = ANY (ARRAY['pending'::text, 'queued'::text, 'retrying'::text]))
 CREATE INDEX destination_secrets_destination ON public.destination_secrets USING btree (destination_id, created_at)
 CREATE INDEX destinations_tenant ON public.destinations USING btree (tenant_id, created_at, id)
 CREATE INDEX jobs_lease ON public.jobs USING btree (lease_expires_at) WHERE (status = 'processing'::text)

@@ -553,16 +553,25 @@ RETURNING id;
 DELETE FROM destinations WHERE tenant_id = $1 AND id = $2 RETURNING id;
 
 -- name: destination_gate
--- Before an attempt: is the destination enabled, and may an attempt go out now? While its
--- circuit is open one probe goes out every $2 seconds (whoever takes next_probe_at sends it);
--- the others wait until then without spending an attempt.
+-- Before a delivery's attempt $3: is the destination enabled, and may an attempt go out now?
+-- While its circuit is open one probe goes out every $2 seconds, sent by a waiting delivery that
+-- has spent the fewest attempts (else one delivery could spend all its attempts on probes while
+-- the others spend none); the others wait until then without spending an attempt. Deliveries
+-- not due, or untouched for two probe intervals (a lost message), don't hold the probe back.
 WITH probe AS (
-    UPDATE destinations SET next_probe_at = now() + make_interval(secs => $2)
-    WHERE id = $1 AND enabled AND circuit = 'open' AND next_probe_at <= now()
-    RETURNING id
+    UPDATE destinations d SET next_probe_at = now() + make_interval(secs => $2)
+    WHERE d.id = $1 AND d.enabled AND d.circuit = 'open' AND d.next_probe_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries x
+          WHERE x.destination_id = d.id AND x.status IN ('pending', 'queued', 'retrying')
+            AND x.attempts < $3 - 1 AND x.available_at <= now()
+            AND x.updated_at > now() - make_interval(secs => 2 * $2))
+    RETURNING d.id
 )
 SELECT d.enabled, d.disabled_reason, d.circuit, d.max_concurrency, d.rate_limit_per_second,
-       greatest(d.next_probe_at, now() + interval '10 milliseconds') AS wait_until,
+       -- a delivery that the probe passed over looks again soon, in case its peer never comes
+       CASE WHEN d.next_probe_at > now() THEN d.next_probe_at
+            ELSE now() + make_interval(secs => least($2 / 4, 1)) END AS wait_until,
        EXISTS (SELECT 1 FROM probe) AS probe
 FROM destinations d WHERE d.id = $1;
 
