@@ -293,6 +293,31 @@ async def test_the_circuit_opens_after_consecutive_failures_then_a_probe_closes_
     assert time.monotonic() - opened < 30
 
 
+async def test_each_probe_goes_to_a_delivery_that_has_spent_the_fewest_attempts(
+        client, server, receiver):
+    """While the circuit is open all four waiting deliveries are due at every probe: each probe
+    is sent by one with the fewest attempts spent, so the attempt numbers the probes carry never
+    go down (when whoever came first sent it, one delivery could spend all its attempts on
+    probes while the others spent none)."""
+    receiver.scripts["/flat"] = lambda n, _: Reply(503)
+    tenant = new_tenant()
+    destination = await create(client, server, tenant, url=f"{receiver.url}/flat")
+    for _ in range(4):
+        await send(client, server, tenant)
+    view_url = f"{server.url}/admin/tenants/{tenant}/destinations/{destination['id']}"
+    deadline = time.monotonic() + 20
+    while (await client.get(view_url, headers=VIEWER)).json()["circuit"] != "open":
+        assert time.monotonic() < deadline, "the circuit never opened"
+        await asyncio.sleep(0.1)
+    opened = time.monotonic()
+    await asyncio.sleep(4.6)  # four probes, one a second
+    probes = [r for r in receiver.at("/flat") if r.at > opened + 0.3]  # none still in flight
+    attempts = [int(r.headers["x-relayforge-attempt"]) for r in probes]
+    assert len(attempts) >= 3 and attempts == sorted(attempts), attempts
+    r = await client.patch(view_url, headers=ADMIN, json={"enabled": False})  # stop probing
+    assert r.status_code == 200, r.text
+
+
 async def test_a_destination_failing_too_long_is_disabled(client, start_server, receiver,
                                                           names):
     receiver.scripts["/broken"] = lambda n, _: Reply(500)
