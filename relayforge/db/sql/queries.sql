@@ -175,8 +175,11 @@ WITH sent AS (
     WHERE id = ANY($1::bigint[]) AND status = 'pending'
     RETURNING job_id, attempt
 ),
-locked AS (  -- in id order, like every multi-row update of jobs (no deadlock with consumers)
-    SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM sent) ORDER BY j.id FOR UPDATE
+locked AS (  -- in id order, like every multi-row update of jobs (no deadlock with consumers);
+             -- a job its consumer already took is not locked (nor waited for): it stays as is
+    SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM sent)
+      AND j.status IN ('pending', 'retrying')
+    ORDER BY j.id FOR UPDATE
 )
 UPDATE jobs j SET status = 'queued', updated_at = now()
 FROM sent, locked
