@@ -264,12 +264,11 @@ async def test_rotation_signs_with_both_secrets_during_the_overlap(client, serve
         verify(new, got)
 
 
-async def test_the_circuit_opens_after_consecutive_failures_then_a_probe_closes_it(
-        client, server, receiver):
-    healthy = {"now": False}
-    receiver.scripts["/down"] = lambda n, _: Reply(200) if healthy["now"] else Reply(503)
+async def open_circuit(client, server, receiver, path: str) -> tuple[dict, str]:
+    """A new tenant's destination at `path` (scripted to fail), four events sent to it, once
+    its circuit has opened: the destination and the URL of its view."""
     tenant = new_tenant()
-    destination = await create(client, server, tenant, url=f"{receiver.url}/down")
+    destination = await create(client, server, tenant, url=f"{receiver.url}{path}")
     for _ in range(4):
         await send(client, server, tenant)
     view_url = f"{server.url}/admin/tenants/{tenant}/destinations/{destination['id']}"
@@ -277,6 +276,14 @@ async def test_the_circuit_opens_after_consecutive_failures_then_a_probe_closes_
     while (await client.get(view_url, headers=VIEWER)).json()["circuit"] != "open":
         assert time.monotonic() < deadline, "the circuit never opened"
         await asyncio.sleep(0.1)
+    return destination, view_url
+
+
+async def test_the_circuit_opens_after_consecutive_failures_then_a_probe_closes_it(
+        client, server, receiver):
+    healthy = {"now": False}
+    receiver.scripts["/down"] = lambda n, _: Reply(200) if healthy["now"] else Reply(503)
+    destination, view_url = await open_circuit(client, server, receiver, "/down")
     view = (await client.get(view_url, headers=VIEWER)).json()
     assert view["consecutive_failures"] >= 3 and view["circuit_opened_at"]
     # while open, deliveries wait without spending attempts: one probe a second at most
@@ -300,15 +307,7 @@ async def test_each_probe_goes_to_a_delivery_that_has_spent_the_fewest_attempts(
     go down (when whoever came first sent it, one delivery could spend all its attempts on
     probes while the others spent none)."""
     receiver.scripts["/flat"] = lambda n, _: Reply(503)
-    tenant = new_tenant()
-    destination = await create(client, server, tenant, url=f"{receiver.url}/flat")
-    for _ in range(4):
-        await send(client, server, tenant)
-    view_url = f"{server.url}/admin/tenants/{tenant}/destinations/{destination['id']}"
-    deadline = time.monotonic() + 20
-    while (await client.get(view_url, headers=VIEWER)).json()["circuit"] != "open":
-        assert time.monotonic() < deadline, "the circuit never opened"
-        await asyncio.sleep(0.1)
+    _, view_url = await open_circuit(client, server, receiver, "/flat")
     opened = time.monotonic()
     await asyncio.sleep(4.6)  # four probes, one a second
     probes = [r for r in receiver.at("/flat") if r.at > opened + 0.3]  # none still in flight
