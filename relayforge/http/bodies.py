@@ -39,8 +39,11 @@ class _BodyReceipt:
         self.receive = receive
         self.remaining = declared  # None: chunked, done only at the last message
         self.done = False
-        self._task = asyncio.current_task()
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+        # One get_running_loop() (a getpid() system call on Python 3.11) per request, not two:
+        # current_task() makes its own unless given the loop.
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task(loop)
+        self._timer = loop.call_later(timeout, self._expire)
         self._waiting = False
         self._expired = False
 
