@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from relayforge.destinations.guard import ForbiddenDestination, GuardedResolver, check_connect_host
+from relayforge.destinations.guard import ForbiddenDestination, GuardedResolver, parse_url
 
 MAX_RESPONSE_READ = 65536
 RESPONSE_KEPT = 1024
@@ -39,8 +38,9 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class DeliveryClient:
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, production: bool = False) -> None:
         self._allow_private = allow_private
+        self._production = production
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -60,9 +60,12 @@ class DeliveryClient:
         assert self._session is not None
         started = time.perf_counter()
         try:
-            check_connect_host(urlsplit(url).hostname or "", self._allow_private)
+            # checked as parsed, and that parse is what connects: an IP literal reaches no
+            # resolver, so this is its only check
+            target = parse_url(url, production=self._production,
+                               allow_private=self._allow_private)
             async with asyncio.timeout(timeout_ms / 1000):
-                async with self._session.post(url, data=body, headers=headers,
+                async with self._session.post(target, data=body, headers=headers,
                                               allow_redirects=False) as response:
                     raw = await _read_some(response)
                     return Answer(response.status, None, raw[:RESPONSE_KEPT].decode(

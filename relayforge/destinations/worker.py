@@ -91,7 +91,8 @@ class DeliveryWorker:
         self._stores = stores
         self._settings = settings
         self._cipher = cipher
-        self._client = DeliveryClient(settings.destinations.allow_private_networks)
+        self._client = DeliveryClient(settings.destinations.allow_private_networks,
+                                      settings.production)
         self._limits: dict[uuid.UUID, _Limits] = {}
         self._filters: dict[str, EventFilter] = {}  # compiled once per distinct filter
 
