@@ -11,7 +11,7 @@ import msgspec
 import orjson
 from blacksheep import Request, Response
 
-from relayforge.destinations.filters import EventFacts, FilterError, compile_filter
+from relayforge.destinations.filters import EventFacts, FilterError, check_filter, compile_filter
 from relayforge.destinations.guard import ForbiddenDestination, check_url
 from relayforge.destinations.signing import new_secret
 from relayforge.destinations.worker import header_context
@@ -118,7 +118,7 @@ def _check_headers(headers: dict[str, str]) -> list[str]:
 
 def _check_filter(spec: dict[str, Any]) -> str:
     try:
-        compile_filter(spec)
+        check_filter(spec)
     except FilterError as exc:
         raise InvalidDestination(str(exc)) from None
     return orjson.dumps(spec).decode()

@@ -460,6 +460,32 @@ async def test_invalid_filters_and_headers_are_400_naming_the_field(client, serv
             ).status_code == 403
 
 
+async def test_event_type_patterns_are_bounded_and_matched_without_backtracking(
+        client, server, receiver):
+    """A filter built to make a backtracking matcher run for hours, and an event of the type
+    that triggers it: the other tenant's delivery, sent right after, still arrives at once
+    (a regex matcher held the consumer for 31 s on forty `a`s with ten stars; at 200 it
+    would never have finished)."""
+    noisy, other = new_tenant(), new_tenant()
+    url = f"{server.url}/admin/tenants/{noisy}/destinations"
+    for patterns in (["*a" * 9 + "b"], ["x" * 256]):  # more than 8 stars, more than 255 chars
+        r = await client.post(url, headers=ADMIN, json={"url": "https://x.example",
+                                                        "filter": {"event_types": patterns}})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_destination", r.text
+    await create(client, server, noisy, url=f"{receiver.url}/noisy",
+                 filter={"event_types": ["*a" * 8 + "b"]})
+    await create(client, server, other, url=f"{receiver.url}/other")
+    started = time.monotonic()
+    await send(client, server, noisy, "a" * 200)  # no match, decided in one pass
+    await send(client, server, noisy, "a" * 199 + "b")  # a match
+    await send(client, server, other, "order.created")
+    [got] = await receiver.wait_for("/other", 1, timeout=15)
+    [matched] = await receiver.wait_for("/noisy", 1, timeout=15)
+    print(f"other tenant's delivery arrived {got.at - started:.3f} s after the noisy event")
+    assert orjson.loads(matched.body)["event"] == "a" * 199 + "b"
+    assert len(receiver.at("/noisy")) == 1
+
+
 async def test_redeliver_replays_an_earlier_event_into_a_destination_created_later(
         client, server, receiver):
     tenant = new_tenant()
