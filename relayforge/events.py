@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,21 @@ from relayforge.errors import InvalidPayload
 # orjson parses 1,024 levels but writes at most 254: the stored event (its `data` inside one
 # wrapper object) is bounded by what can be written, checked per request, never in a batch.
 MAX_EVENT_DEPTH = 254
+
+# C0, DEL and C1: never in a name or id. An event type travels on in a delivery's headers, where
+# a CR or LF made every delivery fail in the HTTP client (and opened the tenant's circuit).
+CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
+_HAS_CONTROL = re.compile(f"[{CONTROL}]")
+
+
+def has_control(text: str) -> bool:
+    return _HAS_CONTROL.search(text) is not None
+
+
+def without_control(text: str) -> str:
+    """Text safe for a header value (an event type stored before control characters were
+    refused at ingest)."""
+    return _HAS_CONTROL.sub("", text) if _HAS_CONTROL.search(text) else text
 
 
 @dataclass(frozen=True, slots=True)

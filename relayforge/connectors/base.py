@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import orjson
 
 from relayforge.errors import InvalidPayload, InvalidSignature, MissingSignature, StaleTimestamp
-from relayforge.events import DomainEvent
+from relayforge.events import DomainEvent, has_control
 from relayforge.kernels import HmacSha256
 from relayforge.settings import Settings
 
@@ -134,15 +134,15 @@ def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
 
 def identifier(value: Any, field_name: str, *, required: bool) -> str | None:
     """A provider-supplied name or id: a string that is not blank (whitespace only), of
-    printable length, without NUL."""
+    printable length, without control characters."""
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
         raise InvalidPayload(f"{field_name} must be a non-blank string", signature_valid=True)
-    if len(value) > MAX_IDENTIFIER or "\x00" in value:
+    if len(value) > MAX_IDENTIFIER or has_control(value):
         raise InvalidPayload(
-            f"{field_name} must be at most {MAX_IDENTIFIER} characters without NUL",
-            signature_valid=True,
+            f"{field_name} must be at most {MAX_IDENTIFIER} characters without control "
+            "characters", signature_valid=True,
         )
     return value
 

@@ -19,14 +19,16 @@ from relayforge.connectors.base import (
     verify_hex,
 )
 from relayforge.errors import InvalidPayload
-from relayforge.events import DomainEvent
+from relayforge.events import CONTROL, DomainEvent
 from relayforge.kernels import HmacSha256
 from relayforge.settings import Settings
 
 MAX_FAIL_UNTIL = 10000
-# A name or id a provider supplies: not blank, no NUL (PostgreSQL text can't hold it).
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDENTIFIER,
-                                         pattern="^[^\\x00]*[^\\x00\\s][^\\x00]*$")]
+# A name or id a provider supplies: not blank, no control characters (NUL included: PostgreSQL
+# text can't hold it).
+Identifier = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=MAX_IDENTIFIER,
+    pattern=f"^[^{CONTROL}]*[^{CONTROL}\\s][^{CONTROL}]*$")]
 
 
 class GenericBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -59,7 +61,7 @@ class GenericConnector(Connector):
         except msgspec.ValidationError as exc:
             message, _, path = str(exc).partition(" - at `$.")
             if "regex" in message:
-                message = "must be a non-blank string without NUL"
+                message = "must be a non-blank string without control characters"
             raise InvalidPayload(f"{path.rstrip('`') or 'body'}: {message}",
                                  signature_valid=True) from None
         faults: dict[str, Any] = {}

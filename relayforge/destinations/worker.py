@@ -35,7 +35,7 @@ from relayforge.broker import IncomingMessage
 from relayforge.destinations.client import Answer, DeliveryClient
 from relayforge.destinations.filters import EventFacts, EventFilter, compile_filter
 from relayforge.destinations.signing import secret_key, signature
-from relayforge.events import DomainEvent
+from relayforge.events import DomainEvent, without_control
 from relayforge.ids import new_id
 from relayforge.jobs import backoff_seconds
 from relayforge.messages import DeliveryMessage, trace_carrier
@@ -303,7 +303,7 @@ class DeliveryWorker:
             "webhook-signature": signature(str(d.id), timestamp, body, keys),
             "x-relayforge-tenant-id": str(d.tenant_id),
             "x-relayforge-source": d.source,
-            "x-relayforge-event-type": d.event_type,
+            "x-relayforge-event-type": without_control(d.event_type),
             "x-relayforge-attempt": str(d.attempts),
             **tracing.carry(carrier),  # the trace continues into the tenant's service
         })

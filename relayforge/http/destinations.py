@@ -16,7 +16,7 @@ from relayforge.destinations.guard import ForbiddenDestination, check_url
 from relayforge.destinations.signing import new_secret
 from relayforge.destinations.worker import header_context
 from relayforge.errors import Conflict, InvalidDestination, NotFound
-from relayforge.events import DomainEvent
+from relayforge.events import DomainEvent, has_control
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import query_string
 from relayforge.http.models import (
@@ -109,10 +109,12 @@ ROUTES = [
 
 
 def _check_headers(headers: dict[str, str]) -> list[str]:
-    for name in headers:
+    for name, value in headers.items():
         low = name.lower()
         if low in RESERVED_HEADERS or low.startswith(RESERVED_PREFIXES):
             raise InvalidDestination(f"headers.{name}: set by every delivery; not replaceable")
+        if has_control(value):
+            raise InvalidDestination(f"headers.{name}: control characters are not allowed")
     return sorted(headers)
 
 

@@ -486,6 +486,27 @@ async def test_event_type_patterns_are_bounded_and_matched_without_backtracking(
     assert len(receiver.at("/noisy")) == 1
 
 
+async def test_control_characters_are_refused_in_event_types_and_custom_header_values(
+        client, server):
+    """`"event":"evil\r1"` used to be accepted, then fail every delivery in the HTTP client
+    (it travels in x-relayforge-event-type) until the tenant's circuit opened."""
+    tenant = new_tenant()
+    for event in ("evil\r1", "bell\x07", "del\x7f", "c1\x85"):
+        body = orjson.dumps({"event": event})
+        r = await client.post(f"{server.url}/webhooks/generic", content=body, headers={
+            "X-Signature": sign_generic(body), "X-Tenant-Id": tenant})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_payload", (event, r.text)
+    url = f"{server.url}/admin/tenants/{tenant}/destinations"
+    for value in ("a\r\nInjected: yes", "tab\there", "nul\x00", "esc\x1b[0m"):
+        r = await client.post(url, headers=ADMIN, json={"url": "https://x.example",
+                                                        "headers": {"X-Key": value}})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_destination", (value, r.text)
+        assert "headers.X-Key" in r.json()["error"]
+    r = await client.post(url, headers=ADMIN, json={"url": "https://x.example",
+                                                    "headers": {"X-Key": "printable; ünïcode"}})
+    assert r.status_code == 201, r.text
+
+
 async def test_redeliver_replays_an_earlier_event_into_a_destination_created_later(
         client, server, receiver):
     tenant = new_tenant()
