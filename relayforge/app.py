@@ -6,6 +6,8 @@ has started; routes are declared before that and reach them through `Endpoints`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import gc
 import os
@@ -21,6 +23,7 @@ from relayforge.http.errors import error_response
 from relayforge.http.instrument import Handler, instrument
 from relayforge.http.openapi import DocsEndpoints
 from relayforge.http.ops import OpsEndpoints, ReadinessCheck
+from relayforge.http.silent import SilentConnections
 from relayforge.http.webhooks import WebhookEndpoint
 from relayforge.observability import logging as log_setup
 from relayforge.observability import tracing
@@ -132,7 +135,11 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
                        _late(lambda p=page: endpoints.console.handler(p)))  # type: ignore[misc]
     router.fallback()
 
+    silent = SilentConnections(settings.server.port, settings.server.header_read_timeout_ms)
+    sweeps: list[asyncio.Task[None]] = []
+
     async def on_start(application: Application) -> None:
+        sweeps.append(asyncio.get_running_loop().create_task(silent.run()))
         await runtime.start()
         if runtime.ingests:
             endpoints.start(settings, runtime)
@@ -143,6 +150,10 @@ def create_app(settings: Settings, mode: str = "all") -> Application:
         gc.set_threshold(10_000, 50, 100)
 
     async def on_stop(application: Application) -> None:
+        for sweep in sweeps:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
         await runtime.stop()
 
     app.on_start += on_start

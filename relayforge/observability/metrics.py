@@ -25,6 +25,10 @@ HTTP_DURATION = Histogram(
     "http_request_duration_seconds", "HTTP request duration", ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+SILENT_CONNECTIONS_CLOSED = Counter(
+    "http_silent_connections_closed_total",
+    "Connections closed for sending no byte within SERVER__HEADER_READ_TIMEOUT_MS",
+)
 WEBHOOKS_REJECTED = Counter(
     "webhooks_rejected_total", "Webhook requests refused, by contract code", ["source", "code"]
 )

@@ -168,6 +168,53 @@ async def test_a_request_whose_headers_never_finish_is_closed(start_server):
     writer.close()
 
 
+async def test_5000_connections_that_never_send_a_byte_are_closed_and_probes_still_answer(
+        client, start_server):
+    """The HTTP server's header timer starts at a request's first byte, so connections that
+    opened and sent nothing were held forever (17,500 of them from one client took the server
+    offline). They are closed once SERVER__HEADER_READ_TIMEOUT_MS has passed, and /healthz
+    answers within a second all the while."""
+    import asyncio
+    import os
+    import resource
+    import time
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 16384 <= hard or hard == resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16384, hard))  # the server inherits it
+    server = start_server("ingest", SERVER__HEADER_READ_TIMEOUT_MS="2000")
+    host, port = server.url.removeprefix("http://").split(":")
+
+    def descriptors() -> int:  # of the server's processes
+        pid = server.process.pid
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        return sum(len(os.listdir(f"/proc/{p}/fd")) for p in [pid, *children])
+
+    before = descriptors()
+    silent = [await asyncio.open_connection(host, int(port)) for _ in range(5000)]
+    opened = time.monotonic()
+    try:
+        ends = asyncio.gather(*(reader.read() for reader, _ in silent))
+        probes = 0
+        while not ends.done():
+            r = await client.get(f"{server.url}/healthz", timeout=1.0)  # under a second, or fail
+            assert r.status_code == 200
+            probes += 1
+            assert time.monotonic() - opened < 30, "silent connections still open after 30 s"
+            await asyncio.sleep(0.2)
+        assert all(data == b"" for data in ends.result())  # each closed by the server
+        assert probes >= 5  # the probes ran while the 5,000 were open (at least 2 s)
+        metrics = (await client.get(f"{server.url}/metrics")).text
+        closed = [line for line in metrics.splitlines()
+                  if line.startswith("http_silent_connections_closed_total")]
+        assert closed and float(closed[0].split()[-1]) >= 5000, closed
+        await asyncio.sleep(1.5)  # a few more sweeps: each looks at every descriptor
+        assert descriptors() < before + 50  # none kept, none leaked by the sweeps
+    finally:
+        for _, writer in silent:
+            writer.close()
+
+
 async def test_bodies_that_never_finish_hold_the_budget_only_until_the_body_timeout(
         client, start_server):
     """Clients that declare bodies and stall hold only what they sent of the body budget, and
