@@ -210,8 +210,13 @@ def _basic_credentials(header: bytes) -> bytes:
                                signature_valid=False) from None
 
 
+_NAME = re.compile(NAME_PATTERN)
+
+
 def valid_name(name: str) -> bool:
-    return re.fullmatch(NAME_PATTERN, name) is not None
+    """Whether a tenant source could have this (lower-cased) name: checked before any lookup,
+    so a name that could never exist costs no query and no cache entry."""
+    return _NAME.fullmatch(name) is not None
 
 
 __all__ = ["HmacSha256", "SourceDefinition", "TenantSourceConnector", "check_definition",

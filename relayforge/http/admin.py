@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from blacksheep import Request, Response
 
 from relayforge.connectors import CONNECTORS
+from relayforge.connectors.tenant import valid_name
 from relayforge.errors import Conflict, NotFound, UnknownSource
 from relayforge.http import destinations, sources
 from relayforge.http.destinations import DestinationEndpoints
@@ -158,8 +159,8 @@ class AdminEndpoints:
     async def _provider(self, request: Request, tenant_id: uuid.UUID) -> str:
         """A built-in source's name, or one of the tenant's own sources."""
         provider = route_value(request, "provider").lower()
-        if provider not in CONNECTORS and await self._stores.sources.get(
-                tenant_id=tenant_id, name=provider) is None:
+        if provider not in CONNECTORS and (not valid_name(provider) or await (
+                self._stores.sources.get(tenant_id=tenant_id, name=provider)) is None):
             raise UnknownSource(f"unknown provider {provider[:64]!r}")
         return provider
 

@@ -14,6 +14,7 @@ from blacksheep.contents import ASGIContent
 from blacksheep.exceptions import MessageAborted
 
 from relayforge.connectors import CONNECTORS, Connector
+from relayforge.connectors.tenant import valid_name
 from relayforge.errors import (
     InvalidSignature,
     InvalidTenant,
@@ -80,7 +81,8 @@ class WebhookEndpoint:
             raise RateLimited("ingress rate limit exceeded", retry_after=retry_after_seconds(wait))
         connector: Connector | None = CONNECTORS.get(source)
         tenant_id = None
-        if connector is None:  # a tenant's own source? (its tenant id is checked first)
+        # A tenant's own source? Only a name one could have is looked up (its tenant id first).
+        if connector is None and valid_name(source):
             tenant_id = self._tenant(raw_tenant)
             connector = await self._sources.get(tenant_id, source)
         if connector is None:  # decided before a byte of the body is read

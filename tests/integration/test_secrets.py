@@ -87,3 +87,23 @@ def test_run_sync_helper_runs_inside_a_loop():
         return run_sync(asyncio.sleep(0, result=3))
 
     assert asyncio.run(inner()) == 3
+
+
+async def test_the_tenant_source_cache_is_bounded_in_bytes_oldest_first(url, monkeypatch):
+    """Unknown names are cached (probing costs no query each), within a byte budget: once it
+    is full the oldest entries go, never the whole cache at once."""
+    from relayforge.ingest import sources
+
+    monkeypatch.setattr(sources, "CACHE_MAX_BYTES", 100 * (sources.ENTRY_OVERHEAD_BYTES + 64))
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    cache = sources.TenantSources(Stores(pool))
+    tenant = uuid.uuid4()
+    try:
+        for i in range(250):
+            assert await cache.get(tenant, f"{i:064d}") is None
+            assert cache.cached_bytes <= sources.CACHE_MAX_BYTES
+        kept = list(cache._cache)
+        assert len(kept) == 100 and kept[0][1] == f"{150:064d}"  # the newest hundred
+        assert cache.cached_bytes == 100 * (sources.ENTRY_OVERHEAD_BYTES + 64)
+    finally:
+        await pool.close()
