@@ -28,6 +28,7 @@ from relayforge.http.webhooks import WebhookEndpoint
 from relayforge.observability import logging as log_setup
 from relayforge.observability import tracing
 from relayforge.runtime import Runtime
+from relayforge.security.limits import UnverifiedBudget
 from relayforge.settings import Settings, load_settings
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -44,10 +45,14 @@ class Endpoints:
     def start(self, settings: Settings, runtime: Runtime) -> None:
         assert runtime.verifiers and runtime.writer and runtime.stores and runtime.cipher
         assert runtime.sources
+        h = settings.hardening
+        unverified = UnverifiedBudget(h.unverified_rate_limit_per_second, h.unverified_burst,
+                                      h.tenant_bucket_idle_seconds)
         self.webhooks = WebhookEndpoint(settings, runtime.verifiers, runtime.writer,
-                                        runtime.sources)
-        self.admin = AdminEndpoints(settings, runtime.stores, runtime.cipher)
-        self.console = Console(settings, runtime.stores, runtime.cipher, self.admin.auth)
+                                        runtime.sources, unverified)
+        self.admin = AdminEndpoints(settings, runtime.stores, runtime.cipher, unverified)
+        self.console = Console(settings, runtime.stores, runtime.cipher, self.admin.auth,
+                               unverified)
 
 
 class Router:

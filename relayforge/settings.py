@@ -113,6 +113,9 @@ class HardeningSettings:
     tenant_rate_limit_burst: int = 200
     tenant_daily_quota: int = 100000
     tenant_bucket_idle_seconds: int = 300
+    # per client address, for requests that prove nothing (security/limits.UnverifiedBudget)
+    unverified_rate_limit_per_second: float = 50.0
+    unverified_burst: int = 100
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,17 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from relayforge.console import charts
 from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
-from relayforge.errors import BadRequest, Forbidden, NotFound, RelayforgeError
+from relayforge.errors import BadRequest, Forbidden, NotFound, RateLimited, RelayforgeError
 from relayforge.http import destinations as destination_ops
 from relayforge.http.admin import reprocess_job, reprocess_jobs
 from relayforge.http.bodies import read_body
-from relayforge.http.instrument import query_string, route_value
+from relayforge.http.instrument import client_address, query_string, route_value
 from relayforge.http.models import MAX_BULK
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
 from relayforge.security import apikeys, secrets
 from relayforge.security.apikeys import ApiKeyAuth
+from relayforge.security.limits import UnverifiedBudget
 from relayforge.security.roles import Role
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
@@ -47,6 +48,7 @@ SECURITY_HEADERS = [
 STATIC = {"console.css": b"text/css; charset=utf-8",
           "console.js": b"text/javascript; charset=utf-8"}
 MAX_FORM = 65536
+MAX_CSP_REPORT = 8192  # a real report is a few hundred bytes
 PAGE = 50
 VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 NAV = [("/console/overview", "Overview", VIEWER), ("/console/jobs", "Events and jobs", VIEWER),
@@ -185,8 +187,9 @@ def _body_text(body: bytes | None) -> str:
 
 class Console:
     def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher,
-                 auth: ApiKeyAuth) -> None:
+                 auth: ApiKeyAuth, unverified: UnverifiedBudget) -> None:
         self._settings = settings
+        self._unverified = unverified
         self._stores = stores
         self._cipher = cipher
         self.sessions = Sessions(stores, auth, settings)
@@ -227,13 +230,14 @@ class Console:
         return guarded
 
     def _render(self, status: int, template: str, session: Session | None, here: str,
+                response_headers: list[tuple[bytes, bytes]] | None = None,
                 **context: Any) -> Response:
         role = session.actor.role if session else None
         html = self._env.get_template(template).render(
             role=role.value if role else None, csrf=session.csrf if session else "",
             nav=NAV, here=here, allowed=lambda needed: role is not None and role.allows(needed),
             job_states=JOB_STATES, delivery_states=DELIVERY_STATES, **context)
-        return _html(status, html)
+        return _html(status, html, response_headers)
 
     async def _form_of(self, request: Request) -> dict[str, str]:
         cached: dict[str, str] | None = getattr(request, "console_form", None)
@@ -251,7 +255,14 @@ class Console:
         key = (await _form(request)).get("key", "")
         try:
             token, _ = await self.sessions.sign_in(key)
-        except RelayforgeError:
+        except RelayforgeError as exc:  # guessing keys costs the address its budget
+            refusal = self._unverified.refusal(client_address(request), exc)
+            if isinstance(refusal, RateLimited):
+                return self._render(429, "login.html", None, "/console/login", title="Sign in",
+                                    error="Too many attempts from your address; wait a "
+                                          "minute and try again.",
+                                    response_headers=[(b"Retry-After",
+                                                       str(refusal.retry_after).encode())])
             return self._render(401, "login.html", None, "/console/login", title="Sign in",
                                 error="That key is not valid.")
         return _redirect("/console/overview", [(b"Set-Cookie", self.sessions.cookie(token))])
@@ -270,7 +281,12 @@ class Console:
                         Content(STATIC[name], data.read_bytes()))
 
     async def csp_report(self, request: Request, session: None) -> Response:
-        report = (await read_body(request, MAX_FORM))[:4096]
+        """Unauthenticated by nature (the browser sends it): bounded in size, and each one is
+        charged to the address's unverified budget, so it can't flood the log."""
+        refusal = self._unverified.charge(client_address(request))
+        if refusal is not None:
+            raise refusal
+        report = await read_body(request, MAX_CSP_REPORT)
         metrics.CONSOLE_CSP_VIOLATIONS.inc()
         log.warning("console CSP violation reported",
                     extra={"report": report.decode("utf-8", "replace")})

@@ -14,11 +14,11 @@ from blacksheep import Request, Response
 
 from relayforge.connectors import CONNECTORS
 from relayforge.connectors.tenant import valid_name
-from relayforge.errors import Conflict, NotFound, UnknownSource
+from relayforge.errors import Conflict, NotFound, Unauthorized, UnknownSource
 from relayforge.http import destinations, sources
 from relayforge.http.destinations import DestinationEndpoints
 from relayforge.http.errors import view_response
-from relayforge.http.instrument import query_string, route_value
+from relayforge.http.instrument import client_address, query_string, route_value
 from relayforge.http.models import (
     ApiKeyCreate,
     BulkReprocess,
@@ -56,6 +56,7 @@ from relayforge.models import (
     View,
 )
 from relayforge.security import apikeys, secrets
+from relayforge.security.limits import UnverifiedBudget
 from relayforge.security.roles import Actor
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
@@ -147,8 +148,10 @@ def _lower(value: str | None) -> str | None:
 
 
 class AdminEndpoints:
-    def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher) -> None:
+    def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher,
+                 unverified: UnverifiedBudget) -> None:
         self._settings = settings
+        self._unverified = unverified
         self._stores = stores
         self._cipher = cipher
         self.auth = self._auth = apikeys.ApiKeyAuth(stores,
@@ -170,7 +173,10 @@ class AdminEndpoints:
         handle: AdminHandler = getattr(getattr(self, part) if part else self, name)
 
         async def guarded(request: Request) -> Response:
-            actor = await self._auth.authenticate(request.get_first_header(b"authorization"))
+            try:
+                actor = await self._auth.authenticate(request.get_first_header(b"authorization"))
+            except Unauthorized as exc:  # guessing keys costs the address its budget
+                raise self._unverified.refusal(client_address(request), exc) from None
             actor.require(route.role)
             if route.query is NoQuery:
                 parse_query(query_string(request), NoQuery)

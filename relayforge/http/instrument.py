@@ -141,6 +141,12 @@ def route_value(request: Request, name: str) -> str:
     return (request.route_values or {}).get(name) or ""
 
 
+def client_address(request: Request) -> str:
+    """The peer's address as the server sees it (a proxy's, behind one)."""
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 def query_string(request: Request) -> bytes:
     """The raw query string. Not request.url, which raises on bytes outside ASCII."""
     raw = request.scope.get("query_string", b"")

@@ -121,8 +121,8 @@ def _webhook_op(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
                           ["request_timeout"]),
             "409": _error("Stripe event replayed for this tenant", ["replayed_event"], True),
             "413": _error("body too large", ["payload_too_large"]),
-            "429": _error("rate limit or daily quota", ["rate_limited", "quota_exceeded"],
-                          retry_after=True),
+            "429": _error("rate limit or daily quota, or too many unverified requests from "
+                          "this address", ["rate_limited", "quota_exceeded"], retry_after=True),
             "503": _error("database unavailable, or too many body bytes in flight: nothing "
                           "recorded", ["unavailable", "overloaded"], retry_after=True),
         },
@@ -176,6 +176,8 @@ def _admin_op(route: AdminRoute, components: dict[str, Any]) -> dict[str, Any]:
         "400": _error("invalid parameter or body", ["bad_request"]),
         "401": _error("missing or unknown API key", ["unauthorized"]),
         "403": _error("role too low", ["forbidden"]),
+        "429": _error("too many wrong API keys from this address", ["rate_limited"],
+                      retry_after=True),
     }
     for code, (description, codes) in route.errors.items():  # a route's own say wins
         responses[str(code)] = _error(description, codes)

@@ -18,15 +18,17 @@ from relayforge.connectors.tenant import valid_name
 from relayforge.errors import (
     InvalidSignature,
     InvalidTenant,
+    MissingSignature,
     Overloaded,
     PayloadTooLarge,
     RateLimited,
     RelayforgeError,
+    StaleTimestamp,
     UnknownSource,
 )
 from relayforge.http.bodies import DRAIN_BYTES
 from relayforge.http.errors import json_response
-from relayforge.http.instrument import request_ids, route_value
+from relayforge.http.instrument import client_address, request_ids, route_value
 from relayforge.ids import parse_uuid
 from relayforge.ingest import IngestWriter, deliver
 from relayforge.ingest.sources import TenantSources
@@ -34,18 +36,23 @@ from relayforge.observability import logging as log_context
 from relayforge.observability import metrics
 from relayforge.security.limits import (
     BodyBudget,
+    Buckets,
     Held,
-    TenantBuckets,
     TokenBucket,
+    UnverifiedBudget,
     retry_after_seconds,
 )
 from relayforge.security.secrets import SecretVerifiers
 from relayforge.settings import Settings
 
+# Refusals of requests that proved nothing: charged to the client address's unverified budget.
+UNVERIFIED = (InvalidTenant, UnknownSource, PayloadTooLarge, MissingSignature, InvalidSignature,
+              StaleTimestamp)
+
 
 class WebhookEndpoint:
     def __init__(self, settings: Settings, secrets: SecretVerifiers, writer: IngestWriter,
-                 sources: TenantSources) -> None:
+                 sources: TenantSources, unverified: UnverifiedBudget) -> None:
         h = settings.hardening
         self._settings = settings
         self._secrets = secrets
@@ -54,9 +61,10 @@ class WebhookEndpoint:
         self._max_body = h.max_body_bytes
         self._budget = BodyBudget(h.max_inflight_body_bytes)
         self._ingress = TokenBucket(h.ingress_rate_limit_per_second, h.ingress_burst)
-        self._tenants = TenantBuckets(
+        self._tenants: Buckets[uuid.UUID] = Buckets(
             h.tenant_rate_limit_per_second, h.tenant_rate_limit_burst, h.tenant_bucket_idle_seconds
         )
+        self._unverified = unverified
 
     # Plain functions that hand back the coroutine: one frame fewer per request.
     def by_header(self, request: Request) -> Awaitable[Response]:
@@ -70,19 +78,20 @@ class WebhookEndpoint:
         try:
             return await self._handle(request, raw_tenant, source)
         except RelayforgeError as exc:
+            if isinstance(exc, UNVERIFIED):
+                exc = self._unverified.refusal(client_address(request), exc)
             # a tenant's own source names are unbounded: one label for all of them
             metrics.child(metrics.WEBHOOKS_REJECTED, source if source in CONNECTORS else "other",
                           exc.code).inc()
-            raise
+            raise exc from None
 
     async def _handle(self, request: Request, raw_tenant: bytes | None, source: str) -> Response:
-        wait = self._ingress.take()
-        if wait:
-            raise RateLimited("ingress rate limit exceeded", retry_after=retry_after_seconds(wait))
         connector: Connector | None = CONNECTORS.get(source)
         tenant_id = None
-        # A tenant's own source? Only a name one could have is looked up (its tenant id first).
-        if connector is None and valid_name(source):
+        # A tenant's own source? Only a name one could have is looked up (its tenant id first),
+        # and not for an address that has spent its unverified budget.
+        if connector is None and valid_name(source) and self._unverified.has_budget(
+                client_address(request)):
             tenant_id = self._tenant(raw_tenant)
             connector = await self._sources.get(tenant_id, source)
         if connector is None:  # decided before a byte of the body is read
@@ -109,9 +118,14 @@ class WebhookEndpoint:
         if direct is not None:  # a signed handshake (Slack's url_verification): no job
             return json_response(200, direct)
 
+        # Charged only once the signature verified: the tenant's own bucket first, so a tenant
+        # over its limit takes nothing of the ingress limit the others share.
         wait = self._tenants.take(tenant_id)
         if wait:
             raise RateLimited("tenant rate limit exceeded", retry_after=retry_after_seconds(wait))
+        wait = self._ingress.take()
+        if wait:
+            raise RateLimited("ingress rate limit exceeded", retry_after=retry_after_seconds(wait))
 
         request_id, correlation_id, carrier = request_ids()
         delivery = deliver(connector, self._settings, tenant_id=tenant_id, headers=headers,

@@ -1,5 +1,5 @@
-"""In-memory limits: the global ingress token bucket, one bucket per tenant, and the budget of
-body bytes in flight.
+"""In-memory limits: the global ingress token bucket, one bucket per tenant, the budget of
+unverified requests per client address, and the budget of body bytes in flight.
 
 Per process: with N ingest processes the effective limits are N times these (README).
 """
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
-from relayforge.errors import Overloaded
+from relayforge.errors import Overloaded, RateLimited, RelayforgeError
+
+K = TypeVar("K", bound=Hashable)
 
 
 class TokenBucket:
@@ -34,28 +37,36 @@ class TokenBucket:
             return math.inf
         return (1.0 - self.tokens) / self.rate
 
+    def has_token(self, now: float) -> bool:
+        return min(self.burst, self.tokens + (now - self.updated) * self.rate) >= 1.0
 
-class TenantBuckets:
-    """One bucket per tenant. A bucket that has refilled is the same as a new one, so the sweep
-    drops every full bucket; it runs once per refill time (burst / rate, at least a second, at
-    most `idle_seconds`). Memory is bounded by the tenants seen within about that time."""
+
+class Buckets(Generic[K]):
+    """One bucket per key (a tenant, a client address). A bucket that has refilled is the same
+    as a new one, so the sweep drops every full bucket; it runs once per refill time (burst /
+    rate, at least a second, at most `idle_seconds`). Memory is bounded by the keys seen within
+    about that time."""
 
     def __init__(self, rate: float, burst: int, idle_seconds: float) -> None:
         self.rate = rate
         self.burst = burst
         refill = burst / rate if rate > 0 else idle_seconds
         self.sweep_seconds = min(idle_seconds, max(MIN_SWEEP_SECONDS, refill))
-        self._buckets: dict[uuid.UUID, TokenBucket] = {}
+        self._buckets: dict[K, TokenBucket] = {}
         self._next_sweep = time.monotonic() + self.sweep_seconds
 
-    def take(self, tenant_id: uuid.UUID) -> float:
+    def take(self, key: K) -> float:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
-        bucket = self._buckets.get(tenant_id)
+        bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[tenant_id] = TokenBucket(self.rate, self.burst, now)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now)
+
+    def has_token(self, key: K) -> bool:
+        bucket = self._buckets.get(key)
+        return bucket is None or bucket.has_token(time.monotonic())
 
     def _sweep(self, now: float) -> None:
         self._buckets = {t: b for t, b in self._buckets.items()
@@ -68,6 +79,35 @@ class TenantBuckets:
 
 def retry_after_seconds(wait: float) -> int:
     return max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+
+
+class UnverifiedBudget:
+    """What a client address may spend on requests that prove nothing: failed signatures,
+    unknown tenants and sources, wrong API keys and console sign-ins, CSP reports
+    (HARDENING__UNVERIFIED_RATE_LIMIT_PER_SECOND, burst HARDENING__UNVERIFIED_BURST). Such
+    requests are never charged to the ingress or a tenant's bucket, so junk can't starve paying
+    tenants. An address that has spent it gets 429 for its next unverified request instead of
+    the refusal it earned; a request that verifies is never refused for it (providers share
+    addresses across tenants)."""
+
+    def __init__(self, rate: float, burst: int, idle_seconds: float) -> None:
+        self._addresses: Buckets[str] = Buckets(rate, burst, idle_seconds)
+
+    def charge(self, address: str) -> RateLimited | None:
+        """Charge one unverified request: None, or the 429 when the address has spent it."""
+        wait = self._addresses.take(address)
+        if wait:
+            return RateLimited("too many unverified requests from this address",
+                               retry_after=retry_after_seconds(wait))
+        return None
+
+    def refusal(self, address: str, earned: RelayforgeError) -> RelayforgeError:
+        """Charge one unverified request: the refusal it earned, or the 429."""
+        return self.charge(address) or earned
+
+    def has_budget(self, address: str) -> bool:
+        """Whether the address may still cost a lookup on an unverified request."""
+        return self._addresses.has_token(address)
 
 
 OVERLOADED_RETRY_AFTER_SECONDS = 1

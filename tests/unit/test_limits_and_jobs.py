@@ -9,7 +9,7 @@ import pytest
 
 from relayforge.events import DomainEvent
 from relayforge.jobs import HandlerRegistry, backoff_seconds, record_processed
-from relayforge.security.limits import TenantBuckets, TokenBucket, retry_after_seconds
+from relayforge.security.limits import Buckets, TokenBucket, retry_after_seconds
 
 
 def test_token_bucket_burst_then_rate():
@@ -28,7 +28,7 @@ def test_zero_rate_bucket_never_refills():
 
 
 def test_idle_tenant_buckets_are_evicted():
-    buckets = TenantBuckets(rate=1e9, burst=1, idle_seconds=0.0)  # refilled at once
+    buckets = Buckets(rate=1e9, burst=1, idle_seconds=0.0)  # refilled at once
     for _ in range(100):
         buckets.take(uuid.uuid4())
     buckets.take(uuid.uuid4())
@@ -38,7 +38,7 @@ def test_idle_tenant_buckets_are_evicted():
 def test_only_refilled_buckets_are_dropped_so_limits_hold():
     import time
 
-    buckets = TenantBuckets(rate=1000, burst=2, idle_seconds=300)  # refills in 2 ms
+    buckets = Buckets(rate=1000, burst=2, idle_seconds=300)  # refills in 2 ms
     assert buckets.sweep_seconds == 1.0  # at least a second between sweeps
     busy = uuid.uuid4()
     buckets.take(busy), buckets.take(busy)
@@ -47,7 +47,7 @@ def test_only_refilled_buckets_are_dropped_so_limits_hold():
         buckets.take(uuid.uuid4())
     buckets._sweep(time.monotonic() + 1)  # a second later every bucket has refilled
     assert len(buckets) == 0
-    slow = TenantBuckets(rate=0.01, burst=1, idle_seconds=300)  # refills in 100 s
+    slow = Buckets(rate=0.01, burst=1, idle_seconds=300)  # refills in 100 s
     t = uuid.uuid4()
     slow.take(t)
     slow._sweep(time.monotonic() + 10)
