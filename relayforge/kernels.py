@@ -3,6 +3,7 @@ twin. RELAYFORGE_NO_EXTENSIONS=1 forces the twin (the test suite runs both)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -42,3 +43,14 @@ if TYPE_CHECKING:  # both implementations have this API (relayforge/_native.pyi)
 else:
     _impl = _load()
     globals().update({name: getattr(_impl, name) for name in __all__})
+
+
+# Keys for a token compared with a secret (a tenant source's token or basic auth): made from a
+# fixed-length digest of the secret, because HMAC's own key handling pads short keys with zeros
+# and hashes long ones, which made `user:pass\0` equal `user:pass` and SHA-256(secret) equal a
+# secret longer than 64 bytes.
+TOKEN_ALGORITHM = "token"
+
+
+def token_key(token: bytes) -> bytes:
+    return hashlib.sha256(b"relayforge token\x00" + token).digest()

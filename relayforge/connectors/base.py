@@ -16,7 +16,7 @@ import orjson
 
 from relayforge.errors import InvalidPayload, InvalidSignature, MissingSignature, StaleTimestamp
 from relayforge.events import DomainEvent, has_control
-from relayforge.kernels import HmacSha256
+from relayforge.kernels import HmacSha256, token_key
 from relayforge.settings import Settings
 
 Headers = Mapping[bytes, bytes]  # lower-cased header names
@@ -99,10 +99,16 @@ def verify_base64(keys: Sequence[HmacSha256], body: bytes, signatures: Sequence[
     verify_hex(keys, body, hexed, prefix)
 
 
-def verify_token(keys: Sequence[HmacSha256], token: bytes) -> None:
+def verify_token(keys: Sequence[HmacSha256], token: bytes, *, derived: bool = False) -> None:
     """A shared token sent as is (GitLab's X-Gitlab-Token, basic auth): equal to a secret, in
     constant time. The keys hold the secrets only as HMAC key schedules, so the token is made
-    one too and both sign the same probe: equal MACs, equal keys."""
+    one too and both sign the same probe: equal MACs, equal keys. `derived`: the keys were
+    made with kernels.token_key (fixed length, so only the very secret matches); else a NUL
+    is refused, which HMAC's zero padding would ignore."""
+    if derived:
+        token = token_key(token)
+    elif b"\x00" in token:
+        raise InvalidSignature("token does not match", signature_valid=False)
     probe = HmacSha256(token).hexdigest(TOKEN_PROBE).encode()
     for key in keys:
         if key.verify(TOKEN_PROBE, (probe,)):

@@ -41,7 +41,7 @@ from relayforge.connectors.base import (
 )
 from relayforge.errors import InvalidPayload, InvalidSignature, MissingSignature
 from relayforge.events import DomainEvent
-from relayforge.kernels import Hmac, HmacSha256
+from relayforge.kernels import TOKEN_ALGORITHM, Hmac, HmacSha256
 from relayforge.settings import Settings
 
 NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -124,7 +124,8 @@ class TenantSourceConnector(Connector):
         self.max_body_bytes = (None if isinstance(definition.max_body_bytes, UnsetType)  # type: ignore[misc]
                                else definition.max_body_bytes)
         v = definition.verification
-        self.algorithm = v.algorithm if isinstance(v, HmacVerification) else None  # type: ignore[misc]
+        self.algorithm = (v.algorithm if isinstance(v, HmacVerification)  # type: ignore[misc]
+                          else TOKEN_ALGORITHM)
         named = [f.header for f in (definition.event_type, definition.event_id)
                  if isinstance(f, Field) and isinstance(f.header, str)]
         if isinstance(v, HmacVerification) and isinstance(v.timestamp_header, str):
@@ -138,10 +139,12 @@ class TenantSourceConnector(Connector):
     def verify(self, headers: Headers, body: bytes, keys: Sequence[Any]) -> Signed:
         v = self.definition.verification
         if isinstance(v, TokenVerification):
-            verify_token(keys, require_header(headers, _header_bytes(v.header)).strip())
+            verify_token(keys, require_header(headers, _header_bytes(v.header)).strip(),
+                         derived=True)
             return Signed()
         if isinstance(v, BasicAuthVerification):
-            verify_token(keys, _basic_credentials(require_header(headers, b"authorization")))
+            verify_token(keys, _basic_credentials(require_header(headers, b"authorization")),
+                         derived=True)
             return Signed()
         return self._verify_hmac(v, headers, body, keys)
 

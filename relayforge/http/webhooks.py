@@ -6,6 +6,7 @@ before the signature verified.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable
 
@@ -44,6 +45,8 @@ from relayforge.security.limits import (
 )
 from relayforge.security.secrets import SecretVerifiers
 from relayforge.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Refusals of requests that proved nothing: charged to the client address's unverified budget.
 UNVERIFIED = (InvalidTenant, UnknownSource, PayloadTooLarge, MissingSignature, InvalidSignature,
@@ -95,6 +98,8 @@ class WebhookEndpoint:
             tenant_id = self._tenant(raw_tenant)
             connector = await self._sources.get(tenant_id, source)
         if connector is None:  # decided before a byte of the body is read
+            if valid_name(source):  # a tenant source's name: said as for a defined one
+                raise _no_such_tenant_source(source)
             raise UnknownSource(f"unknown webhook source {source[:64]!r}")
         with self._budget.holding() as held:
             body = await self._read_body(request, connector.max_body_bytes or self._max_body,
@@ -110,9 +115,19 @@ class WebhookEndpoint:
         keys = self._secrets.known(tenant_id, connector.name, connector.algorithm)
         if keys is None:  # not cached: a query, or waiting for one
             keys = await self._secrets.verifiers(tenant_id, connector.name, connector.algorithm)
-        if not keys:
-            raise InvalidSignature("no secret is configured for this source", signature_valid=False)
-        signed = connector.verify(headers, body, keys)
+        try:
+            if not keys:
+                raise InvalidSignature("no secret is configured for this source",
+                                       signature_valid=False)
+            signed = connector.verify(headers, body, keys)
+        except (MissingSignature, InvalidSignature) as exc:
+            if connector.name in CONNECTORS:
+                raise
+            # A tenant's own source answers a failed signature as if it did not exist, so
+            # probing can't tell which names a tenant defined; the reason goes to the log.
+            log.info("tenant source signature refused", extra={
+                "tenant_id": str(tenant_id), "source": connector.name, "reason": exc.message})
+            raise _no_such_tenant_source(connector.name) from None
         log_context.tenant_id.set(str(tenant_id))
         direct = connector.direct_answer(headers, body)
         if direct is not None:  # a signed handshake (Slack's url_verification): no job
@@ -179,6 +194,11 @@ class WebhookEndpoint:
             return parse_uuid(raw.decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             raise InvalidTenant("tenant id must be a UUID") from None
+
+
+def _no_such_tenant_source(name: str) -> UnknownSource:
+    return UnknownSource(f"no source {name!r} for this tenant, or the request's signature did "
+                         "not verify")
 
 
 async def _read_declared(request: Request, length: int, held: Held) -> bytes:

@@ -21,7 +21,7 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from relayforge.kernels import Hmac, HmacSha256
+from relayforge.kernels import TOKEN_ALGORITHM, Hmac, HmacSha256, token_key
 from relayforge.models import SecretView
 from relayforge.security.roles import Actor
 from relayforge.stores import Stores
@@ -190,6 +190,8 @@ class SecretVerifiers:
         ttl = CACHE_TTL_SECONDS
 
         def make(key: bytes) -> Any:
+            if algorithm == TOKEN_ALGORITHM:
+                return HmacSha256(token_key(key))
             return HmacSha256(key) if algorithm is None else Hmac(algorithm, key)
 
         if managed:  # DB secrets only, even none: never the shared env secret again
