@@ -21,11 +21,18 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from relayforge.console import charts
 from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
 from relayforge.errors import BadRequest, Forbidden, NotFound, RateLimited, RelayforgeError
+from relayforge.events import has_control
 from relayforge.http import destinations as destination_ops
-from relayforge.http.admin import reprocess_job, reprocess_jobs
+from relayforge.http.admin import put_tenant_secret, reprocess_job, reprocess_jobs
 from relayforge.http.bodies import read_body
 from relayforge.http.instrument import client_address, query_string, route_value
-from relayforge.http.models import MAX_BULK
+from relayforge.http.models import (
+    MAX_BULK,
+    MAX_FILTER_LENGTH,
+    ApiKeyCreate,
+    SecretPut,
+    convert_text,
+)
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
 from relayforge.security import apikeys, secrets
@@ -168,6 +175,22 @@ def _time(value: str | None, what: str) -> dt.datetime | None:
     except ValueError:
         raise BadRequest(f"{what} must be a date and time") from None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _text(value: str | None, what: str) -> str | None:
+    """A free-text filter, held to the admin API's bounds: at most MAX_FILTER_LENGTH
+    characters, no control characters (PostgreSQL text can't hold NUL)."""
+    if not value:
+        return None
+    if len(value) > MAX_FILTER_LENGTH or has_control(value):
+        raise BadRequest(f"{what}: at most {MAX_FILTER_LENGTH} characters, without control "
+                         "characters")
+    return value
+
+
+def _lower_text(value: str | None, what: str) -> str | None:
+    text = _text(value, what)
+    return text.lower() if text else None
 
 
 def _age(seconds: float | None) -> str:
@@ -332,8 +355,9 @@ class Console:
         jobs = await self._stores.jobs.list(
             limit=limit, status=JobStatus(status) if status else None,
             tenant_id=_uuid(q.get("tenant_id"), "tenant id"),
-            source=q.get("source", "").lower() or None, event_type=q.get("event_type"),
-            provider_event_id=q.get("provider_event_id"),
+            source=_lower_text(q.get("source"), "source"),
+            event_type=_text(q.get("event_type"), "event type"),
+            provider_event_id=_text(q.get("provider_event_id"), "provider event id"),
             since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"),
             cursor=_uuid(q.get("cursor"), "cursor"))
         filters = {k: v for k, v in q.items() if k != "cursor"}
@@ -396,8 +420,8 @@ class Console:
 
     def _bulk_filters(self, values: dict[str, str]) -> dict[str, Any]:
         return {"tenant_id": _uuid(values.get("tenant_id"), "tenant id"),
-                "source": values.get("source", "").lower() or None,
-                "event_type": values.get("event_type") or None}
+                "source": _lower_text(values.get("source"), "source"),
+                "event_type": _text(values.get("event_type"), "event type")}
 
     async def confirm_bulk(self, request: Request, session: Session) -> Response:
         q = _query(request)
@@ -467,7 +491,7 @@ class Console:
     async def secrets(self, request: Request, session: Session) -> Response:
         q = _query(request)
         tenant_id = _uuid(q.get("tenant_id"), "tenant id")
-        provider = q.get("provider", "").lower() or None
+        provider = _lower_text(q.get("provider"), "source")
         found = []
         if tenant_id is not None and provider is not None:
             found = await self._stores.secrets.list(tenant_id=tenant_id, provider=provider)
@@ -477,17 +501,15 @@ class Console:
     async def rotate_secret(self, request: Request, session: Session) -> Response:
         form = await self._form_of(request)
         tenant_id = _uuid(form.get("tenant_id"), "tenant id")
-        provider = form.get("provider", "").lower()
-        secret = form.get("secret", "")
-        if tenant_id is None or not provider or not secret:
-            raise BadRequest("tenant id, source and secret are required")
-        try:
-            overlap = int(form.get("previous_expires_in_seconds") or 86_400)
-        except ValueError:
-            raise BadRequest("the overlap must be a number of seconds") from None
-        await secrets.set_secret(self._stores, self._cipher, session.actor, tenant_id=tenant_id,
-                                 provider=provider, secret=secret,
-                                 previous_expires_in_seconds=max(0, overlap), env_secret="")
+        provider = _lower_text(form.get("provider"), "source")
+        if tenant_id is None or not provider:
+            raise BadRequest("tenant id and source are required")
+        fields = {"secret": form.get("secret", "")}
+        if form.get("previous_expires_in_seconds"):
+            fields["previous_expires_in_seconds"] = form["previous_expires_in_seconds"]
+        body = convert_text(fields, SecretPut, "form")  # the API's own bounds and overlap
+        await put_tenant_secret(self._stores, self._cipher, self._settings, session.actor,
+                                tenant_id, provider, body)
         return _redirect("/console/secrets?" + urlencode({"tenant_id": tenant_id,
                                                           "provider": provider}))
 
@@ -495,7 +517,7 @@ class Console:
         form = await self._form_of(request)
         tenant_id = _uuid(form.get("tenant_id"), "tenant id")
         secret_id = _uuid(form.get("secret_id"), "secret id")
-        provider = form.get("provider", "").lower()
+        provider = _lower_text(form.get("provider"), "source")
         if tenant_id is None or secret_id is None or not provider:
             raise BadRequest("tenant id, source and secret id are required")
         if not await secrets.retire_secret(self._stores, session.actor, tenant_id=tenant_id,
@@ -511,12 +533,9 @@ class Console:
 
     async def create_key(self, request: Request, session: Session) -> Response:
         form = await self._form_of(request)
-        try:
-            role = Role(form.get("role", ""))
-        except ValueError:
-            raise BadRequest("role: viewer, operator or admin") from None
-        created = await apikeys.create_key(self._stores, session.actor, role,
-                                           form.get("name", "")[:200])
+        body = convert_text({"role": form.get("role", ""), "name": form.get("name", "")},
+                            ApiKeyCreate, "form")
+        created = await apikeys.create_key(self._stores, session.actor, body.role, body.name)
         return await self.api_keys(request, session, created=created)
 
     async def revoke_key(self, request: Request, session: Session) -> Response:
@@ -528,10 +547,9 @@ class Console:
     async def audit(self, request: Request, session: Session) -> Response:
         q = _query(request)
         cursor = q.get("cursor")
-        try:
-            before = int(cursor) if cursor else None
-        except ValueError:
-            raise BadRequest("cursor must be a number") from None
+        if cursor and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+            raise BadRequest("cursor must be an audit entry's number")
+        before = int(cursor) if cursor else None
         entries = await self._stores.audit.list(limit=PAGE, before=before)
         next_url = (f"/console/audit?cursor={entries[-1].id}" if len(entries) == PAGE else None)
         return self._render(200, "audit.html", session, "/console/audit", title="Audit log",

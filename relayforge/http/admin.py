@@ -114,8 +114,6 @@ ROUTES += destinations.ROUTES + sources.ROUTES
 AdminHandler = Callable[[Request, Actor], Awaitable[Response]]
 
 
-
-
 async def reprocess_job(stores: Stores, settings: Settings, actor: Actor,
                         job_id: uuid.UUID) -> None:
     """Reprocess one dead-lettered job (audited); 404 or 409 otherwise."""
@@ -143,6 +141,29 @@ async def reprocess_jobs(stores: Stores, settings: Settings, actor: Actor, *,
     return ids
 
 
+async def known_source(stores: Stores, tenant_id: uuid.UUID, name: str) -> str:
+    """A built-in source's name, or one of the tenant's own sources (lower-cased); else 404."""
+    name = name.lower()
+    if name not in CONNECTORS and (not valid_name(name) or await stores.sources.get(
+            tenant_id=tenant_id, name=name) is None):
+        raise UnknownSource(f"unknown provider {name[:64]!r}")
+    return name
+
+
+async def put_tenant_secret(stores: Stores, cipher: SecretCipher, settings: Settings,
+                            actor: Actor, tenant_id: uuid.UUID, provider: str,
+                            body: SecretPut) -> SecretView:
+    """Make a secret the tenant's current one for a source (API and console alike): the
+    previous ones, the env fallback it was verified with until now included, stay valid for
+    the overlap."""
+    provider = await known_source(stores, tenant_id, provider)
+    connector = CONNECTORS.get(provider)
+    return await secrets.set_secret(
+        stores, cipher, actor, tenant_id=tenant_id, provider=provider, secret=body.secret,
+        previous_expires_in_seconds=body.previous_expires_in_seconds,
+        env_secret=connector.env_secret(settings) if connector else "")
+
+
 def _lower(value: str | None) -> str | None:
     return value.lower() if value else None
 
@@ -160,12 +181,7 @@ class AdminEndpoints:
         self.sources = SourceEndpoints(stores)
 
     async def _provider(self, request: Request, tenant_id: uuid.UUID) -> str:
-        """A built-in source's name, or one of the tenant's own sources."""
-        provider = route_value(request, "provider").lower()
-        if provider not in CONNECTORS and (not valid_name(provider) or await (
-                self._stores.sources.get(tenant_id=tenant_id, name=provider)) is None):
-            raise UnknownSource(f"unknown provider {provider[:64]!r}")
-        return provider
+        return await known_source(self._stores, tenant_id, route_value(request, "provider"))
 
     def handler(self, route: AdminRoute) -> Callable[[Request], Awaitable[Response]]:
         """The route's handler behind authentication, its role and its query model."""
@@ -242,12 +258,8 @@ class AdminEndpoints:
         tenant_id = path_uuid(request, "tenant_id")
         provider = await self._provider(request, tenant_id)
         body = await read_model(request, SecretPut)
-        connector = CONNECTORS.get(provider)
-        view = await secrets.set_secret(
-            self._stores, self._cipher, actor, tenant_id=tenant_id, provider=provider,
-            secret=body.secret, previous_expires_in_seconds=body.previous_expires_in_seconds,
-            env_secret=connector.env_secret(self._settings) if connector else "")
-        return view_response(201, view)
+        return view_response(201, await put_tenant_secret(
+            self._stores, self._cipher, self._settings, actor, tenant_id, provider, body))
 
     async def list_secrets(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")

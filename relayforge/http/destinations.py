@@ -121,9 +121,11 @@ def _check_headers(headers: dict[str, str]) -> list[str]:
 def _check_filter(spec: dict[str, Any]) -> str:
     try:
         check_filter(spec)
+        return orjson.dumps(spec).decode()
     except FilterError as exc:
         raise InvalidDestination(str(exc)) from None
-    return orjson.dumps(spec).decode()
+    except orjson.JSONEncodeError:  # a value nested past what is stored (a list in a list…)
+        raise InvalidDestination("filter: nested too deeply") from None
 
 
 async def rotate(stores: Stores, cipher: SecretCipher, actor: Actor, tenant_id: uuid.UUID,

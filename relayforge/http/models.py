@@ -7,12 +7,14 @@ document is generated from these same types.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import msgspec
+import msgspec.inspect
 from blacksheep import Request
 from msgspec import UNSET, Meta, UnsetType
 
@@ -203,10 +205,35 @@ def parse_query(raw: bytes | None, model: type[M]) -> M:
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise BadRequest("the query string must be UTF-8") from None
+    return convert_text(dict(pairs), model, "query")
+
+
+@functools.cache
+def _integer_fields(model: type[msgspec.Struct]) -> frozenset[str]:
+    info = msgspec.inspect.type_info(model)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return frozenset(f.encode_name for f in info.fields if _is_int(f.type))
+
+
+def _is_int(t: msgspec.inspect.Type) -> bool:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _is_int(t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        return any(_is_int(member) for member in t.types)
+    return isinstance(t, msgspec.inspect.IntType)
+
+
+def convert_text(values: dict[str, str], model: type[M], where: str) -> M:
+    """Text values (a query string, a console form) as `model`. An integer must be written in
+    digits: msgspec's lax mode would take `1e2` or `1.0` for 100 and 1."""
+    for name in _integer_fields(model):
+        value = values.get(name)
+        if value is not None and not (value.isascii() and value.isdigit()):
+            raise BadRequest(f"{name}: Expected an integer written in digits")
     try:
-        return msgspec.convert(dict(pairs), model, strict=False)
+        return msgspec.convert(values, model, strict=False)
     except msgspec.ValidationError as exc:
-        raise _refused(exc, "query") from None
+        raise _refused(exc, where) from None
 
 
 async def read_model(request: Request, model: type[M]) -> M:
