@@ -28,7 +28,7 @@ from relayforge.http.webhooks import WebhookEndpoint
 from relayforge.observability import logging as log_setup
 from relayforge.observability import tracing
 from relayforge.runtime import Runtime
-from relayforge.security.limits import UnverifiedBudget
+from relayforge.security.limits import BodyBudget, UnverifiedBudget
 from relayforge.settings import Settings, load_settings
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
@@ -48,11 +48,12 @@ class Endpoints:
         h = settings.hardening
         unverified = UnverifiedBudget(h.unverified_rate_limit_per_second, h.unverified_burst,
                                       h.tenant_bucket_idle_seconds)
+        bodies = BodyBudget(h.max_inflight_body_bytes)  # what bodies in flight may take
         self.webhooks = WebhookEndpoint(settings, runtime.verifiers, runtime.writer,
-                                        runtime.sources, unverified)
+                                        runtime.sources, unverified, bodies)
         self.admin = AdminEndpoints(settings, runtime.stores, runtime.cipher, unverified)
         self.console = Console(settings, runtime.stores, runtime.cipher, self.admin.auth,
-                               unverified)
+                               unverified, bodies)
 
 
 class Router:

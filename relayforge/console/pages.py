@@ -8,14 +8,14 @@ import datetime as dt
 import importlib.resources
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 import orjson
-from blacksheep import Content, Request, Response
+from blacksheep import Content, Request, Response, StreamedContent
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from relayforge.console import charts
@@ -37,7 +37,7 @@ from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
 from relayforge.security import apikeys, secrets
 from relayforge.security.apikeys import ApiKeyAuth
-from relayforge.security.limits import UnverifiedBudget
+from relayforge.security.limits import BodyBudget, UnverifiedBudget
 from relayforge.security.roles import Role
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
@@ -64,7 +64,8 @@ NAV = [("/console/overview", "Overview", VIEWER), ("/console/jobs", "Events and 
        ("/console/api-keys", "API keys", ADMIN), ("/console/audit", "Audit log", ADMIN)]
 JOB_STATES = [s.value for s in JobStatus]
 DELIVERY_STATES = ["pending", "queued", "processing", "retrying"]
-BODY_SHOWN = 65536
+BODY_PREVIEW = 16384  # of each request's body on the job page; the whole body is a download
+BODY_CHUNK = 1 << 20  # bytes read from the database at a time for a download
 
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
@@ -96,6 +97,7 @@ ROUTES = [
     ConsoleRoute("GET", "/console/jobs", VIEWER, "jobs"),
     ConsoleRoute("GET", "/console/jobs/{job_id}", VIEWER, "job"),
     ConsoleRoute("GET", "/console/jobs/{job_id}/status", VIEWER, "job_status"),
+    ConsoleRoute("GET", "/console/inbox/{inbox_id}/body", VIEWER, "inbox_body"),
     ConsoleRoute("POST", "/console/jobs/{job_id}/reprocess", OPERATOR, "reprocess"),
     ConsoleRoute("GET", "/console/dead-letters", VIEWER, "dead_letters"),
     ConsoleRoute("GET", "/console/dead-letters/confirm", OPERATOR, "confirm_bulk"),
@@ -199,19 +201,24 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def _body_text(body: bytes | None) -> str:
-    if body is None:
+def _preview_text(preview: bytes | None, size: int | None) -> str:
+    """A body's first BODY_PREVIEW bytes as text: indented when that is the whole body and
+    JSON."""
+    if preview is None or size is None:
         return "(not kept)"
-    try:
-        return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode()[:BODY_SHOWN]
-    except orjson.JSONDecodeError:
-        return body[:BODY_SHOWN].decode("utf-8", "replace")
+    if size <= len(preview):
+        try:
+            return orjson.dumps(orjson.loads(preview), option=orjson.OPT_INDENT_2).decode()
+        except orjson.JSONDecodeError:
+            pass
+    return preview.decode("utf-8", "replace")
 
 
 class Console:
     def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher,
-                 auth: ApiKeyAuth, unverified: UnverifiedBudget) -> None:
+                 auth: ApiKeyAuth, unverified: UnverifiedBudget, bodies: BodyBudget) -> None:
         self._settings = settings
+        self._bodies = bodies
         self._unverified = unverified
         self._stores = stores
         self._cipher = cipher
@@ -380,7 +387,7 @@ class Console:
         if job is None:
             raise NotFound("no such job")
         context = await self._stores.jobs.context(job_id=job_id)
-        inbox = await self._stores.inbox.for_job(job_id=job_id)
+        inbox = await self._stores.inbox.for_job(job_id=job_id, preview_bytes=BODY_PREVIEW)
         attempts = await self._stores.jobs.attempts_log(job_id=job_id)
         deliveries = []
         for d in await self._stores.deliveries.search(limit=100, tenant_id=None,
@@ -397,12 +404,37 @@ class Console:
         timeline.sort(key=lambda item: item.at)
         rows = [{"id": r.id, "received_at": r.received_at, "request_id": r.request_id,
                  "accepted": r.accepted, "rejection_code": r.rejection_code,
-                 "headers": r.headers, "body_text": _body_text(r.body)} for r in inbox]
+                 "headers": r.headers, "body_text": _preview_text(r.body_preview, r.body_size),
+                 "body_size": r.body_size,
+                 "truncated": r.body_size is not None and r.body_size > BODY_PREVIEW}
+                for r in inbox]
         return self._render(200, "job.html", session, "/console/jobs", title=f"Job {job.id}",
                             job=job, trace_id=context.trace_id,
                             correlation_id=context.correlation_id, inbox=rows,
                             timeline=timeline, deliveries=deliveries,
                             can_reprocess=session.actor.role.allows(OPERATOR))
+
+    async def inbox_body(self, request: Request, session: Session) -> Response:
+        """A request's whole body, streamed from the database a chunk at a time, each chunk
+        held against the process's body budget (503 when it is spent) while it is sent."""
+        inbox_id = _path_id(request, "inbox_id")
+        size = await self._stores.inbox.body_size(inbox_id=inbox_id)
+        if size is None:
+            raise NotFound("no such request, or its body was not kept")
+        inbox, bodies = self._stores.inbox, self._bodies
+        with bodies.holding() as probe:  # refuse now rather than fail mid-stream
+            probe.take(min(size, BODY_CHUNK))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for offset in range(0, size, BODY_CHUNK):
+                with bodies.holding() as held:
+                    held.take(min(BODY_CHUNK, size - offset))
+                    yield await inbox.body_chunk(inbox_id=inbox_id, offset=offset,
+                                                 length=BODY_CHUNK)
+
+        return Response(200, [*SECURITY_HEADERS, (b"Content-Disposition",
+                                                  f'inline; filename="{inbox_id}.body"'.encode())],
+                        StreamedContent(b"text/plain; charset=utf-8", chunks, size))
 
     async def job_status(self, request: Request, session: Session) -> Response:
         job_id = _path_id(request, "job_id")

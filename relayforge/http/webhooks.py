@@ -55,14 +55,15 @@ UNVERIFIED = (InvalidTenant, UnknownSource, PayloadTooLarge, MissingSignature, I
 
 class WebhookEndpoint:
     def __init__(self, settings: Settings, secrets: SecretVerifiers, writer: IngestWriter,
-                 sources: TenantSources, unverified: UnverifiedBudget) -> None:
+                 sources: TenantSources, unverified: UnverifiedBudget,
+                 bodies: BodyBudget) -> None:
         h = settings.hardening
         self._settings = settings
         self._secrets = secrets
         self._sources = sources
         self._writer = writer
         self._max_body = h.max_body_bytes
-        self._budget = BodyBudget(h.max_inflight_body_bytes)
+        self._budget = bodies
         self._ingress = TokenBucket(h.ingress_rate_limit_per_second, h.ingress_burst)
         self._tenants: Buckets[uuid.UUID] = Buckets(
             h.tenant_rate_limit_per_second, h.tenant_rate_limit_burst, h.tenant_bucket_idle_seconds

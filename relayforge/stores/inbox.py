@@ -31,7 +31,8 @@ class JobRequest:
     accepted: bool
     rejection_code: str | None
     headers: dict[str, str]
-    body: bytes | None
+    body_preview: bytes | None  # the first bytes of the body (None: not kept)
+    body_size: int | None
 
 
 class InboxStore(Store):
@@ -56,11 +57,21 @@ class InboxStore(Store):
         """Accepted and refused requests per minute, the last `minutes`, oldest first."""
         return [Minute(**dict(r)) for r in await self._db.fetch(Q["inbox_per_minute"], minutes)]
 
-    async def for_job(self, *, job_id: uuid.UUID) -> builtins.list[JobRequest]:
-        rows = await self._db.fetch(Q["inbox_for_job"], job_id)
+    async def for_job(self, *, job_id: uuid.UUID, preview_bytes: int) -> builtins.list[JobRequest]:
+        rows = await self._db.fetch(Q["inbox_for_job"], job_id, preview_bytes)
         return [JobRequest(**{**dict(r), "headers": orjson.loads(r["headers"])}) for r in rows]
 
     async def counts(self, *, tenant_id: uuid.UUID | None = None) -> InboxCounts:
         """Accepted and refused requests of the last 24 hours."""
         row = await self._db.fetchrow(Q["admin_inbox_counts"], tenant_id)
         return InboxCounts(accepted=row["accepted"], rejected=row["rejected"])
+
+    async def body_size(self, *, inbox_id: uuid.UUID) -> int | None:
+        """The stored body's size; None when there is no such row or its body was not kept."""
+        size = await self._db.fetchval(Q["inbox_body_size"], inbox_id)
+        return None if size is None else int(size)
+
+    async def body_chunk(self, *, inbox_id: uuid.UUID, offset: int, length: int) -> bytes:
+        """`length` bytes of a stored body from `offset` (0-based); fewer at its end."""
+        chunk = await self._db.fetchval(Q["inbox_body_chunk"], inbox_id, offset + 1, length)
+        return bytes(chunk or b"")

@@ -848,8 +848,17 @@ LEFT JOIN webhook_inbox i
 GROUP BY m.minute ORDER BY m.minute;
 
 -- name: inbox_for_job
-SELECT id, received_at, request_id, accepted, rejection_code, headers::text AS headers, body
+-- the first $2 bytes of each body only: twenty 18 MiB duplicates must not all come back whole
+SELECT id, received_at, request_id, accepted, rejection_code, headers::text AS headers,
+       substring(body FROM 1 FOR $2) AS body_preview, octet_length(body) AS body_size
 FROM webhook_inbox WHERE job_id = $1 ORDER BY received_at, id LIMIT 50;
+
+-- name: inbox_body_size
+SELECT octet_length(body) FROM webhook_inbox WHERE id = $1;
+
+-- name: inbox_body_chunk
+-- $2 is 1-based, as substring's FROM is
+SELECT substring(body FROM $2 FOR $3) FROM webhook_inbox WHERE id = $1;
 
 -- name: job_context
 SELECT trace_context ->> 'traceparent' AS traceparent, correlation_id FROM jobs WHERE id = $1;
