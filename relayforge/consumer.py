@@ -71,6 +71,10 @@ class JobConsumer:
         self._starts = GroupCommitBatcher(self._start_batch, max_size=size, writers=BATCH_WRITERS)
         self._successes = GroupCommitBatcher(self._succeed_batch, max_size=size,
                                              writers=BATCH_WRITERS)
+        # Handlers finished whose outcome is not yet committed, oldest first: token -> end time.
+        self._unwritten: dict[object, float] = {}
+        self._written = asyncio.Event()
+        self._max_lag = settings.worker.max_outcome_lag_ms / 1000
 
     async def start(self) -> None:
         await self._deliveries.start()
@@ -133,6 +137,7 @@ class JobConsumer:
             await self._deliveries.handle(message, job_message, self._write)
             return
         log_context.job_id.set(str(job_message.job_id))
+        await self._outcomes_caught_up()
         start = _Attempt(job_message.job_id, job_message.attempt)
         await self._starts.submit(start)
         job = start.job
@@ -182,7 +187,7 @@ class JobConsumer:
         metrics.JOB_DURATION.observe(time.perf_counter() - started)
 
         if error is None:
-            await self._write(lambda: self._successes.submit(_Attempt(job.id, attempt)))
+            await self._outcome(lambda: self._successes.submit(_Attempt(job.id, attempt)))
             await _settle(message.ack)
             metrics.child(metrics.JOBS_PROCESSED, JobStatus.SUCCEEDED).inc()
             if log.isEnabledFor(logging.DEBUG):  # the counters carry the rate
@@ -190,8 +195,8 @@ class JobConsumer:
             return
         reason = _describe(error)
         if isinstance(error, PermanentError) or attempt >= max_attempts:
-            await self._write(lambda: self._jobs.dead_letter(job_id=job.id, attempt=attempt,
-                                                             error=reason))
+            await self._outcome(lambda: self._jobs.dead_letter(job_id=job.id, attempt=attempt,
+                                                               error=reason))
             await _settle(message.dead_letter)
             metrics.child(metrics.JOBS_PROCESSED, JobStatus.DEAD_LETTERED).inc()
             metrics.DLQ_MESSAGES.inc()
@@ -202,13 +207,37 @@ class JobConsumer:
         delay = backoff_seconds(attempt, w.backoff_base_ms, w.backoff_max_ms)
         # The next attempt continues this trace: this span's context, else the incoming one.
         headers = orjson.dumps({**tracing.carry(carrier), "correlation_id": job.correlation_id})
-        await self._write(lambda: self._jobs.retry(job_id=job.id, attempt=attempt, error=reason,
-                                                   delay_seconds=delay, headers=headers.decode()))
+        await self._outcome(lambda: self._jobs.retry(job_id=job.id, attempt=attempt,
+                                                     error=reason, delay_seconds=delay,
+                                                     headers=headers.decode()))
         await _settle(message.ack)
         metrics.child(metrics.JOBS_PROCESSED, JobStatus.RETRYING).inc()
         metrics.JOB_RETRIES.inc()
         log.info("job will retry", extra={"attempt": attempt, "retry_in_seconds": round(delay, 3),
                                           "error": reason}, exc_info=error)
+
+    async def _outcomes_caught_up(self) -> None:
+        """Wait while the oldest outcome not yet written is older than
+        WORKER__MAX_OUTCOME_LAG_MS (the database is slow or away): a handler started now could
+        finish with no chance of its outcome being recorded, and a kill would repeat it."""
+        while self._unwritten and (
+                time.monotonic() - next(iter(self._unwritten.values())) > self._max_lag):
+            self._written.clear()
+            await self._written.wait()  # set whenever an outcome is written (or given up)
+
+    async def _outcome(self, write: Callable[[], Awaitable[object]]) -> None:
+        """Write a finished handler's outcome, counting the time it takes (the window in which
+        a kill would run the handler again)."""
+        token = object()
+        ended = self._unwritten[token] = time.monotonic()
+        metrics.OUTCOMES_UNWRITTEN.inc()
+        try:
+            await self._write(write)
+        finally:
+            del self._unwritten[token]
+            metrics.OUTCOMES_UNWRITTEN.dec()
+            self._written.set()
+        metrics.OUTCOME_LAG.observe(time.monotonic() - ended)
 
     async def _write(self, write: Callable[[], Awaitable[object]]) -> None:
         """Record an outcome, riding out a database blip: the handler already ran, and losing

@@ -135,6 +135,9 @@ class WorkerSettings:
     prefetch: int = 128
     job_timeout_seconds: float = 30.0
     lease_seconds: int = 120
+    # While the oldest outcome not yet written is older than this, no new handler starts: a
+    # consume process killed meanwhile repeats only the handlers it had in flight.
+    max_outcome_lag_ms: int = 1000
     enable_test_faults: bool = False
 
 

@@ -45,6 +45,15 @@ JOB_END_TO_END = Histogram(
     "From the webhook's acceptance (its job's creation) to the job's success, database clock",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+OUTCOME_LAG = Histogram(
+    "job_outcome_lag_seconds",
+    "From a handler's end to its outcome's commit: a consume process killed within it runs the "
+    "handler again",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OUTCOMES_UNWRITTEN = Gauge("consumer_outcomes_unwritten",
+                           "Handlers finished whose outcome is not yet committed",
+                           multiprocess_mode="livesum")
 JOBS_IN_FLIGHT = Gauge("consumer_jobs_in_flight", "Messages in hand in this consumer",
                        multiprocess_mode="livesum")
 JOB_RETRIES = Counter("job_retries_total", "Job attempts scheduled for retry")

@@ -28,7 +28,8 @@ SHORT_LEASE = {"WORKER__LEASE_SECONDS": "3", "WORKER__JOB_TIMEOUT_SECONDS": "2"}
 async def database(fresh_database):
     url = fresh_database()
     conn = await asyncpg.connect(url)
-    await conn.execute("CREATE TABLE handler_runs (job_id uuid NOT NULL, attempt int NOT NULL)")
+    await conn.execute("CREATE TABLE handler_runs (job_id uuid NOT NULL, attempt int NOT NULL, "
+                       "finished_at timestamptz NOT NULL DEFAULT clock_timestamp())")
     await conn.close()
     return url
 
@@ -79,6 +80,44 @@ async def test_consumer_killed_mid_job_recovers_every_job(client, start_server, 
     rows = await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
     recovered = [r for r in rows if r["attempts"] > 1]
     assert recovered, "no job was in flight when the consumer died"
+
+
+async def test_a_killed_consumer_repeats_only_the_handlers_it_had_in_flight(
+        client, start_server, database, names):
+    """The documented window: a handler runs to the end again only if its process died
+    between the handler's start and its outcome's commit, and no handler starts while an
+    outcome older than WORKER__MAX_OUTCOME_LAG_MS is unwritten. So a kill repeats at most
+    WORKER__CONCURRENCY handlers, each one that was running or had just finished. Counted
+    here with the jobs table locked for a second before the kill, so the handlers that finish
+    meanwhile can't record their outcomes: exactly those run again, and no others."""
+    lag_ms, concurrency = 500, 16
+    env = {**names, **FAST, **RECORDING, **SHORT_LEASE, "TEST_HANDLER_SLEEP": "0.05",
+           "WORKER__CONCURRENCY": str(concurrency), "WORKER__PREFETCH": str(concurrency),
+           "WORKER__MAX_OUTCOME_LAG_MS": str(lag_ms)}
+    ingest = start_server("ingest", database_url=database, **FAST)
+    start_server("relay", database_url=database, **env)
+    consumer = start_server("consume", database_url=database, **env)
+    docs = [await send(client, ingest) for _ in range(300)]
+    await wait_until(database, "SELECT count(*) >= 60 FROM handler_runs")
+    conn = await asyncpg.connect(database)
+    locked = conn.transaction()
+    await locked.start()
+    await conn.execute("LOCK TABLE jobs IN EXCLUSIVE MODE")  # reads go on; outcomes wait
+    await asyncio.sleep(1.0)
+    killed_at = await conn.fetchval("SELECT clock_timestamp()")
+    consumer.kill()
+    await locked.rollback()
+    start_server("consume", database_url=database, **env)
+    await wait_for_jobs(database, [d["job_id"] for d in docs], ("succeeded",), timeout=90)
+    runs = await conn.fetch("SELECT job_id, array_agg(finished_at ORDER BY finished_at) AS at "
+                            "FROM handler_runs GROUP BY job_id HAVING count(*) > 1")
+    await conn.close()
+    print(f"{len(runs)} of {len(docs)} handlers ran to the end twice after the kill")
+    assert 1 <= len(runs) <= concurrency, runs  # the ones in flight, and never more
+    for run in runs:  # the first run had just finished: in flight, its outcome not yet written
+        first = run["at"][0]
+        assert first <= killed_at, run
+        assert (killed_at - first).total_seconds() < 1.0 + lag_ms / 1000, run
 
 
 async def test_relay_killed_mid_batch_loses_and_doubles_nothing(client, start_server, database,
