@@ -7,6 +7,7 @@ before the signature verified.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable
 
@@ -131,7 +132,9 @@ class WebhookEndpoint:
             raise _no_such_tenant_source(connector.name) from None
         log_context.tenant_id.set(str(tenant_id))
         direct = connector.direct_answer(headers, body)
-        if direct is not None:  # a signed handshake (Slack's url_verification): no job
+        if direct is not None:  # a signed handshake (Slack's url_verification): no job, but
+            # held to the same freshness as a webhook (a day-old one is a replay)
+            connector.check_freshness(signed, int(time.time()), self._settings)
             return json_response(200, direct)
 
         # Charged only once the signature verified: the tenant's own bucket first, so a tenant

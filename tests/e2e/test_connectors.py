@@ -125,6 +125,13 @@ async def test_slack_url_verification_is_answered_with_its_challenge_and_makes_n
     unsigned = await client.post(f"{ingest_server.url}/tenants/{tenant}/webhooks/slack",
                                  content=body, headers={"Content-Type": "application/json"})
     assert unsigned.status_code == 401  # the handshake too must be signed
+    day_old = str(int(time.time()) - 86_400)  # signed, but a day old: a replay, not answered
+    stale = await client.post(
+        f"{ingest_server.url}/tenants/{tenant}/webhooks/slack", content=body,
+        headers={"Content-Type": "application/json", "X-Slack-Request-Timestamp": day_old,
+                 "X-Slack-Signature": SignatureVerifier("slack-handshake-secret")
+                 .generate_signature(timestamp=day_old, body=body)})
+    assert stale.status_code == 401 and stale.json()["code"] == "stale_timestamp", stale.text
 
 
 async def test_env_fallback_secret_per_new_source(client, start_server):
