@@ -343,6 +343,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> 
 
 
 APP_ENVS = ("development", "production", "test")
+MIN_PRODUCTION_SECRET = 16  # characters of an env webhook secret or fallback admin key
 
 
 def _parse_app_env(raw: str) -> str:
@@ -390,6 +391,17 @@ def _validate_production(s: Settings) -> None:
             raise ConfigError(f"{var}: the development default is refused when APP_ENV=production")
     if s.worker.enable_test_faults:
         raise ConfigError("WORKER__ENABLE_TEST_FAULTS: refused when APP_ENV=production")
+    if s.destinations.allow_private_networks:
+        raise ConfigError("DESTINATIONS__ALLOW_PRIVATE_NETWORKS: refused when APP_ENV=production "
+                          "(destinations could reach the services beside Relayforge)")
+    for f in fields(WebhookSettings):
+        value = getattr(s.webhooks, f.name)
+        if f.name.endswith("secret") and value and len(value) < MIN_PRODUCTION_SECRET:
+            raise ConfigError(f"WEBHOOKS__{f.name.upper()}: at least {MIN_PRODUCTION_SECRET} "
+                              "characters when APP_ENV=production (empty: no env fallback)")
+    if any(len(key) < MIN_PRODUCTION_SECRET for key, _ in s.admin.fallback_api_keys_json):
+        raise ConfigError(f"ADMIN__FALLBACK_API_KEYS_JSON: every key at least "
+                          f"{MIN_PRODUCTION_SECRET} characters when APP_ENV=production")
 
 
 def master_key(s: Settings) -> bytes:

@@ -95,6 +95,25 @@ def test_doctor_checks_database_broker_handlers_and_kernels(fresh_database):
     assert "broker: RabbitMQ reachable" in lines
 
 
+@pytest.mark.parametrize("var,value", [
+    ("DESTINATIONS__ALLOW_PRIVATE_NETWORKS", "true"),
+    ("ADMIN__FALLBACK_API_KEYS_JSON", '[{"key": "k", "role": "admin"}]'),
+    ("WEBHOOKS__GENERIC_HMAC_SECRET", "x"),
+])
+def test_serve_in_production_refuses_private_destinations_and_short_keys(var, value):
+    import base64
+
+    production = {"APP_ENV": "production",
+                  "SECRETS__MASTER_KEY": base64.b64encode(b"m" * 32).decode(),
+                  "WEBHOOKS__GENERIC_HMAC_SECRET": "g" * 32, "WEBHOOKS__GITHUB_SECRET": "h" * 32,
+                  "WEBHOOKS__STRIPE_ENDPOINT_SECRET": "whsec_" + "s" * 32,
+                  "ADMIN__FALLBACK_API_KEYS_JSON": "[]", "SERVER__PORT": "1"}
+    out = _cli("serve", "--mode", "ingest", **{**production, var: value})
+    assert out.returncode != 0
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"relayforge: configuration error: {var}"), line
+
+
 @pytest.mark.parametrize("env,failed", [
     ({"WORKER__HANDLERS": "generic=tests.handlers:no_such_function"}, "handlers: FAILED"),
     ({"DATABASE__URL": "postgresql://postgres@127.0.0.1:1/none"}, "database: FAILED"),

@@ -58,15 +58,29 @@ def test_production_refuses_dev_secrets_and_missing_master_key():
         load_settings({"APP_ENV": "production", "SECRETS__MASTER_KEY": key})
     ok = load_settings({
         "APP_ENV": "production", "SECRETS__MASTER_KEY": key,
-        "WEBHOOKS__GENERIC_HMAC_SECRET": "g", "WEBHOOKS__GITHUB_SECRET": "h",
-        "WEBHOOKS__STRIPE_ENDPOINT_SECRET": "whsec_s",
+        "WEBHOOKS__GENERIC_HMAC_SECRET": "g" * 16, "WEBHOOKS__GITHUB_SECRET": "h" * 16,
+        "WEBHOOKS__STRIPE_ENDPOINT_SECRET": "whsec_" + "s" * 16,
     })
     assert ok.production and ok.secrets.master_key == b"k" * 32
 
 
 PRODUCTION = {"SECRETS__MASTER_KEY": base64.b64encode(b"k" * 32).decode(),
-              "WEBHOOKS__GENERIC_HMAC_SECRET": "g", "WEBHOOKS__GITHUB_SECRET": "h",
-              "WEBHOOKS__STRIPE_ENDPOINT_SECRET": "whsec_s"}
+              "WEBHOOKS__GENERIC_HMAC_SECRET": "g" * 16, "WEBHOOKS__GITHUB_SECRET": "h" * 16,
+              "WEBHOOKS__STRIPE_ENDPOINT_SECRET": "whsec_" + "s" * 16}
+
+
+@pytest.mark.parametrize("var,value", [
+    ("DESTINATIONS__ALLOW_PRIVATE_NETWORKS", "true"),
+    ("ADMIN__FALLBACK_API_KEYS_JSON", '[{"key": "k", "role": "admin"}]'),
+    ("WEBHOOKS__GENERIC_HMAC_SECRET", "g"),
+    ("WEBHOOKS__SLACK_SECRET", "short-secret"),
+])
+def test_production_refuses_private_destinations_and_short_keys_naming_the_variable(var, value):
+    with pytest.raises(ConfigError) as err:
+        load_settings({"APP_ENV": "production", **PRODUCTION, var: value})
+    assert str(err.value).startswith(var) and "\n" not in str(err.value)
+    load_settings({"APP_ENV": "production", **PRODUCTION,
+                   "WEBHOOKS__SLACK_SECRET": ""})  # empty: no env fallback, allowed
 
 
 @pytest.mark.parametrize("raw", ["Production", "PRODUCTION", "production ", " prOduction\t"])
