@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from blacksheep import Application, Request, Response
 
 from relayforge.console.pages import ROUTES as CONSOLE_ROUTES
-from relayforge.console.pages import Console
+from relayforge.console.pages import SECURITY_HEADERS, Console
 from relayforge.errors import MethodNotAllowed, NotFound
 from relayforge.http.admin import ROUTES, AdminEndpoints
 from relayforge.http.errors import error_response
@@ -97,9 +97,14 @@ class Router:
             fewest = min(matches.values(), default=0)
             allowed = [m for m, params in matches.items() if params == fewest]
             if allowed:
-                return error_response(MethodNotAllowed(f"method {request.method} not allowed",
-                                                       allowed))
-            return error_response(NotFound(f"no route for {request.path[:200]}"))
+                response = error_response(MethodNotAllowed(
+                    f"method {request.method} not allowed", allowed))
+            else:
+                response = error_response(NotFound(f"no route for {request.path[:200]}"))
+            # A mistyped console address is still the console's: the same strict headers.
+            for name, value in SECURITY_HEADERS:
+                response.add_header(name, value)
+            return response
 
         app.router.fallback = instrument("unmatched", fallback, self._body_timeout)
 

@@ -235,3 +235,14 @@ async def test_a_job_page_shows_bounded_previews_and_streams_a_whole_body_on_req
         assert whole.headers["content-security-policy"].startswith("default-src 'none'")
         missing = await console.get(f"{server.url}/console/inbox/{uuid.uuid4()}/body")
         assert missing.status_code == 404
+
+
+async def test_an_unknown_address_answers_with_the_consoles_security_headers(client, server):
+    for method, path in (("GET", "/console/nosuch"), ("GET", "/nosuch/<script>"),
+                         ("DELETE", "/console/login")):
+        r = await client.request(method, server.url + path)
+        assert r.status_code in (404, 405), (path, r.status_code)
+        assert r.headers["content-security-policy"].startswith("default-src 'none'"), path
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert {"error", "code"} <= set(r.json())
