@@ -507,6 +507,31 @@ async def test_control_characters_are_refused_in_event_types_and_custom_header_v
     assert r.status_code == 201, r.text
 
 
+async def test_sigterm_with_a_hanging_delivery_stops_within_its_timeout(
+        client, start_server, receiver, names):
+    """A delivery to a service that never answers is cut at its timeout_ms; a SIGTERM during
+    it lets it end that way, and the process exits soon after, not later."""
+    prefix = f"{names}.term"
+    receiver.scripts["/hangs"] = lambda n, _: Reply(200, delay=12)
+    ingest = start_server("ingest", **SETTINGS)
+    env = {**amqp_env(prefix), **SETTINGS}
+    start_server("relay", database_url=ingest.database_url, **env)
+    server = start_server("consume", database_url=ingest.database_url, **env)
+    try:
+        tenant = new_tenant()
+        await create(client, ingest, tenant, url=f"{receiver.url}/hangs", timeout_ms=3000)
+        await send(client, ingest, tenant)
+        await receiver.wait_for("/hangs", 1)
+        started = time.monotonic()
+        server.stop(timeout=60)
+        took = time.monotonic() - started
+        print(f"stopped {took:.1f} s after SIGTERM, with a 3 s delivery timeout in flight")
+        assert server.process is not None and server.process.returncode is not None
+        assert took < 3 + 5, took  # the delivery's own timeout, then a prompt exit
+    finally:
+        await delete_topology(prefix)
+
+
 async def test_redeliver_replays_an_earlier_event_into_a_destination_created_later(
         client, server, receiver):
     tenant = new_tenant()
