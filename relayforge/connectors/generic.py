@@ -1,4 +1,8 @@
-"""Any HMAC signer: `X-Signature: <hex>` over the raw body, optional `X-Event-Id`."""
+"""Any HMAC signer: `X-Signature: <hex>` over the raw body, optional `X-Event-Id`.
+
+`X-Event-Id` is outside the signature, so whoever holds a captured request can send it again
+under another id, and it is a new event. A sender that can sign its id sends
+`X-Signed-Event-Id` instead, and signs `<id>.<body>`."""
 
 from __future__ import annotations
 
@@ -44,13 +48,15 @@ class GenericBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class GenericConnector(Connector):
     name = "generic"
     max_body_bytes = None  # HARDENING__MAX_BODY_BYTES
-    evidence_headers = (b"content-type", b"user-agent", b"x-event-id")
+    evidence_headers = (b"content-type", b"user-agent", b"x-event-id", b"x-signed-event-id")
 
     def env_secret(self, settings: Settings) -> str:
         return settings.webhooks.generic_hmac_secret
 
     def verify(self, headers: Headers, body: bytes, keys: Sequence[HmacSha256]) -> Signed:
-        verify_hex(keys, body, (require_header(headers, b"x-signature"),))
+        signed_id = headers.get(b"x-signed-event-id")
+        verify_hex(keys, body, (require_header(headers, b"x-signature"),),
+                   prefix=b"" if signed_id is None else signed_id + b".")
         return Signed()
 
     def normalize(self, headers: Headers, body: bytes) -> DomainEvent:
@@ -72,8 +78,16 @@ class GenericConnector(Connector):
         return DomainEvent(
             source=self.name,
             event_type=parsed.event,
-            provider_event_id=header_identifier(headers, b"x-event-id"),
+            provider_event_id=_event_id(headers),
             occurred_at_unix=None,
             data=parsed.data,
             faults=faults,
         )
+
+
+def _event_id(headers: Headers) -> str | None:
+    signed = header_identifier(headers, b"x-signed-event-id")
+    unsigned = header_identifier(headers, b"x-event-id")
+    if signed is not None and unsigned is not None:
+        raise InvalidPayload("send one of X-Event-Id and X-Signed-Event-Id", signature_valid=True)
+    return signed if signed is not None else unsigned

@@ -87,7 +87,11 @@ SIGNATURE_HEADERS = [
     {"name": "X-Signature", "in": "header", "required": False,
      "description": "generic: lowercase hex HMAC-SHA256 of the raw body", "schema": {"type": "string"}},
     {"name": "X-Event-Id", "in": "header", "required": False,
-     "description": "generic: the provider's event id (dedup key)", "schema": {"type": "string"}},
+     "description": "generic: the provider's event id (dedup key); not covered by the "
+                    "signature", "schema": {"type": "string"}},
+    {"name": "X-Signed-Event-Id", "in": "header", "required": False,
+     "description": "generic: the provider's event id, signed: X-Signature is then the HMAC of "
+                    "'<id>.<body>' (instead of X-Event-Id)", "schema": {"type": "string"}},
     {"name": "X-Hub-Signature-256", "in": "header", "required": False,
      "description": "github: sha256=<hex>", "schema": {"type": "string"}},
     {"name": "X-GitHub-Event", "in": "header", "required": False, "schema": {"type": "string"}},

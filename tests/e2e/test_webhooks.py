@@ -558,3 +558,32 @@ async def test_several_workers_share_one_metrics_view(client, start_server, tmp_
     line = next(x for x in text.splitlines() if x.startswith(
         'http_requests_total{method="POST",route="/webhooks/{source}",status="202"}'))
     assert float(line.split()[-1]) == 40.0  # both workers' requests, whichever one answered
+
+
+async def test_a_signed_event_id_is_covered_by_the_signature(client, ingest_server):
+    """X-Event-Id is outside the signature: a captured request sent again under another id is
+    a new event (documented). X-Signed-Event-Id is signed with the body (`<id>.<body>`), so
+    its id can't be changed by whoever replays it."""
+    tenant, body = new_tenant(), generic_body()
+    event_id = f"evt-{uuid.uuid4().hex}"
+    signature = sign_generic(f"{event_id}.".encode() + body)
+    url = f"{ingest_server.url}/webhooks/generic"
+    headers = {"X-Tenant-Id": tenant, "X-Signature": signature, "X-Signed-Event-Id": event_id}
+    first = await client.post(url, content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    job = (await client.get(f"{ingest_server.url}/admin/jobs/{first.json()['job_id']}",
+                            headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
+    assert job["provider_event_id"] == event_id
+    again = await client.post(url, content=body, headers=headers)
+    assert again.json()["deduped"] is True
+    for changed in ({**headers, "X-Signed-Event-Id": event_id + "-2"},  # another id: refused
+                    {**headers, "X-Signature": sign_generic(body)}):  # the body alone: refused
+        r = await client.post(url, content=body, headers=changed)
+        assert r.status_code == 401 and r.json()["code"] == "invalid_signature", r.text
+    both = await client.post(url, content=body, headers={**headers, "X-Event-Id": event_id})
+    assert both.status_code == 400 and both.json()["code"] == "invalid_payload"
+    # the unsigned header: a new id makes the same signed body a new event
+    plain = {"X-Tenant-Id": tenant, "X-Signature": sign_generic(body)}
+    a = await client.post(url, content=body, headers={**plain, "X-Event-Id": "a"})
+    b = await client.post(url, content=body, headers={**plain, "X-Event-Id": "b"})
+    assert a.json()["job_id"] != b.json()["job_id"]
