@@ -78,12 +78,16 @@ def _path(template: str, values: list[str]) -> str:
 
 def _refusal_in_shape(r: httpx.Response, console: bool) -> None:
     assert r.status_code < 500, (r.request.method, r.request.url, r.status_code, r.text[:300])
+    if "content-type" not in r.headers and r.status_code >= 400:
+        # a header value with control characters, refused by the HTTP server before the app
+        assert r.status_code == 400 and not r.content
+        return
     if r.status_code >= 400 and not console:
         assert r.headers["content-type"] == "application/json"
         assert {"error", "code"} <= set(r.json()), r.text[:300]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 @given(route=st.sampled_from(ADMIN_ROUTES), path=st.lists(hostile_text | st.just(new_tenant()),
                                                           min_size=3, max_size=3),
        query=st.dictionaries(st.sampled_from(PARAMETERS), hostile_text, max_size=3),
@@ -98,7 +102,7 @@ def test_every_admin_route_refuses_hostile_values_with_a_4xx(server, route, path
     _refusal_in_shape(r, console=False)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 @given(route=st.sampled_from([r for r in CONSOLE_ROUTES if r.handler != "logout"]),
        path=st.lists(hostile_text | st.just(str(uuid.uuid4())), min_size=2, max_size=2),
        values=st.dictionaries(st.sampled_from(PARAMETERS), hostile_text, max_size=4),
@@ -117,6 +121,28 @@ def test_every_console_route_refuses_hostile_values_with_a_4xx(server, console_c
         except (httpx.LocalProtocolError, httpx.InvalidURL, UnicodeEncodeError):
             return
     _refusal_in_shape(r, console=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(source=hostile_text | st.sampled_from(["generic", "github", "stripe", "slack", "acme"]),
+       tenant=hostile_text | st.just(new_tenant()), in_path=st.booleans(), body=json_values,
+       headers=st.dictionaries(st.sampled_from(["X-Signature", "X-Event-Id",
+                                                "X-Signed-Event-Id", "X-GitHub-Event",
+                                                "Stripe-Signature", "Content-Type"]),
+                               hostile_text, max_size=3))
+def test_the_webhook_routes_refuse_hostile_values_with_a_4xx(server, source, tenant, in_path,
+                                                            body, headers):
+    import json
+
+    path = (f"/tenants/{quote(tenant, safe='')}/webhooks/{quote(source, safe='')}" if in_path
+            else f"/webhooks/{quote(source, safe='')}")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        try:
+            r = c.post(path, content=json.dumps(body).encode(),
+                       headers={**headers, **({} if in_path else {"X-Tenant-Id": tenant})})
+        except (httpx.LocalProtocolError, httpx.InvalidURL, UnicodeEncodeError):
+            return
+    _refusal_in_shape(r, console=False)
 
 
 async def test_the_reported_500s_are_4xx_in_the_contracts_shape(client, server, console_cookie):
