@@ -146,6 +146,22 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+async def eventually(check, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll `check()` (sync or async) until it returns something truthy, and return that;
+    AssertionError after `timeout`. For what the server does in its own time (a NOTIFY
+    clearing a cache, a log line written), instead of a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {getattr(check, '__name__', check)}")
+        await asyncio.sleep(interval)
+
+
 def sign_generic(body: bytes, secret: str = GENERIC_SECRET) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -165,6 +181,30 @@ def sign_stripe(body: bytes, secret: str = STRIPE_SECRET, timestamp: int | None 
     except UnicodeDecodeError:
         signature = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={t},v1={signature}"
+
+
+def generic_body(**extra: object) -> bytes:
+    """A unique generic body (the same body twice is one event)."""
+    import orjson
+
+    return orjson.dumps({"event": "order.created", "data": {"n": uuid.uuid4().hex}, **extra})
+
+
+async def post_generic(client: httpx.AsyncClient, server: Server, body: bytes, tenant: str | None,
+                       **headers: str) -> httpx.Response:
+    h = {"X-Signature": sign_generic(body), "Content-Type": "application/json", **headers}
+    if tenant is not None:
+        h["X-Tenant-Id"] = tenant
+    return await client.post(f"{server.url}/webhooks/generic", content=body, headers=h)
+
+
+def stripe_event(event_id: str | None = None, **extra: object) -> bytes:
+    import orjson
+
+    return orjson.dumps({
+        "id": event_id or f"evt_{uuid.uuid4().hex}", "type": "invoice.paid", "created": 1700000000,
+        "data": {"object": {"id": "in_1", "amount_paid": 4200}}, **extra,
+    })
 
 
 def new_tenant() -> str:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology
+from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology, wait_for_jobs
 from tests.e2e.receiver import Receiver, Reply
 from tests.support import ADMIN_KEY, OPERATOR_KEY, VIEWER_KEY, new_tenant, sign_generic
 
@@ -69,6 +69,10 @@ async def deliveries(client, server, **query) -> list[dict]:
     return r.json()["items"]
 
 
+async def deliveries_of_jobs(client, server, job_ids: list[str]) -> int:
+    return sum([len(await deliveries(client, server, job_id=j)) for j in job_ids])
+
+
 async def wait_deliveries(client, server, statuses: tuple[str, ...], count: int,
                           timeout: float = 30.0, **query) -> list[dict]:
     deadline = time.monotonic() + timeout
@@ -100,13 +104,15 @@ async def test_fan_out_by_filter_with_raw_and_event_payloads_signed_as_standard_
     assert orders["header_names"] == ["X-Api-Key"] and "secret-value" not in str(orders)
 
     job_big = await send(client, server, tenant, "order.created", {"total": 250})
-    await send(client, server, tenant, "order.created", {"total": 5})  # the filter says no
-    await send(client, server, tenant, "user.created", {"total": 500})  # nor here
-    await send(client, server, new_tenant(), "order.created", {"total": 999})  # other tenant
+    jobs = [job_big,
+            await send(client, server, tenant, "order.created", {"total": 5}),  # filter: no
+            await send(client, server, tenant, "user.created", {"total": 500}),  # nor here
+            await send(client, server, new_tenant(), "order.created", {"total": 999})]  # other
 
     [order] = await receiver.wait_for("/orders", 1)
     everything_got = await receiver.wait_for("/all", 3)
-    await asyncio.sleep(0.5)
+    await wait_for_jobs(server.database_url, jobs, ("succeeded",))  # every fan-out is done
+    assert await deliveries_of_jobs(client, server, jobs) == 4  # 1 to /orders, 3 to /all
     assert len(receiver.at("/orders")) == 1 and len(receiver.at("/all")) == 3
 
     # raw: the provider's body byte for byte, its content type, our headers and the custom one
@@ -219,8 +225,9 @@ async def test_410_gone_disables_the_destination_and_dead_letters_its_waiting_de
     r = await client.get(f"{server.url}/admin/tenants/{tenant}/destinations/{destination['id']}",
                          headers=VIEWER)
     assert (r.json()["enabled"], r.json()["disabled_reason"]) == (False, "gone")
-    await send(client, server, tenant)  # a disabled destination gets no new deliveries
-    await asyncio.sleep(1.5)
+    later = await send(client, server, tenant)  # a disabled destination gets no new deliveries
+    await wait_for_jobs(server.database_url, [later], ("succeeded",))  # its fan-out is done
+    assert await deliveries_of_jobs(client, server, [later]) == 0
     assert len(receiver.at("/gone")) == 1
     assert len(await deliveries(client, server, destination_id=destination["id"])) == 1
 
@@ -310,7 +317,7 @@ async def test_each_probe_goes_to_a_delivery_that_has_spent_the_fewest_attempts(
     receiver.scripts["/flat"] = lambda n, _: Reply(503)
     _, view_url = await open_circuit(client, server, receiver, "/flat")
     opened = time.monotonic()
-    await asyncio.sleep(4.6)  # four probes, one a second
+    await receiver.wait_for("/flat", len(receiver.at("/flat")) + 4, timeout=20)  # one a second
     probes = [r for r in receiver.at("/flat") if r.at > opened + 0.3]  # none still in flight
     attempts = [int(r.headers["x-relayforge-attempt"]) for r in probes]
     assert len(attempts) >= 3 and attempts == sorted(attempts), attempts
@@ -536,7 +543,7 @@ async def test_redeliver_replays_an_earlier_event_into_a_destination_created_lat
         client, server, receiver):
     tenant = new_tenant()
     job = await send(client, server, tenant, data={"replayed": True})
-    await asyncio.sleep(0.5)  # processed with no destination at all
+    await wait_for_jobs(server.database_url, [job], ("succeeded",))  # with no destination
     later = await create(client, server, tenant, url=f"{receiver.url}/later")
     r = await client.post(f"{server.url}/admin/jobs/{job}/redeliver", headers=OPERATOR,
                           json={"destination_id": later["id"]})

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from relayforge.console.pages import ROUTES as CONSOLE_ROUTES
 from relayforge.http.admin import ROUTES as ADMIN_ROUTES
-from tests.support import ADMIN_KEY, new_tenant
+from tests.support import ADMIN_KEY, generic_body, new_tenant, post_generic
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 HOSTILE_TEXT = ["\x00", "a\x00b", "gen\x00eric", "\r\n", "\x1b[31m", "\x7f", "\u0085", "%00",
@@ -195,7 +195,6 @@ async def test_the_reported_500s_are_4xx_in_the_contracts_shape(client, server, 
 async def test_the_console_rotates_secrets_as_the_api_does(client, server, console_cookie):
     """The console's rotation dropped the env secret at once (the API keeps it for the
     overlap) and accepted any source name; both go through one implementation now."""
-    from tests.e2e.test_webhooks import generic_body, post_generic
 
     cookie, csrf = console_cookie
     signed_in = httpx.AsyncClient(cookies=cookie, timeout=30)

@@ -3,6 +3,7 @@ job's last retry, and JSON log lines carrying request, correlation, trace, tenan
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
 import time
@@ -13,7 +14,13 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.e2e.pipeline_support import FAST, wait_for_jobs
-from tests.support import free_port
+from tests.support import eventually, free_port
+
+
+def _log_lines(server, message: str) -> list[dict]:
+    """The server's JSON log lines once one of them says `message` (else none)."""
+    lines = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return lines if any(x.get("message") == message for x in lines) else []
 
 
 class Collector:
@@ -73,7 +80,7 @@ async def test_one_trace_from_request_to_last_retry(client, start_server, collec
         ours = [s for s in collector.spans if s.trace_id.hex() == trace_id]
         if sum(s.name == "job generic" for s in ours) == 3:
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     ours = [s for s in collector.spans if s.trace_id.hex() == trace_id]
     by_id = {s.span_id.hex(): s for s in ours}
     assert ours, sorted({(s.name, s.trace_id.hex()) for s in collector.spans})[:10]
@@ -98,8 +105,7 @@ async def test_logs_are_json_lines_with_context(client, start_server):
         "X-Correlation-Id": "corr-log-1"})
     doc = r.json()
     await wait_for_jobs(server.database_url, [doc["job_id"]])
-    time.sleep(0.3)
-    lines = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    lines = await eventually(lambda: _log_lines(server, "job succeeded"))
     access = [x for x in lines if x.get("message") == "request" and x.get("route") ==
               "/webhooks/{source}"]
     mine = [x for x in access if x.get("correlation_id") == "corr-log-1"]
@@ -130,8 +136,7 @@ async def test_access_lines_leave_probes_out_and_name_code_and_source(client, st
     doc = (await client.post(f"{server.url}/webhooks/generic", content=body,
                              headers={"X-Signature": sign_generic(body)})).json()
     await wait_for_jobs(server.database_url, [doc["job_id"]])
-    time.sleep(0.3)
-    lines = [orjson.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    lines = await eventually(lambda: _log_lines(server, "job will retry"))
     access = [x for x in lines if x.get("message") == "request"]
     assert not [x for x in access if x["route"] in ("/healthz", "/readyz", "/metrics")]
     [refused] = [x for x in access if x["status"] == 401]
@@ -170,7 +175,7 @@ async def test_one_trace_from_request_through_the_delivery_http_call(client, sta
             ours = {s.name: s for s in collector.spans if s.trace_id.hex() == trace_id}
             if "deliver" in ours:
                 break
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         assert {"POST /webhooks/{source}", "job generic", "deliver"} <= set(ours), set(ours)
         deliver = ours["deliver"]
         assert deliver.parent_span_id == ours["job generic"].span_id  # fanned out by the job

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.e2e.test_webhooks import generic_body, post_generic
-from tests.support import new_tenant
+from tests.support import generic_body, new_tenant, post_generic
 
 
 async def test_single_mode_dedups_concurrent_deliveries(client, start_server):

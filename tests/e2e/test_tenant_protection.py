@@ -11,8 +11,14 @@ import asyncpg
 import orjson
 import pytest
 
-from tests.e2e.test_webhooks import generic_body, post_generic, stripe_event
-from tests.support import new_tenant, sign_generic, sign_stripe
+from tests.support import (
+    generic_body,
+    new_tenant,
+    post_generic,
+    sign_generic,
+    sign_stripe,
+    stripe_event,
+)
 
 
 @pytest.fixture(scope="module")

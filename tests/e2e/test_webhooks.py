@@ -12,34 +12,17 @@ import pytest
 
 from tests.support import (
     ADMIN_KEY,
-    Server,
+    generic_body,
     new_tenant,
+    post_generic,
     read_response,
     sign_generic,
     sign_github,
     sign_stripe,
+    stripe_event,
 )
 
 NIL = "00000000-0000-0000-0000-000000000000"
-
-
-def generic_body(**extra: object) -> bytes:
-    return orjson.dumps({"event": "order.created", "data": {"n": uuid.uuid4().hex}, **extra})
-
-
-async def post_generic(client: httpx.AsyncClient, server: Server, body: bytes, tenant: str | None,
-                       **headers: str) -> httpx.Response:
-    h = {"X-Signature": sign_generic(body), "Content-Type": "application/json", **headers}
-    if tenant is not None:
-        h["X-Tenant-Id"] = tenant
-    return await client.post(f"{server.url}/webhooks/generic", content=body, headers=h)
-
-
-def stripe_event(event_id: str | None = None, **extra: object) -> bytes:
-    return orjson.dumps({
-        "id": event_id or f"evt_{uuid.uuid4().hex}", "type": "invoice.paid", "created": 1700000000,
-        "data": {"object": {"id": "in_1", "amount_paid": 4200}}, **extra,
-    })
 
 
 async def test_generic_accepted_records_inbox_job_and_outbox(client, ingest_server, db):

@@ -186,7 +186,10 @@ async def test_relay_and_consumer_batches_never_deadlock(template_db):
 
     name, url = await create_database(template_db)
     pool = await asyncpg.create_pool(url, min_size=6, max_size=6)  # 6 statements at once
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
     try:
+        async with pool.acquire() as conn:
+            before = await conn.fetchval(deadlocks)
         async with pool.acquire() as conn:
             ids = [await new_job(conn, max_attempts=5) for _ in range(120)]
         stores = Stores(pool)
@@ -204,6 +207,10 @@ async def test_relay_and_consumer_batches_never_deadlock(template_db):
             async with pool.acquire() as conn:  # back to the start for the next round
                 await conn.execute("UPDATE jobs SET status = 'pending', attempts = 0")
                 await conn.execute("UPDATE outbox_messages SET status = 'pending'")
+        await asyncio.sleep(1.0)  # a backend reports its counters within a second of idling
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            assert await conn.fetchval(deadlocks) == before, "PostgreSQL broke a deadlock"
     finally:
         await pool.close()
         await drop_database(name)

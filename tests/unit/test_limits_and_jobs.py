@@ -72,8 +72,14 @@ def test_handler_registry_most_specific_wins():
     assert registry.resolve(DomainEvent("github", "x", None, None, None)) is record_processed
 
 
-@pytest.mark.parametrize("spec", ["stripe", "stripe=nomodule", "stripe=relayforge.jobs:nothing",
-                                  "stripe=relayforge.jobs:STATES"])
-def test_bad_handler_spec_names_the_variable(spec):
-    with pytest.raises(ValueError, match="WORKER__HANDLERS"):
+@pytest.mark.parametrize("spec,why", [
+    ("stripe", "is not key=module:callable"),
+    ("stripe=nomodule", "is not key=module:callable"),
+    ("stripe=nomodule:handler", "cannot load"),
+    ("stripe=relayforge.jobs:nothing", "cannot load"),
+    ("stripe=relayforge.jobs:__doc__", "is not callable"),  # exists, but a string
+])
+def test_bad_handler_spec_names_the_variable(spec, why):
+    with pytest.raises(ValueError, match="WORKER__HANDLERS") as err:
         HandlerRegistry(spec)
+    assert why in str(err.value)
