@@ -22,7 +22,7 @@ import asyncpg
 from relayforge import kernels
 from relayforge.connectors import CONNECTORS, SOURCES
 from relayforge.observability import logging as log_setup
-from relayforge.security.roles import CLI, Role
+from relayforge.roles import CLI, Role
 from relayforge.settings import (
     MODES,
     ConfigError,
@@ -52,7 +52,7 @@ def _database_url(settings: Settings) -> tuple[str, str]:
     from relayforge.db.pool import start_embedded
 
     try:
-        url = start_embedded(settings)
+        url = start_embedded(settings.database.embedded_dir)
     except ModuleNotFoundError:  # the container image leaves the embedded server out
         print("relayforge: configuration error: DATABASE__URL: required here (this install has no "
               "embedded PostgreSQL; `pip install pgserver` adds it)", file=sys.stderr)

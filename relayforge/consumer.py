@@ -176,7 +176,7 @@ class JobConsumer:
         started = time.perf_counter()
         error: BaseException | None = None
         try:
-            apply_test_faults(ctx, self._settings)
+            apply_test_faults(ctx, self._settings.worker.enable_test_faults)
             handler = self._registry.resolve(event)
             async with asyncio.timeout(self._settings.worker.job_timeout_seconds):
                 await handler(ctx)

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from relayforge.events import DomainEvent
-from relayforge.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +107,9 @@ def _load(target: str) -> Handler:
     return handler  # type: ignore[no-any-return]
 
 
-def apply_test_faults(ctx: JobContext, settings: Settings) -> None:
+def apply_test_faults(ctx: JobContext, enabled: bool) -> None:
     """The generic connector's fault fields, honoured only with WORKER__ENABLE_TEST_FAULTS."""
-    if not settings.worker.enable_test_faults or not ctx.event.faults:
+    if not enabled or not ctx.event.faults:
         return
     if ctx.event.faults.get("force_permanent_fail"):
         raise PermanentError("test fault: force_permanent_fail")

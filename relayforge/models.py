@@ -14,7 +14,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from relayforge.jobs import JobStatus
-from relayforge.security.roles import Role
+from relayforge.roles import Role
 
 
 class View(msgspec.Struct, kw_only=True):

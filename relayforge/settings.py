@@ -241,7 +241,7 @@ def _parse_positive_float(raw: str) -> float:
 def _parse_api_keys(raw: str) -> tuple[tuple[str, str], ...]:
     import orjson
 
-    from relayforge.security.roles import Role
+    from relayforge.roles import Role
 
     roles = [r.value for r in Role]
     data = orjson.loads(raw)

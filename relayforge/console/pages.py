@@ -35,10 +35,10 @@ from relayforge.http.models import (
 )
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
+from relayforge.roles import Role
 from relayforge.security import apikeys, secrets
 from relayforge.security.apikeys import ApiKeyAuth
 from relayforge.security.limits import BodyBudget, UnverifiedBudget
-from relayforge.security.roles import Role
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
 from relayforge.stores import Stores

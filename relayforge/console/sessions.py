@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from relayforge.errors import Forbidden, Unauthorized
 from relayforge.kernels import sha256_hex
+from relayforge.roles import Actor
 from relayforge.security.apikeys import ApiKeyAuth
-from relayforge.security.roles import Actor
 from relayforge.settings import Settings
 from relayforge.stores import Stores
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import asyncpg
 
-from relayforge.settings import Settings
-
 log = logging.getLogger(__name__)
 
 
@@ -48,8 +46,9 @@ async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
     )
 
 
-def start_embedded(settings: Settings) -> str:
-    """Start (or reuse) the embedded PostgreSQL under DATABASE__EMBEDDED_DIR; return its URL.
+def start_embedded(embedded_dir: str) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `embedded_dir` (DATABASE__EMBEDDED_DIR);
+    return its URL.
 
     The server outlives nothing: it stops when the process that started it exits.
     """
@@ -59,7 +58,7 @@ def start_embedded(settings: Settings) -> str:
         warnings.simplefilter("ignore")
         import pgserver
 
-    data_dir = Path(settings.database.embedded_dir).resolve()
+    data_dir = Path(embedded_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     url: str = server.get_uri()

@@ -55,9 +55,9 @@ from relayforge.models import (
     Stats,
     View,
 )
+from relayforge.roles import Actor
 from relayforge.security import apikeys, secrets
 from relayforge.security.limits import UnverifiedBudget
-from relayforge.security.roles import Actor
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
 from relayforge.stores import Stores

@@ -42,7 +42,7 @@ from relayforge.models import (
     SecretRotated,
     View,
 )
-from relayforge.security.roles import Actor
+from relayforge.roles import Actor
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
 from relayforge.stores import Stores

@@ -21,7 +21,7 @@ from msgspec import UNSET, Meta, UnsetType
 from relayforge.errors import BadRequest
 from relayforge.http.bodies import read_body
 from relayforge.jobs import JobStatus
-from relayforge.security.roles import Role
+from relayforge.roles import Role
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50

@@ -13,7 +13,7 @@ from relayforge.errors import BadRequest
 from relayforge.http.instrument import route_value
 from relayforge.http.models import Model, NoQuery
 from relayforge.models import Page
-from relayforge.security.roles import Role
+from relayforge.roles import Role
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from relayforge.http.instrument import route_value
 from relayforge.http.models import read_model
 from relayforge.http.routing import ADMIN, NOT_FOUND, AdminRoute, path_uuid
 from relayforge.models import Items, View
-from relayforge.security.roles import Actor
+from relayforge.roles import Actor
 from relayforge.stores import Stores
 from relayforge.stores.sources import SourceRow
 

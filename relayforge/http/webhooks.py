@@ -32,7 +32,7 @@ from relayforge.http.bodies import DRAIN_BYTES
 from relayforge.http.errors import json_response
 from relayforge.http.instrument import client_address, request_ids, route_value
 from relayforge.ids import parse_uuid
-from relayforge.ingest import IngestWriter, deliver
+from relayforge.ingest import IngestWriter, arrive
 from relayforge.ingest.sources import TenantSources
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics
@@ -147,17 +147,17 @@ class WebhookEndpoint:
             raise RateLimited("ingress rate limit exceeded", retry_after=retry_after_seconds(wait))
 
         request_id, correlation_id, carrier = request_ids()
-        delivery = deliver(connector, self._settings, tenant_id=tenant_id, headers=headers,
+        arrival = arrive(connector, self._settings, tenant_id=tenant_id, headers=headers,
                            body=body, signed=signed, request_id=request_id,
                            correlation_id=correlation_id, trace_carrier=carrier)
-        await self._writer.record(delivery)
-        if delivery.failure is not None:
-            raise delivery.failure
+        await self._writer.record(arrival)
+        if arrival.failure is not None:
+            raise arrival.failure
         return json_response(202, {
-            "inbox_id": str(delivery.inbox_id),
-            "job_id": str(delivery.job_id),
-            "job_created": delivery.job_created,
-            "deduped": not delivery.job_created,
+            "inbox_id": str(arrival.inbox_id),
+            "job_id": str(arrival.job_id),
+            "job_created": arrival.job_created,
+            "deduped": not arrival.job_created,
             "accepted": True,
             "signature_valid": True,
         })

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from relayforge.errors import QuotaExceeded
-from relayforge.ingest.delivery import Delivery
+from relayforge.ingest.arrival import Arrival
 from relayforge.stores.ingest import IngestStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class QuotaLedger:
         self._store = store
         self._limit = daily_limit  # 0: no quota
 
-    async def reserve(self, batch: Sequence[Delivery]) -> None:
+    async def reserve(self, batch: Sequence[Arrival]) -> None:
         """One unit per open item; the earliest items of a tenant get what is left, the others
         are refused (429)."""
         candidates = [d for d in batch if d.open]
@@ -44,7 +44,7 @@ class QuotaLedger:
                 d.error = QuotaExceeded("daily quota exceeded for this tenant",
                                         retry_after=seconds_to_utc_midnight())
 
-    async def refund(self, items: Sequence[Delivery]) -> None:
+    async def refund(self, items: Sequence[Arrival]) -> None:
         """Give back the units of these items (not recorded after all)."""
         by_day: dict[date, Counter[uuid.UUID]] = {}
         for d in items:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from relayforge.errors import ReplayedEvent
-from relayforge.ingest.delivery import Delivery, EventKey
+from relayforge.ingest.arrival import Arrival, EventKey
 from relayforge.stores.ingest import IngestStore
 
 
@@ -18,9 +18,9 @@ def replayed() -> ReplayedEvent:
                          signature_valid=True)
 
 
-def _open_by_key(batch: Sequence[Delivery]) -> dict[EventKey, Delivery]:
+def _open_by_key(batch: Sequence[Arrival]) -> dict[EventKey, Arrival]:
     """Open replay-protected items by event; a repeat within the batch is the replay."""
-    wanted: dict[EventKey, Delivery] = {}
+    wanted: dict[EventKey, Arrival] = {}
     for d in batch:
         key = d.event_key
         if key is None or not d.open:
@@ -32,7 +32,7 @@ def _open_by_key(batch: Sequence[Delivery]) -> dict[EventKey, Delivery]:
     return wanted
 
 
-async def check(store: IngestStore, batch: Sequence[Delivery]) -> None:
+async def check(store: IngestStore, batch: Sequence[Arrival]) -> None:
     """409 for events already received (before the quota is reserved)."""
     wanted = _open_by_key(batch)
     if wanted:
@@ -40,7 +40,7 @@ async def check(store: IngestStore, batch: Sequence[Delivery]) -> None:
             wanted[key].error = replayed()
 
 
-async def claim(store: IngestStore, batch: Sequence[Delivery]) -> list[Delivery]:
+async def claim(store: IngestStore, batch: Sequence[Arrival]) -> list[Arrival]:
     """Claim the open items' event ids in the transaction; returns the items found to be
     replays. A claim rolls back with its transaction, so a failed write claims nothing."""
     wanted = _open_by_key(batch)

@@ -21,7 +21,7 @@ from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
 from relayforge.errors import InvalidPayload, QuotaExceeded, RelayforgeError, Unavailable
 from relayforge.ids import new_id
 from relayforge.ingest import replay
-from relayforge.ingest.delivery import Delivery
+from relayforge.ingest.arrival import Arrival
 from relayforge.ingest.quota import QuotaLedger
 from relayforge.observability import metrics
 from relayforge.settings import Settings
@@ -38,12 +38,12 @@ WRITE_TRIES = 3
 
 @dataclass(slots=True)
 class Written:
-    """What a committed transaction decided; applied to the deliveries only after commit, so
+    """What a committed transaction decided; applied to the arrivals only after commit, so
     a rolled-back try leaves no trace on them."""
 
-    accepted: list[tuple[Delivery, NewItem, Accepted]]
-    replays: list[Delivery]
-    refused: list[tuple[Delivery, RefusedItem]]
+    accepted: list[tuple[Arrival, NewItem, Accepted]]
+    replays: list[Arrival]
+    refused: list[tuple[Arrival, RefusedItem]]
 
     def apply(self) -> None:
         for d, item, outcome in self.accepted:
@@ -63,7 +63,7 @@ class IngestWriter:
         self._stores = stores
         self._settings = settings
         self._quota = QuotaLedger(stores.ingest, settings.hardening.tenant_daily_quota)
-        self._batcher: GroupCommitBatcher[Delivery] | None = None
+        self._batcher: GroupCommitBatcher[Arrival] | None = None
         if settings.ingest.mode == "batch":
             self._batcher = GroupCommitBatcher(self._write_or_unavailable,
                                                max_size=settings.ingest.batch_max_size,
@@ -78,14 +78,14 @@ class IngestWriter:
         if self._batcher is not None:
             await self._batcher.close()
 
-    async def record(self, delivery: Delivery) -> None:
+    async def record(self, arrival: Arrival) -> None:
         """Record it; its outcome is on it afterwards (`failure`, or inbox and job ids)."""
         if self._batcher is None:
-            await self._write_or_unavailable([delivery])
+            await self._write_or_unavailable([arrival])
         else:
-            await self._batcher.submit(delivery)
+            await self._batcher.submit(arrival)
 
-    async def _write_or_unavailable(self, batch: list[Delivery]) -> None:
+    async def _write_or_unavailable(self, batch: list[Arrival]) -> None:
         try:
             await self._write_isolating(batch)
         except Exception as exc:  # the database is unreachable: nothing acked
@@ -93,7 +93,7 @@ class IngestWriter:
             log.error("ingest batch failed", extra={"error": repr(exc), "size": len(batch)})
             raise Unavailable("the database is unavailable, retry later", retry_after=5) from exc
 
-    async def _write_isolating(self, batch: list[Delivery]) -> None:
+    async def _write_isolating(self, batch: list[Arrival]) -> None:
         """Write the batch. A failure other than the database being unreachable may belong to
         one item: the halves are written apart, down to that item, which alone is refused.
         Each write is whole (replays, quota, transaction, refund), so a retried half is too."""
@@ -114,7 +114,7 @@ class IngestWriter:
                 log.exception("webhook could not be stored")  # a bug: this request alone: 500
                 batch[0].error = RelayforgeError("internal error")
 
-    async def _write(self, batch: list[Delivery]) -> None:
+    async def _write(self, batch: list[Arrival]) -> None:
         """Replay check → quota reservation → one transaction; refused items give units back."""
         metrics.INGEST_BATCH_SIZE.observe(len(batch))
         await replay.check(self._stores.ingest, batch)
@@ -127,7 +127,7 @@ class IngestWriter:
         written.apply()
         await self._quota.refund([d for d in batch if d.failure is not None])
 
-    async def _transaction_with_retry(self, batch: list[Delivery]) -> Written:
+    async def _transaction_with_retry(self, batch: list[Arrival]) -> Written:
         for attempt in range(1, WRITE_TRIES + 1):
             try:
                 return await self._transaction(batch)
@@ -136,14 +136,14 @@ class IngestWriter:
                     raise
         raise AssertionError("unreachable")
 
-    async def _transaction(self, batch: Sequence[Delivery]) -> Written:
+    async def _transaction(self, batch: Sequence[Arrival]) -> Written:
         if not any(d.event_key for d in batch if d.open) and not any(map(_kept_as_evidence, batch)):
             # One statement is atomic on its own: no BEGIN and COMMIT round trips.
             return await self._write_rows(self._stores, batch)
         async with self._stores.transaction() as tx:
             return await self._write_rows(tx, batch)
 
-    async def _write_rows(self, tx: Stores, batch: Sequence[Delivery]) -> Written:
+    async def _write_rows(self, tx: Stores, batch: Sequence[Arrival]) -> Written:
         replays = await replay.claim(tx.ingest, batch)
         accepting = [d for d in batch if d.open and d not in replays]
         items = [_new_item(d) for d in accepting]
@@ -154,7 +154,7 @@ class IngestWriter:
         await tx.ingest.insert_refused(items=[row for _, row in refused])
         return Written(list(zip(accepting, items, outcomes, strict=True)), replays, refused)
 
-    def _refused_item(self, d: Delivery, code: str) -> RefusedItem:
+    def _refused_item(self, d: Arrival, code: str) -> RefusedItem:
         return RefusedItem(
             inbox_id=new_id(), tenant_id=d.tenant_id, source=d.source,
             event_type=d.event_type, provider_event_id=d.provider_event_id,
@@ -163,12 +163,12 @@ class IngestWriter:
             request_id=d.request_id)
 
 
-def _kept_as_evidence(d: Delivery) -> bool:
+def _kept_as_evidence(d: Arrival) -> bool:
     """Refused after the signature verified: a row is kept (not for quota: that sheds load)."""
     return d.failure is not None and not isinstance(d.failure, QuotaExceeded)
 
 
-def _new_item(d: Delivery) -> NewItem:
+def _new_item(d: Arrival) -> NewItem:
     assert d.event_type is not None
     return NewItem(
         inbox_id=new_id(), job_id=new_id(), tenant_id=d.tenant_id, source=d.source,

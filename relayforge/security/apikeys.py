@@ -12,7 +12,7 @@ import uuid
 from relayforge.errors import Unauthorized
 from relayforge.kernels import sha256_hex
 from relayforge.models import ApiKeyCreated
-from relayforge.security.roles import Actor, Role
+from relayforge.roles import Actor, Role
 from relayforge.stores import Stores
 
 KEY_PREFIX = "rfk_"

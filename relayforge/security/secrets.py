@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from relayforge.kernels import TOKEN_ALGORITHM, Hmac, HmacSha256, token_key
 from relayforge.models import SecretView
-from relayforge.security.roles import Actor
+from relayforge.roles import Actor
 from relayforge.stores import Stores
 
 log = logging.getLogger(__name__)

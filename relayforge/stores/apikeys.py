@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from relayforge.models import ApiKeyView, record
-from relayforge.security.roles import Role
+from relayforge.roles import Role
 from relayforge.stores.base import Q, Store
 
 

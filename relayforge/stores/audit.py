@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from relayforge.security.roles import Actor
+from relayforge.roles import Actor
 from relayforge.stores.base import Q, Store
 
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from relayforge.http.admin import ROUTES
-from relayforge.security.roles import Role
+from relayforge.roles import Role
 from tests.support import (
     ADMIN_KEY,
     OPERATOR_KEY,

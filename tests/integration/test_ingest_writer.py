@@ -10,15 +10,15 @@ import pytest
 
 from relayforge.errors import Unavailable
 from relayforge.events import DomainEvent
-from relayforge.ingest import Delivery, IngestWriter
+from relayforge.ingest import Arrival, IngestWriter
 from relayforge.settings import load_settings
 from relayforge.stores import Stores
 from tests.support import create_database, drop_database
 
 
-def delivery(tenant: uuid.UUID, evidence: str = "{}") -> Delivery:
+def delivery(tenant: uuid.UUID, evidence: str = "{}") -> Arrival:
     event = DomainEvent("stripe", "invoice.paid", f"evt_{uuid.uuid4().hex}", None, None)
-    return Delivery(
+    return Arrival(
         tenant_id=tenant, source="stripe", payload_hash=uuid.uuid4().hex,
         evidence_headers=evidence, body=b"{}", request_id="r", correlation_id="c",
         trace_context="{}", replay_protected=True, event_type=event.event_type,

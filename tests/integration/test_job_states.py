@@ -12,7 +12,7 @@ import pytest
 
 from relayforge.ids import new_id
 from relayforge.jobs import JobStatus
-from relayforge.security.roles import Role
+from relayforge.roles import Role
 from relayforge.stores import Stores
 from tests.support import create_database, drop_database
 

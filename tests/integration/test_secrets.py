@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from relayforge.security.roles import CLI
+from relayforge.roles import CLI
 from relayforge.security.secrets import SecretCipher, SecretVerifiers, retire_secret, set_secret
 from relayforge.stores import Stores
 from tests.support import create_database, drop_database, eventually, run_sync

@@ -1,6 +1,6 @@
 """One verified webhook on its way into the database, and what ingest decided for it.
 
-The HTTP layer hands over the verified request; `deliver()` builds the Delivery (hash,
+The HTTP layer hands over the verified request; `arrive()` builds the Arrival (hash,
 evidence, trace context, the normalized event or the reason it was refused). The batch's
 units then fill in its outcome: each request carries its own state, never an index into
 lists shared with the others.
@@ -26,7 +26,7 @@ EventKey = tuple[uuid.UUID, str]
 
 
 @dataclass(slots=True, eq=False)
-class Delivery:
+class Arrival:
     tenant_id: uuid.UUID
     source: str
     payload_hash: str
@@ -73,10 +73,10 @@ class Delivery:
         return None
 
 
-def deliver(connector: Connector, settings: Settings, *, tenant_id: uuid.UUID, headers: Headers,
+def arrive(connector: Connector, settings: Settings, *, tenant_id: uuid.UUID, headers: Headers,
             body: bytes, signed: Signed, request_id: str, correlation_id: str,
-            trace_carrier: Mapping[str, str]) -> Delivery:
-    """The Delivery of a request whose signature verified: normalized, or refused with the
+            trace_carrier: Mapping[str, str]) -> Arrival:
+    """The Arrival of a request whose signature verified: normalized, or refused with the
     reason (still recorded, as evidence)."""
     # With no SDK no span is current, so carry() would hand back the carrier, which the HTTP
     # layer already bounded: skip the propagators.
@@ -87,16 +87,16 @@ def deliver(connector: Connector, settings: Settings, *, tenant_id: uuid.UUID, h
         value = headers.get(name)
         if value is not None:
             evidence[name.decode()] = value.decode("latin-1")
-    delivery = Delivery(
+    arrival = Arrival(
         tenant_id, connector.name, sha256_hex(body), orjson.dumps(evidence).decode(), body,
         request_id, correlation_id, orjson.dumps(trace_context).decode(),
         replay_protected=connector.replay_protected,
     )
     try:
         event = connector.normalize(headers, body)
-        delivery.event_json = event.to_json()
-        delivery.event_type, delivery.provider_event_id = event.event_type, event.provider_event_id
+        arrival.event_json = event.to_json()
+        arrival.event_type, arrival.provider_event_id = event.event_type, event.provider_event_id
         connector.check_freshness(signed, int(time.time()), settings)
     except (InvalidPayload, StaleTimestamp) as exc:
-        delivery.rejection = exc
-    return delivery
+        arrival.rejection = exc
+    return arrival
