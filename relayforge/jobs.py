@@ -33,6 +33,10 @@ class JobStatus(enum.StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
+# Not finished yet: what the lag gauges count.
+WAITING = (JobStatus.PENDING, JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.RETRYING)
+
+
 class RetryableError(Exception):
     """The attempt failed but may succeed later."""
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from relayforge.deliveries import DeliveryStatus
 from relayforge.jobs import JobStatus
 from relayforge.roles import Role
 
@@ -97,10 +98,6 @@ class ApiKeyView(View):
 
 class ApiKeyCreated(ApiKeyView, kw_only=True):
     key: Annotated[str, msgspec.Meta(description="the key itself: shown once, stored as SHA-256")]
-
-
-DeliveryStatus = Literal["pending", "queued", "processing", "succeeded", "retrying",
-                         "dead_lettered"]
 
 
 class DestinationSecretView(View):

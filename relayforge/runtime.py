@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from relayforge import deliveries, jobs
 from relayforge.broker import Broker
 from relayforge.consumer import JobConsumer
 from relayforge.db.pool import create_pool
@@ -162,18 +163,19 @@ class Runtime:
             return
         metrics.OUTBOX_PENDING.set(lag.outbox_pending)
         metrics.OUTBOX_OLDEST_AGE.set(max(0.0, lag.outbox_oldest_age or 0.0))
-        for status in ("pending", "queued", "processing", "retrying"):
-            metrics.JOBS_WAITING.labels(status).set(getattr(lag, status))
+        for job_status in jobs.WAITING:
+            metrics.JOBS_WAITING.labels(job_status).set(getattr(lag, job_status))
         metrics.JOBS_OLDEST_WAITING_AGE.set(max(0.0, lag.oldest_waiting_age or 0.0))
         try:
-            deliveries = await self.stores.deliveries.lag()
+            delivery_lag = await self.stores.deliveries.lag()
         except Exception as exc:
             log.warning("delivery lag not read", extra={"error": repr(exc)})
         else:
-            metrics.DESTINATIONS_CIRCUIT_OPEN.set(deliveries.open_circuits)
-            for status in ("pending", "queued", "processing", "retrying"):
-                metrics.DELIVERIES_WAITING.labels(status).set(getattr(deliveries, status))
-            metrics.DELIVERIES_OLDEST_WAITING_AGE.set(max(0.0, deliveries.oldest_waiting_age or 0))
+            metrics.DESTINATIONS_CIRCUIT_OPEN.set(delivery_lag.open_circuits)
+            for status in deliveries.WAITING:
+                metrics.DELIVERIES_WAITING.labels(status).set(getattr(delivery_lag, status))
+            metrics.DELIVERIES_OLDEST_WAITING_AGE.set(
+                max(0.0, delivery_lag.oldest_waiting_age or 0))
         if self.broker is not None:
             try:
                 for queue, count in (await self.broker.depths()).items():

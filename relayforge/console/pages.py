@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from relayforge.console import charts
 from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
+from relayforge.deliveries import WAITING
 from relayforge.errors import BadRequest, Forbidden, NotFound, RateLimited, RelayforgeError
 from relayforge.events import has_control
 from relayforge.http import destinations as destination_ops
@@ -63,7 +64,7 @@ NAV = [("/console/overview", "Overview", VIEWER), ("/console/jobs", "Events and 
        ("/console/destinations", "Destinations", VIEWER), ("/console/secrets", "Secrets", ADMIN),
        ("/console/api-keys", "API keys", ADMIN), ("/console/audit", "Audit log", ADMIN)]
 JOB_STATES = [s.value for s in JobStatus]
-DELIVERY_STATES = ["pending", "queued", "processing", "retrying"]
+DELIVERY_STATES = [s.value for s in WAITING]
 BODY_PREVIEW = 16384  # of each request's body on the job page; the whole body is a download
 BODY_CHUNK = 1 << 20  # bytes read from the database at a time for a download
 

@@ -32,6 +32,7 @@ import orjson
 from opentelemetry import trace
 
 from relayforge.broker import IncomingMessage
+from relayforge.deliveries import DeliveryStatus, Outcome
 from relayforge.destinations.client import Answer, DeliveryClient
 from relayforge.destinations.filters import EventFacts, EventFilter, compile_filter
 from relayforge.destinations.signing import secret_key, signature
@@ -146,7 +147,7 @@ class DeliveryWorker:
             await self._stores.deliveries.refuse(
                 delivery_id=m.delivery_id, attempt=m.attempt,
                 reason=f"destination disabled: {gate.disabled_reason or 'by an admin'}")
-            metrics.child(metrics.DELIVERIES, "dead_lettered").inc()
+            metrics.child(metrics.DELIVERIES, DeliveryStatus.DEAD_LETTERED).inc()
             await message.dead_letter()
             return
         wait = self._wait(gate, m.destination_id)
@@ -211,47 +212,46 @@ class DeliveryWorker:
             url, body, headers = request
             answer = await self._client.post(url, body, headers, d.timeout_ms)
             metrics.DELIVERY_DURATION.observe(answer.duration_ms / 1000)
-        status, error, delay = self._outcome(d, answer, permanent=isinstance(request, str))
+        outcome = self._outcome(d, answer, permanent=isinstance(request, str))
 
         finished: list[Finished] = []
 
         async def record() -> None:
             finished[:] = [await self._stores.deliveries.finish(
                 delivery_id=d.id, destination_id=d.destination_id, attempt=d.attempts,
-                status=status, error=error, delay_seconds=delay, started_at=started_at,
-                duration_ms=answer.duration_ms, status_code=answer.status,
-                response_body=answer.body)]
+                outcome=outcome, started_at=started_at, duration_ms=answer.duration_ms,
+                status_code=answer.status, response_body=answer.body)]
 
-        if status != "succeeded":  # first: whoever sees this outcome sees the destination's
-            await write(lambda: self._update_destination(d, answer))  # (disabled after a 410)
+        if outcome.status != DeliveryStatus.SUCCEEDED:  # first: whoever sees this outcome
+            await write(lambda: self._update_destination(d, answer))  # sees the destination's
         await write(record)
         if finished and finished[0].recovered:
             log.info("destination recovered; circuit closed",
                      extra={"destination_id": str(d.destination_id)})
-        metrics.child(metrics.DELIVERIES, status).inc()
-        if status == "dead_lettered":
+        metrics.child(metrics.DELIVERIES, outcome.status).inc()
+        if outcome.status == DeliveryStatus.DEAD_LETTERED:
             metrics.DLQ_MESSAGES.inc()
             log.warning("delivery dead-lettered", extra={
-                "delivery_id": str(d.id), "attempt": d.attempts, "error": error})
+                "delivery_id": str(d.id), "attempt": d.attempts, "error": outcome.error})
             await _settle(message.dead_letter)
         else:
             await _settle(message.ack)
         return answer
 
-    def _outcome(self, d: StartedDelivery, answer: Answer, permanent: bool
-                 ) -> tuple[str, str | None, float]:
+    def _outcome(self, d: StartedDelivery, answer: Answer, permanent: bool) -> Outcome:
         if answer.status is not None and 200 <= answer.status < 300:
-            return "succeeded", None, 0.0
+            return Outcome(DeliveryStatus.SUCCEEDED)
         error = answer.error or f"HTTP {answer.status}"
         if answer.status == 410:
-            return "dead_lettered", "the destination answered 410 Gone; it is disabled", 0.0
+            return Outcome(DeliveryStatus.DEAD_LETTERED,
+                           "the destination answered 410 Gone; it is disabled")
         if permanent or d.attempts >= d.max_attempts:
-            return "dead_lettered", error[:MAX_ERROR_TEXT], 0.0
+            return Outcome(DeliveryStatus.DEAD_LETTERED, error[:MAX_ERROR_TEXT])
         w = self._settings.worker
         delay = backoff_seconds(d.attempts, w.backoff_base_ms, w.backoff_max_ms)
         if answer.status in (429, 503) and answer.retry_after is not None:
             delay = max(delay, answer.retry_after)
-        return "retrying", error[:MAX_ERROR_TEXT], delay
+        return Outcome(DeliveryStatus.RETRYING, error[:MAX_ERROR_TEXT], delay)
 
     async def _update_destination(self, d: StartedDelivery, answer: Answer) -> None:
         """After a failed attempt: 410 disables; else one more consecutive failure."""

@@ -18,6 +18,7 @@ import msgspec.inspect
 from blacksheep import Request
 from msgspec import UNSET, Meta, UnsetType
 
+from relayforge.deliveries import DeliveryStatus
 from relayforge.errors import BadRequest
 from relayforge.http.bodies import read_body
 from relayforge.jobs import JobStatus
@@ -163,15 +164,11 @@ class RotateSecret(Model):
         description="how long the previous secret keeps signing too")] = DEFAULT_OVERLAP_SECONDS
 
 
-DeliveryStatusFilter = Literal["pending", "queued", "processing", "succeeded", "retrying",
-                               "dead_lettered"]
-
-
 class DeliveriesQuery(Model):
     tenant_id: uuid.UUID | UnsetType = UNSET
     destination_id: uuid.UUID | UnsetType = UNSET
     job_id: uuid.UUID | UnsetType = UNSET
-    status: DeliveryStatusFilter | UnsetType = UNSET
+    status: DeliveryStatus | UnsetType = UNSET
     cursor: uuid.UUID | UnsetType = UNSET
     limit: PageLimit = DEFAULT_PAGE
 

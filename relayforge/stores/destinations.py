@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from relayforge.deliveries import Outcome
 from relayforge.models import (
     DeliveryAttemptView,
     DeliveryView,
@@ -241,13 +242,13 @@ class DeliveryStore(Store):
         return None if row is None else (row["status"], row["attempts"])
 
     async def finish(self, *, delivery_id: uuid.UUID, destination_id: uuid.UUID, attempt: int,
-                     status: str, error: str | None, delay_seconds: float,
-                     started_at: dt.datetime, duration_ms: float, status_code: int | None,
-                     response_body: str | None) -> Finished:
+                     outcome: Outcome, started_at: dt.datetime, duration_ms: float,
+                     status_code: int | None, response_body: str | None) -> Finished:
         """Record the attempt's outcome and its log entry (and a success's recovery)."""
         row = await self._db.fetchrow(
-            Q["delivery_finish"], delivery_id, attempt, status, error, delay_seconds, started_at,
-            duration_ms, status_code, response_body, destination_id)
+            Q["delivery_finish"], delivery_id, attempt, outcome.status, outcome.error,
+            outcome.delay_seconds, started_at, duration_ms, status_code, response_body,
+            destination_id)
         return Finished(row["recorded"], row["recovered"])
 
     async def recover_expired(self, *, limit: int) -> int:

@@ -10,6 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
+from relayforge.deliveries import DeliveryStatus
 from relayforge.ids import new_id
 from relayforge.jobs import JobStatus
 from relayforge.roles import Role
@@ -65,6 +66,8 @@ async def check_values(conn: asyncpg.Connection, constraint: str) -> set[str]:
 
 async def test_the_states_and_roles_in_code_are_the_tables_checks(conn):
     assert await check_values(conn, "jobs_status_check") == {s.value for s in JobStatus}
+    assert await check_values(conn, "deliveries_status_check") == {
+        s.value for s in DeliveryStatus}
     assert await check_values(conn, "admin_api_keys_role_check") == {r.value for r in Role}
 
 

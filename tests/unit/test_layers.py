@@ -15,7 +15,7 @@ PACKAGE = Path(relayforge.__file__).parent
 # the layers below it.
 LAYERS = [
     {"__version__", "_kernels_py", "_native", "errors", "ids", "batcher", "db"},
-    {"kernels", "events", "roles", "benchmark"},
+    {"kernels", "events", "deliveries", "roles", "benchmark"},
     {"jobs", "settings"},
     {"models", "connectors", "broker", "observability"},
     {"stores"},
