@@ -224,14 +224,14 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _parse_positive_int(raw: str) -> int:
+def _parse_non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
         raise ValueError("must not be negative")
     return value
 
 
-def _parse_positive_float(raw: str) -> float:
+def _parse_non_negative_float(raw: str) -> float:
     value = float(raw)
     if not value >= 0:
         raise ValueError("must not be negative")
@@ -286,8 +286,8 @@ PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
 }
 TYPE_PARSERS: dict[Any, Callable[[str], Any]] = {
     "bool": _parse_bool,
-    "int": _parse_positive_int,
-    "float": _parse_positive_float,
+    "int": _parse_non_negative_int,
+    "float": _parse_non_negative_float,
     "str": str,
 }
 

@@ -86,6 +86,11 @@ class _Limits:
         self.in_flight -= 1
         self.typical_seconds = 0.8 * self.typical_seconds + 0.2 * seconds
 
+    def idle(self) -> bool:
+        """Nothing in flight and a full bucket: forgetting it loses nothing."""
+        return self.in_flight == 0 and (self.bucket is None or self.bucket.is_full(
+            time.monotonic()))
+
 
 class DeliveryWorker:
     def __init__(self, stores: Stores, settings: Settings, cipher: SecretCipher) -> None:
@@ -168,7 +173,10 @@ class DeliveryWorker:
                 return
             await self._attempt(message, started, write)
         finally:
-            self._limits[m.destination_id].done(time.monotonic() - began)
+            limits = self._limits[m.destination_id]
+            limits.done(time.monotonic() - began)
+            if limits.idle():  # the same as a new one: kept only while it holds something
+                del self._limits[m.destination_id]
 
     def _wait(self, gate: Gate, destination_id: uuid.UUID) -> float:
         """0 when the attempt may go now (then it counts as in flight), else seconds to wait."""

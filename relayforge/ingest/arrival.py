@@ -21,8 +21,7 @@ from relayforge.errors import InvalidPayload, RelayforgeError, StaleTimestamp
 from relayforge.kernels import sha256_hex
 from relayforge.observability import tracing
 from relayforge.settings import Settings
-
-EventKey = tuple[uuid.UUID, str]
+from relayforge.stores.ingest import EventKey
 
 
 @dataclass(slots=True, eq=False)
@@ -67,9 +66,9 @@ class Arrival:
 
     @property
     def event_key(self) -> EventKey | None:
-        """(tenant, event id) for a replay-protected source's event, else None."""
+        """(tenant, source, event id) for a replay-protected source's event, else None."""
         if self.replay_protected and self.provider_event_id:
-            return self.tenant_id, self.provider_event_id
+            return self.tenant_id, self.source, self.provider_event_id
         return None
 
 

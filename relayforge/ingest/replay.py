@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from relayforge.errors import ReplayedEvent
-from relayforge.ingest.arrival import Arrival, EventKey
-from relayforge.stores.ingest import IngestStore
+from relayforge.ingest.arrival import Arrival
+from relayforge.stores.ingest import EventKey, IngestStore
 
 
 def replayed() -> ReplayedEvent:

@@ -10,6 +10,7 @@ import secrets
 import uuid
 
 from relayforge.errors import Unauthorized
+from relayforge.ids import new_id
 from relayforge.kernels import sha256_hex
 from relayforge.models import ApiKeyCreated
 from relayforge.roles import Actor, Role
@@ -60,7 +61,7 @@ async def create_key(stores: Stores, actor: Actor, role: Role, name: str) -> Api
     """A new key, shown once (only its hash is stored), and its audit row, in one transaction."""
     key = generate_key()
     async with stores.transaction() as tx:
-        view = await tx.api_keys.insert(key_id=uuid.uuid4(), name=name, key_hash=hash_key(key),
+        view = await tx.api_keys.insert(key_id=new_id(), name=name, key_hash=hash_key(key),
                                         role=role)
         await tx.audit.write(actor=actor, action="api_key.create", target=str(view.id),
                              detail={"role": role})

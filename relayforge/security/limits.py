@@ -40,6 +40,9 @@ class TokenBucket:
     def has_token(self, now: float) -> bool:
         return min(self.burst, self.tokens + (now - self.updated) * self.rate) >= 1.0
 
+    def is_full(self, now: float) -> bool:
+        return self.tokens + (now - self.updated) * self.rate >= self.burst
+
 
 class Buckets(Generic[K]):
     """One bucket per key (a tenant, a client address). A bucket that has refilled is the same

@@ -21,6 +21,7 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from relayforge.ids import new_id
 from relayforge.kernels import TOKEN_ALGORITHM, Hmac, HmacSha256, token_key
 from relayforge.models import SecretView
 from relayforge.roles import Actor
@@ -95,7 +96,7 @@ async def set_secret(stores: Stores, cipher: SecretCipher, actor: Actor, *, tena
 async def _store(tx: Stores, cipher: SecretCipher, tenant_id: uuid.UUID, provider: str,
                  secret: str, expires_in_seconds: float | None = None) -> SecretView:
     nonce, ciphertext = cipher.encrypt(tenant_id, provider, secret)
-    return await tx.secrets.insert(secret_id=uuid.uuid4(), tenant_id=tenant_id, provider=provider,
+    return await tx.secrets.insert(secret_id=new_id(), tenant_id=tenant_id, provider=provider,
                                    nonce=nonce, ciphertext=ciphertext,
                                    fingerprint=cipher.fingerprint(secret),
                                    expires_in_seconds=expires_in_seconds)

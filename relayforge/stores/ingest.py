@@ -51,7 +51,13 @@ class Accepted(NamedTuple):
     job_created: bool
 
 
-EventKey = tuple[uuid.UUID, str]  # (tenant, provider event id)
+EventKey = tuple[uuid.UUID, str, str]  # (tenant, source, provider event id)
+
+
+def _columns(keys: Sequence[EventKey]) -> tuple[list[uuid.UUID], list[str], list[str]]:
+    """The keys as three arrays, in key order (rows are locked in one order everywhere)."""
+    ordered = sorted(keys)
+    return [k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered]
 
 
 class IngestStore(Store):
@@ -71,18 +77,14 @@ class IngestStore(Store):
         await self._db.execute(Q["inbox_insert_rejected"], *columns)
 
     async def seen_events(self, *, keys: Sequence[EventKey]) -> set[EventKey]:
-        """Which (tenant, event id) pairs were already received."""
-        ordered = sorted(keys)
-        rows = await self._db.fetch(Q["stripe_seen_events"], [k[0] for k in ordered],
-                                    [k[1] for k in ordered])
-        return {(r["tenant_id"], r["event_id"]) for r in rows}
+        """Which (tenant, source, event id) keys were already received."""
+        rows = await self._db.fetch(Q["stripe_seen_events"], *_columns(keys))
+        return {(r["tenant_id"], r["source"], r["event_id"]) for r in rows}
 
     async def claim_events(self, *, keys: Sequence[EventKey]) -> set[EventKey]:
         """Claim event ids (in the ingest transaction): returns those claimed now."""
-        ordered = sorted(keys)
-        rows = await self._db.fetch(Q["stripe_claim_events"], [k[0] for k in ordered],
-                                    [k[1] for k in ordered])
-        return {(r["tenant_id"], r["event_id"]) for r in rows}
+        rows = await self._db.fetch(Q["stripe_claim_events"], *_columns(keys))
+        return {(r["tenant_id"], r["source"], r["event_id"]) for r in rows}
 
     async def reserve_quota(self, *, wanted: Mapping[uuid.UUID, int], limit: int
                             ) -> tuple[dict[uuid.UUID, int], date]:

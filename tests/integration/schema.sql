@@ -110,6 +110,7 @@ schema_migrations.checksum text
 schema_migrations.version text NOT NULL
 stripe_event_idempotency.created_at timestamp with time zone NOT NULL DEFAULT now()
 stripe_event_idempotency.event_id text NOT NULL
+stripe_event_idempotency.source text NOT NULL
 stripe_event_idempotency.tenant_id uuid NOT NULL
 tenant_daily_quota_usage.last_grant integer NOT NULL DEFAULT 0
 tenant_daily_quota_usage.quota_date date NOT NULL
@@ -173,7 +174,7 @@ outbox_messages outbox_messages_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs
 outbox_messages outbox_messages_pkey PRIMARY KEY (id)
 outbox_messages outbox_messages_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sent'::text, 'failed'::text])))
 schema_migrations schema_migrations_pkey PRIMARY KEY (version)
-stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, event_id)
+stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, source, event_id)
 tenant_daily_quota_usage tenant_daily_quota_usage_pkey PRIMARY KEY (tenant_id, quota_date)
 tenant_managed_providers tenant_managed_providers_pkey PRIMARY KEY (tenant_id, provider)
 tenant_provider_secrets tenant_provider_secrets_pkey PRIMARY KEY (id)
@@ -216,7 +217,7 @@ CREATE UNIQUE INDEX jobs_pkey ON public.jobs USING btree (id)
 CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (job_id, attempt)
 CREATE UNIQUE INDEX outbox_messages_pkey ON public.outbox_messages USING btree (id)
 CREATE UNIQUE INDEX schema_migrations_pkey ON public.schema_migrations USING btree (version)
-CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON public.stripe_event_idempotency USING btree (tenant_id, event_id)
+CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON public.stripe_event_idempotency USING btree (tenant_id, source, event_id)
 CREATE UNIQUE INDEX tenant_daily_quota_usage_pkey ON public.tenant_daily_quota_usage USING btree (tenant_id, quota_date)
 CREATE UNIQUE INDEX tenant_managed_providers_pkey ON public.tenant_managed_providers USING btree (tenant_id, provider)
 CREATE UNIQUE INDEX tenant_provider_secrets_pkey ON public.tenant_provider_secrets USING btree (id)

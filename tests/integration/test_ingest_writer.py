@@ -16,7 +16,7 @@ from relayforge.stores import Stores
 from tests.support import create_database, drop_database
 
 
-def delivery(tenant: uuid.UUID, evidence: str = "{}") -> Arrival:
+def arrival(tenant: uuid.UUID, evidence: str = "{}") -> Arrival:
     event = DomainEvent("stripe", "invoice.paid", f"evt_{uuid.uuid4().hex}", None, None)
     return Arrival(
         tenant_id=tenant, source="stripe", payload_hash=uuid.uuid4().hex,
@@ -43,13 +43,13 @@ async def test_a_failed_write_reserves_no_quota_and_no_event_id(database, mode):
     await writer.start()
     tenant = uuid.uuid4()
     try:
-        broken = delivery(tenant, evidence="not json")  # the jsonb cast fails the transaction
+        broken = arrival(tenant, evidence="not json")  # the jsonb cast fails the transaction
         await writer.record(broken)
         assert broken.failure is not None and broken.failure.code == "invalid_payload"
         assert await pool.fetchval("SELECT used FROM tenant_daily_quota_usage") == 0
         assert await pool.fetchval("SELECT count(*) FROM stripe_event_idempotency") == 0
         # the provider's retry of the same event is accepted
-        retry = delivery(tenant)
+        retry = arrival(tenant)
         retry.provider_event_id, retry.event_json = broken.provider_event_id, broken.event_json
         await writer.record(retry)
         assert retry.failure is None and retry.job_created
@@ -64,8 +64,8 @@ async def test_an_item_the_database_refuses_fails_alone_in_its_batch(database):
     writer = IngestWriter(Stores(pool), load_settings({"INGEST__BATCH_MAX_SIZE": "64"}))
     await writer.start()
     try:
-        items = [delivery(uuid.uuid4()) for _ in range(40)]
-        items[17] = delivery(uuid.uuid4(), evidence="not json")
+        items = [arrival(uuid.uuid4()) for _ in range(40)]
+        items[17] = arrival(uuid.uuid4(), evidence="not json")
         await asyncio.gather(*(writer.record(d) for d in items))
         codes = [d.failure.code if d.failure else None for d in items]
         assert codes == [None] * 17 + ["invalid_payload"] + [None] * 22
@@ -84,6 +84,18 @@ async def test_an_unreachable_database_is_503_for_the_whole_batch(database):
     await database.close()  # nothing can reach it any more
     try:
         with pytest.raises(Unavailable):
-            await writer.record(delivery(uuid.uuid4()))
+            await writer.record(arrival(uuid.uuid4()))
     finally:
         await writer.close()
+
+
+async def test_a_replay_key_is_per_tenant_and_source(database):
+    """Two replay-protected sources may share an event id; a repeat within one is a replay."""
+    from relayforge.stores import Stores
+
+    store = Stores(database).ingest
+    tenant = uuid.uuid4()
+    keys = [(tenant, "stripe", "evt_1"), (tenant, "paddle", "evt_1")]
+    assert await store.claim_events(keys=keys) == set(keys)
+    assert await store.claim_events(keys=keys) == set()
+    assert await store.seen_events(keys=[*keys, (tenant, "other", "evt_1")]) == set(keys)

@@ -27,8 +27,9 @@ async def test_prune_removes_only_what_retention_allows(template_db):
                                "interval '8 days' WHERE job_id = $1", fresh_done)
             tenant = uuid.uuid4()
             await conn.execute(
-                "INSERT INTO stripe_event_idempotency (tenant_id, event_id, created_at) VALUES "
-                "($1, 'old', now() - interval '31 days'), ($1, 'new', now())", tenant)
+                "INSERT INTO stripe_event_idempotency (tenant_id, source, event_id, created_at) "
+                "VALUES ($1, 'stripe', 'old', now() - interval '31 days'), "
+                "($1, 'stripe', 'new', now())", tenant)
             await conn.execute(
                 "INSERT INTO admin_audit_log (key_source, role, action, created_at) VALUES "
                 "('cli', 'admin', 'old', now() - interval '400 days'), ('cli', 'admin', 'new', now())")

@@ -65,16 +65,17 @@ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text
          request_id);
 
 -- name: stripe_claim_events
--- Returns the (tenant, event) pairs seen for the first time; the others are replays.
-INSERT INTO stripe_event_idempotency (tenant_id, event_id)
-SELECT * FROM unnest($1::uuid[], $2::text[]) ORDER BY 1, 2
+-- Returns the (tenant, source, event) keys seen for the first time; the others are replays.
+INSERT INTO stripe_event_idempotency (tenant_id, source, event_id)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) ORDER BY 1, 2, 3
 ON CONFLICT DO NOTHING
-RETURNING tenant_id, event_id;
+RETURNING tenant_id, source, event_id;
 
 -- name: stripe_seen_events
-SELECT s.tenant_id, s.event_id
+SELECT s.tenant_id, s.source, s.event_id
 FROM stripe_event_idempotency s
-JOIN unnest($1::uuid[], $2::text[]) AS r(tenant_id, event_id) USING (tenant_id, event_id);
+JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS r(tenant_id, source, event_id)
+  USING (tenant_id, source, event_id);
 
 -- name: quota_reserve
 -- One statement per batch, outside the ingest transaction: the tenant's row is locked only
