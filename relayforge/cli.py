@@ -19,8 +19,8 @@ from typing import NoReturn, TypeVar
 
 import asyncpg
 
-from relayforge import kernels
-from relayforge.connectors import CONNECTORS, SOURCES
+from relayforge import actions, kernels
+from relayforge.connectors import SOURCES
 from relayforge.observability import logging as log_setup
 from relayforge.roles import CLI, Role
 from relayforge.settings import (
@@ -260,13 +260,23 @@ async def _with_stores(url: str, work: Callable[[Stores], Awaitable[T]]) -> T:
         await pool.close()
 
 
+def _act(url: str, action: Callable[[Stores], Awaitable[T]]) -> T:
+    """Run an operator action (relayforge/actions.py) as the CLI actor; a refusal is one line
+    and exit 1."""
+    from relayforge.errors import RelayforgeError
+
+    try:
+        return asyncio.run(_with_stores(url, action))
+    except RelayforgeError as exc:
+        print(f"relayforge: {exc.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_keys_create(args: argparse.Namespace) -> None:
     settings = _settings()
     url, _ = _database_url(settings)
-    from relayforge.security.apikeys import create_key
-
-    created = asyncio.run(_with_stores(
-        url, lambda stores: create_key(stores, CLI, Role(args.role), args.name)))
+    created = _act(url, lambda stores: actions.create_key(stores, CLI, Role(args.role),
+                                                          args.name))
     print(created.key)
     print(f"key id {created.id}, role {args.role}: shown once, store it now", file=sys.stderr)
 
@@ -274,17 +284,16 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 def cmd_secrets_set(args: argparse.Namespace) -> None:
     settings = _settings()
     url, _ = _database_url(settings)
-    from relayforge.security.secrets import SecretCipher, set_secret
+    from relayforge.security.secrets import SecretCipher
 
     secret = args.secret if args.secret is not None else sys.stdin.readline().rstrip("\n")
     if not secret:
         print("relayforge: the secret is empty", file=sys.stderr)
         raise SystemExit(2)
     cipher = SecretCipher(master_key(settings))
-    stored = asyncio.run(_with_stores(url, lambda stores: set_secret(
-        stores, cipher, CLI, tenant_id=args.tenant, provider=args.provider,
-        secret=secret, previous_expires_in_seconds=args.previous_expires_in,
-        env_secret=CONNECTORS[args.provider].env_secret(settings))))
+    stored = _act(url, lambda stores: actions.set_secret(
+        stores, cipher, settings, CLI, tenant_id=args.tenant, provider=args.provider,
+        secret=secret, previous_expires_in_seconds=args.previous_expires_in))
     print(f"secret {stored.id} (fingerprint {stored.fingerprint}) is now current")
 
 
@@ -318,17 +327,7 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
     url, _ = _database_url(_settings())
-
-    async def revoke(stores: Stores) -> bool:
-        async with stores.transaction() as tx:
-            if not await tx.api_keys.revoke(key_id=args.id):
-                return False
-            await tx.audit.write(actor=CLI, action="api_key.revoke", target=str(args.id))
-        return True
-
-    if not asyncio.run(_with_stores(url, revoke)):
-        print(f"relayforge: no active key {args.id}", file=sys.stderr)
-        raise SystemExit(1)
+    _act(url, lambda stores: actions.revoke_key(stores, CLI, args.id))
     print(f"key {args.id} revoked")
 
 
@@ -336,22 +335,14 @@ def cmd_jobs_reprocess(args: argparse.Namespace) -> None:
     """As the admin API: one dead-lettered job by id, or the ones matching every filter."""
     settings = _settings()
     url, _ = _database_url(settings)
-
-    async def reprocess(stores: Stores) -> list[uuid.UUID]:
-        async with stores.transaction() as tx:
-            ids = await tx.jobs.reprocess(
-                job_id=args.id, tenant_id=args.tenant, source=args.source,
-                event_type=args.event_type, limit=1 if args.id else args.limit,
-                extra_attempts=settings.worker.max_attempts)
-            await tx.audit.write(actor=CLI, action="job.reprocess", target=str(args.id or "jobs"),
-                                 detail={"count": len(ids)})
-        return ids
-
-    ids = asyncio.run(_with_stores(url, reprocess))
-    if args.id and not ids:
-        print(f"relayforge: job {args.id} is not dead_lettered (or does not exist)",
-              file=sys.stderr)
-        raise SystemExit(1)
+    if args.id:
+        _act(url, lambda stores: actions.reprocess_job(stores, settings, CLI, args.id))
+        ids = [args.id]
+    else:
+        ids = _act(url, lambda stores: actions.reprocess_jobs(
+            stores, settings, CLI, tenant_id=args.tenant,
+            source=args.source.lower() if args.source else None, event_type=args.event_type,
+            limit=args.limit))
     print(f"{len(ids)} job(s) scheduled again" + "".join(f"\n{i}" for i in ids))
 
 

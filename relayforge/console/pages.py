@@ -18,13 +18,12 @@ import orjson
 from blacksheep import Content, Request, Response, StreamedContent
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from relayforge import actions
 from relayforge.console import charts
 from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
 from relayforge.deliveries import WAITING
 from relayforge.errors import BadRequest, Forbidden, NotFound, RateLimited, RelayforgeError
 from relayforge.events import has_control
-from relayforge.http import destinations as destination_ops
-from relayforge.http.admin import put_tenant_secret, reprocess_job, reprocess_jobs
 from relayforge.http.bodies import read_body
 from relayforge.http.instrument import client_address, query_string, route_value
 from relayforge.http.models import (
@@ -37,7 +36,6 @@ from relayforge.http.models import (
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
 from relayforge.roles import Role
-from relayforge.security import apikeys, secrets
 from relayforge.security.apikeys import ApiKeyAuth
 from relayforge.security.limits import BodyBudget, UnverifiedBudget
 from relayforge.security.secrets import SecretCipher
@@ -446,7 +444,7 @@ class Console:
 
     async def reprocess(self, request: Request, session: Session) -> Response:
         job_id = _path_id(request, "job_id")
-        await reprocess_job(self._stores, self._settings, session.actor, job_id)
+        await actions.reprocess_job(self._stores, self._settings, session.actor, job_id)
         if _wants_json(request):
             return _json(202, {"status": "pending", "message": "Reprocessing…"})
         return _redirect(f"/console/jobs/{job_id}")
@@ -466,7 +464,7 @@ class Console:
 
     async def reprocess_bulk(self, request: Request, session: Session) -> Response:
         form = await self._form_of(request)
-        ids = await reprocess_jobs(self._stores, self._settings, session.actor,
+        ids = await actions.reprocess_jobs(self._stores, self._settings, session.actor,
                                    limit=MAX_BULK, **self._bulk_filters(form))
         return self._render(202, "message.html", session, "/console/dead-letters",
                             title="Reprocessing", kind="notice",
@@ -498,19 +496,19 @@ class Console:
 
     async def enable(self, request: Request, session: Session) -> Response:
         tenant_id, destination_id = await self._destination_form(request)
-        await destination_ops.set_enabled(self._stores, session.actor, tenant_id,
+        await actions.set_destination_enabled(self._stores, session.actor, tenant_id,
                                           destination_id, True)
         return _redirect(f"/console/destinations?tenant_id={tenant_id}")
 
     async def disable(self, request: Request, session: Session) -> Response:
         tenant_id, destination_id = await self._destination_form(request)
-        await destination_ops.set_enabled(self._stores, session.actor, tenant_id,
+        await actions.set_destination_enabled(self._stores, session.actor, tenant_id,
                                           destination_id, False)
         return _redirect(f"/console/destinations?tenant_id={tenant_id}")
 
     async def rotate_destination_secret(self, request: Request, session: Session) -> Response:
         tenant_id, destination_id = await self._destination_form(request)
-        rotated = await destination_ops.rotate(
+        rotated = await actions.rotate_destination_secret(
             self._stores, self._cipher, session.actor, tenant_id, destination_id,
             overlap_seconds=86_400)
         found = await self._stores.destinations.of_tenant(tenant_id=tenant_id)
@@ -541,8 +539,9 @@ class Console:
         if form.get("previous_expires_in_seconds"):
             fields["previous_expires_in_seconds"] = form["previous_expires_in_seconds"]
         body = convert_text(fields, SecretPut, "form")  # the API's own bounds and overlap
-        await put_tenant_secret(self._stores, self._cipher, self._settings, session.actor,
-                                tenant_id, provider, body)
+        await actions.set_secret(self._stores, self._cipher, self._settings, session.actor,
+                                 tenant_id=tenant_id, provider=provider, secret=body.secret,
+                                 previous_expires_in_seconds=body.previous_expires_in_seconds)
         return _redirect("/console/secrets?" + urlencode({"tenant_id": tenant_id,
                                                           "provider": provider}))
 
@@ -553,9 +552,8 @@ class Console:
         provider = _lower_text(form.get("provider"), "source")
         if tenant_id is None or secret_id is None or not provider:
             raise BadRequest("tenant id, source and secret id are required")
-        if not await secrets.retire_secret(self._stores, session.actor, tenant_id=tenant_id,
-                                           provider=provider, secret_id=secret_id):
-            raise NotFound("no such secret")
+        await actions.retire_secret(self._stores, session.actor, tenant_id=tenant_id,
+                                    provider=provider, secret_id=secret_id)
         return _redirect("/console/secrets?" + urlencode({"tenant_id": tenant_id,
                                                           "provider": provider}))
 
@@ -568,13 +566,12 @@ class Console:
         form = await self._form_of(request)
         body = convert_text({"role": form.get("role", ""), "name": form.get("name", "")},
                             ApiKeyCreate, "form")
-        created = await apikeys.create_key(self._stores, session.actor, body.role, body.name)
+        created = await actions.create_key(self._stores, session.actor, body.role, body.name)
         return await self.api_keys(request, session, created=created)
 
     async def revoke_key(self, request: Request, session: Session) -> Response:
         key_id = _path_id(request, "key_id")
-        if not await apikeys.revoke_key(self._stores, session.actor, key_id):
-            raise NotFound("no such active key")
+        await actions.revoke_key(self._stores, session.actor, key_id)
         return _redirect("/console/api-keys")
 
     async def audit(self, request: Request, session: Session) -> Response:

@@ -13,12 +13,18 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import uuid
 from functools import lru_cache
 
 from relayforge.kernels import HmacSha256
 
 PREFIX = "whsec_"
 SECRET_BYTES = 32
+
+
+def header_context(destination_id: uuid.UUID) -> str:
+    """The encryption context of a destination's custom header values and secrets."""
+    return f"destination:{destination_id}"
 
 
 def new_secret() -> str:

@@ -35,7 +35,7 @@ from relayforge.broker import IncomingMessage
 from relayforge.deliveries import DeliveryStatus, Outcome
 from relayforge.destinations.client import Answer, DeliveryClient
 from relayforge.destinations.filters import EventFacts, EventFilter, compile_filter
-from relayforge.destinations.signing import secret_key, signature
+from relayforge.destinations.signing import header_context, secret_key, signature
 from relayforge.events import DomainEvent, without_control
 from relayforge.ids import new_id
 from relayforge.jobs import backoff_seconds
@@ -53,11 +53,6 @@ log = logging.getLogger(__name__)
 MAX_CACHED_FILTERS = 10_000
 MIN_BUSY_WAIT_SECONDS, MAX_BUSY_WAIT_SECONDS = 0.05, 30.0  # a destination at max_concurrency
 MAX_ERROR_TEXT = 1000
-
-
-def header_context(destination_id: uuid.UUID) -> str:
-    """The encryption context of a destination's custom header values and secrets."""
-    return f"destination:{destination_id}"
 
 
 @dataclass(slots=True)

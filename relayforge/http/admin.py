@@ -12,9 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from blacksheep import Request, Response
 
-from relayforge.connectors import CONNECTORS
-from relayforge.connectors.tenant import valid_name
-from relayforge.errors import Conflict, NotFound, Unauthorized, UnknownSource
+from relayforge import actions
+from relayforge.errors import NotFound, Unauthorized
 from relayforge.http import destinations, sources
 from relayforge.http.destinations import DestinationEndpoints
 from relayforge.http.errors import view_response
@@ -56,7 +55,7 @@ from relayforge.models import (
     View,
 )
 from relayforge.roles import Actor
-from relayforge.security import apikeys, secrets
+from relayforge.security import apikeys
 from relayforge.security.limits import UnverifiedBudget
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
@@ -114,56 +113,6 @@ ROUTES += destinations.ROUTES + sources.ROUTES
 AdminHandler = Callable[[Request, Actor], Awaitable[Response]]
 
 
-async def reprocess_job(stores: Stores, settings: Settings, actor: Actor,
-                        job_id: uuid.UUID) -> None:
-    """Reprocess one dead-lettered job (audited); 404 or 409 otherwise."""
-    async with stores.transaction() as tx:
-        if not await tx.jobs.reprocess(job_id=job_id, limit=1,
-                                       extra_attempts=settings.worker.max_attempts):
-            state = await tx.jobs.state(job_id=job_id)
-            if state is None:
-                raise NotFound("no such job")
-            raise Conflict(f"only dead_lettered jobs can be reprocessed; this one is "
-                           f"{state.status}")
-        await tx.audit.write(actor=actor, action="job.reprocess", target=str(job_id))
-
-
-async def reprocess_jobs(stores: Stores, settings: Settings, actor: Actor, *,
-                         tenant_id: uuid.UUID | None, source: str | None,
-                         event_type: str | None, limit: int) -> list[uuid.UUID]:
-    """Reprocess the dead-lettered jobs matching every given filter (audited)."""
-    async with stores.transaction() as tx:
-        ids = await tx.jobs.reprocess(tenant_id=tenant_id, source=source, event_type=event_type,
-                                      limit=limit, extra_attempts=settings.worker.max_attempts)
-        await tx.audit.write(actor=actor, action="job.reprocess_bulk", target="jobs", detail={
-            "filter": {"tenant_id": str(tenant_id) if tenant_id else None, "source": source,
-                       "event_type": event_type, "limit": limit}, "count": len(ids)})
-    return ids
-
-
-async def known_source(stores: Stores, tenant_id: uuid.UUID, name: str) -> str:
-    """A built-in source's name, or one of the tenant's own sources (lower-cased); else 404."""
-    name = name.lower()
-    if name not in CONNECTORS and (not valid_name(name) or await stores.sources.get(
-            tenant_id=tenant_id, name=name) is None):
-        raise UnknownSource(f"unknown provider {name[:64]!r}")
-    return name
-
-
-async def put_tenant_secret(stores: Stores, cipher: SecretCipher, settings: Settings,
-                            actor: Actor, tenant_id: uuid.UUID, provider: str,
-                            body: SecretPut) -> SecretView:
-    """Make a secret the tenant's current one for a source (API and console alike): the
-    previous ones, the env fallback it was verified with until now included, stay valid for
-    the overlap."""
-    provider = await known_source(stores, tenant_id, provider)
-    connector = CONNECTORS.get(provider)
-    return await secrets.set_secret(
-        stores, cipher, actor, tenant_id=tenant_id, provider=provider, secret=body.secret,
-        previous_expires_in_seconds=body.previous_expires_in_seconds,
-        env_secret=connector.env_secret(settings) if connector else "")
-
-
 def _lower(value: str | None) -> str | None:
     return value.lower() if value else None
 
@@ -181,7 +130,8 @@ class AdminEndpoints:
         self.sources = SourceEndpoints(stores)
 
     async def _provider(self, request: Request, tenant_id: uuid.UUID) -> str:
-        return await known_source(self._stores, tenant_id, route_value(request, "provider"))
+        return await actions.known_source(self._stores, tenant_id,
+                                          route_value(request, "provider"))
 
     def handler(self, route: AdminRoute) -> Callable[[Request], Awaitable[Response]]:
         """The route's handler behind authentication, its role and its query model."""
@@ -241,15 +191,15 @@ class AdminEndpoints:
 
     async def reprocess(self, request: Request, actor: Actor) -> Response:
         job_id = path_uuid(request, "job_id")
-        await reprocess_job(self._stores, self._settings, actor, job_id)
+        await actions.reprocess_job(self._stores, self._settings, actor, job_id)
         return view_response(202, Reprocessed(job_id=job_id))
 
     async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
         body = await read_model(request, BulkReprocess)
-        ids = await reprocess_jobs(self._stores, self._settings, actor,
-                                   tenant_id=given(body.tenant_id),
-                                   source=_lower(given(body.source)),
-                                   event_type=given(body.event_type), limit=body.limit)
+        ids = await actions.reprocess_jobs(self._stores, self._settings, actor,
+                                           tenant_id=given(body.tenant_id),
+                                           source=_lower(given(body.source)),
+                                           event_type=given(body.event_type), limit=body.limit)
         return view_response(202, BulkReprocessed(reprocessed=len(ids), job_ids=ids))
 
     # ------------------------------------------------------------------------------- admin
@@ -258,8 +208,10 @@ class AdminEndpoints:
         tenant_id = path_uuid(request, "tenant_id")
         provider = await self._provider(request, tenant_id)
         body = await read_model(request, SecretPut)
-        return view_response(201, await put_tenant_secret(
-            self._stores, self._cipher, self._settings, actor, tenant_id, provider, body))
+        return view_response(201, await actions.set_secret(
+            self._stores, self._cipher, self._settings, actor, tenant_id=tenant_id,
+            provider=provider, secret=body.secret,
+            previous_expires_in_seconds=body.previous_expires_in_seconds))
 
     async def list_secrets(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
@@ -270,22 +222,19 @@ class AdminEndpoints:
     async def delete_secret(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
         provider = await self._provider(request, tenant_id)
-        if not await secrets.retire_secret(self._stores, actor, tenant_id=tenant_id,
-                                           provider=provider,
-                                           secret_id=path_uuid(request, "secret_id")):
-            raise NotFound("no such secret")
+        await actions.retire_secret(self._stores, actor, tenant_id=tenant_id, provider=provider,
+                                    secret_id=path_uuid(request, "secret_id"))
         return Response(204)
 
     async def create_api_key(self, request: Request, actor: Actor) -> Response:
         body = await read_model(request, ApiKeyCreate)
-        return view_response(201, await apikeys.create_key(self._stores, actor, body.role,
+        return view_response(201, await actions.create_key(self._stores, actor, body.role,
                                                            body.name))
 
     async def list_api_keys(self, request: Request, actor: Actor) -> Response:
         return view_response(200, Items(items=await self._stores.api_keys.list()))
 
     async def revoke_api_key(self, request: Request, actor: Actor) -> Response:
-        if not await apikeys.revoke_key(self._stores, actor, path_uuid(request, "key_id")):
-            raise NotFound("no such active key")
+        await actions.revoke_key(self._stores, actor, path_uuid(request, "key_id"))
         return Response(204)
 

@@ -5,18 +5,18 @@ destinations; operators reprocess and redeliver. Every write is audited."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import msgspec
 import orjson
 from blacksheep import Request, Response
 
-from relayforge.destinations.filters import EventFacts, FilterError, check_filter, compile_filter
+from relayforge import actions
+from relayforge.actions import AuditAction
+from relayforge.destinations.filters import EventFacts, compile_filter
 from relayforge.destinations.guard import ForbiddenDestination, check_url
-from relayforge.destinations.signing import new_secret
-from relayforge.destinations.worker import header_context
+from relayforge.destinations.signing import header_context, new_secret
 from relayforge.errors import Conflict, InvalidDestination, NotFound
-from relayforge.events import DomainEvent, has_control
+from relayforge.events import DomainEvent
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import query_string
 from relayforge.http.models import (
@@ -50,12 +50,6 @@ from relayforge.stores.destinations import DestinationFields
 
 INVALID = {400: ("invalid url, filter or headers", ["invalid_destination", "bad_request"])}
 BASE = "/admin/tenants/{tenant_id}/destinations"
-# Names the delivery sets itself: a custom header may not replace them.
-RESERVED_HEADERS = ("content-type", "content-length", "host", "transfer-encoding", "connection",
-                    "traceparent", "tracestate", "baggage")
-RESERVED_PREFIXES = ("webhook-", "x-relayforge-")
-
-
 class DeliveriesReprocessed(View):
     reprocessed: int
     delivery_ids: list[uuid.UUID]
@@ -108,63 +102,6 @@ ROUTES = [
 ]
 
 
-def _check_headers(headers: dict[str, str]) -> list[str]:
-    for name, value in headers.items():
-        low = name.lower()
-        if low in RESERVED_HEADERS or low.startswith(RESERVED_PREFIXES):
-            raise InvalidDestination(f"headers.{name}: set by every delivery; not replaceable")
-        if has_control(value):
-            raise InvalidDestination(f"headers.{name}: control characters are not allowed")
-    return sorted(headers)
-
-
-def _check_filter(spec: dict[str, Any]) -> str:
-    try:
-        check_filter(spec)
-        return orjson.dumps(spec).decode()
-    except FilterError as exc:
-        raise InvalidDestination(str(exc)) from None
-    except orjson.JSONEncodeError:  # a value nested past what is stored (a list in a list…)
-        raise InvalidDestination("filter: nested too deeply") from None
-
-
-async def rotate(stores: Stores, cipher: SecretCipher, actor: Actor, tenant_id: uuid.UUID,
-                 destination_id: uuid.UUID, overlap_seconds: int) -> SecretRotated:
-    """A new signing secret (audited); the previous ones keep signing for the overlap."""
-    if await stores.destinations.get(tenant_id=tenant_id, destination_id=destination_id) is None:
-        raise NotFound("no such destination")
-    secret = new_secret()
-    nonce, ciphertext = cipher.encrypt(tenant_id, header_context(destination_id), secret)
-    async with stores.transaction() as tx:
-        await tx.destinations.expire_secrets(destination_id=destination_id,
-                                             in_seconds=overlap_seconds)
-        await tx.destinations.add_secret(
-            secret_id=new_id(), destination_id=destination_id, nonce=nonce,
-            ciphertext=ciphertext, fingerprint=cipher.fingerprint(secret))
-        await tx.audit.write(actor=actor, action="destination.rotate_secret",
-                             target=str(destination_id),
-                             detail={"tenant_id": str(tenant_id),
-                                     "previous_expires_in_seconds": overlap_seconds})
-        view = await tx.destinations.get(tenant_id=tenant_id, destination_id=destination_id)
-    assert view is not None
-    expires = [s.expires_at for s in view.secrets if s.expires_at is not None]
-    return SecretRotated(destination_id=destination_id, signing_secret=secret,
-                         previous_expires_at=max(expires) if expires else view.updated_at)
-
-
-async def set_enabled(stores: Stores, actor: Actor, tenant_id: uuid.UUID,
-                      destination_id: uuid.UUID, enabled: bool) -> None:
-    """Enable (clearing why it was disabled, closing its circuit) or disable (audited)."""
-    async with stores.transaction() as tx:
-        if not await tx.destinations.update(tenant_id=tenant_id, destination_id=destination_id,
-                                            fields=DestinationFields(enabled=enabled)):
-            raise NotFound("no such destination")
-        await tx.audit.write(actor=actor, action="destination.update",
-                             target=str(destination_id),
-                             detail={"tenant_id": str(tenant_id), "fields": ["enabled"],
-                                     "enabled": enabled})
-
-
 class DestinationEndpoints:
     def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher) -> None:
         self._settings = settings
@@ -195,7 +132,7 @@ class DestinationEndpoints:
         destination_id, secret = new_id(), new_secret()
         fields = DestinationFields(
             name=given(body.name), url=self._url(body.url), enabled=body.enabled,
-            filter_json=_check_filter(body.filter), header_names=_check_headers(body.headers),
+            filter_json=actions.stored_filter(body.filter), header_names=actions.check_headers(body.headers),
             headers_sealed=self._sealed(tenant_id, destination_id,
                                         orjson.dumps(body.headers).decode())
             if body.headers else None,
@@ -209,7 +146,7 @@ class DestinationEndpoints:
             await tx.destinations.add_secret(
                 secret_id=new_id(), destination_id=destination_id, nonce=nonce,
                 ciphertext=ciphertext, fingerprint=self._cipher.fingerprint(secret))
-            await tx.audit.write(actor=actor, action="destination.create",
+            await tx.audit.write(actor=actor, action=AuditAction.DESTINATION_CREATE,
                                  target=str(destination_id),
                                  detail={"tenant_id": str(tenant_id), "url": fields.url})
             view = await tx.destinations.get(tenant_id=tenant_id, destination_id=destination_id)
@@ -238,8 +175,8 @@ class DestinationEndpoints:
         fields = DestinationFields(
             name=given(body.name), url=self._url(url) if url is not None else None,
             enabled=given(body.enabled),
-            filter_json=_check_filter(spec) if spec is not None else None,
-            header_names=_check_headers(headers) if headers is not None else None,
+            filter_json=actions.stored_filter(spec) if spec is not None else None,
+            header_names=actions.check_headers(headers) if headers is not None else None,
             headers_sealed=self._sealed(tenant_id, destination_id,
                                         orjson.dumps(headers).decode())
             if headers is not None else None,
@@ -252,7 +189,7 @@ class DestinationEndpoints:
                 raise NotFound("no such destination")
             changed = sorted(k for k, v in msgspec.structs.asdict(body).items()
                              if v is not msgspec.UNSET)
-            await tx.audit.write(actor=actor, action="destination.update",
+            await tx.audit.write(actor=actor, action=AuditAction.DESTINATION_UPDATE,
                                  target=str(destination_id),
                                  detail={"tenant_id": str(tenant_id), "fields": changed})
         return view_response(200, await self._view(tenant_id, destination_id))
@@ -264,7 +201,7 @@ class DestinationEndpoints:
             if not await tx.destinations.delete(tenant_id=tenant_id,
                                                 destination_id=destination_id):
                 raise NotFound("no such destination")
-            await tx.audit.write(actor=actor, action="destination.delete",
+            await tx.audit.write(actor=actor, action=AuditAction.DESTINATION_DELETE,
                                  target=str(destination_id), detail={"tenant_id": str(tenant_id)})
         return Response(204)
 
@@ -272,9 +209,9 @@ class DestinationEndpoints:
         tenant_id = path_uuid(request, "tenant_id")
         destination_id = path_uuid(request, "destination_id")
         body = await read_model(request, RotateSecret)
-        return view_response(201, await rotate(self._stores, self._cipher, actor, tenant_id,
-                                               destination_id,
-                                               body.previous_expires_in_seconds))
+        return view_response(201, await actions.rotate_destination_secret(
+            self._stores, self._cipher, actor, tenant_id, destination_id,
+            body.previous_expires_in_seconds))
 
     async def list_deliveries(self, request: Request, actor: Actor) -> Response:
         q = parse_query(query_string(request), DeliveriesQuery)
@@ -303,7 +240,7 @@ class DestinationEndpoints:
                     raise NotFound("no such delivery")
                 raise Conflict(f"only dead_lettered deliveries can be reprocessed; this one is "
                                f"{state[0]}")
-            await tx.audit.write(actor=actor, action="delivery.reprocess", target=str(delivery_id))
+            await tx.audit.write(actor=actor, action=AuditAction.DELIVERY_REPROCESS, target=str(delivery_id))
         return view_response(202, DeliveryReprocessed(delivery_id=delivery_id))
 
     async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
@@ -312,7 +249,7 @@ class DestinationEndpoints:
             ids = await tx.deliveries.reprocess(
                 tenant_id=given(body.tenant_id), destination_id=given(body.destination_id),
                 limit=body.limit, extra_attempts=self._settings.worker.max_attempts)
-            await tx.audit.write(actor=actor, action="delivery.reprocess_bulk",
+            await tx.audit.write(actor=actor, action=AuditAction.DELIVERY_REPROCESS_BULK,
                                  target="deliveries",
                                  detail={"filter": msgspec.to_builtins(body), "count": len(ids)})
         return view_response(202, DeliveriesReprocessed(reprocessed=len(ids), delivery_ids=ids))
@@ -338,6 +275,6 @@ class DestinationEndpoints:
             ids = await tx.deliveries.redeliver(
                 job_id=job_id, deliveries=[(new_id(), d) for d in targets],
                 max_attempts=self._settings.worker.max_attempts)
-            await tx.audit.write(actor=actor, action="job.redeliver", target=str(job_id),
+            await tx.audit.write(actor=actor, action=AuditAction.JOB_REDELIVER, target=str(job_id),
                                  detail={"destination_ids": [str(d) for d in targets]})
         return view_response(202, Redelivered(job_id=job_id, delivery_ids=ids))

@@ -18,6 +18,7 @@ import msgspec.inspect
 from blacksheep import Request
 from msgspec import UNSET, Meta, UnsetType
 
+from relayforge.actions import MAX_OVERLAP_SECONDS
 from relayforge.deliveries import DeliveryStatus
 from relayforge.errors import BadRequest
 from relayforge.http.bodies import read_body
@@ -30,7 +31,6 @@ MAX_BULK = 1000
 DEFAULT_BULK = 100
 MAX_ADMIN_BODY = 65536
 MAX_SECRET_LENGTH = 1024
-MAX_OVERLAP_SECONDS = 31_536_000  # a year
 DEFAULT_OVERLAP_SECONDS = 86_400
 MAX_FILTER_LENGTH = 255
 MAX_KEY_NAME_LENGTH = 200

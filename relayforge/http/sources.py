@@ -10,6 +10,7 @@ from datetime import datetime
 import msgspec
 from blacksheep import Request, Response
 
+from relayforge.actions import AuditAction
 from relayforge.connectors import CONNECTORS
 from relayforge.connectors.tenant import (
     InvalidDefinition,
@@ -83,7 +84,7 @@ class SourceEndpoints:
         async with self._stores.transaction() as tx:
             created = await tx.sources.put(tenant_id=tenant_id, name=name,
                                            definition=msgspec.json.encode(definition).decode())
-            await tx.audit.write(actor=actor, action="source.put", target=name,
+            await tx.audit.write(actor=actor, action=AuditAction.SOURCE_PUT, target=name,
                                  detail={"tenant_id": str(tenant_id), "created": created})
             row = await tx.sources.get(tenant_id=tenant_id, name=name)
         assert row is not None
@@ -106,6 +107,6 @@ class SourceEndpoints:
         async with self._stores.transaction() as tx:
             if not await tx.sources.delete(tenant_id=tenant_id, name=name):
                 raise NotFound("no such source")
-            await tx.audit.write(actor=actor, action="source.delete", target=name,
+            await tx.audit.write(actor=actor, action=AuditAction.SOURCE_DELETE, target=name,
                                  detail={"tenant_id": str(tenant_id)})
         return Response(204)

@@ -7,12 +7,9 @@ create` makes database keys, which the admin API can then create and revoke.
 from __future__ import annotations
 
 import secrets
-import uuid
 
 from relayforge.errors import Unauthorized
-from relayforge.ids import new_id
 from relayforge.kernels import sha256_hex
-from relayforge.models import ApiKeyCreated
 from relayforge.roles import Actor, Role
 from relayforge.stores import Stores
 
@@ -55,24 +52,3 @@ class ApiKeyAuth:
         if match is None:
             raise Unauthorized("unknown API key")
         return Actor(match.id, match.role, "db")
-
-
-async def create_key(stores: Stores, actor: Actor, role: Role, name: str) -> ApiKeyCreated:
-    """A new key, shown once (only its hash is stored), and its audit row, in one transaction."""
-    key = generate_key()
-    async with stores.transaction() as tx:
-        view = await tx.api_keys.insert(key_id=new_id(), name=name, key_hash=hash_key(key),
-                                        role=role)
-        await tx.audit.write(actor=actor, action="api_key.create", target=str(view.id),
-                             detail={"role": role})
-    return ApiKeyCreated(id=view.id, name=view.name, role=view.role, created_at=view.created_at,
-                         key=key)
-
-
-async def revoke_key(stores: Stores, actor: Actor, key_id: uuid.UUID) -> bool:
-    """Revoke an active key (audited); False when there is none with that id."""
-    async with stores.transaction() as tx:
-        if not await tx.api_keys.revoke(key_id=key_id):
-            return False
-        await tx.audit.write(actor=actor, action="api_key.revoke", target=str(key_id))
-    return True

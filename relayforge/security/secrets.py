@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from relayforge.ids import new_id
 from relayforge.kernels import TOKEN_ALGORITHM, Hmac, HmacSha256, token_key
 from relayforge.models import SecretView
-from relayforge.roles import Actor
 from relayforge.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -73,44 +72,14 @@ async def check_master_key(stores: Stores, cipher: SecretCipher, sample: int = 2
                 "with the key they were stored with") from None
 
 
-async def set_secret(stores: Stores, cipher: SecretCipher, actor: Actor, *, tenant_id: uuid.UUID,
-                     provider: str, secret: str, previous_expires_in_seconds: int,
-                     env_secret: str = "") -> SecretView:
-    """Make `secret` current (encrypted); the previous ones stay valid for the overlap. On a
-    tenant's first DB secret the previous one is the env secret it was verified with until now:
-    it is kept, as a stored secret expiring after the same overlap."""
-    async with stores.transaction() as tx:
-        first = await tx.secrets.mark_managed(tenant_id=tenant_id, provider=provider)
-        if first and env_secret and previous_expires_in_seconds > 0:
-            await _store(tx, cipher, tenant_id, provider, env_secret,
-                         expires_in_seconds=float(previous_expires_in_seconds))
-        await tx.secrets.expire_previous(tenant_id=tenant_id, provider=provider,
-                                         in_seconds=float(previous_expires_in_seconds))
-        view = await _store(tx, cipher, tenant_id, provider, secret)
-        await tx.audit.write(actor=actor, action="secret.set", target=f"{tenant_id}/{provider}",
-                             detail={"secret_id": str(view.id), "first": first,
-                                     "previous_expires_in_seconds": previous_expires_in_seconds})
-    return view
-
-
-async def _store(tx: Stores, cipher: SecretCipher, tenant_id: uuid.UUID, provider: str,
-                 secret: str, expires_in_seconds: float | None = None) -> SecretView:
+async def store_secret(tx: Stores, cipher: SecretCipher, tenant_id: uuid.UUID, provider: str,
+                       secret: str, expires_in_seconds: float | None = None) -> SecretView:
+    """Store a tenant's secret for a source, encrypted (the caller audits)."""
     nonce, ciphertext = cipher.encrypt(tenant_id, provider, secret)
     return await tx.secrets.insert(secret_id=new_id(), tenant_id=tenant_id, provider=provider,
                                    nonce=nonce, ciphertext=ciphertext,
                                    fingerprint=cipher.fingerprint(secret),
                                    expires_in_seconds=expires_in_seconds)
-
-
-async def retire_secret(stores: Stores, actor: Actor, *, tenant_id: uuid.UUID, provider: str,
-                        secret_id: uuid.UUID) -> bool:
-    async with stores.transaction() as tx:
-        if not await tx.secrets.retire(tenant_id=tenant_id, provider=provider,
-                                       secret_id=secret_id):
-            return False
-        await tx.audit.write(actor=actor, action="secret.delete",
-                             target=f"{tenant_id}/{provider}", detail={"secret_id": str(secret_id)})
-    return True
 
 
 class SecretVerifiers:

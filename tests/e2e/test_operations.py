@@ -324,6 +324,16 @@ async def test_cli_lists_and_revokes_keys_and_reprocesses_jobs(client, start_ser
     assert out.returncode == 0 and job_id in out.stdout
     assert await conn.fetchval("SELECT status FROM jobs WHERE id = $1",
                                uuid.UUID(job_id)) == "pending"
+    bulk = _cli("jobs", "reprocess", "--source", "GENERIC", DATABASE__URL=url)
+    assert bulk.returncode == 0 and bulk.stdout.startswith("0 job(s)")
+    # the same actions as the admin API, audited the same way
+    audited = [tuple(r) for r in await conn.fetch(
+        "SELECT action, target, key_source FROM admin_audit_log WHERE action LIKE 'job.%' "
+        "ORDER BY id")]
+    assert audited == [("job.reprocess", job_id, "cli"), ("job.reprocess_bulk", "jobs", "cli")]
+    refused = _cli("secrets", "set", "--tenant", new_tenant(), "--provider", "generic",
+                   "--secret", "x", "--previous-expires-in", "-10", DATABASE__URL=url)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
 
 
 def test_every_log_line_is_json_granians_own_included(start_server):

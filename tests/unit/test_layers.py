@@ -21,8 +21,9 @@ LAYERS = [
     {"stores"},
     {"security", "ingest", "messages", "upkeep"},
     {"destinations", "relay"},
-    {"consumer", "http"},
-    {"console", "runtime"},
+    {"actions", "consumer"},
+    {"http", "runtime"},
+    {"console"},
     {"app", "cli"},
     {"__main__"},
 ]
