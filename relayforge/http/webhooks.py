@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Awaitable
 
 from blacksheep import Request, Response
-from blacksheep.contents import ASGIContent
-from blacksheep.exceptions import MessageAborted
 
 from relayforge.connectors import CONNECTORS, Connector
 from relayforge.connectors.tenant import valid_name
@@ -21,14 +19,13 @@ from relayforge.errors import (
     InvalidSignature,
     InvalidTenant,
     MissingSignature,
-    Overloaded,
     PayloadTooLarge,
     RateLimited,
     RelayforgeError,
     StaleTimestamp,
     UnknownSource,
 )
-from relayforge.http.bodies import DRAIN_BYTES
+from relayforge.http.bodies import read_body
 from relayforge.http.errors import json_response
 from relayforge.http.instrument import client_address, request_ids, route_value
 from relayforge.ids import parse_uuid
@@ -39,7 +36,6 @@ from relayforge.observability import metrics
 from relayforge.security.limits import (
     BodyBudget,
     Buckets,
-    Held,
     TokenBucket,
     UnverifiedBudget,
     retry_after_seconds,
@@ -104,8 +100,7 @@ class WebhookEndpoint:
                 raise _no_such_tenant_source(source)
             raise UnknownSource(f"unknown webhook source {source[:64]!r}")
         with self._budget.holding() as held:
-            body = await self._read_body(request, connector.max_body_bytes or self._max_body,
-                                         held)
+            body = await read_body(request, connector.max_body_bytes or self._max_body, held)
             if tenant_id is None:
                 tenant_id = self._tenant(raw_tenant)
             return await self._verified(request, tenant_id, connector, body)
@@ -162,33 +157,6 @@ class WebhookEndpoint:
             "signature_valid": True,
         })
 
-    async def _read_body(self, request: Request, limit: int, held: Held) -> bytes:
-        """The body, at most the source's limit, its bytes counted against the process's
-        budget while the request lasts. An oversized one is read and discarded up to
-        DRAIN_BYTES past the limit before the 413, so a client still sending gets the answer
-        instead of a reset connection; beyond that the answer comes at once, closing the
-        connection (relayforge/http/bodies.py)."""
-        declared = request.get_first_header(b"content-length")
-        if declared is not None and declared.isdigit():
-            length = int(declared)
-            if length > limit + DRAIN_BYTES:
-                raise PayloadTooLarge(f"body exceeds {limit} bytes")
-            if length <= limit:  # framed by the server: never more than declared
-                return await _read_declared(request, length, held)
-        chunks: list[bytes] = []
-        size = 0
-        # also bounds chunked bodies with no length (BlackSheep's stub mistypes stream())
-        async for chunk in request.stream():  # type: ignore[attr-defined]
-            size += len(chunk)
-            if size > limit + DRAIN_BYTES:
-                break
-            if size <= limit and chunk:
-                held.take(len(chunk))
-                chunks.append(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
     def _tenant(self, raw: bytes | None) -> uuid.UUID:
         if raw is None:
             return self._settings.tenant.default_id
@@ -203,49 +171,3 @@ class WebhookEndpoint:
 def _no_such_tenant_source(name: str) -> UnknownSource:
     return UnknownSource(f"no source {name!r} for this tenant, or the request's signature did "
                          "not verify")
-
-
-async def _read_declared(request: Request, length: int, held: Held) -> bytes:
-    """A body framed by its Content-Length, from the ASGI channel itself: done once `length`
-    bytes are in. request.read() would wait for the server's empty end-of-body message too,
-    one more round trip to its I/O thread per request (about a fifth of a bare app's CPU per
-    request). Fewer bytes than declared and no more coming: what arrived, as read() gives.
-
-    The budget is charged as the bytes arrive, not for the declared length up front: a client
-    that declares a body and never sends it holds none of the budget (it used to take it all
-    with a few such connections, and every other webhook was refused)."""
-    content = request.content
-    if not isinstance(content, ASGIContent):  # not from an ASGI server: its own reader
-        body = await request.read() or b""
-        held.take(len(body))
-        return body
-    receive = content.receive
-    chunks: list[bytes] = []
-    size = 0
-    while size < length:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise MessageAborted()  # type: ignore[no-untyped-call]  # its stub lacks "-> None"
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        try:
-            held.take(len(chunk))
-        except Overloaded:  # the rest read and dropped, so the client hears the 503
-            chunks.clear()  # given back at once, for the requests still reading
-            held.release()
-            if size < length and message.get("more_body", False):
-                await _discard(request, length - size)
-            raise
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _discard(request: Request, at_most: int) -> None:
-    """Read a body without keeping it (a refused request's, so its client gets the answer)."""
-    seen = 0
-    async for chunk in request.stream():  # type: ignore[attr-defined]
-        seen += len(chunk)
-        if seen >= at_most:
-            break
