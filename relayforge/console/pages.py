@@ -33,6 +33,7 @@ from relayforge.http.models import (
     SecretPut,
     convert_text,
 )
+from relayforge.http.routing import path_uuid
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
 from relayforge.roles import Role
@@ -159,13 +160,6 @@ def _uuid(value: str | None, what: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         raise BadRequest(f"{what} must be a UUID") from None
-
-
-def _path_id(request: Request, name: str) -> uuid.UUID:
-    value = _uuid(route_value(request, name), name.replace("_", " "))
-    if value is None:
-        raise BadRequest(f"{name} is required")
-    return value
 
 
 def _time(value: str | None, what: str) -> dt.datetime | None:
@@ -381,7 +375,7 @@ class Console:
         return await self._job_list(request, session, dead=True)
 
     async def job(self, request: Request, session: Session) -> Response:
-        job_id = _path_id(request, "job_id")
+        job_id = path_uuid(request, "job_id")
         job = await self._stores.jobs.get(job_id=job_id)
         if job is None:
             raise NotFound("no such job")
@@ -416,7 +410,7 @@ class Console:
     async def inbox_body(self, request: Request, session: Session) -> Response:
         """A request's whole body, streamed from the database a chunk at a time, each chunk
         held against the process's body budget (503 when it is spent) while it is sent."""
-        inbox_id = _path_id(request, "inbox_id")
+        inbox_id = path_uuid(request, "inbox_id")
         size = await self._stores.inbox.body_size(inbox_id=inbox_id)
         if size is None:
             raise NotFound("no such request, or its body was not kept")
@@ -436,14 +430,14 @@ class Console:
                         StreamedContent(b"text/plain; charset=utf-8", chunks, size))
 
     async def job_status(self, request: Request, session: Session) -> Response:
-        job_id = _path_id(request, "job_id")
+        job_id = path_uuid(request, "job_id")
         state = await self._stores.jobs.state(job_id=job_id)
         if state is None:
             raise NotFound("no such job")
         return _json(200, {"status": state.status.value, "attempts": state.attempts})
 
     async def reprocess(self, request: Request, session: Session) -> Response:
-        job_id = _path_id(request, "job_id")
+        job_id = path_uuid(request, "job_id")
         await actions.reprocess_job(self._stores, self._settings, session.actor, job_id)
         if _wants_json(request):
             return _json(202, {"status": "pending", "message": "Reprocessing…"})
@@ -570,7 +564,7 @@ class Console:
         return await self.api_keys(request, session, created=created)
 
     async def revoke_key(self, request: Request, session: Session) -> Response:
-        key_id = _path_id(request, "key_id")
+        key_id = path_uuid(request, "key_id")
         await actions.revoke_key(self._stores, session.actor, key_id)
         return _redirect("/console/api-keys")
 
