@@ -1,6 +1,10 @@
 """Broker → handler → state transition.
 
-Each message names a job and the attempt it starts. `job_start` moves the job to `processing`
+`Consumer` takes the broker's messages, each in one of WORKER__CONCURRENCY slots, and hands
+each to what it names: a job's attempt to `JobRunner`, a delivery's attempt to the
+destinations' DeliveryWorker; both record outcomes through one OutcomeWriter.
+
+Each job message names a job and the attempt it starts. `job_start` moves the job to `processing`
 only if that is exactly its next attempt, so a duplicate or late message is acknowledged and
 dropped: a succeeded job never runs again and no job moves backwards. The outcome is written
 to the database before the message is settled (ack, or reject to the DLQ).
@@ -34,14 +38,13 @@ from relayforge.jobs import (
 )
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics, tracing
+from relayforge.outcomes import MAX_ERROR_TEXT, OutcomeWriter, settle
 from relayforge.settings import Settings
 from relayforge.stores import Stores
 from relayforge.stores.jobs import StartedJob
 
 log = logging.getLogger(__name__)
 
-OUTCOME_WRITE_TRIES = 6
-MAX_ERROR_TEXT = 2000
 BATCH_WRITERS = 2
 
 
@@ -54,17 +57,79 @@ class _Attempt:
     job: StartedJob | None = None
 
 
-class JobConsumer:
+class Consumer:
+    """The dispatcher: slots, messages in hand, and who handles each kind of message."""
+
     def __init__(self, stores: Stores, broker: Broker, settings: Settings,
                  registry: HandlerRegistry, deliveries: DeliveryWorker) -> None:
         self._stores = stores
-        self._deliveries = deliveries
-        self._jobs = stores.jobs
         self._broker = broker
         self._settings = settings
-        self._registry = registry
+        self._outcomes = OutcomeWriter(stores)
+        self._deliveries = deliveries
+        self._jobs = JobRunner(stores, settings, registry, deliveries, self._outcomes)
         self._slots = asyncio.Semaphore(settings.worker.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self._deliveries.start()
+        self._jobs.start()
+        await self._broker.start_consuming(self.handle, self._settings.worker.prefetch)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop taking messages, then let the ones in hand finish within the grace period."""
+        await self._broker.stop_consuming()
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=grace_seconds)
+            for task in pending:  # unfinished: their messages requeue, their leases recover them
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._jobs.close()
+        await self._deliveries.close()
+
+    async def handle(self, message: IncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        metrics.JOBS_IN_FLIGHT.inc()
+        try:
+            async with self._slots:
+                await self._dispatch(message)
+        except Exception as exc:  # database gone mid-message: requeue; the lease recovers the job
+            await on_connection_error(self._stores.db, exc)
+            log.exception("message handling failed; released")
+            try:
+                await message.release()
+            except Exception as exc:
+                log.warning("release failed", extra={"error": repr(exc)})
+        finally:
+            self._inflight.discard(task)
+            metrics.JOBS_IN_FLIGHT.dec()
+
+    async def _dispatch(self, message: IncomingMessage) -> None:
+        try:
+            decoded = messages.decode(message.body)
+        except messages.UnreadableMessage as exc:
+            await poison(message, str(exc))
+            return
+        if isinstance(decoded, messages.DeliveryMessage):
+            log_context.job_id.set(None)
+            await self._deliveries.handle(message, decoded, self._outcomes.write)
+        else:
+            await self._jobs.handle(message, decoded)
+
+
+class JobRunner:
+    """A job's attempt: start it (conditionally), fan out its deliveries, run its handler,
+    record the outcome, settle the message."""
+
+    def __init__(self, stores: Stores, settings: Settings, registry: HandlerRegistry,
+                 deliveries: DeliveryWorker, outcomes: OutcomeWriter) -> None:
+        self._jobs = stores.jobs
+        self._settings = settings
+        self._registry = registry
+        self._deliveries = deliveries
+        self._outcomes = outcomes
         # Group commit, as at ingest: the starts and successes of messages in hand at the same
         # moment are written by one statement each; a message is settled only after its write.
         size = max(settings.worker.prefetch, 1)
@@ -76,23 +141,13 @@ class JobConsumer:
         self._written = asyncio.Event()
         self._max_lag = settings.worker.max_outcome_lag_ms / 1000
 
-    async def start(self) -> None:
-        await self._deliveries.start()
+    def start(self) -> None:
         self._starts.start()
         self._successes.start()
-        await self._broker.start_consuming(self.handle, self._settings.worker.prefetch)
 
-    async def stop(self, grace_seconds: float) -> None:
-        """Stop taking messages, then let the ones in hand finish within the grace period."""
-        await self._broker.stop_consuming()
-        if self._inflight:
-            _, pending = await asyncio.wait(self._inflight, timeout=grace_seconds)
-            for task in pending:  # unfinished: their messages requeue, their leases recover them
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+    async def close(self) -> None:
         await self._starts.close()
         await self._successes.close()
-        await self._deliveries.close()
 
     async def _start_batch(self, batch: list[_Attempt]) -> None:
         started = await self._jobs.start_many(
@@ -107,35 +162,7 @@ class JobConsumer:
         for seconds in succeeded.values():
             metrics.JOB_END_TO_END.observe(seconds)
 
-    async def handle(self, message: IncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._inflight.add(task)
-        metrics.JOBS_IN_FLIGHT.inc()
-        try:
-            async with self._slots:
-                await self._handle(message)
-        except Exception as exc:  # database gone mid-message: requeue; the lease recovers the job
-            await on_connection_error(self._stores.db, exc)
-            log.exception("message handling failed; released")
-            try:
-                await message.release()
-            except Exception as exc:
-                log.warning("release failed", extra={"error": repr(exc)})
-        finally:
-            self._inflight.discard(task)
-            metrics.JOBS_IN_FLIGHT.dec()
-
-    async def _handle(self, message: IncomingMessage) -> None:
-        try:
-            job_message = messages.decode(message.body)
-        except messages.UnreadableMessage as exc:
-            await self._poison(message, str(exc))
-            return
-        if isinstance(job_message, messages.DeliveryMessage):
-            log_context.job_id.set(None)
-            await self._deliveries.handle(message, job_message, self._write)
-            return
+    async def handle(self, message: IncomingMessage, job_message: messages.JobMessage) -> None:
         log_context.job_id.set(str(job_message.job_id))
         await self._outcomes_caught_up()
         start = _Attempt(job_message.job_id, job_message.attempt)
@@ -144,7 +171,7 @@ class JobConsumer:
         if job is None:
             state = await self._jobs.state(job_id=job_message.job_id)
             if state is None:
-                await self._poison(message, "message names an unknown job")
+                await poison(message, "message names an unknown job")
             else:  # a duplicate or late delivery: the job has moved on
                 log.info("stale message dropped", extra={
                     "attempt": job_message.attempt, "status": state.status,
@@ -171,7 +198,7 @@ class JobConsumer:
         event = DomainEvent.from_json(job.event)
         # The event's deliveries, before its handler runs: a handler's failure never holds
         # them back, and a later attempt finds them made (once per job and destination).
-        await self._write(lambda: self._deliveries.fan_out(job, event, carrier))
+        await self._outcomes.write(lambda: self._deliveries.fan_out(job, event, carrier))
         ctx = JobContext(job.id, job.tenant_id, attempt, max_attempts, event, job.correlation_id)
         started = time.perf_counter()
         error: BaseException | None = None
@@ -188,7 +215,7 @@ class JobConsumer:
 
         if error is None:
             await self._outcome(lambda: self._successes.submit(_Attempt(job.id, attempt)))
-            await _settle(message.ack)
+            await settle(message.ack)
             metrics.child(metrics.JOBS_PROCESSED, JobStatus.SUCCEEDED).inc()
             if log.isEnabledFor(logging.DEBUG):  # the counters carry the rate
                 log.debug("job succeeded", extra={"attempt": attempt})
@@ -197,7 +224,7 @@ class JobConsumer:
         if isinstance(error, PermanentError) or attempt >= max_attempts:
             await self._outcome(lambda: self._jobs.dead_letter(job_id=job.id, attempt=attempt,
                                                                error=reason))
-            await _settle(message.dead_letter)
+            await settle(message.dead_letter)
             metrics.child(metrics.JOBS_PROCESSED, JobStatus.DEAD_LETTERED).inc()
             metrics.DLQ_MESSAGES.inc()
             log.warning("job dead-lettered", extra={"attempt": attempt, "error": reason},
@@ -210,7 +237,7 @@ class JobConsumer:
         await self._outcome(lambda: self._jobs.retry(job_id=job.id, attempt=attempt,
                                                      error=reason, delay_seconds=delay,
                                                      headers=headers.decode()))
-        await _settle(message.ack)
+        await settle(message.ack)
         metrics.child(metrics.JOBS_PROCESSED, JobStatus.RETRYING).inc()
         metrics.JOB_RETRIES.inc()
         log.info("job will retry", extra={"attempt": attempt, "retry_in_seconds": round(delay, 3),
@@ -232,43 +259,19 @@ class JobConsumer:
         ended = self._unwritten[token] = time.monotonic()
         metrics.OUTCOMES_UNWRITTEN.inc()
         try:
-            await self._write(write)
+            await self._outcomes.write(write)
         finally:
             del self._unwritten[token]
             metrics.OUTCOMES_UNWRITTEN.dec()
             self._written.set()
         metrics.OUTCOME_LAG.observe(time.monotonic() - ended)
 
-    async def _write(self, write: Callable[[], Awaitable[object]]) -> None:
-        """Record an outcome, riding out a database blip: the handler already ran, and losing
-        its outcome would run it again after the lease expires. Every outcome write is a
-        conditional, idempotent statement, so retrying after any error is safe."""
-        for n in range(1, OUTCOME_WRITE_TRIES + 1):
-            try:
-                await write()
-                return
-            except Exception as exc:
-                await on_connection_error(self._stores.db, exc)
-                if n == OUTCOME_WRITE_TRIES:
-                    raise
-                log.warning("outcome write failed, retrying", extra={"error": repr(exc), "try": n})
-                await asyncio.sleep(0.1 * 2 ** n)
-
-    async def _poison(self, message: IncomingMessage, why: str) -> None:
-        log.error("poison message dead-lettered", extra={
-            "error": why, "body": message.body[:200].decode("utf-8", "replace")})
-        metrics.DLQ_MESSAGES.inc()
-        await message.dead_letter()
-
-
-async def _settle(settle: Callable[[], Awaitable[None]]) -> None:
-    """Settle a message whose outcome is already durable. If the connection dropped meanwhile
-    there is nothing to settle: the broker redelivers it, and job_start drops the duplicate."""
-    try:
-        await settle()
-    except Exception as exc:
-        log.warning("outcome recorded; the message could not be settled and will come back as a "
-                    "stale duplicate", extra={"error": repr(exc)})
+async def poison(message: IncomingMessage, why: str) -> None:
+    """A message no one can act on: dead-lettered, and said so."""
+    log.error("poison message dead-lettered", extra={
+        "error": why, "body": message.body[:200].decode("utf-8", "replace")})
+    metrics.DLQ_MESSAGES.inc()
+    await message.dead_letter()
 
 
 def _describe(error: BaseException) -> str:

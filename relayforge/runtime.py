@@ -18,7 +18,7 @@ import asyncpg
 
 from relayforge import deliveries, jobs
 from relayforge.broker import Broker
-from relayforge.consumer import JobConsumer
+from relayforge.consumer import Consumer
 from relayforge.db.pool import create_pool
 from relayforge.ingest import IngestWriter
 from relayforge.ingest.sources import TenantSources
@@ -60,7 +60,7 @@ class Runtime:
     broker: Broker | None = None
     relay: Relay | None = None
     upkeep: Upkeep | None = None
-    consumer: JobConsumer | None = None
+    consumer: Consumer | None = None
     _lag_due: float = 0.0
     _pool_sampler: asyncio.Task[None] | None = None
 
@@ -107,7 +107,7 @@ class Runtime:
             assert self.broker is not None and registry is not None
             from relayforge.destinations.worker import DeliveryWorker
 
-            self.consumer = JobConsumer(stores, self.broker, s, registry,
+            self.consumer = Consumer(stores, self.broker, s, registry,
                                         DeliveryWorker(stores, s, self.cipher))
             await self.consumer.start()
         if self.relays:

@@ -25,7 +25,6 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -41,6 +40,7 @@ from relayforge.ids import new_id
 from relayforge.jobs import backoff_seconds
 from relayforge.messages import DeliveryMessage, trace_carrier
 from relayforge.observability import metrics, tracing
+from relayforge.outcomes import MAX_ERROR_TEXT, Write, settle
 from relayforge.security.limits import TokenBucket
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 MAX_CACHED_FILTERS = 10_000
 MIN_BUSY_WAIT_SECONDS, MAX_BUSY_WAIT_SECONDS = 0.05, 30.0  # a destination at max_concurrency
-MAX_ERROR_TEXT = 1000
 
 
 @dataclass(slots=True)
@@ -134,7 +133,7 @@ class DeliveryWorker:
     # ----------------------------------------------------------------------------- delivery
 
     async def handle(self, message: IncomingMessage, m: DeliveryMessage,
-                     write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]) -> None:
+                     write: Write) -> None:
         """`write` records an outcome, riding out a database blip (the consumer's)."""
         s = self._settings.destinations
         gate = await self._stores.destinations.gate(
@@ -190,7 +189,7 @@ class DeliveryWorker:
         return limits.take()
 
     async def _attempt(self, message: IncomingMessage, d: StartedDelivery,
-                       write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]) -> None:
+                       write: Write) -> None:
         carrier = trace_carrier(message.headers)
         if not tracing.recording():
             await self._send_and_record(message, d, carrier, write)
@@ -205,7 +204,7 @@ class DeliveryWorker:
 
     async def _send_and_record(self, message: IncomingMessage, d: StartedDelivery,
                                carrier: dict[str, str],
-                               write: Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]
+                               write: Write
                                ) -> Answer:
         started_at = dt.datetime.now(dt.UTC)
         request = self._request(d, carrier)
@@ -236,9 +235,9 @@ class DeliveryWorker:
             metrics.DLQ_MESSAGES.inc()
             log.warning("delivery dead-lettered", extra={
                 "delivery_id": str(d.id), "attempt": d.attempts, "error": outcome.error})
-            await _settle(message.dead_letter)
+            await settle(message.dead_letter)
         else:
-            await _settle(message.ack)
+            await settle(message.ack)
         return answer
 
     def _outcome(self, d: StartedDelivery, answer: Answer, permanent: bool) -> Outcome:
@@ -312,11 +311,4 @@ class DeliveryWorker:
         })
         return d.url, body, headers
 
-
-async def _settle(settle: Callable[[], Awaitable[None]]) -> None:
-    try:
-        await settle()
-    except Exception as exc:  # the outcome is durable; a redelivered message is dropped
-        log.warning("delivery recorded; its message could not be settled",
-                    extra={"error": repr(exc)})
 

@@ -19,7 +19,7 @@ LAYERS = [
     {"jobs", "settings"},
     {"models", "connectors", "broker", "observability"},
     {"stores"},
-    {"security", "ingest", "messages", "upkeep"},
+    {"security", "ingest", "messages", "upkeep", "outcomes"},
     {"destinations", "relay"},
     {"actions", "consumer"},
     {"http", "runtime"},
