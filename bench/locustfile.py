@@ -29,7 +29,8 @@ class WebhookProvider(FastHttpUser):
         if self.recent and random.random() < 0.1:
             body, tenant = random.choice(self.recent)
         else:
-            body = orjson.dumps({"event": "order.created", "data": {**PAYLOAD, "n": uuid.uuid4().hex}})
+            body = orjson.dumps({"event": "order.created",
+                                 "data": {**PAYLOAD, "n": uuid.uuid4().hex}})
             tenant = random.choice(TENANTS)
             self.recent = (self.recent + [(body, tenant)])[-20:]
         signature = hmac.new(SECRET, body, hashlib.sha256).hexdigest()

@@ -62,7 +62,8 @@ async def fill(url: str, jobs: int) -> None:
     progress("recording webhooks", jobs, jobs)
 
 
-async def watch(database_url: str, jobs: int, timeout: float) -> tuple[float, list[tuple[float, int]]]:
+async def watch(database_url: str, jobs: int,
+                timeout: float) -> tuple[float, list[tuple[float, int]]]:
     """Poll until every job succeeded; (jobs/s first to last success, the drain over time)."""
     import asyncpg
 
@@ -154,7 +155,8 @@ def bare_drain(jobs: int) -> tuple[float, list[tuple[float, int]]]:
     consumer.wait(timeout=jobs / 50 + 120)
     stamps = [float(line) for line in stamps_file.read_text().split()]
     first = stamps[0]
-    series = [(s - first, i + 1) for i, s in enumerate(stamps) if i % 100 == 0 or i == len(stamps) - 1]
+    series = [(s - first, i + 1) for i, s in enumerate(stamps)
+              if i % 100 == 0 or i == len(stamps) - 1]
     progress("draining (bare aio-pika)", len(stamps), jobs)
     return len(stamps) / max(stamps[-1] - first, 1e-6), series
 

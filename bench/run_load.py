@@ -34,7 +34,8 @@ def run(mode: str, seconds: int, users: int, workers: int, server_mode: str) -> 
         "DATABASE__URL": url, "DATABASE__MIGRATE_ON_START": "true", "SERVER__PORT": str(port),
         "SERVER__WORKERS": str(workers), "INGEST__MODE": mode,
         "WEBHOOKS__GENERIC_HMAC_SECRET": "bench-generic-secret",
-        "HARDENING__INGRESS_RATE_LIMIT_PER_SECOND": "1000000", "HARDENING__INGRESS_BURST": "1000000",
+        "HARDENING__INGRESS_RATE_LIMIT_PER_SECOND": "1000000",
+        "HARDENING__INGRESS_BURST": "1000000",
         "HARDENING__TENANT_RATE_LIMIT_PER_SECOND": "1000000",
         "HARDENING__TENANT_RATE_LIMIT_BURST": "1000000", "DATABASE__MAX_CONNECTIONS": "20",
         "LOG__LEVEL": "WARNING",
@@ -43,7 +44,8 @@ def run(mode: str, seconds: int, users: int, workers: int, server_mode: str) -> 
     if server_mode == "all":
         env |= {"AMQP__URL": support.amqp_url(), "AMQP__EXCHANGE": f"{prefix}.events",
                 "AMQP__QUEUE": f"{prefix}.jobs", "AMQP__DLX": f"{prefix}.dlx",
-                "AMQP__DLQ": f"{prefix}.dlq", "WORKER__CONCURRENCY": "64", "WORKER__PREFETCH": "128"}
+                "AMQP__DLQ": f"{prefix}.dlq", "WORKER__CONCURRENCY": "64",
+                "WORKER__PREFETCH": "128"}
     log = Path(tempfile.gettempdir()) / f"relayforge-bench-{mode}.log"
     server = support.Server(f"http://127.0.0.1:{port}", url, env, server_mode, log)
     server.start()
@@ -51,7 +53,8 @@ def run(mode: str, seconds: int, users: int, workers: int, server_mode: str) -> 
     out = Path(tempfile.mkdtemp())
     try:
         subprocess.run([
-            sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
+            sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"),
+            "--headless",
             "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", server.url,
             "--csv", str(out / "run"), "--only-summary", "--stop-timeout", "5",
         ], check=False, capture_output=True, cwd=ROOT, timeout=seconds + 120)
@@ -108,8 +111,8 @@ def main() -> None:
     parser.add_argument("--server-mode", choices=("ingest", "all"), default="ingest")
     args = parser.parse_args()
     results = {}
-    print(f"{args.server_mode} load: {args.users} users, {args.seconds}s, {args.workers} worker(s), "
-          f"locust on the same 2-core machine")
+    print(f"{args.server_mode} load: {args.users} users, {args.seconds}s, "
+          f"{args.workers} worker(s), locust on the same 2-core machine")
     print(f"{'mode':<8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
           f"{'failed':>8}{'inbox rows':>12}")
     for mode in args.modes.split(","):

@@ -1,6 +1,7 @@
 """Kernel benchmarks: compiled vs pure-Python twin vs the naive per-request stdlib call.
 
-    .venv/bin/python -m pytest bench/test_kernels.py --benchmark-enable --benchmark-columns=ops,mean -q
+    .venv/bin/python -m pytest bench/test_kernels.py --benchmark-enable \
+        --benchmark-columns=ops,mean -q
 
 `relayforge bench` prints ops/s and ratios in a table.
 """

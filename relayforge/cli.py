@@ -117,7 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise SystemExit(2)
     log.info("relayforge starting", extra={
         "mode": args.mode, "database": database, "broker": broker,
-        "kernels": kernels.IMPLEMENTATION, "address": f"{settings.server.host}:{settings.server.port}",
+        "kernels": kernels.IMPLEMENTATION,
+        "address": f"{settings.server.host}:{settings.server.port}",
         "ingest_mode": settings.ingest.mode,
     })
     from granian import Granian
@@ -230,8 +231,8 @@ async def _doctor_database(settings: Settings) -> bool:
     finally:
         await conn.close()
     if unknown:
-        print(f"database: FAILED: applied migrations this version does not know ({', '.join(unknown)})"
-              ": it is older than the database")
+        print("database: FAILED: applied migrations this version does not know "
+              f"({', '.join(unknown)}): it is older than the database")
         return False
     print(f"database: reachable; migrations {len(available()) - len(pending)}/{len(available())} "
           f"applied" + (f" ({len(pending)} pending: serve or relayforge migrate applies them)"

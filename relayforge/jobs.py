@@ -67,7 +67,8 @@ async def record_processed(ctx: JobContext) -> None:
             "attempt": ctx.attempt})
 
 
-def backoff_seconds(attempt: int, base_ms: int, max_ms: int, rng: random.Random | None = None) -> float:
+def backoff_seconds(attempt: int, base_ms: int, max_ms: int,
+                    rng: random.Random | None = None) -> float:
     """Delay before try `attempt + 1`: base doubling per try, capped, with equal jitter (half
     fixed, half random) so retries of a burst spread out."""
     exp = float(min(max_ms, base_ms * (2 ** min(attempt - 1, 30))))
@@ -118,4 +119,5 @@ def apply_test_faults(ctx: JobContext, enabled: bool) -> None:
     if ctx.event.faults.get("force_permanent_fail"):
         raise PermanentError("test fault: force_permanent_fail")
     if ctx.attempt <= int(ctx.event.faults.get("fail_until_attempt", 0)):
-        raise RetryableError(f"test fault: fail_until_attempt={ctx.event.faults['fail_until_attempt']}")
+        until = ctx.event.faults["fail_until_attempt"]
+        raise RetryableError(f"test fault: fail_until_attempt={until}")

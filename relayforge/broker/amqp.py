@@ -121,7 +121,8 @@ class AmqpBroker:
     async def _declare(self, channel: AbstractChannel) -> AbstractQueue:
         """Exchange, jobs queue, DLX and DLQ; declaring twice with the same arguments is a no-op."""
         n = self._names
-        exchange = await channel.declare_exchange(n.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        exchange = await channel.declare_exchange(n.exchange, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
         dlx = await channel.declare_exchange(n.dlx, aio_pika.ExchangeType.DIRECT, durable=True)
         await self._declare_dlq()
         dlq = await channel.declare_queue(n.dlq, passive=True)

@@ -132,7 +132,8 @@ def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidPayload(f"{what} body is not valid JSON: {exc}", signature_valid=True) from None
+        raise InvalidPayload(f"{what} body is not valid JSON: {exc}",
+                             signature_valid=True) from None
     if not isinstance(doc, dict):
         raise InvalidPayload(f"{what} body must be a JSON object", signature_valid=True)
     return doc
@@ -160,5 +161,6 @@ def header_identifier(headers: Headers, name: bytes) -> str | None:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise InvalidPayload(f"{name.decode()} header must be ASCII", signature_valid=True) from None
+        raise InvalidPayload(f"{name.decode()} header must be ASCII",
+                             signature_valid=True) from None
     return identifier(text, f"{name.decode()} header", required=True)

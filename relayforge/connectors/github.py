@@ -28,9 +28,8 @@ FORM = b"application/x-www-form-urlencoded"
 class GitHubConnector(Connector):
     name = "github"
     max_body_bytes = 25 * MIB  # GitHub's own cap on a webhook payload
-    evidence_headers = (
-        b"content-type", b"user-agent", b"x-github-event", b"x-github-delivery", b"x-github-hook-id",
-    )
+    evidence_headers = (b"content-type", b"user-agent", b"x-github-event", b"x-github-delivery",
+                        b"x-github-hook-id")
 
     def env_secret(self, settings: Settings) -> str:
         return settings.webhooks.github_secret
@@ -38,7 +37,8 @@ class GitHubConnector(Connector):
     def verify(self, headers: Headers, body: bytes, keys: Sequence[HmacSha256]) -> Signed:
         signature = parse_github_signature(require_header(headers, b"x-hub-signature-256"))
         if signature is None:
-            raise InvalidSignature("X-Hub-Signature-256 must be sha256=<hex>", signature_valid=False)
+            raise InvalidSignature("X-Hub-Signature-256 must be sha256=<hex>",
+                                   signature_valid=False)
         verify_hex(keys, body, (signature,))
         return Signed()
 
@@ -69,7 +69,8 @@ def _form_payload(body: bytes) -> bytes:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
                           max_num_fields=64)
     except (UnicodeDecodeError, ValueError):
-        raise InvalidPayload("form body is not valid urlencoded UTF-8", signature_valid=True) from None
+        raise InvalidPayload("form body is not valid urlencoded UTF-8",
+                             signature_valid=True) from None
     payload = fields.get("payload")
     if not payload or len(payload) != 1:
         raise InvalidPayload("form body must carry exactly one payload field", signature_valid=True)

@@ -24,9 +24,9 @@ from relayforge.settings import Settings
 
 class ShopifyConnector(Connector):
     name = "shopify"
-    evidence_headers = (b"content-type", b"user-agent", b"x-shopify-topic", b"x-shopify-shop-domain",
-                        b"x-shopify-webhook-id", b"x-shopify-event-id", b"x-shopify-api-version",
-                        b"x-shopify-triggered-at")
+    evidence_headers = (b"content-type", b"user-agent", b"x-shopify-topic",
+                        b"x-shopify-shop-domain", b"x-shopify-webhook-id", b"x-shopify-event-id",
+                        b"x-shopify-api-version", b"x-shopify-triggered-at")
 
     def env_secret(self, settings: Settings) -> str:
         return settings.webhooks.shopify_secret

@@ -36,7 +36,8 @@ class StripeConnector(Connector):
                 require_header(headers, b"stripe-signature")
             )
         except ValueError as exc:
-            raise InvalidSignature(f"malformed Stripe-Signature: {exc}", signature_valid=False) from None
+            raise InvalidSignature(f"malformed Stripe-Signature: {exc}",
+                                   signature_valid=False) from None
         verify_hex(keys, body, signatures, prefix=t_raw + b".")
         return Signed(timestamp=timestamp)
 

@@ -178,7 +178,8 @@ def compile_filter(spec: Mapping[str, Any] | None) -> EventFilter:
     spec = spec or {}
     unknown = set(spec) - {"sources", "event_types", "data"}
     if unknown:
-        raise FilterError(f"filter.{sorted(unknown)[0]}: unknown field (sources, event_types, data)")
+        raise FilterError(f"filter.{sorted(unknown)[0]}: unknown field "
+                          "(sources, event_types, data)")
     sources = event_types = data = None
     if "sources" in spec:
         sources = frozenset(s.lower() for s in _patterns(spec["sources"], "filter.sources"))

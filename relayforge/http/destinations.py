@@ -132,7 +132,8 @@ class DestinationEndpoints:
         destination_id, secret = new_id(), new_secret()
         fields = DestinationFields(
             name=given(body.name), url=self._url(body.url), enabled=body.enabled,
-            filter_json=actions.stored_filter(body.filter), header_names=actions.check_headers(body.headers),
+            filter_json=actions.stored_filter(body.filter),
+            header_names=actions.check_headers(body.headers),
             headers_sealed=self._sealed(tenant_id, destination_id,
                                         orjson.dumps(body.headers).decode())
             if body.headers else None,
@@ -240,7 +241,8 @@ class DestinationEndpoints:
                     raise NotFound("no such delivery")
                 raise Conflict(f"only dead_lettered deliveries can be reprocessed; this one is "
                                f"{state[0]}")
-            await tx.audit.write(actor=actor, action=AuditAction.DELIVERY_REPROCESS, target=str(delivery_id))
+            await tx.audit.write(actor=actor, action=AuditAction.DELIVERY_REPROCESS,
+                                 target=str(delivery_id))
         return view_response(202, DeliveryReprocessed(delivery_id=delivery_id))
 
     async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:

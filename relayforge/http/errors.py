@@ -14,7 +14,8 @@ JSON = b"application/json"
 _encoder = msgspec.json.Encoder()
 
 
-def json_response(status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+def json_response(status: int, doc: Any,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> Response:
     return Response(status, headers, Content(JSON, orjson.dumps(doc)))
 
 

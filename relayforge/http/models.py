@@ -115,7 +115,8 @@ class ApiKeyCreate(Model):
 MAX_DESTINATION_NAME = 200
 MAX_HEADERS = 20
 MAX_HEADER_VALUE = 4096
-HeaderName = Annotated[str, Meta(min_length=1, max_length=128, pattern="^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+HeaderName = Annotated[str, Meta(min_length=1, max_length=128,
+                                 pattern="^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
 # printable: control characters are refused as invalid_destination (http/destinations.py)
 HeaderValue = Annotated[str, Meta(max_length=MAX_HEADER_VALUE)]
 TimeoutMs = Annotated[int, Meta(ge=100, le=60_000, description="an attempt's time limit")]

@@ -85,7 +85,8 @@ def _path_param(name: str) -> dict[str, Any]:
 
 SIGNATURE_HEADERS = [
     {"name": "X-Signature", "in": "header", "required": False,
-     "description": "generic: lowercase hex HMAC-SHA256 of the raw body", "schema": {"type": "string"}},
+     "description": "generic: lowercase hex HMAC-SHA256 of the raw body",
+     "schema": {"type": "string"}},
     {"name": "X-Event-Id", "in": "header", "required": False,
      "description": "generic: the provider's event id (dedup key); not covered by the "
                     "signature", "schema": {"type": "string"}},

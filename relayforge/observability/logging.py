@@ -53,7 +53,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
-        base = f"{time.strftime('%H:%M:%S')} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        base = (f"{time.strftime('%H:%M:%S')} {record.levelname:<7} {record.name}: "
+                f"{record.getMessage()}")
         text = base + (f" {extra}" if extra else "")
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -109,7 +109,8 @@ CONSOLE_CSP_VIOLATIONS = Counter(
     "console_csp_violations_total", "Content-Security-Policy violations the console was told of")
 JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
 JOBS_REPUBLISHED = Counter(
-    "jobs_republished_total", "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")
+    "jobs_republished_total",
+    "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")
 
 
 M = TypeVar("M", Counter, Gauge, Histogram)

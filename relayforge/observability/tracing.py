@@ -21,7 +21,8 @@ W3C_HEADERS = ("traceparent", "tracestate", "baggage")
 MAX_TRACESTATE_CHARS = 512
 MAX_TRACESTATE_MEMBERS = 32
 MAX_BAGGAGE_BYTES = 8192
-_TRACEPARENT = re.compile(r"(?!ff)([0-9a-f]{2})-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACEPARENT = re.compile(
+    r"(?!ff)([0-9a-f]{2})-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 _TRACESTATE_MEMBER = re.compile(
     r"[ \t]*(?:[a-z0-9][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
     r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e][ \t]*")
@@ -47,7 +48,8 @@ def configure(settings: Settings, mode: str) -> None:
     if not endpoint.endswith("/v1/traces"):
         endpoint += "/v1/traces"
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.otel.service_name, "relayforge.mode": mode})
+        resource=Resource.create({"service.name": settings.otel.service_name,
+                                  "relayforge.mode": mode})
     )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
         endpoint=endpoint, timeout=settings.otel.exporter_otlp_timeout_ms / 1000)))

@@ -48,7 +48,8 @@ class SecretCipher:
         nonce = os.urandom(12)
         return nonce, self._aead.encrypt(nonce, secret.encode(), self._aad(tenant_id, provider))
 
-    def decrypt(self, tenant_id: uuid.UUID, provider: str, nonce: bytes, ciphertext: bytes) -> bytes:
+    def decrypt(self, tenant_id: uuid.UUID, provider: str, nonce: bytes,
+                ciphertext: bytes) -> bytes:
         return self._aead.decrypt(nonce, ciphertext, self._aad(tenant_id, provider))
 
     def fingerprint(self, secret: str) -> str:

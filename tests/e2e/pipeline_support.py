@@ -37,7 +37,8 @@ async def delete_topology(prefix: str) -> None:
             await channel.exchange_delete(exchange)
 
 
-async def drain_queue(queue_name: str, timeout: float = 3.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
+async def drain_queue(queue_name: str,
+                      timeout: float = 3.0) -> list[aio_pika.abc.AbstractIncomingMessage]:
     connection = await aio_pika.connect(amqp_url())
     out = []
     async with connection:
@@ -56,16 +57,18 @@ async def drain_queue(queue_name: str, timeout: float = 3.0) -> list[aio_pika.ab
     return out
 
 
-async def publish_raw(prefix: str, routing_key: str, body: bytes, headers: dict | None = None) -> None:
+async def publish_raw(prefix: str, routing_key: str, body: bytes,
+                      headers: dict | None = None) -> None:
     connection = await aio_pika.connect(amqp_url())
     async with connection:
         channel = await connection.channel()
         exchange = await channel.get_exchange(f"{prefix}.events")
-        await exchange.publish(aio_pika.Message(body, headers=headers or {}), routing_key=routing_key)
+        await exchange.publish(aio_pika.Message(body, headers=headers or {}),
+                               routing_key=routing_key)
 
 
-async def send(client: httpx.AsyncClient, server: Server, tenant: str | None = None, **fields: object
-               ) -> dict:
+async def send(client: httpx.AsyncClient, server: Server, tenant: str | None = None,
+               **fields: object) -> dict:
     body = orjson.dumps({"event": "test.event", "data": {"n": uuid.uuid4().hex}, **fields})
     r = await client.post(f"{server.url}/webhooks/generic", content=body, headers={
         "X-Signature": sign_generic(body), "X-Tenant-Id": tenant or new_tenant()})

@@ -82,8 +82,9 @@ async def test_job_and_inbox_views_with_filters_and_cursor(client, ingest_server
     base = f"{ingest_server.url}/admin"
     page1 = (await client.get(f"{base}/jobs?tenant_id={tenant}&limit=3",
                               headers=bearer(VIEWER_KEY))).json()
-    page2 = (await client.get(f"{base}/jobs?tenant_id={tenant}&limit=3&cursor={page1['next_cursor']}",
-                              headers=bearer(VIEWER_KEY))).json()
+    page2 = (await client.get(
+        f"{base}/jobs?tenant_id={tenant}&limit=3&cursor={page1['next_cursor']}",
+        headers=bearer(VIEWER_KEY))).json()
     ids = [j["id"] for j in page1["items"] + page2["items"]]
     assert ids == [d["job_id"] for d in reversed(docs)] and page2["next_cursor"] is None
     job = (await client.get(f"{base}/jobs/{docs[0]['job_id']}", headers=bearer(VIEWER_KEY))).json()
@@ -99,9 +100,11 @@ async def test_job_and_inbox_views_with_filters_and_cursor(client, ingest_server
     inbox = (await client.get(f"{base}/inbox?tenant_id={tenant}&accepted=true",
                               headers=bearer(VIEWER_KEY))).json()
     assert len(inbox["items"]) == 5
-    row = (await client.get(f"{base}/inbox/{docs[0]['inbox_id']}", headers=bearer(VIEWER_KEY))).json()
+    row = (await client.get(f"{base}/inbox/{docs[0]['inbox_id']}",
+                            headers=bearer(VIEWER_KEY))).json()
     assert row["body_base64"] and row["headers"]["content-type"] == "application/json"
-    stats = (await client.get(f"{base}/stats?tenant_id={tenant}", headers=bearer(VIEWER_KEY))).json()
+    stats = (await client.get(f"{base}/stats?tenant_id={tenant}",
+                              headers=bearer(VIEWER_KEY))).json()
     assert stats["jobs"]["pending"] == 5 and stats["inbox_last_24h"]["accepted"] == 5
 
 
@@ -194,7 +197,8 @@ async def test_api_key_lifecycle_and_audit(client, ingest_server, db):
     mine = [k for k in listed if k["id"] == created.json()["id"]]
     assert mine and "key" not in mine[0] and "key_hash" not in mine[0]
     # the new key works with its role: operator may reprocess, not manage keys
-    assert (await client.get(f"{ingest_server.url}/admin/jobs", headers=bearer(key))).status_code == 200
+    jobs_url = f"{ingest_server.url}/admin/jobs"
+    assert (await client.get(jobs_url, headers=bearer(key))).status_code == 200
     assert (await client.get(base, headers=bearer(key))).status_code == 403
     conn = await db(ingest_server.database_url)
     stored = await conn.fetchval("SELECT key_hash FROM admin_api_keys WHERE id = $1",
@@ -202,7 +206,7 @@ async def test_api_key_lifecycle_and_audit(client, ingest_server, db):
     assert stored != key and len(stored) == 64
     assert (await client.delete(f"{base}/{created.json()['id']}",
                                 headers=bearer(ADMIN_KEY))).status_code == 204
-    assert (await client.get(f"{ingest_server.url}/admin/jobs", headers=bearer(key))).status_code == 401
+    assert (await client.get(jobs_url, headers=bearer(key))).status_code == 401
     actions = [r["action"] for r in await conn.fetch(
         "SELECT action FROM admin_audit_log WHERE target = $1 ORDER BY id", created.json()["id"])]
     assert actions == ["api_key.create", "api_key.revoke"]
@@ -241,8 +245,9 @@ async def test_secret_rotation_overlaps_until_the_old_one_is_retired(client, ing
     assert listed[1]["expires_at"] is not None and listed[0]["expires_at"] is None
     assert "tenant-old" not in orjson.dumps(listed).decode()
     conn = await db(ingest_server.database_url)
-    for row in await conn.fetch("SELECT ciphertext FROM tenant_provider_secrets WHERE tenant_id = $1",
-                                uuid.UUID(tenant)):
+    for row in await conn.fetch(
+            "SELECT ciphertext FROM tenant_provider_secrets WHERE tenant_id = $1",
+            uuid.UUID(tenant)):
         assert b"tenant-" not in bytes(row["ciphertext"])  # encrypted at rest
     gone = await client.delete(f"{url}/{first.json()['id']}", headers=bearer(ADMIN_KEY))
     assert gone.status_code == 204
@@ -253,7 +258,8 @@ async def test_secret_rotation_overlaps_until_the_old_one_is_retired(client, ing
     audit = [(r["action"], r["key_source"], r["role"]) for r in await conn.fetch(
         "SELECT action, key_source, role FROM admin_audit_log WHERE target = $1 ORDER BY id",
         f"{tenant}/generic")]
-    assert audit == [("secret.set", "fallback", "admin")] * 2 + [("secret.delete", "fallback", "admin")]
+    assert audit == [("secret.set", "fallback", "admin")] * 2 + [
+        ("secret.delete", "fallback", "admin")]
 
 
 async def test_the_first_rotation_keeps_the_env_secret_for_the_overlap(client, ingest_server):
@@ -314,7 +320,8 @@ async def test_cli_keys_create_and_secrets_set(client, ingest_server):
                          env=env, capture_output=True, text=True, cwd=ROOT, check=True)
     key = out.stdout.strip()
     assert key.startswith("rfk_")
-    assert (await client.get(f"{ingest_server.url}/admin/stats", headers=bearer(key))).status_code == 200
+    stats_url = f"{ingest_server.url}/admin/stats"
+    assert (await client.get(stats_url, headers=bearer(key))).status_code == 200
     tenant = new_tenant()
     subprocess.run([sys.executable, "-m", "relayforge", "secrets", "set", "--tenant", tenant,
                     "--provider", "generic"], input="from-the-shell\n", env=env, text=True,

@@ -114,7 +114,8 @@ async def test_slack_url_verification_is_answered_with_its_challenge_and_makes_n
     tenant = new_tenant()
     await client.put(f"{ingest_server.url}/admin/tenants/{tenant}/secrets/slack", headers=ADMIN,
                      json={"secret": "slack-handshake-secret"})
-    body = b'{"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmd", "type": "url_verification"}'
+    body = (b'{"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmd", '
+            b'"type": "url_verification"}')
     r = await client.post(f"{ingest_server.url}/tenants/{tenant}/webhooks/slack", content=body,
                           headers={"Content-Type": "application/json",
                                    **_slack(body, "slack-handshake-secret")})

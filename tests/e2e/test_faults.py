@@ -41,7 +41,8 @@ async def names():
     await delete_topology(prefix)
 
 
-async def assert_each_ran_to_success_once(database: str, job_ids: list[str]) -> list[asyncpg.Record]:
+async def assert_each_ran_to_success_once(database: str,
+                                          job_ids: list[str]) -> list[asyncpg.Record]:
     rows = await wait_for_jobs(database, job_ids, timeout=90)
     assert {r["status"] for r in rows} == {"succeeded"}
     conn = await asyncpg.connect(database)

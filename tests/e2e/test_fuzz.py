@@ -67,7 +67,8 @@ def _mac(secret: bytes, data: bytes) -> bytes:
 def _standard(b: bytes) -> dict[str, str]:
     ts = str(int(time.time()))
     sig = base64.b64encode(_mac(b"fuzz-standard-key", b"fz-1." + ts.encode() + b"." + b))
-    return {"webhook-id": "fz-1", "webhook-timestamp": ts, "webhook-signature": "v1," + sig.decode()}
+    return {"webhook-id": "fz-1", "webhook-timestamp": ts,
+            "webhook-signature": "v1," + sig.decode()}
 
 
 SIGNERS = {
@@ -77,8 +78,10 @@ SIGNERS = {
     "standard": _standard,
     "shopify": lambda b: {"X-Shopify-Hmac-Sha256": base64.b64encode(
         _mac(b"fuzz-shopify", b)).decode(), "X-Shopify-Topic": "orders/create"},
-    "slack": lambda b: (lambda ts: {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": "v0=" + _mac(
-        b"fuzz-slack", f"v0:{ts}:".encode() + b).hex()})(str(int(time.time()))),
+    "slack": lambda b: (lambda ts: {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": "v0=" + _mac(b"fuzz-slack", f"v0:{ts}:".encode() + b).hex(),
+    })(str(int(time.time()))),
     "gitlab": lambda b: {"X-Gitlab-Token": "fuzz-gitlab", "X-Gitlab-Event": "Push Hook"},
     "paddle": lambda b: (lambda ts: {"Paddle-Signature": f"ts={ts};h1=" + _mac(
         b"fuzz-paddle", f"{ts}:".encode() + b).hex()})(str(int(time.time()))),

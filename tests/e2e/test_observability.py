@@ -86,7 +86,8 @@ async def test_one_trace_from_request_to_last_retry(client, start_server, collec
     assert ours, sorted({(s.name, s.trace_id.hex()) for s in collector.spans})[:10]
     [ingest] = [s for s in ours if s.name == "POST /webhooks/{source}"]
     assert ingest.parent_span_id.hex() == parent  # continues the provider's trace
-    attempts = sorted((s for s in ours if s.name == "job generic"), key=lambda s: s.start_time_unix_nano)
+    attempts = sorted((s for s in ours if s.name == "job generic"),
+                      key=lambda s: s.start_time_unix_nano)
     assert len(attempts) == 3
     # attempt 1 is a child of the request; every retry a child of the attempt before it
     assert attempts[0].parent_span_id.hex() == ingest.span_id.hex()

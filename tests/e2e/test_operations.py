@@ -354,7 +354,8 @@ def test_every_log_line_is_json_granians_own_included(start_server):
     assert any(line["message"].startswith("Listening at") for line in lines)
     access = [(line["route"], line["status"], line.get("source"), line.get("code"))
               for line in lines if line["message"] == "request"]
-    assert access == [("/admin/jobs", 401, None, "unauthorized"), ("/openapi.json", 200, None, None),
+    assert access == [("/admin/jobs", 401, None, "unauthorized"),
+                      ("/openapi.json", 200, None, None),
                       ("/webhooks/{source}", 202, "generic", None)]
 
 

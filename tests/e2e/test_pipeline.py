@@ -41,8 +41,8 @@ async def test_deduped_event_makes_one_job_that_succeeds_on_attempt_1(client, pi
     tenant = new_tenant()
     body = orjson.dumps({"event": "order.paid", "data": {"id": uuid.uuid4().hex}})
     headers = {"X-Signature": sign_generic(body), "X-Tenant-Id": tenant}
-    responses = [await client.post(f"{pipeline.url}/webhooks/generic", content=body, headers=headers)
-                 for _ in range(3)]
+    responses = [await client.post(f"{pipeline.url}/webhooks/generic", content=body,
+                                   headers=headers) for _ in range(3)]
     job_ids = {r.json()["job_id"] for r in responses}
     assert len(job_ids) == 1
     [job] = await wait_for_jobs(pipeline.database_url, list(job_ids))
@@ -183,10 +183,12 @@ async def test_in_process_broker_quick_start_carries_jobs_to_the_end(client, sta
     ok = await send(client, server)
     retried = await send(client, server, fail_until_attempt=1)
     rows = await wait_for_jobs(server.database_url, [ok["job_id"], retried["job_id"]])
-    assert sorted((r["status"], r["attempts"]) for r in rows) == [("succeeded", 1), ("succeeded", 2)]
+    assert sorted((r["status"], r["attempts"]) for r in rows) == [
+        ("succeeded", 1), ("succeeded", 2)]
 
 
-async def test_separate_ingest_relay_consume_processes(client, start_server, fresh_database, prefix):
+async def test_separate_ingest_relay_consume_processes(client, start_server, fresh_database,
+                                                      prefix):
     database = fresh_database()
     names = amqp_env(prefix + ".sep")
     ingest = start_server("ingest", database_url=database, **FAST)
@@ -201,7 +203,8 @@ async def test_separate_ingest_relay_consume_processes(client, start_server, fre
         assert ready.status_code == 200 and set(ready.json()["checks"]) == {"database", "broker"}
         assert "outbox_pending_count" in (await client.get(f"{server.url}/metrics")).text
         # relay and consume serve no webhooks
-        assert (await client.post(f"{server.url}/webhooks/generic", content=b"{}")).status_code == 404
+        refused = await client.post(f"{server.url}/webhooks/generic", content=b"{}")
+        assert refused.status_code == 404
     await delete_topology(prefix + ".sep")
 
 

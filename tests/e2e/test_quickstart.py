@@ -24,7 +24,8 @@ async def test_embedded_defaults_carry_a_webhook_to_success(client, tmp_path):
         assert r.status_code == 202
         job_url = f"{server.url}/admin/jobs/{r.json()['job_id']}"
         for _ in range(100):
-            job = (await client.get(job_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
+            job = (await client.get(job_url,
+                                    headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
             if job["status"] == "succeeded":
                 break
             await asyncio.sleep(0.1)

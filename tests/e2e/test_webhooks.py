@@ -68,8 +68,9 @@ async def test_duplicate_body_returns_same_job_deduped(client, ingest_server, db
 async def test_event_id_header_dedups_different_bodies(client, ingest_server, db):
     tenant = new_tenant()
     event_id = f"evt-{uuid.uuid4()}"
-    a = await post_generic(client, ingest_server, generic_body(), tenant, **{"X-Event-Id": event_id})
-    b = await post_generic(client, ingest_server, generic_body(), tenant, **{"X-Event-Id": event_id})
+    event = {"X-Event-Id": event_id}
+    a = await post_generic(client, ingest_server, generic_body(), tenant, **event)
+    b = await post_generic(client, ingest_server, generic_body(), tenant, **event)
     assert a.json()["job_id"] == b.json()["job_id"] and b.json()["deduped"] is True
     conn = await db(ingest_server.database_url)
     key = await conn.fetchval("SELECT dedup_key FROM jobs WHERE id = $1",
@@ -290,8 +291,8 @@ async def test_stripe_stale_or_future_timestamp_is_401(client, ingest_server, sk
     body = stripe_event()
     r = await client.post(f"{ingest_server.url}/tenants/{new_tenant()}/webhooks/stripe",
                           content=body,
-                          headers={"Stripe-Signature": sign_stripe(body,
-                                                                   timestamp=int(time.time()) + skew)})
+                          headers={"Stripe-Signature": sign_stripe(
+                              body, timestamp=int(time.time()) + skew)})
     assert r.status_code == 401
     doc = r.json()
     assert doc["code"] == "stale_timestamp" and doc["signature_valid"] is True
@@ -532,7 +533,8 @@ async def test_healthz_and_readyz(client, ingest_server):
 
 
 async def test_several_workers_share_one_metrics_view(client, start_server, tmp_path):
-    server = start_server("ingest", SERVER__WORKERS="2", DATABASE__EMBEDDED_DIR=str(tmp_path / "pg"))
+    server = start_server("ingest", SERVER__WORKERS="2",
+                          DATABASE__EMBEDDED_DIR=str(tmp_path / "pg"))
     tenant = new_tenant()
     results = await asyncio.gather(*(post_generic(client, server, generic_body(), tenant)
                                      for _ in range(40)))

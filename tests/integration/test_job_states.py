@@ -58,6 +58,11 @@ def outbox(conn):
     return Stores(conn).outbox
 
 
+async def expire_lease(conn: asyncpg.Connection, job: uuid.UUID) -> None:
+    await conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
+                       job)
+
+
 async def check_values(conn: asyncpg.Connection, constraint: str) -> set[str]:
     definition = await conn.fetchval(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = $1", constraint)
@@ -125,7 +130,7 @@ async def test_dead_letter_then_reprocess_raises_the_budget(conn):
 async def test_lease_recovery_retries_and_a_late_outcome_still_wins(conn):
     job = await new_job(conn)
     await start(conn, job, 1)
-    await conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1", job)
+    await expire_lease(conn, job)
     recovered = await jobs(conn).recover_expired(limit=10)
     assert [(r.id, r.status) for r in recovered] == [(job, "retrying")]
     # the consumer was slow, not dead: its success for attempt 1 still counts ...
@@ -138,7 +143,7 @@ async def test_lease_recovery_retries_and_a_late_outcome_still_wins(conn):
 async def test_a_late_outcome_loses_once_the_next_attempt_started(conn):
     job = await new_job(conn)
     await start(conn, job, 1)
-    await conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1", job)
+    await expire_lease(conn, job)
     await jobs(conn).recover_expired(limit=10)
     assert await start(conn, job, 2) is not None
     assert await jobs(conn).succeed(job_id=job, attempt=1) is False
@@ -149,7 +154,7 @@ async def test_a_late_outcome_loses_once_the_next_attempt_started(conn):
 async def test_exhausted_lease_recovery_dead_letters(conn):
     job = await new_job(conn, max_attempts=1)
     await start(conn, job, 1)
-    await conn.execute("UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1", job)
+    await expire_lease(conn, job)
     [row] = await jobs(conn).recover_expired(limit=10)
     assert row.status == "dead_lettered"
 
@@ -167,9 +172,11 @@ async def test_publish_confirm_never_moves_a_started_job_back_to_queued(conn):
 async def test_claimed_rows_are_skipped_until_their_lease_passes(conn):
     await new_job(conn)
     assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-a")) == 1
-    assert await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-b") == []  # held by relay-a
+    # held by relay-a
+    assert await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-b") == []
     await conn.execute("UPDATE outbox_messages SET claimed_until = now() - interval '1 s'")
-    assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-b")) == 1  # relay-a died
+    # relay-a died
+    assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-b")) == 1
 
 
 async def test_a_relay_gives_back_its_own_claims_after_an_error(conn):
@@ -178,7 +185,8 @@ async def test_a_relay_gives_back_its_own_claims_after_an_error(conn):
     await outbox(conn).claim(limit=1, lease_seconds=30.0, owner="relay-a")
     await outbox(conn).claim(limit=1, lease_seconds=30.0, owner="relay-b")
     await outbox(conn).release_mine(owner="relay-a")
-    assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-c")) == 1  # only a's row
+    # only a's row
+    assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-c")) == 1
 
 
 async def test_relay_and_consumer_batches_never_deadlock(template_db):

@@ -1,4 +1,5 @@
-"""Retention: the relay process's upkeep prunes what is older than RETENTION__* and keeps everything else."""
+"""Retention: the relay process's upkeep prunes what is older than RETENTION__* and keeps
+everything else."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ async def test_prune_removes_only_what_retention_allows(template_db):
                 "($1, 'stripe', 'new', now())", tenant)
             await conn.execute(
                 "INSERT INTO admin_audit_log (key_source, role, action, created_at) VALUES "
-                "('cli', 'admin', 'old', now() - interval '400 days'), ('cli', 'admin', 'new', now())")
+                "('cli', 'admin', 'old', now() - interval '400 days'), "
+                "('cli', 'admin', 'new', now())")
         settings = load_settings({"DATABASE__URL": url})
         await Upkeep(Stores(pool), settings).prune()
         async with pool.acquire() as conn:

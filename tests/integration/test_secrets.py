@@ -81,11 +81,12 @@ async def test_rotation_store_and_notify(url):
         for s in await stores.secrets.list(tenant_id=tenant, provider="generic"):
             await retire(stores, tenant, s.id)
         async with pool.acquire() as conn:
-            await conn.execute("INSERT INTO tenant_provider_secrets (id, tenant_id, provider, nonce, "
-                               "ciphertext, fingerprint, expires_at) SELECT gen_random_uuid(), $1, "
-                               "'generic', nonce, ciphertext, fingerprint, now() - interval '1 s' "
-                               "FROM (SELECT $2::bytea AS nonce, $3::bytea AS ciphertext, 'f' AS "
-                               "fingerprint) x", tenant, row["nonce"], row["ciphertext"])
+            await conn.execute(
+                "INSERT INTO tenant_provider_secrets (id, tenant_id, provider, nonce, "
+                "ciphertext, fingerprint, expires_at) SELECT gen_random_uuid(), $1, "
+                "'generic', nonce, ciphertext, fingerprint, now() - interval '1 s' "
+                "FROM (SELECT $2::bytea AS nonce, $3::bytea AS ciphertext, 'f' AS "
+                "fingerprint) x", tenant, row["nonce"], row["ciphertext"])
         # only an expired DB secret left: no key verifies, and the env fallback stays off
         await eventually(lambda: _equals(digests(), []))
     finally:

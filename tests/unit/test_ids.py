@@ -32,7 +32,8 @@ def test_a_new_id_equals_and_encodes_as_the_standard_uuid():
     standard = uuid.UUID(str(value))
     assert value == standard and hash(value) == hash(standard)
     assert {standard: 1}[value] == 1
-    assert msgspec.json.encode(value) == orjson.dumps(value, default=str) == f'"{standard}"'.encode()
+    quoted = f'"{standard}"'.encode()
+    assert msgspec.json.encode(value) == orjson.dumps(value, default=str) == quoted
 
 
 def test_request_ids_are_32_random_hex_digits():

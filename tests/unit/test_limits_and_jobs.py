@@ -64,7 +64,8 @@ def test_backoff_doubles_with_jitter_and_caps():
 
 def test_handler_registry_most_specific_wins():
     registry = HandlerRegistry(
-        "stripe=relayforge.jobs:apply_test_faults; stripe:invoice.paid=relayforge.jobs:backoff_seconds")
+        "stripe=relayforge.jobs:apply_test_faults; "
+        "stripe:invoice.paid=relayforge.jobs:backoff_seconds")
     event = DomainEvent("stripe", "invoice.paid", "e", None, None)
     assert registry.resolve(event).__name__ == "backoff_seconds"
     assert registry.resolve(DomainEvent("stripe", "x", None, None, None)).__name__ == \

@@ -165,7 +165,9 @@ def test_slack_events_api_and_the_url_verification_handshake():
     assert c.direct_answer(headers, callback) is None
     event = c.normalize(headers, callback)
     assert (event.event_type, event.provider_event_id) == ("app_mention", "Ev0PV52K21")
-    challenge = b'{"token": "t", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification"}'
+    challenge = (b'{"token": "t", "challenge": '
+                 b'"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", '
+                 b'"type": "url_verification"}')
     assert c.direct_answer(slack_headers(challenge), challenge) == {
         "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
     interactive = b"payload=" + orjson.dumps({"type": "block_actions", "actions": []}).replace(
