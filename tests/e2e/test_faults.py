@@ -89,24 +89,30 @@ async def test_a_killed_consumer_repeats_only_the_handlers_it_had_in_flight(
     between the handler's start and its outcome's commit, and no handler starts while an
     outcome older than WORKER__MAX_OUTCOME_LAG_MS is unwritten. So a kill repeats at most
     WORKER__CONCURRENCY handlers, each one that was running or had just finished. Counted
-    here with the jobs table locked for a second before the kill, so the handlers that finish
-    meanwhile can't record their outcomes: exactly those run again, and no others."""
+    here with the jobs table locked for a second before the kill (and the process's database
+    connections dying with it), so the handlers that finish meanwhile can't record their
+    outcomes: exactly those run again, and no others."""
     lag_ms, concurrency = 500, 16
-    env = {**names, **FAST, **RECORDING, **SHORT_LEASE, "TEST_HANDLER_SLEEP": "0.05",
+    env = {**names, **FAST, **RECORDING, **SHORT_LEASE, "TEST_HANDLER_SLEEP": "0.2",
            "WORKER__CONCURRENCY": str(concurrency), "WORKER__PREFETCH": str(concurrency),
            "WORKER__MAX_OUTCOME_LAG_MS": str(lag_ms)}
     ingest = start_server("ingest", database_url=database, **FAST)
     start_server("relay", database_url=database, **env)
     consumer = start_server("consume", database_url=database, **env)
     docs = [await send(client, ingest) for _ in range(300)]
-    await wait_until(database, "SELECT count(*) >= 60 FROM handler_runs")
+    await wait_until(database, "SELECT count(*) >= 20 FROM handler_runs")
+    await wait_until(database, "SELECT count(*) >= 4 FROM jobs WHERE status = 'processing'")
     conn = await asyncpg.connect(database)
     locked = conn.transaction()
     await locked.start()
     await conn.execute("LOCK TABLE jobs IN EXCLUSIVE MODE")  # reads go on; outcomes wait
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # the handlers in hand finish; their outcomes can't be written
     killed_at = await conn.fetchval("SELECT clock_timestamp()")
     consumer.kill()
+    # its connections die with it, as a lost machine's do (PostgreSQL would otherwise finish
+    # a statement the dead process had sent, once the lock is gone)
+    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     await locked.rollback()
     start_server("consume", database_url=database, **env)
     await wait_for_jobs(database, [d["job_id"] for d in docs], ("succeeded",), timeout=90)
