@@ -34,8 +34,28 @@ class Signed:
 MIB = 1 << 20
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderDoc:
+    """A request header a source reads, as /openapi.json documents it."""
+
+    name: str
+    description: str
+    required: bool = False
+
+
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
 class Connector:
     name: ClassVar[str]
+    # What /openapi.json says of the source (generated from these; see http/openapi.py):
+    # a summary, the headers it reads, the body's JSON Schema and content types, and the
+    # schema of an answer given at once (Slack's url_verification challenge), if any.
+    summary: ClassVar[str] = ""
+    header_docs: ClassVar[tuple[HeaderDoc, ...]] = ()
+    body_schema: ClassVar[dict[str, Any]] = ANY_OBJECT
+    content_types: ClassVar[tuple[str, ...]] = ("application/json",)
+    direct_answer_schema: ClassVar[dict[str, Any] | None] = None
     # The largest body this source takes; None: HARDENING__MAX_BODY_BYTES.
     max_body_bytes: ClassVar[int | None] = MIB
     # The HMAC its keys use when not SHA-256 in hex (a tenant-defined source's); None: the

@@ -15,6 +15,7 @@ from msgspec import UNSET, UnsetType
 from relayforge.connectors.base import (
     MAX_IDENTIFIER,
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     header_identifier,
@@ -47,6 +48,16 @@ class GenericBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class GenericConnector(Connector):
     name = "generic"
+    summary = "Any HMAC signer: X-Signature over the body (or over '<id>.<body>')"
+    header_docs = (
+        HeaderDoc("X-Signature", "lowercase hex HMAC-SHA256 of the raw body, or of "
+                  "'<X-Signed-Event-Id>.<body>' when that header is sent", required=True),
+        HeaderDoc("X-Event-Id", "the provider's event id (dedup key); not covered by the "
+                  "signature"),
+        HeaderDoc("X-Signed-Event-Id", "the provider's event id, covered by the signature "
+                  "(instead of X-Event-Id)"),
+    )
+    body_schema = {"$ref": "#/components/schemas/GenericBody"}
     max_body_bytes = None  # HARDENING__MAX_BODY_BYTES
     evidence_headers = (b"content-type", b"user-agent", b"x-event-id", b"x-signed-event-id")
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 from relayforge.connectors.base import (
     MIB,
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     header_identifier,
@@ -27,6 +28,16 @@ FORM = b"application/x-www-form-urlencoded"
 
 class GitHubConnector(Connector):
     name = "github"
+    summary = "GitHub: X-Hub-Signature-256 over the body; JSON or a form's payload field"
+    header_docs = (
+        HeaderDoc("X-Hub-Signature-256", "sha256=<hex HMAC-SHA256 of the raw body>",
+                  required=True),
+        HeaderDoc("X-GitHub-Event", "the event type (else github.<action>)"),
+        HeaderDoc("X-GitHub-Delivery", "the delivery id (dedup key)"),
+    )
+    body_schema = {"type": "object", "properties": {"action": {"type": "string"}},
+                   "description": "the whole payload is the event's data"}
+    content_types = ("application/json", "application/x-www-form-urlencoded")
     max_body_bytes = 25 * MIB  # GitHub's own cap on a webhook payload
     evidence_headers = (b"content-type", b"user-agent", b"x-github-event", b"x-github-delivery",
                         b"x-github-hook-id")

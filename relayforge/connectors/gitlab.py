@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from relayforge.connectors.base import (
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     check_tolerance,
@@ -29,6 +30,15 @@ from relayforge.settings import Settings
 
 class GitLabConnector(Connector):
     name = "gitlab"
+    summary = "GitLab: X-Gitlab-Token (the secret token), or Standard Webhooks headers with a " \
+              "signing token"
+    header_docs = (
+        HeaderDoc("X-Gitlab-Token", "the secret token, compared in constant time"),
+        HeaderDoc("X-Gitlab-Event", "the event type (Push Hook)"),
+        HeaderDoc("Idempotency-Key", "the delivery id (dedup key); else X-Gitlab-Event-UUID"),
+        HeaderDoc("webhook-signature", "with a signing token: Standard Webhooks, as "
+                  "/webhooks/standard"),
+    )
     evidence_headers = (b"content-type", b"user-agent", b"x-gitlab-event", b"x-gitlab-event-uuid",
                         b"x-gitlab-instance", b"x-gitlab-webhook-uuid", b"idempotency-key",
                         b"webhook-id", b"webhook-timestamp")

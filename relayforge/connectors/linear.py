@@ -10,6 +10,7 @@ import orjson
 
 from relayforge.connectors.base import (
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     check_tolerance,
@@ -28,6 +29,14 @@ MAX_UNIX_MS = 2**53
 
 class LinearConnector(Connector):
     name = "linear"
+    summary = "Linear: Linear-Signature over the body; freshness from webhookTimestamp"
+    header_docs = (
+        HeaderDoc("Linear-Signature", "hex HMAC-SHA256 of the raw body", required=True),
+        HeaderDoc("Linear-Delivery", "the delivery id (dedup key)"),
+    )
+    body_schema = {"type": "object", "required": ["type", "action", "webhookTimestamp"],
+                   "properties": {"type": {"type": "string"}, "action": {"type": "string"},
+                                  "webhookTimestamp": {"type": "integer"}, "data": {}}}
     evidence_headers = (b"content-type", b"user-agent", b"linear-delivery", b"linear-event")
 
     def env_secret(self, settings: Settings) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from relayforge.connectors.base import (
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     check_tolerance,
@@ -27,6 +28,11 @@ MAX_PARTS = 16
 
 class PaddleConnector(Connector):
     name = "paddle"
+    summary = "Paddle: Paddle-Signature over '<ts>:<body>'"
+    header_docs = (HeaderDoc("Paddle-Signature", "ts=<unix>;h1=<hex>[;h1=...] over "
+                             "'<ts>:<body>'", required=True),)
+    body_schema = {"type": "object", "required": ["event_id", "event_type"], "properties": {
+        "event_id": {"type": "string"}, "event_type": {"type": "string"}, "data": {}}}
     evidence_headers = (b"content-type", b"user-agent")
 
     def env_secret(self, settings: Settings) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from relayforge.connectors.base import (
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     header_identifier,
@@ -24,6 +25,13 @@ from relayforge.settings import Settings
 
 class ShopifyConnector(Connector):
     name = "shopify"
+    summary = "Shopify: X-Shopify-Hmac-Sha256 (base64) over the body"
+    header_docs = (
+        HeaderDoc("X-Shopify-Hmac-Sha256", "base64 HMAC-SHA256 of the raw body", required=True),
+        HeaderDoc("X-Shopify-Topic", "the event type (orders/create)", required=True),
+        HeaderDoc("X-Shopify-Webhook-Id", "the delivery id (dedup key)"),
+        HeaderDoc("X-Shopify-Event-Id", "the event id, without a webhook id"),
+    )
     evidence_headers = (b"content-type", b"user-agent", b"x-shopify-topic",
                         b"x-shopify-shop-domain", b"x-shopify-webhook-id", b"x-shopify-event-id",
                         b"x-shopify-api-version", b"x-shopify-triggered-at")

@@ -18,6 +18,7 @@ import orjson
 
 from relayforge.connectors.base import (
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     check_tolerance,
@@ -39,6 +40,21 @@ MAX_CHALLENGE = 255
 
 class SlackConnector(Connector):
     name = "slack"
+    summary = "Slack: X-Slack-Signature over 'v0:<timestamp>:<body>'; url_verification " \
+              "answered with its challenge"
+    header_docs = (
+        HeaderDoc("X-Slack-Signature", "v0=<hex HMAC-SHA256 of 'v0:<timestamp>:<body>'>",
+                  required=True),
+        HeaderDoc("X-Slack-Request-Timestamp", "unix seconds, within the tolerance",
+                  required=True),
+    )
+    body_schema = {"type": "object", "properties": {
+        "type": {"type": "string"}, "challenge": {"type": "string"},
+        "event_id": {"type": "string"}, "event": {"type": "object"}},
+        "description": "Events API JSON; interactivity and slash commands as forms"}
+    content_types = ("application/json", "application/x-www-form-urlencoded")
+    direct_answer_schema = {"type": "object", "required": ["challenge"],
+                            "properties": {"challenge": {"type": "string"}}}
     evidence_headers = (b"content-type", b"user-agent", b"x-slack-request-timestamp",
                         b"x-slack-retry-num", b"x-slack-retry-reason")
 

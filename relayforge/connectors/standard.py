@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from relayforge.connectors.base import (
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     check_tolerance,
@@ -65,6 +66,17 @@ def verify_standard(headers: Headers, body: bytes, keys: Sequence[HmacSha256]) -
 
 class StandardWebhooksConnector(Connector):
     name = "standard"
+    summary = "Standard Webhooks (and Svix's svix-* names): webhook-signature over " \
+              "'<id>.<timestamp>.<body>'"
+    header_docs = (
+        HeaderDoc("webhook-id", "the message id (dedup key); or svix-id", required=True),
+        HeaderDoc("webhook-timestamp", "unix seconds, within the tolerance; or svix-timestamp",
+                  required=True),
+        HeaderDoc("webhook-signature", "v1,<base64> [v1,<base64> ...], keyed with the base64 "
+                  "part of whsec_...; or svix-signature", required=True),
+    )
+    body_schema = {"type": "object", "required": ["type"], "properties": {
+        "type": {"type": "string", "minLength": 1}, "data": {}}}
     evidence_headers = (b"content-type", b"user-agent", b"webhook-id", b"webhook-timestamp",
                         b"svix-id", b"svix-timestamp")
 

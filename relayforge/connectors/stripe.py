@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from relayforge.connectors.base import (
     Connector,
+    HeaderDoc,
     Headers,
     Signed,
     identifier,
@@ -24,6 +25,13 @@ MAX_UNIX = 2**53
 
 class StripeConnector(Connector):
     name = "stripe"
+    summary = "Stripe: Stripe-Signature over '<t>.<body>'; an event id is accepted once"
+    header_docs = (HeaderDoc("Stripe-Signature", "t=<unix>,v1=<hex>[,v1=...] over '<t>.<body>'",
+                             required=True),)
+    body_schema = {"type": "object", "required": ["id", "type"], "properties": {
+        "id": {"type": "string", "minLength": 1}, "type": {"type": "string", "minLength": 1},
+        "created": {"type": "integer"},
+        "data": {"type": "object", "properties": {"object": {}}}}}
     replay_protected = True
     evidence_headers = (b"content-type", b"user-agent")
 

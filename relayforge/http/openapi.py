@@ -1,5 +1,5 @@
 """/openapi.json (OpenAPI 3.0.3, built once: the admin API from its route table and models, the
-webhook routes by hand) and /docs/ (Swagger UI from the assets of the
+webhook routes from what each connector declares) and /docs/ (Swagger UI from the assets of the
 swagger-ui-bundle package: no CDN, works offline)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import orjson
 from blacksheep import Content, Request, Response
 
 from relayforge import __version__
-from relayforge.connectors import SOURCES
+from relayforge.connectors import CONNECTORS, SOURCES, Connector
 from relayforge.connectors.generic import GenericBody
 from relayforge.http.admin import ROUTES
 from relayforge.http.instrument import route_value
@@ -79,59 +79,65 @@ def _path_param(name: str) -> dict[str, Any]:
             "description": description}
 
 
-# ------------------------------------------------------------------------ written by hand
-# The webhook routes verify the raw body before anything parses it: no model can describe
-# the request, so their parameters and headers are written here.
+# ------------------------------------------------------------------ from the connectors
+# The webhook routes verify the raw body before anything parses it, so no model describes the
+# request: each connector declares its headers and body (relayforge/connectors), and each
+# built-in source gets its own path; {source} stands for a tenant's own sources.
 
-SIGNATURE_HEADERS = [
-    {"name": "X-Signature", "in": "header", "required": False,
-     "description": "generic: lowercase hex HMAC-SHA256 of the raw body",
-     "schema": {"type": "string"}},
-    {"name": "X-Event-Id", "in": "header", "required": False,
-     "description": "generic: the provider's event id (dedup key); not covered by the "
-                    "signature", "schema": {"type": "string"}},
-    {"name": "X-Signed-Event-Id", "in": "header", "required": False,
-     "description": "generic: the provider's event id, signed: X-Signature is then the HMAC of "
-                    "'<id>.<body>' (instead of X-Event-Id)", "schema": {"type": "string"}},
-    {"name": "X-Hub-Signature-256", "in": "header", "required": False,
-     "description": "github: sha256=<hex>", "schema": {"type": "string"}},
-    {"name": "X-GitHub-Event", "in": "header", "required": False, "schema": {"type": "string"}},
-    {"name": "X-GitHub-Delivery", "in": "header", "required": False, "schema": {"type": "string"}},
-    {"name": "Stripe-Signature", "in": "header", "required": False,
-     "description": "stripe: t=<unix>,v1=<hex>[,v1=...] over '<t>.<body>'",
-     "schema": {"type": "string"}},
-]
-STRIPE_PAYLOAD = {"type": "object", "required": ["id", "type"], "properties": {
-    "id": {"type": "string", "minLength": 1}, "type": {"type": "string", "minLength": 1},
-    "created": {"type": "integer"}, "data": {"type": "object", "properties": {"object": {}}}}}
-GITHUB_PAYLOAD = {"type": "object", "properties": {"action": {"type": "string"}},
-                  "description": "any object; type from X-GitHub-Event or github.<action>"}
+TENANT_HEADER = {"name": "X-Tenant-Id", "in": "header", "required": False,
+                 "description": "tenant UUID; absent: TENANT__DEFAULT_ID",
+                 "schema": {"type": "string", "format": "uuid"}}
+class _TenantSource(Connector):
+    """What the document says of a tenant-defined source (its definition says the rest)."""
+
+    name = "{source}"
+    summary = ("A tenant's own source: the headers its definition names (HMAC, token or basic "
+               "auth); the body is a JSON object")
 
 
-def _webhook_op(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "tags": ["webhooks"], "summary": summary,
-        "parameters": params + SIGNATURE_HEADERS + REQUEST_ID_PARAMS,
-        "requestBody": {"required": True, "content": {
-            JSON_CT: {"schema": {"oneOf": [_ref(GenericBody), STRIPE_PAYLOAD, GITHUB_PAYLOAD]}},
-            "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
-                "payload": {"type": "string", "description": "github: the JSON payload"}}}}}},
-        "responses": {
-            "202": _json(_ref(Accepted), "recorded (a duplicate returns the same job_id, deduped)"),
-            "400": _error("bad tenant id or payload", ["invalid_tenant", "invalid_payload"], True),
-            "401": _error("missing, invalid or stale signature",
-                          ["missing_signature", "invalid_signature", "stale_timestamp"], True),
-            "404": _error("unknown source", ["unknown_source"]),
-            "408": _error("the body did not arrive within SERVER__BODY_READ_TIMEOUT_MS",
-                          ["request_timeout"]),
-            "409": _error("Stripe event replayed for this tenant", ["replayed_event"], True),
-            "413": _error("body too large", ["payload_too_large"]),
-            "429": _error("rate limit or daily quota, or too many unverified requests from "
-                          "this address", ["rate_limited", "quota_exceeded"], retry_after=True),
-            "503": _error("database unavailable, or too many body bytes in flight: nothing "
-                          "recorded", ["unavailable", "overloaded"], retry_after=True),
-        },
+def _webhook_op(connector: Connector, params: list[dict[str, Any]]) -> dict[str, Any]:
+    headers = [{"name": h.name, "in": "header", "required": h.required,
+                "description": h.description, "schema": {"type": "string"}}
+               for h in connector.header_docs]
+    form = {"type": "object", "properties": {"payload": {
+        "type": "string", "description": "the JSON payload (or a slash command's fields)"}}}
+    responses: dict[str, Any] = {
+        "202": _json(_ref(Accepted), "recorded (a duplicate returns the same job_id, deduped)"),
+        "400": _error("bad tenant id or payload", ["invalid_tenant", "invalid_payload"], True),
+        "401": _error("missing, invalid or stale signature",
+                      ["missing_signature", "invalid_signature", "stale_timestamp"], True),
+        "404": _error("unknown source (or, for a tenant's own source, a signature that did "
+                      "not verify)", ["unknown_source"]),
+        "408": _error("the body did not arrive within SERVER__BODY_READ_TIMEOUT_MS",
+                      ["request_timeout"]),
+        "409": _error("an event replayed for this tenant (Stripe)", ["replayed_event"], True),
+        "413": _error("body too large", ["payload_too_large"]),
+        "429": _error("rate limit or daily quota, or too many unverified requests from "
+                      "this address", ["rate_limited", "quota_exceeded"], retry_after=True),
+        "503": _error("database unavailable, or too many body bytes in flight: nothing "
+                      "recorded", ["unavailable", "overloaded"], retry_after=True),
     }
+    if connector.direct_answer_schema is not None:
+        responses["200"] = _json(connector.direct_answer_schema,
+                                 "a signed handshake, answered at once (no job)")
+    return {
+        "tags": ["webhooks"], "summary": connector.summary,
+        "parameters": params + headers + REQUEST_ID_PARAMS,
+        "requestBody": {"required": True, "content": {
+            ct: {"schema": connector.body_schema if ct == JSON_CT else form}
+            for ct in connector.content_types}},
+        "responses": responses,
+    }
+
+
+def _webhook_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for name, connector in [*CONNECTORS.items(), ("{source}", _TenantSource())]:
+        source = [_path_param("source")] if name == "{source}" else []
+        paths[f"/webhooks/{name}"] = {"post": _webhook_op(connector, source + [TENANT_HEADER])}
+        paths[f"/tenants/{{tenant_id}}/webhooks/{name}"] = {
+            "post": _webhook_op(connector, [_path_param("tenant_id"), *source])}
+    return paths
 
 
 def _ops_paths() -> dict[str, Any]:
@@ -240,17 +246,7 @@ def build_spec() -> dict[str, Any]:
             types.add(route.ok[1])
     _, components = msgspec.json.schema_components(sorted(types, key=_name),
                                                    ref_template=REF)
-    paths: dict[str, Any] = {
-        "/webhooks/{source}": {"post": _webhook_op(
-            "Receive a webhook (tenant from X-Tenant-Id)",
-            [_path_param("source"), {"name": "X-Tenant-Id", "in": "header", "required": False,
-                                     "description": "tenant UUID; absent: TENANT__DEFAULT_ID",
-                                     "schema": {"type": "string", "format": "uuid"}}])},
-        "/tenants/{tenant_id}/webhooks/{source}": {"post": _webhook_op(
-            "Receive a webhook (tenant in the URL)",
-            [_path_param("tenant_id"), _path_param("source")])},
-        **_ops_paths(),
-    }
+    paths: dict[str, Any] = {**_webhook_paths(), **_ops_paths()}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _admin_op(route, components)
     for item in paths.values():

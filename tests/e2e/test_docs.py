@@ -10,10 +10,13 @@ import subprocess
 import pytest
 from openapi_spec_validator import validate
 
+from relayforge.connectors import SOURCES
 from relayforge.http.admin import ROUTES
 
 SERVED = {
     ("POST", "/webhooks/{source}"), ("POST", "/tenants/{tenant_id}/webhooks/{source}"),
+    *(("POST", f"/webhooks/{s}") for s in SOURCES),
+    *(("POST", f"/tenants/{{tenant_id}}/webhooks/{s}") for s in SOURCES),
     ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
     ("GET", "/docs"),
 } | {(r.method, r.path) for r in ROUTES}
@@ -26,10 +29,22 @@ async def test_openapi_is_valid_and_documents_every_route(client, ingest_server)
     validate(spec)
     documented = {(m.upper(), p) for p, item in spec["paths"].items() for m in item}
     assert documented == SERVED
-    webhook = spec["paths"]["/webhooks/{source}"]["post"]
-    headers = {p["name"] for p in webhook["parameters"] if p["in"] == "header"}
-    assert {"X-Tenant-Id", "X-Signature", "X-Hub-Signature-256", "Stripe-Signature"} <= headers
-    assert set(webhook["responses"]) >= {"202", "400", "401", "404", "409", "413", "429"}
+    # each of the nine sources documents its own signature headers, from its connector
+    for source, header in (("generic", "X-Signature"), ("github", "X-Hub-Signature-256"),
+                           ("stripe", "Stripe-Signature"), ("standard", "webhook-signature"),
+                           ("shopify", "X-Shopify-Hmac-Sha256"), ("slack", "X-Slack-Signature"),
+                           ("gitlab", "X-Gitlab-Token"), ("paddle", "Paddle-Signature"),
+                           ("linear", "Linear-Signature")):
+        for path in (f"/webhooks/{source}", f"/tenants/{{tenant_id}}/webhooks/{source}"):
+            webhook = spec["paths"][path]["post"]
+            headers = {p["name"] for p in webhook["parameters"] if p["in"] == "header"}
+            assert header in headers, (path, headers)
+            assert set(webhook["responses"]) >= {"202", "400", "401", "404", "409", "413",
+                                                 "429"}
+    slack = spec["paths"]["/webhooks/slack"]["post"]["responses"]["200"]
+    assert "challenge" in slack["content"]["application/json"]["schema"]["properties"]
+    tenant_source = spec["paths"]["/webhooks/{source}"]["post"]
+    assert "X-Tenant-Id" in {p["name"] for p in tenant_source["parameters"]}
 
 
 async def test_docs_redirects_and_serves_bundled_assets(client, ingest_server):
