@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.resources
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,8 +31,12 @@ from relayforge.http.models import (
     MAX_BULK,
     MAX_FILTER_LENGTH,
     ApiKeyCreate,
+    BulkReprocess,
+    JobsQuery,
     SecretPut,
     convert_text,
+    given,
+    instant,
 )
 from relayforge.http.routing import path_uuid
 from relayforge.jobs import JobStatus
@@ -162,14 +167,23 @@ def _uuid(value: str | None, what: str) -> uuid.UUID | None:
         raise BadRequest(f"{what} must be a UUID") from None
 
 
-def _time(value: str | None, what: str) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"{what} must be a date and time") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+JOB_FILTERS = ("status", "tenant_id", "source", "event_type", "provider_event_id", "since",
+               "until", "cursor")
+BULK_FILTERS = ("tenant_id", "source", "event_type")
+# what a browser's datetime-local field sends: minutes, no zone (read as UTC)
+_LOCAL_MINUTE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
+
+
+def _jobs_query(q: dict[str, str]) -> JobsQuery:
+    values = {k: v for k, v in q.items() if k in JOB_FILTERS}
+    for name in ("since", "until"):
+        if name in values and _LOCAL_MINUTE.fullmatch(values[name]):
+            values[name] += ":00Z"
+    return convert_text(values, JobsQuery, "query")
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else None
 
 
 def _text(value: str | None, what: str) -> str | None:
@@ -348,18 +362,14 @@ class Console:
     async def _job_list(self, request: Request, session: Session, dead: bool) -> Response:
         q = _query(request)
         here = "/console/dead-letters" if dead else "/console/jobs"
-        status = "dead_lettered" if dead else q.get("status")
-        if status and status not in JOB_STATES:
-            raise BadRequest("status: unknown")
+        f = _jobs_query(q)  # the admin API's query type: one set of bounds for both
         limit = PAGE
         jobs = await self._stores.jobs.list(
-            limit=limit, status=JobStatus(status) if status else None,
-            tenant_id=_uuid(q.get("tenant_id"), "tenant id"),
-            source=_lower_text(q.get("source"), "source"),
-            event_type=_text(q.get("event_type"), "event type"),
-            provider_event_id=_text(q.get("provider_event_id"), "provider event id"),
-            since=_time(q.get("since"), "since"), until=_time(q.get("until"), "until"),
-            cursor=_uuid(q.get("cursor"), "cursor"))
+            limit=limit, status=JobStatus.DEAD_LETTERED if dead else given(f.status),
+            tenant_id=given(f.tenant_id), source=_lower(given(f.source)),
+            event_type=given(f.event_type), provider_event_id=given(f.provider_event_id),
+            since=instant(given(f.since), "since"), until=instant(given(f.until), "until"),
+            cursor=given(f.cursor))
         filters = {k: v for k, v in q.items() if k != "cursor"}
         next_url = (f"{here}?{urlencode({**filters, 'cursor': str(jobs[-1].id)})}"
                     if len(jobs) == limit else None)
@@ -444,9 +454,11 @@ class Console:
         return _redirect(f"/console/jobs/{job_id}")
 
     def _bulk_filters(self, values: dict[str, str]) -> dict[str, Any]:
-        return {"tenant_id": _uuid(values.get("tenant_id"), "tenant id"),
-                "source": _lower_text(values.get("source"), "source"),
-                "event_type": _text(values.get("event_type"), "event type")}
+        """The admin API's bulk filter type, from a console form or query."""
+        f = convert_text({k: v for k, v in values.items() if k in BULK_FILTERS and v},
+                         BulkReprocess, "form")
+        return {"tenant_id": given(f.tenant_id), "source": _lower(given(f.source)),
+                "event_type": given(f.event_type)}
 
     async def confirm_bulk(self, request: Request, session: Session) -> Response:
         q = _query(request)
