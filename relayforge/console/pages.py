@@ -170,15 +170,16 @@ def _uuid(value: str | None, what: str) -> uuid.UUID | None:
 JOB_FILTERS = ("status", "tenant_id", "source", "event_type", "provider_event_id", "since",
                "until", "cursor")
 BULK_FILTERS = ("tenant_id", "source", "event_type")
-# what a browser's datetime-local field sends: minutes, no zone (read as UTC)
-_LOCAL_MINUTE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
+# what a browser's datetime-local field sends: no zone (read as UTC), seconds only if set
+_LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2})?")
 
 
 def _jobs_query(q: dict[str, str]) -> JobsQuery:
     values = {k: v for k, v in q.items() if k in JOB_FILTERS}
     for name in ("since", "until"):
-        if name in values and _LOCAL_MINUTE.fullmatch(values[name]):
-            values[name] += ":00Z"
+        local = _LOCAL_TIME.fullmatch(values.get(name, ""))
+        if local:
+            values[name] += "Z" if local.group(1) else ":00Z"
     return convert_text(values, JobsQuery, "query")
 
 
