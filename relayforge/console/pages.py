@@ -37,6 +37,7 @@ from relayforge.http.models import (
     convert_text,
     given,
     instant,
+    lower,
 )
 from relayforge.http.routing import path_uuid
 from relayforge.jobs import JobStatus
@@ -181,10 +182,6 @@ def _jobs_query(q: dict[str, str]) -> JobsQuery:
         if local:
             values[name] += "Z" if local.group(1) else ":00Z"
     return convert_text(values, JobsQuery, "query")
-
-
-def _lower(value: str | None) -> str | None:
-    return value.lower() if value else None
 
 
 def _text(value: str | None, what: str) -> str | None:
@@ -367,7 +364,7 @@ class Console:
         limit = PAGE
         jobs = await self._stores.jobs.list(
             limit=limit, status=JobStatus.DEAD_LETTERED if dead else given(f.status),
-            tenant_id=given(f.tenant_id), source=_lower(given(f.source)),
+            tenant_id=given(f.tenant_id), source=lower(given(f.source)),
             event_type=given(f.event_type), provider_event_id=given(f.provider_event_id),
             since=instant(given(f.since), "since"), until=instant(given(f.until), "until"),
             cursor=given(f.cursor))
@@ -458,7 +455,7 @@ class Console:
         """The admin API's bulk filter type, from a console form or query."""
         f = convert_text({k: v for k, v in values.items() if k in BULK_FILTERS and v},
                          BulkReprocess, "form")
-        return {"tenant_id": given(f.tenant_id), "source": _lower(given(f.source)),
+        return {"tenant_id": given(f.tenant_id), "source": lower(given(f.source)),
                 "event_type": given(f.event_type)}
 
     async def confirm_bulk(self, request: Request, session: Session) -> Response:

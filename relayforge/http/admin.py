@@ -28,6 +28,7 @@ from relayforge.http.models import (
     StatsQuery,
     given,
     instant,
+    lower,
     parse_query,
     read_model,
 )
@@ -113,10 +114,6 @@ ROUTES += destinations.ROUTES + sources.ROUTES
 AdminHandler = Callable[[Request, Actor], Awaitable[Response]]
 
 
-def _lower(value: str | None) -> str | None:
-    return value.lower() if value else None
-
-
 class AdminEndpoints:
     def __init__(self, settings: Settings, stores: Stores, cipher: SecretCipher,
                  unverified: UnverifiedBudget) -> None:
@@ -156,7 +153,7 @@ class AdminEndpoints:
         q = parse_query(query_string(request), JobsQuery)
         jobs = await self._stores.jobs.list(
             limit=q.limit, status=given(q.status), tenant_id=given(q.tenant_id),
-            source=_lower(given(q.source)), event_type=given(q.event_type),
+            source=lower(given(q.source)), event_type=given(q.event_type),
             cursor=given(q.cursor), provider_event_id=given(q.provider_event_id),
             since=instant(given(q.since), "since"), until=instant(given(q.until), "until"))
         return view_response(200, page(jobs, q.limit))
@@ -170,7 +167,7 @@ class AdminEndpoints:
     async def list_inbox(self, request: Request, actor: Actor) -> Response:
         q = parse_query(query_string(request), InboxQuery)
         rows = await self._stores.inbox.list(
-            limit=q.limit, tenant_id=given(q.tenant_id), source=_lower(given(q.source)),
+            limit=q.limit, tenant_id=given(q.tenant_id), source=lower(given(q.source)),
             accepted=given(q.accepted), cursor=given(q.cursor))
         return view_response(200, page(rows, q.limit))
 
@@ -198,7 +195,7 @@ class AdminEndpoints:
         body = await read_model(request, BulkReprocess)
         ids = await actions.reprocess_jobs(self._stores, self._settings, actor,
                                            tenant_id=given(body.tenant_id),
-                                           source=_lower(given(body.source)),
+                                           source=lower(given(body.source)),
                                            event_type=given(body.event_type), limit=body.limit)
         return view_response(202, BulkReprocessed(reprocessed=len(ids), job_ids=ids))
 

@@ -251,6 +251,11 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 T = TypeVar("T")
 
 
+def lower(value: str | None) -> str | None:
+    """A source filter as stored: source names are lower case."""
+    return value.lower() if value else None
+
+
 def given(value: T | UnsetType) -> T | None:
     """An optional field as None when it was not given."""
     return None if isinstance(value, UnsetType) else value

@@ -37,11 +37,15 @@ class TokenBucket:
             return math.inf
         return (1.0 - self.tokens) / self.rate
 
+    def _refilled(self, now: float) -> float:
+        """The tokens it would hold at `now` (take() does the same inline: it is per request)."""
+        return min(self.burst, self.tokens + (now - self.updated) * self.rate)
+
     def has_token(self, now: float) -> bool:
-        return min(self.burst, self.tokens + (now - self.updated) * self.rate) >= 1.0
+        return self._refilled(now) >= 1.0
 
     def is_full(self, now: float) -> bool:
-        return self.tokens + (now - self.updated) * self.rate >= self.burst
+        return self._refilled(now) >= self.burst
 
 
 class Buckets(Generic[K]):
@@ -72,8 +76,7 @@ class Buckets(Generic[K]):
         return bucket is None or bucket.has_token(time.monotonic())
 
     def _sweep(self, now: float) -> None:
-        self._buckets = {t: b for t, b in self._buckets.items()
-                         if b.tokens + (now - b.updated) * b.rate < b.burst}
+        self._buckets = {t: b for t, b in self._buckets.items() if not b.is_full(now)}
         self._next_sweep = now + self.sweep_seconds
 
     def __len__(self) -> int:
