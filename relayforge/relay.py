@@ -61,6 +61,7 @@ class Relay:
             try:
                 if self._release_claims:
                     await self._outbox.release_mine(owner=self._identity)
+                    await self._stores.deliveries.release_mine(owner=self._identity)
                     self._release_claims = False
                 await self._ensure_listener()
                 # Cleared before the claim: a NOTIFY that comes while this batch is published
@@ -126,7 +127,8 @@ class Relay:
         s = self._settings
         deliveries = self._stores.deliveries
         due = await deliveries.claim(limit=s.relay.batch_size,
-                                     lease_seconds=float(s.relay.claim_timeout_seconds))
+                                     lease_seconds=float(s.relay.claim_timeout_seconds),
+                                     owner=self._identity)
         if not due:
             return 0
         errors = await self._publish([messages.encode_delivery(d, s.amqp.routing_prefix)

@@ -213,9 +213,12 @@ class DeliveryStore(Store):
                                     [dest for _, dest in deliveries], max_attempts)
         return [r["id"] for r in rows]
 
-    async def claim(self, *, limit: int, lease_seconds: float) -> list[DueDelivery]:
-        rows = await self._db.fetch(Q["deliveries_claim"], limit, lease_seconds)
+    async def claim(self, *, limit: int, lease_seconds: float, owner: str) -> list[DueDelivery]:
+        rows = await self._db.fetch(Q["deliveries_claim"], limit, lease_seconds, owner)
         return [DueDelivery(**dict(r)) for r in rows]
+
+    async def release_mine(self, *, owner: str) -> None:
+        await self._db.execute(Q["deliveries_release_mine"], owner)
 
     async def mark_queued(self, *, attempts: Sequence[tuple[uuid.UUID, int]]) -> None:
         await self._db.execute(Q["deliveries_mark_queued"], [d for d, _ in attempts],

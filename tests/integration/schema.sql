@@ -21,6 +21,7 @@ console_sessions.key_hash text NOT NULL
 console_sessions.token_hash text NOT NULL
 deliveries.attempts integer NOT NULL DEFAULT 0
 deliveries.available_at timestamp with time zone NOT NULL DEFAULT now()
+deliveries.claimed_by text
 deliveries.claimed_until timestamp with time zone
 deliveries.created_at timestamp with time zone NOT NULL DEFAULT now()
 deliveries.destination_id uuid NOT NULL

@@ -189,6 +189,30 @@ async def test_a_relay_gives_back_its_own_claims_after_an_error(conn):
     assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-c")) == 1
 
 
+async def new_delivery(conn: asyncpg.Connection) -> uuid.UUID:
+    job_id, tenant_id = await new_job(conn), uuid.uuid4()
+    destination_id, delivery_id = new_id(), new_id()
+    await conn.execute(
+        "INSERT INTO destinations (id, tenant_id, url) VALUES ($1, $2, 'https://example.com/')",
+        destination_id, tenant_id)
+    await conn.execute(
+        "INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts) "
+        "VALUES ($1, $2, $3, $4, 3)", delivery_id, job_id, destination_id, tenant_id)
+    return delivery_id
+
+
+async def test_a_relay_gives_back_its_own_delivery_claims_after_an_error(conn):
+    deliveries = Stores(conn).deliveries
+    first, second = await new_delivery(conn), await new_delivery(conn)
+    [a] = await deliveries.claim(limit=1, lease_seconds=30.0, owner="relay-a")
+    [b] = await deliveries.claim(limit=1, lease_seconds=30.0, owner="relay-b")
+    assert {a.id, b.id} == {first, second}
+    await deliveries.release_mine(owner="relay-a")
+    # only a's delivery is claimable again; b's lease still holds
+    assert [d.id for d in await deliveries.claim(limit=10, lease_seconds=30.0,
+                                                 owner="relay-c")] == [a.id]
+
+
 async def test_relay_and_consumer_batches_never_deadlock(template_db):
     """The relay marks rows sent while consumers start and finish the same jobs (the delivery
     beat the confirm), each in multi-row statements, many at once: row locks are taken in id

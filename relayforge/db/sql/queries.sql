@@ -220,6 +220,12 @@ RETURNING j.id;
 UPDATE outbox_messages SET claimed_until = NULL, claimed_by = NULL
 WHERE claimed_by = $1 AND status = 'pending';
 
+-- name: deliveries_release_mine
+-- The same for the deliveries it claimed (a start or a deferral has cleared the claim of any
+-- that went through).
+UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
+WHERE claimed_by = $1 AND claimed_until IS NOT NULL AND status IN ('pending', 'retrying');
+
 -- name: pipeline_lag
 -- What /metrics shows of the pipeline, in one cheap statement (partial and status indexes):
 -- the outbox backlog and its oldest row's age, the jobs waiting in each open state and the age
@@ -628,9 +634,9 @@ WHERE j.id = $2
 RETURNING id, destination_id;
 
 -- name: deliveries_claim
--- For the relay: deliveries whose next message is due, leased as outbox rows are.
+-- For the relay: deliveries whose next message is due, leased (and owned) as outbox rows are.
 UPDATE deliveries x
-SET claimed_until = now() + make_interval(secs => $2)
+SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3
 FROM (
     SELECT id FROM deliveries
     WHERE status IN ('pending', 'retrying') AND available_at <= now()
