@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -220,3 +221,23 @@ class CpuAccount:
         rest = us["machine"] - sum(v for name, v in us.items() if name != "machine")
         return (f"{us['machine']:.0f} µs of busy CPU per {unit} on the machine: "
                 + ", ".join(parts) + f", load generator and the rest {rest:.0f}")
+
+
+def echo_server(port: int) -> subprocess.Popen[bytes]:
+    """The bare app (echo_app.py) on Granian, one worker: the ingest benchmark's ceiling and
+    the delivery benchmarks' receiver."""
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
+         "--workers", "1", "--host", "127.0.0.1", "--port", str(port), "--no-log",
+         "echo_app:app"], cwd=ROOT / "bench", stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/webhooks/generic", content=b"{}", timeout=1)
+            return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the echo app did not start")

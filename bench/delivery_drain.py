@@ -1,40 +1,51 @@
-"""Delivery drain: deliveries/s to a local receiver that answers 200 at once, next to the
-jobs/s of the default handler alone, in the same run.
+"""Delivery drain: deliveries/s to one destination, next to a bare HTTP client POSTing the same
+bodies to the same receiver in the same run; and the provider → receiver latency at 500/s.
 
-    .venv/bin/python bench/delivery_drain.py                 # 5,000 events each
-    .venv/bin/python bench/delivery_drain.py --events 2000
+    .venv/bin/python bench/delivery_drain.py                  # 5,000 events, both settings
+    .venv/bin/python bench/delivery_drain.py --events 2000 --latency-seconds 10
 
-Both phases record EVENTS webhooks with an ingest-only process first, then start one `relay`
-and one `consume` process (default settings) and time the drain from the first success to the
-last, read from the database. Baseline: the tenant has no destination (each event is one job).
-Relayforge: the tenant has one destination (max_concurrency 64) on a local aiohttp receiver, so
-each event is a job plus a delivery (a second message through RabbitMQ, a signed HTTP POST,
-its outcome and attempt log written). The figure is deliveries/s; the ratio is over jobs/s.
+The receiver is the bare BlackSheep app on Granian (echo_app.py), answering 202 at once.
+
+Drain: EVENTS signed 1 KiB generic webhooks for one tenant with one destination are recorded by an
+ingest-only process; then one `relay` and one `consume` process start (default settings) and the
+figure is the deliveries/s from the first success to the last, read from the database. It runs
+twice: the destination at its defaults (`max_concurrency` from DESTINATIONS__MAX_CONCURRENCY),
+then with `max_concurrency: 64`. Baseline, in the same run: a bare aiohttp client process POSTing
+the same number of 1 KiB bodies, signed with HMAC-SHA256 per request, 64 in flight.
+
+Latency: mode `all` on RabbitMQ, webhooks offered at 500/s for LATENCY_SECONDS, each carrying the
+time it was sent (data.sent_at); the receiver keeps the time from then to its arrival (p50, p99).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
+import statistics
 import subprocess
 import sys
 import time
+import uuid
 
-from common import Servers, broker_topology, database, progress, report, unique
-from pipeline_drain import fill, watch
+import httpx
+import orjson
+from common import SECRET, Servers, broker_topology, database, echo_server, progress, report, unique
+from pipeline_drain import fill
 
 from tests import support
 
 TENANT = "00000000-0000-0000-0000-000000000000"  # the default tenant (no X-Tenant-Id)
-RECEIVER = """
-from aiohttp import web
-async def ok(request):
-    await request.read()
-    return web.Response(text="ok")
-app = web.Application()
-app.router.add_post("/hook", ok)
-web.run_app(app, host="127.0.0.1", port={port}, access_log=None, print=None)
-"""
+BODY_BYTES = 1024
+IN_FLIGHT = 64
+
+
+def add_destination(ingest_url: str, url: str, **fields: object) -> None:
+    r = httpx.post(f"{ingest_url}/admin/tenants/{TENANT}/destinations",
+                   headers={"Authorization": f"Bearer {support.ADMIN_KEY}"},
+                   json={"url": url, **fields})
+    assert r.status_code == 201, r.text
 
 
 async def watch_deliveries(database_url: str, events: int, timeout: float) -> float:
@@ -60,42 +71,136 @@ async def watch_deliveries(database_url: str, events: int, timeout: float) -> fl
     return float(count / max((last - first).total_seconds(), 1e-6))
 
 
-def drain(events: int, with_destination: bool) -> float:
+def drain(events: int, receiver: str, **destination: object) -> float:
     prefix = unique("rf.bench.delivery")
-    port = support.free_port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER.format(port=port)])
-    try:
-        with broker_topology(prefix) as names, database() as url, \
-                Servers(url, **names, DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true") as servers:
-            ingest = servers.start("ingest")
-            if with_destination:
-                import httpx
+    with broker_topology(prefix) as names, database() as url, \
+            Servers(url, **names, DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true") as servers:
+        ingest = servers.start("ingest")
+        add_destination(ingest.url, receiver, **destination)
+        asyncio.run(fill(ingest.url, events, body_bytes=BODY_BYTES))
+        ingest.stop()
+        servers.start("relay")
+        servers.start("consume")
+        return asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60))
 
-                r = httpx.post(f"{ingest.url}/admin/tenants/{TENANT}/destinations",
-                               headers={"Authorization": f"Bearer {support.ADMIN_KEY}"},
-                               json={"url": f"http://127.0.0.1:{port}/hook",
-                                     "max_concurrency": 64})
-                assert r.status_code == 201, r.text
-            asyncio.run(fill(ingest.url, events))
-            ingest.stop()
-            servers.start("relay")
-            servers.start("consume")
-            if with_destination:
-                return asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60))
-            return asyncio.run(watch(url, events, timeout=events / 10 + 60))[0]
-    finally:
-        receiver.terminate()
-        receiver.wait()
+
+# ----------------------------------------------------------------------------- the baseline
+
+async def bare_client(url: str, requests: int) -> float:
+    """POST `requests` signed 1 KiB bodies, IN_FLIGHT at a time; requests/s."""
+    import aiohttp
+
+    key = b"bench-destination-secret"
+    left = iter(range(requests))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        for _ in left:
+            message_id = uuid.uuid4().hex
+            body = orjson.dumps({"id": message_id, "pad": "x" * (BODY_BYTES - 50)})
+            timestamp = str(int(time.time()))
+            signature = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body,
+                                 hashlib.sha256).hexdigest()
+            async with session.post(url, data=body, headers={
+                    "content-type": "application/json", "webhook-id": message_id,
+                    "webhook-timestamp": timestamp, "webhook-signature": f"v1,{signature}"}) as r:
+                await r.read()
+                assert r.status == 202, r.status
+
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(IN_FLIGHT)))
+        return requests / (time.perf_counter() - started)
+
+
+def bare_rate(url: str, requests: int) -> float:
+    """In its own process, as the consume process is."""
+    out = subprocess.run([sys.executable, __file__, "--bare-client", url, "--events",
+                          str(requests)], check=True, capture_output=True, text=True,
+                         timeout=requests / 20 + 60)
+    return float(out.stdout.strip())
+
+
+# ------------------------------------------------------------------------------- latency
+
+async def offer(ingest_url: str, rate: int, seconds: float) -> int:
+    """Signed generic webhooks at `rate`/s (open loop), each with its `sent_at`."""
+    import aiohttp
+
+    total = int(rate * seconds)
+    tasks = []
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            body = orjson.dumps({"event": "bench.latency",
+                                 "data": {"id": uuid.uuid4().hex, "sent_at": time.time()}})
+            sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            async with session.post(f"{ingest_url}/webhooks/generic", data=body,
+                                    headers={"X-Signature": sig}) as r:
+                assert r.status == 202, await r.text()
+
+        started = time.perf_counter()
+        for i in range(total):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return total
+
+
+def latency(receiver_port: int, rate: int, seconds: float) -> tuple[float, float]:
+    """p50 and p99, in ms, from the provider's request to the receiver's arrival."""
+    prefix = unique("rf.bench.latency")
+    receiver = f"http://127.0.0.1:{receiver_port}/timed"
+    with broker_topology(prefix) as names, database() as url, \
+            Servers(url, **names, DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true") as servers:
+        server = servers.start("all")
+        add_destination(server.url, receiver, payload="raw")
+        total = asyncio.run(offer(server.url, rate, seconds))
+        deadline = time.monotonic() + 60
+        while True:
+            delays = httpx.get(receiver).json()
+            progress("latency: delivered", len(delays), total)
+            if len(delays) >= total or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+    if len(delays) < total:
+        raise SystemExit(f"only {len(delays)} of {total} events arrived within 60 s")
+    cuts = statistics.quantiles([d * 1000 for d in delays], n=100)
+    return cuts[49], cuts[98]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--latency-rate", type=int, default=500)
+    parser.add_argument("--bare-client", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    jobs_rate = drain(args.events, with_destination=False)
-    deliveries_rate = drain(args.events, with_destination=True)
-    report(f"delivery drain, {args.events:,} events", deliveries_rate, jobs_rate,
-           "jobs alone (default handler)", "per second", target=None)
+    if args.bare_client:
+        print(asyncio.run(bare_client(args.bare_client, args.events)))
+        return
+    port = support.free_port()
+    echo = echo_server(port)
+    receiver = f"http://127.0.0.1:{port}/webhooks/destination"
+    try:
+        for label, destination in (("defaults", {}), ("max_concurrency 64",
+                                                     {"max_concurrency": 64})):
+            ours = drain(args.events, receiver, **destination)
+            bare = bare_rate(receiver, args.events)
+            report(f"delivery drain, {args.events:,} events, {label}", ours, bare,
+                   f"bare aiohttp client ({IN_FLIGHT} in flight)", "per second",
+                   target=0.25 if not destination else 0.4)
+        if args.latency_seconds > 0:
+            p50, p99 = latency(port, args.latency_rate, args.latency_seconds)
+            print(f"provider -> receiver at {args.latency_rate}/s for "
+                  f"{args.latency_seconds:.0f} s (mode all, RabbitMQ): p50 {p50:.1f} ms, "
+                  f"p99 {p99:.1f} ms (target p50 < 30 ms, p99 < 250 ms)")
+    finally:
+        echo.terminate()
+        echo.wait()
 
 
 if __name__ == "__main__":

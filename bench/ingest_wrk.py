@@ -22,9 +22,7 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from common import (
     Servers,
     chart,
     database,
+    echo_server,
     next_run,
     process_tree,
     progress,
@@ -117,22 +116,6 @@ class PeakRss:
                 kib = re.search(r"VmRSS:\s+(\d+) kB", status)
                 if kib:
                     self.peak_mib = max(self.peak_mib, int(kib.group(1)) / 1024)
-
-
-def echo_server(port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
-         "--workers", "1", "--host", "127.0.0.1", "--port", str(port), "--no-log",
-         "echo_app:app"], cwd=BENCH, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            import httpx
-
-            httpx.post(f"http://127.0.0.1:{port}/webhooks/generic", content=b"{}", timeout=1)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit("the echo app did not start")
 
 
 def sweep(url: str, label: str, bodies_file: Path, steps: list[int]) -> list[WrkResult]:

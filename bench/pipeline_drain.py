@@ -38,7 +38,8 @@ from common import (
 OUT = ROOT / "bench" / "out"
 
 
-async def fill(url: str, jobs: int) -> None:
+async def fill(url: str, jobs: int, body_bytes: int = 0) -> None:
+    """Record `jobs` signed generic webhooks, 64 at a time; bodies padded to `body_bytes`."""
     import httpx
 
     done = 0
@@ -47,6 +48,8 @@ async def fill(url: str, jobs: int) -> None:
         nonlocal done
         for _ in range(n):
             body = b'{"event":"bench.drain","data":{"id":"%s"}}' % uuid.uuid4().hex.encode()
+            if len(body) < body_bytes:
+                body = body[:-2] + b',"pad":"%s"}}' % (b"x" * (body_bytes - len(body) - 9))
             sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
             r = await client.post(f"{url}/webhooks/generic", content=body,
                                   headers={"X-Signature": sig})
