@@ -1,8 +1,8 @@
 """Broker → handler → state transition.
 
 `Consumer` takes the broker's messages, each in one of WORKER__CONCURRENCY slots, and hands
-each to what it names: a job's attempt to `JobRunner`, a delivery's attempt to the
-destinations' DeliveryWorker; both record outcomes through one OutcomeWriter.
+each to what it names: a job's attempt to `JobRunner`, a delivery's attempt to its
+destination's lane in the DeliveryWorker (which also takes the deliveries a job fans out).
 
 Each job message names a job and the attempt it starts. `job_start` moves the job to `processing`
 only if that is exactly its next attempt, so a duplicate or late message is acknowledged and
@@ -85,7 +85,7 @@ class Consumer:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._jobs.close()
-        await self._deliveries.close()
+        await self._deliveries.close(grace_seconds)
 
     async def handle(self, message: IncomingMessage) -> None:
         task = asyncio.current_task()
@@ -114,7 +114,7 @@ class Consumer:
             return
         if isinstance(decoded, messages.DeliveryMessage):
             log_context.job_id.set(None)
-            await self._deliveries.handle(message, decoded, self._outcomes.write)
+            await self._deliveries.handle(message, decoded)
         else:
             await self._jobs.handle(message, decoded)
 

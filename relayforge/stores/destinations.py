@@ -50,6 +50,24 @@ class Gate:
 
 
 @dataclass(frozen=True, slots=True)
+class NewDelivery:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    destination_id: uuid.UUID
+    tenant_id: uuid.UUID
+    headers: str  # JSON: the trace context and correlation id it carries
+    take: str  # by the consumer that fans it out: "started" now, "claimed" for later, or "left"
+
+
+@dataclass(frozen=True, slots=True)
+class FannedOut:
+    id: uuid.UUID
+    destination_id: uuid.UUID
+    claimed: bool
+    started: StartedDelivery | None  # its first attempt, begun by the fan-out
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     circuit: str
     consecutive_failures: int
@@ -79,6 +97,8 @@ class StartedDelivery:
     timeout_ms: int
     headers_nonce: bytes | None
     headers_ciphertext: bytes | None
+    max_concurrency: int | None
+    rate_limit_per_second: float | None
     source: str
     event_type: str
     event: bytes
@@ -89,9 +109,20 @@ class StartedDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishedAttempt:
+    delivery_id: uuid.UUID
+    attempt: int
+    outcome: Outcome
+    started_at: dt.datetime
+    duration_ms: float
+    status_code: int | None
+    response_body: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
-    recorded: bool  # False: a later attempt had started (this outcome no longer stands)
-    recovered: bool  # this success closed the destination's circuit or reset its failures
+    recorded: set[uuid.UUID]  # the deliveries whose outcome stands (no later attempt started)
+    recovered: set[uuid.UUID]  # destinations whose circuit a success closed (or failures reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +186,6 @@ class DestinationStore(Store):
         return [_destination(r) for r in await self._db.fetch(Q["destinations_list"], tenant_id,
                                                               None)]
 
-    async def for_fan_out(self, *, tenant_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
-        rows = await self._db.fetch(Q["destinations_for_fan_out"], tenant_id)
-        return [(r["id"], r["filter_json"]) for r in rows]
-
     async def update(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID,
                      fields: DestinationFields) -> bool:
         f = fields
@@ -197,14 +224,18 @@ class DestinationStore(Store):
 
 
 class DeliveryStore(Store):
-    async def fan_out(self, *, job_id: uuid.UUID, tenant_id: uuid.UUID,
-                      deliveries: Sequence[tuple[uuid.UUID, uuid.UUID]], max_attempts: int,
-                      headers: str) -> int:
-        """Insert (delivery id, destination id) pairs once per (job, destination)."""
-        rows = await self._db.fetch(Q["deliveries_fan_out"], [d for d, _ in deliveries], job_id,
-                                    tenant_id, max_attempts, headers,
-                                    [dest for _, dest in deliveries])
-        return len(rows)
+    async def fan_out(self, *, deliveries: Sequence[NewDelivery], max_attempts: int,
+                      claim_seconds: float) -> list[FannedOut]:
+        """Insert each delivery once per (job, destination); the new ones. A started or claimed
+        delivery is left to its consumer for `claim_seconds`."""
+        rows = await self._db.fetch(
+            Q["deliveries_fan_out"], [d.id for d in deliveries], [d.job_id for d in deliveries],
+            [d.destination_id for d in deliveries], [d.tenant_id for d in deliveries],
+            [d.headers for d in deliveries], [d.take for d in deliveries], max_attempts,
+            claim_seconds)
+        return [FannedOut(r["id"], r["destination_id"], r["claimed"], StartedDelivery(**{
+            k: v for k, v in r.items() if k not in ("claimed", "started")})
+            if r["started"] else None) for r in rows]
 
     async def redeliver(self, *, job_id: uuid.UUID,
                         deliveries: Sequence[tuple[uuid.UUID, uuid.UUID]],
@@ -235,24 +266,28 @@ class DeliveryStore(Store):
         return await self._db.fetchval(Q["delivery_defer"], delivery_id, attempt,
                                        until) is not None
 
-    async def start(self, *, delivery_id: uuid.UUID, attempt: int, lease_seconds: float
-                    ) -> StartedDelivery | None:
-        row = await self._db.fetchrow(Q["delivery_start"], delivery_id, attempt, lease_seconds)
-        return None if row is None else StartedDelivery(**dict(row))
+    async def start_many(self, *, attempts: Sequence[tuple[uuid.UUID, int]],
+                         lease_seconds: float, closed_only: bool) -> list[StartedDelivery]:
+        """Start each (delivery, attempt) that is its delivery's next attempt; with
+        `closed_only`, only those whose destination is enabled with its circuit closed."""
+        rows = await self._db.fetch(Q["deliveries_start"], [d for d, _ in attempts],
+                                    [a for _, a in attempts], lease_seconds, closed_only)
+        return [StartedDelivery(**dict(r)) for r in rows]
 
     async def state(self, *, delivery_id: uuid.UUID) -> tuple[str, int] | None:
         row = await self._db.fetchrow(Q["delivery_state"], delivery_id)
         return None if row is None else (row["status"], row["attempts"])
 
-    async def finish(self, *, delivery_id: uuid.UUID, destination_id: uuid.UUID, attempt: int,
-                     outcome: Outcome, started_at: dt.datetime, duration_ms: float,
-                     status_code: int | None, response_body: str | None) -> Finished:
-        """Record the attempt's outcome and its log entry (and a success's recovery)."""
+    async def finish_many(self, attempts: Sequence[FinishedAttempt]) -> Finished:
+        """Record the attempts' outcomes and their log entries (and successes' recoveries)."""
+        a = attempts
         row = await self._db.fetchrow(
-            Q["delivery_finish"], delivery_id, attempt, outcome.status, outcome.error,
-            outcome.delay_seconds, started_at, duration_ms, status_code, response_body,
-            destination_id)
-        return Finished(row["recorded"], row["recovered"])
+            Q["deliveries_finish"], [x.delivery_id for x in a], [x.attempt for x in a],
+            [x.outcome.status for x in a], [x.outcome.error for x in a],
+            [x.outcome.delay_seconds for x in a], [x.started_at for x in a],
+            [x.duration_ms for x in a], [x.status_code for x in a],
+            [x.response_body for x in a])
+        return Finished(set(row["recorded"] or ()), set(row["recovered"] or ()))
 
     async def recover_expired(self, *, limit: int) -> int:
         return len(await self._db.fetch(Q["deliveries_recover_expired"], limit))

@@ -25,7 +25,7 @@ class StartedJob:
     max_attempts: int
     correlation_id: str | None
     trace_context: str
-    has_destinations: bool = False  # its tenant has an enabled destination (fan-out needed)
+    destinations: str | None = None  # its tenant's enabled destinations (JSON), for fan-out
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,6 +366,43 @@ async def test_max_concurrency_and_rate_limit_are_honoured(client, server, recei
     assert stamps[-1] - stamps[0] >= 1.9, stamps
 
 
+def counter(metrics: str, name: str) -> float:
+    """A counter's value in a /metrics text (0 before its first increment)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+async def test_a_busy_destination_s_deliveries_wait_in_the_consumer_not_the_broker(
+        client, start_server, receiver, names):
+    """Twelve deliveries to a destination with two request slots and a slow answer: every one
+    waits for its slot in the consumer (none deferred through the table), at most two requests
+    at once, and the first attempts go out without a message of their own: the relay published
+    the twelve jobs and nothing else. Meanwhile another tenant's destination keeps its pace."""
+    prefix = f"{names}.lanes"
+    receiver.scripts["/busy"] = lambda n, _: Reply(200, delay=0.3)
+    server = start_server("all", **amqp_env(prefix), **SETTINGS)
+    try:
+        busy_tenant, other_tenant = new_tenant(), new_tenant()
+        await create(client, server, busy_tenant, url=f"{receiver.url}/busy", max_concurrency=2)
+        await create(client, server, other_tenant, url=f"{receiver.url}/other")
+        for i in range(12):
+            await send(client, server, busy_tenant, data={"n": i})
+        started = time.monotonic()
+        for i in range(12):
+            await send(client, server, other_tenant, data={"n": i})
+        await receiver.wait_for("/other", 12)
+        assert time.monotonic() - started < 5  # not behind the busy one's 1.8 s of answers
+        busy = await receiver.wait_for("/busy", 12)
+        assert receiver.most_active["/busy"] <= 2
+        assert len({r.headers["webhook-id"] for r in busy}) == 12
+        metrics = (await client.get(f"{server.url}/metrics")).text
+        assert counter(metrics, "deliveries_total") > 0, metrics  # the name is right
+        assert counter(metrics, 'deliveries_total{outcome="deferred"}') == 0
+        assert counter(metrics, "outbox_published_total") == 24  # the jobs only
+    finally:
+        await delete_topology(prefix)
+
+
 async def test_a_hanging_destination_does_not_slow_a_healthy_one(client, server, receiver):
     receiver.scripts["/hangs"] = lambda n, _: Reply(200, delay=30)
     tenant = new_tenant()

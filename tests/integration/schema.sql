@@ -42,6 +42,22 @@ delivery_attempts.error text
 delivery_attempts.response_body text
 delivery_attempts.started_at timestamp with time zone NOT NULL
 delivery_attempts.status_code integer
+delivery_requests.body bytea
+delivery_requests.content_type text
+delivery_requests.destination_id uuid
+delivery_requests.event bytea
+delivery_requests.event_type text
+delivery_requests.headers_ciphertext bytea
+delivery_requests.headers_nonce bytea
+delivery_requests.job_id uuid
+delivery_requests.max_concurrency integer
+delivery_requests.payload text
+delivery_requests.rate_limit_per_second double precision
+delivery_requests.secret_ciphertexts ARRAY
+delivery_requests.secret_nonces ARRAY
+delivery_requests.source text
+delivery_requests.timeout_ms integer
+delivery_requests.url text
 destination_secrets.ciphertext bytea NOT NULL
 destination_secrets.created_at timestamp with time zone NOT NULL DEFAULT now()
 destination_secrets.destination_id uuid NOT NULL
@@ -226,7 +242,7 @@ CREATE UNIQUE INDEX tenant_sources_pkey ON public.tenant_sources USING btree (te
 CREATE UNIQUE INDEX webhook_inbox_pkey ON public.webhook_inbox USING btree (id)
 
 -- triggers
-CREATE TRIGGER deliveries_notify AFTER INSERT ON public.deliveries FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
+CREATE TRIGGER deliveries_notify AFTER INSERT ON public.deliveries REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION relayforge_deliveries_notify()
 CREATE TRIGGER outbox_messages_notify AFTER INSERT ON public.outbox_messages FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
 CREATE TRIGGER tenant_provider_secrets_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_provider_secrets FOR EACH STATEMENT EXECUTE FUNCTION relayforge_secrets_notify()
 CREATE TRIGGER tenant_sources_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_sources FOR EACH ROW EXECUTE FUNCTION relayforge_sources_notify()
@@ -248,6 +264,16 @@ ingest_row.13 correlation_id text
 ingest_row.14 trace_context text
 
 -- functions
+CREATE OR REPLACE FUNCTION public.relayforge_deliveries_notify()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF EXISTS (SELECT 1 FROM inserted WHERE claimed_until IS NULL) THEN
+        PERFORM pg_notify('relayforge_outbox', '');
+    END IF;
+    RETURN NULL;
+END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_outbox_notify()
  RETURNS trigger
  LANGUAGE plpgsql

@@ -304,8 +304,12 @@ WHERE j.id = m.id AND locked.id = j.id
   AND j.attempts < j.max_attempts
 RETURNING j.id, j.tenant_id, j.source, j.event, j.attempts, j.max_attempts, j.correlation_id,
           j.trace_context::text AS trace_context,
-          EXISTS (SELECT 1 FROM destinations d WHERE d.tenant_id = j.tenant_id AND d.enabled)
-              AS has_destinations;
+          -- what fan-out needs, read here (nothing more for tenants without destinations)
+          (SELECT jsonb_agg(jsonb_build_object(
+                      'id', d.id, 'filter', d.filter::text, 'max_concurrency', d.max_concurrency,
+                      'rate_limit_per_second', d.rate_limit_per_second, 'circuit', d.circuit))
+           FROM destinations d WHERE d.tenant_id = j.tenant_id AND d.enabled)::text
+              AS destinations;
 
 -- name: job_event
 SELECT event FROM jobs WHERE id = $1;
@@ -529,10 +533,6 @@ SELECT d.*, d.filter::text AS filter_json,
 FROM destinations d WHERE d.tenant_id = $1 AND ($2::uuid IS NULL OR d.id = $2)
 ORDER BY d.created_at, d.id;
 
--- name: destinations_for_fan_out
--- The enabled destinations of a tenant, with their filters.
-SELECT id, filter::text AS filter_json FROM destinations WHERE tenant_id = $1 AND enabled;
-
 -- name: destination_update
 -- NULL leaves a field as it is ($14: a list of fields to set to NULL). Enabling again clears the
 -- reason it was disabled and closes its circuit.
@@ -616,13 +616,33 @@ RETURNING x.id;
 -- ============================================================================== deliveries
 
 -- name: deliveries_fan_out
--- One delivery per matching destination of the job's event; fan-out runs on every attempt of
--- the job, and the unique index keeps it to one.
-INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts, headers)
-SELECT id, $2, destination_id, $3, $4, $5::jsonb
-FROM unnest($1::uuid[], $6::uuid[]) AS m(id, destination_id)
-ON CONFLICT (job_id, destination_id) WHERE NOT redelivery DO NOTHING
-RETURNING id;
+-- One delivery per matching destination of a job's event, for the jobs a consumer started at
+-- once; fan-out runs on every attempt of a job, and the unique index keeps it to one. The
+-- consumer attempts some itself ($6): 'started' ones at once (their first attempt begins here,
+-- leased for $8 seconds, and what their requests need comes back), 'claimed' ones when it has
+-- room (the relay leaves them alone for $8 seconds unless the consumer dies); 'left' ones go
+-- through the relay.
+WITH made AS (
+    INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts, headers,
+                            claimed_until, status, attempts, lease_expires_at)
+    SELECT id, job_id, destination_id, tenant_id, $7, headers::jsonb,
+           CASE WHEN take = 'claimed' THEN now() + make_interval(secs => $8) END,
+           CASE WHEN take = 'started' THEN 'processing' ELSE 'pending' END,
+           CASE WHEN take = 'started' THEN 1 ELSE 0 END,
+           CASE WHEN take = 'started' THEN now() + make_interval(secs => $8) END
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[])
+        AS m(id, job_id, destination_id, tenant_id, headers, take)
+    ON CONFLICT (job_id, destination_id) WHERE NOT redelivery DO NOTHING
+    RETURNING *
+)
+SELECT s.id, s.destination_id, s.claimed_until IS NOT NULL AS claimed,
+       s.status = 'processing' AS started, s.job_id, s.tenant_id, s.attempts, s.max_attempts,
+       s.headers::text AS headers, r.url, r.payload, r.timeout_ms, r.headers_nonce,
+       r.headers_ciphertext, r.max_concurrency, r.rate_limit_per_second, r.source,
+       r.event_type, r.event, r.body, r.content_type, r.secret_nonces, r.secret_ciphertexts
+FROM made s
+LEFT JOIN delivery_requests r
+    ON s.status = 'processing' AND r.destination_id = s.destination_id AND r.job_id = s.job_id;
 
 -- name: deliveries_redeliver
 -- New deliveries of an earlier event (history replayed into a destination, e.g. one created
@@ -676,63 +696,85 @@ SET status = 'retrying', available_at = $3, claimed_until = NULL, updated_at = n
 WHERE id = $1 AND attempts = $2 - 1 AND status IN ('pending', 'queued', 'retrying')
 RETURNING id;
 
--- name: delivery_start
--- The only way into `processing`, as for jobs: exactly the delivery's next attempt. Returns all
--- the request needs: the destination, the event, the original body and its content type.
-WITH started AS (
-    UPDATE deliveries
-    SET status = 'processing', attempts = attempts + 1, updated_at = now(), claimed_until = NULL,
-        lease_expires_at = now() + make_interval(secs => $3)
-    WHERE id = $1 AND attempts = $2 - 1 AND status IN ('pending', 'queued', 'retrying')
-      AND attempts < max_attempts
-    RETURNING *
+-- name: deliveries_start
+-- The only way into `processing`, as for jobs: exactly each delivery's next attempt ($1 ids,
+-- $2 attempts, as many as a consumer starts at once; rows locked in id order). With $4 only
+-- where the destination is enabled and its circuit closed (the common case, without a gate);
+-- the others are left for the gate. Returns all the requests need: the destination and its
+-- limits, the event, the original body and its content type.
+WITH m AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
+),
+locked AS (
+    SELECT x.id FROM deliveries x WHERE x.id IN (SELECT id FROM m) ORDER BY x.id FOR UPDATE
+),
+started AS (
+    UPDATE deliveries x
+    SET status = 'processing', attempts = x.attempts + 1, updated_at = now(),
+        claimed_until = NULL, lease_expires_at = now() + make_interval(secs => $3)
+    FROM m, locked, destinations d
+    WHERE x.id = m.id AND locked.id = x.id AND x.attempts = m.attempt - 1
+      AND x.status IN ('pending', 'queued', 'retrying') AND x.attempts < x.max_attempts
+      AND d.id = x.destination_id AND (NOT $4 OR (d.enabled AND d.circuit = 'closed'))
+    RETURNING x.*
 )
 SELECT s.id, s.job_id, s.destination_id, s.tenant_id, s.attempts, s.max_attempts,
-       s.headers::text AS headers, d.url, d.payload, d.timeout_ms, d.headers_nonce,
-       d.headers_ciphertext, j.source, j.event_type, j.event, i.body,
-       i.headers ->> 'content-type' AS content_type,
-       -- the signing secrets: the current one and those whose overlap hasn't ended
-       ARRAY(SELECT k.nonce FROM destination_secrets k WHERE k.destination_id = d.id
-             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
-           AS secret_nonces,
-       ARRAY(SELECT k.ciphertext FROM destination_secrets k WHERE k.destination_id = d.id
-             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
-           AS secret_ciphertexts
+       s.headers::text AS headers, r.url, r.payload, r.timeout_ms, r.headers_nonce,
+       r.headers_ciphertext, r.max_concurrency, r.rate_limit_per_second, r.source,
+       r.event_type, r.event, r.body, r.content_type, r.secret_nonces, r.secret_ciphertexts
 FROM started s
-JOIN destinations d ON d.id = s.destination_id
-JOIN jobs j ON j.id = s.job_id
-LEFT JOIN webhook_inbox i ON i.id = j.first_inbox_id;
+JOIN delivery_requests r ON r.destination_id = s.destination_id AND r.job_id = s.job_id;
 
 -- name: delivery_state
 SELECT status, attempts, max_attempts FROM deliveries WHERE id = $1;
 
--- name: delivery_finish
--- An attempt's outcome and its log entry, together. $3: succeeded | retrying | dead_lettered;
--- a retry goes out after $5 seconds. The outcome stands while no later attempt has started.
--- A success also resets its destination's failure count and closes its circuit ($10).
-WITH moved AS (
-    UPDATE deliveries
-    SET status = $3, last_error = $4, lease_expires_at = NULL, updated_at = now(),
-        available_at = now() + make_interval(secs => $5)
-    WHERE id = $1 AND attempts = $2 AND status = 'processing'
-    RETURNING id
+-- name: deliveries_finish
+-- Attempts' outcomes and their log entries, together, for as many as a consumer finished at
+-- once. Each: succeeded | retrying | dead_lettered; a retry goes out after its delay. An
+-- outcome stands while no later attempt has started. A success also resets its destination's
+-- failure count and closes its circuit. Rows are locked in id order, as everywhere.
+WITH m AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::float8[],
+                         $6::timestamptz[], $7::float8[], $8::int[], $9::text[])
+        AS m(id, attempt, status, error, delay, started_at, duration_ms, status_code,
+             response_body)
+),
+locked AS (
+    SELECT x.id FROM deliveries x WHERE x.id IN (SELECT id FROM m) ORDER BY x.id FOR UPDATE
+),
+moved AS (
+    UPDATE deliveries x
+    SET status = m.status, last_error = m.error, lease_expires_at = NULL, updated_at = now(),
+        available_at = now() + make_interval(secs => m.delay)
+    FROM m, locked
+    WHERE x.id = m.id AND locked.id = x.id AND x.attempts = m.attempt
+      AND x.status = 'processing'
+    RETURNING x.id, x.destination_id, m.status
 ),
 logged AS (
     INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code,
                                    error, response_body)
-    SELECT $1, $2, $6, $7, $8, $4, $9 FROM moved
+    SELECT m.id, m.attempt, m.started_at, m.duration_ms, m.status_code, m.error,
+           m.response_body
+    FROM m JOIN moved USING (id)
     ON CONFLICT (delivery_id, attempt) DO NOTHING
     RETURNING delivery_id
 ),
+recovering AS (
+    SELECT d.id FROM destinations d
+    WHERE d.id IN (SELECT destination_id FROM moved WHERE status = 'succeeded')
+      AND (d.consecutive_failures > 0 OR d.circuit = 'open')
+    ORDER BY d.id FOR UPDATE
+),
 recovered AS (
-    UPDATE destinations
+    UPDATE destinations d
     SET consecutive_failures = 0, failing_since = NULL, circuit = 'closed',
         circuit_opened_at = NULL, next_probe_at = NULL
-    WHERE id = $10 AND $3 = 'succeeded' AND (consecutive_failures > 0 OR circuit = 'open')
-    RETURNING circuit
+    FROM recovering r WHERE d.id = r.id
+    RETURNING d.id
 )
-SELECT EXISTS (SELECT 1 FROM logged) AS recorded,
-       EXISTS (SELECT 1 FROM recovered) AS recovered;
+SELECT (SELECT array_agg(delivery_id) FROM logged) AS recorded,
+       (SELECT array_agg(id) FROM recovered) AS recovered;
 
 -- name: deliveries_recover_expired
 -- Deliveries whose consumer died mid-attempt: the attempt counts; retried or dead-lettered.

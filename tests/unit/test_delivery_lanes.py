@@ -1,0 +1,77 @@
+"""A destination's lane in a consume process: its request slots are handed out in arrival
+order, never more than `max_concurrency` at once, also when the limit changes or a waiting
+attempt is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+
+from relayforge.destinations.worker import _Lane
+
+
+async def test_slots_never_exceed_the_limit_and_go_in_arrival_order():
+    lane = _Lane(2, None)
+    order: list[int] = []
+    most = 0
+
+    async def request(n: int) -> None:
+        nonlocal most
+        await lane.slot()
+        order.append(n)
+        most = max(most, lane.sending)
+        await asyncio.sleep(0.01)
+        lane.free()
+
+    await asyncio.gather(*(request(n) for n in range(10)))
+    assert most == 2
+    assert order == list(range(10))
+    assert lane.sending == 0 and not lane.senders
+
+
+async def test_a_lowered_limit_holds_back_until_the_requests_out_have_ended():
+    lane = _Lane(3, None)
+    for _ in range(3):
+        await lane.slot()
+    waiting = asyncio.ensure_future(lane.slot())
+    await asyncio.sleep(0)
+    lane.set_limits(1, None)
+    lane.free()
+    lane.free()
+    await asyncio.sleep(0)
+    assert not waiting.done() and lane.sending == 1  # 1 out: at the new limit
+    lane.free()
+    await asyncio.sleep(0)
+    assert waiting.done() and lane.sending == 1
+
+
+async def test_a_cancelled_waiter_is_passed_over_and_its_slot_not_lost():
+    lane = _Lane(1, None)
+    await lane.slot()
+    cancelled = asyncio.ensure_future(lane.slot())
+    after = asyncio.ensure_future(lane.slot())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    lane.free()
+    await asyncio.sleep(0)
+    assert after.done() and lane.sending == 1
+    lane.free()
+    assert lane.sending == 0
+
+
+async def test_a_waiter_cancelled_after_its_slot_was_handed_over_gives_it_back():
+    lane = _Lane(1, None)
+    await lane.slot()
+    handed = asyncio.ensure_future(lane.slot())
+    await asyncio.sleep(0)
+    lane.free()  # the slot passes to `handed`, which is cancelled before it runs
+    handed.cancel()
+    await asyncio.gather(handed, return_exceptions=True)
+    assert lane.sending == 0
+
+
+def test_an_idle_lane_with_a_full_bucket_can_be_forgotten():
+    lane = _Lane(2, 5.0)
+    assert lane.idle()
+    assert lane.bucket is not None and lane.bucket.take() == 0.0
+    assert not lane.idle()  # a token spent: forgetting it would reset the rate
