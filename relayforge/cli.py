@@ -347,6 +347,25 @@ def cmd_jobs_reprocess(args: argparse.Namespace) -> None:
     print(f"{len(ids)} job(s) scheduled again" + "".join(f"\n{i}" for i in ids))
 
 
+def cmd_retention_run(args: argparse.Namespace) -> None:
+    """Prune now what RETENTION__* allows (the relay does it hourly); --dry-run only counts."""
+    from relayforge.upkeep import Upkeep
+
+    settings = _settings()
+    url, _ = _database_url(settings)
+    deleted = asyncio.run(_with_stores(url, lambda stores: Upkeep(stores, settings).prune(
+        dry_run=args.dry_run)))
+    if deleted is None:
+        print("relayforge: another process is pruning; nothing done", file=sys.stderr)
+        raise SystemExit(1)
+    verb = "would delete" if args.dry_run else "deleted"
+    r = settings.retention
+    print(f"retention (inbox {r.inbox_days} d, jobs {r.jobs_days} d, outbox {r.outbox_days} d, "
+          f"audit {r.audit_days} d): {verb}")
+    for table, rows in deleted.items():
+        print(f"  {table:<26} {rows:>10,} rows")
+
+
 def main(argv: list[str] | None = None) -> None:
     from relayforge import __version__
 
@@ -400,6 +419,13 @@ def main(argv: list[str] | None = None) -> None:
     again.add_argument("--event-type", help="only jobs of this event type")
     again.add_argument("--limit", type=int, default=100, help="jobs at most (bulk)")
     again.set_defaults(func=cmd_jobs_reprocess)
+
+    retention = sub.add_parser("retention", help="retention (RETENTION__*_DAYS)").add_subparsers(
+        dest="retention", required=True, parser_class=_Parser)
+    run = retention.add_parser("run", help="delete now what retention allows")
+    run.add_argument("--dry-run", action="store_true",
+                     help="count what would be deleted, delete nothing (rolled back)")
+    run.set_defaults(func=cmd_retention_run)
 
     args = parser.parse_args(argv)
     args.func(args)

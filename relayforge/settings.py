@@ -371,6 +371,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("WORKER__LEASE_SECONDS: must exceed WORKER__JOB_TIMEOUT_SECONDS")
     if s.worker.prefetch < 1 or s.worker.concurrency < 1:
         raise ConfigError("WORKER__PREFETCH: prefetch and concurrency must be at least 1")
+    for f in fields(RetentionSettings):
+        if getattr(s.retention, f.name) < 1:
+            raise ConfigError(f"RETENTION__{f.name.upper()}: must be at least 1 (0 would delete "
+                              "every row at the next prune)")
     if s.production:
         _validate_production(s)
 

@@ -82,7 +82,30 @@ class Upkeep:
             log.warning("queued deliveries had no message; published again",
                         extra={"count": deliveries})
 
-    async def prune(self) -> None:
+    async def prune(self, dry_run: bool = False) -> dict[str, int] | None:
+        """Delete what RETENTION__* allows, in one transaction under the retention lock; rows
+        deleted per table (a dry run counts them and rolls back), None while another process
+        prunes. Each table's count is logged and counted."""
         r = self._settings.retention
-        await self._stores.retention.prune(inbox_days=r.inbox_days, jobs_days=r.jobs_days,
-                                           outbox_days=r.outbox_days, audit_days=r.audit_days)
+        deleted: dict[str, int] | None = None
+        try:
+            async with self._stores.transaction() as tx:
+                if not await tx.retention.lock():
+                    return None
+                deleted = await tx.retention.prune(
+                    inbox_days=r.inbox_days, jobs_days=r.jobs_days, outbox_days=r.outbox_days,
+                    audit_days=r.audit_days)
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            return deleted
+        assert deleted is not None
+        for table, rows in deleted.items():
+            if rows:
+                metrics.child(metrics.RETENTION_DELETED, table).inc(rows)
+                log.info("retention deleted rows", extra={"table": table, "rows": rows})
+        return deleted
+
+
+class _DryRun(Exception):
+    """Rolls a dry run's transaction back."""

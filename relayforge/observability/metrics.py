@@ -108,6 +108,8 @@ DELIVERIES_OLDEST_WAITING_AGE = Gauge(
 CONSOLE_CSP_VIOLATIONS = Counter(
     "console_csp_violations_total", "Content-Security-Policy violations the console was told of")
 JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
+RETENTION_DELETED = Counter("retention_deleted_rows_total",
+                            "Rows retention deleted (RETENTION__*_DAYS), by table", ["table"])
 JOBS_REPUBLISHED = Counter(
     "jobs_republished_total",
     "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")

@@ -120,3 +120,22 @@ def test_cli_prints_one_line_for_bad_config():
         "relayforge: configuration error: SERVER__PORT: invalid value 'abc': "
         "invalid literal for int() with base 10: 'abc'"
     ]
+
+
+@pytest.mark.parametrize("var", ["RETENTION__INBOX_DAYS", "RETENTION__JOBS_DAYS",
+                                 "RETENTION__OUTBOX_DAYS", "RETENTION__AUDIT_DAYS"])
+def test_a_retention_of_zero_days_stops_the_start_in_one_line(var):
+    """0 days would delete every row at the next prune (it once emptied the inbox in 70 s)."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    with pytest.raises(ConfigError, match=f"{var}: must be at least 1"):
+        load_settings({var: "0"})
+    out = subprocess.run([sys.executable, "-m", "relayforge", "serve"], cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", var: "0"}, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"relayforge: configuration error: {var}: must be at least 1 (0 would delete every row "
+        "at the next prune)"]

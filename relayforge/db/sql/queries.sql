@@ -424,6 +424,11 @@ RETURNING job_id;
 
 ------------------------------------------------------------------------------------- retention
 
+-- name: retention_lock
+-- One process prunes at a time: a lock held until the pruning transaction ends (the key is
+-- the project's own: 'relayforge.retention').
+SELECT pg_try_advisory_xact_lock(hashtext('relayforge.retention'));
+
 -- name: prune_inbox
 DELETE FROM webhook_inbox WHERE received_at < now() - make_interval(days => $1);
 
