@@ -1,8 +1,8 @@
--- A consumer now claims the deliveries it fans out and attempts them itself; only deliveries
--- left for the relay (unclaimed) wake it.
+-- A consumer now starts or claims the deliveries it fans out and attempts them itself; only
+-- deliveries left for the relay (pending, unclaimed) wake it.
 CREATE FUNCTION relayforge_deliveries_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM inserted WHERE claimed_until IS NULL) THEN
+    IF EXISTS (SELECT 1 FROM inserted WHERE status = 'pending' AND claimed_until IS NULL) THEN
         PERFORM pg_notify('relayforge_outbox', '');
     END IF;
     RETURN NULL;

@@ -269,7 +269,7 @@ CREATE OR REPLACE FUNCTION public.relayforge_deliveries_notify()
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    IF EXISTS (SELECT 1 FROM inserted WHERE claimed_until IS NULL) THEN
+    IF EXISTS (SELECT 1 FROM inserted WHERE status = 'pending' AND claimed_until IS NULL) THEN
         PERFORM pg_notify('relayforge_outbox', '');
     END IF;
     RETURN NULL;

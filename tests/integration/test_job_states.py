@@ -249,3 +249,48 @@ async def test_relay_and_consumer_batches_never_deadlock(template_db):
     finally:
         await pool.close()
         await drop_database(name)
+
+
+async def test_fan_out_and_job_batches_never_deadlock(template_db):
+    """A consumer's fan-out inserts (each delivery's foreign key locks its job) run beside the
+    batches that start and finish the same jobs, many at once, the jobs of each batch in
+    random order: every statement takes its job locks in id order, so none deadlocks."""
+    import asyncio
+
+    from relayforge.stores.destinations import NewDelivery
+
+    name, url = await create_database(template_db)
+    pool = await asyncpg.create_pool(url, min_size=6, max_size=6)
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    try:
+        async with pool.acquire() as conn:
+            before = await conn.fetchval(deadlocks)
+            ids = [await new_job(conn, max_attempts=1000) for _ in range(120)]
+            destination, tenant = new_id(), uuid.uuid4()
+            await conn.execute("INSERT INTO destinations (id, tenant_id, url) "
+                               "VALUES ($1, $2, 'https://example.com/')", destination, tenant)
+        stores = Stores(pool)
+        rng = random.Random(11)
+        for round_ in range(1, 31):
+            def chunks() -> list[list[uuid.UUID]]:
+                shuffled = rng.sample(ids, len(ids))
+                return [shuffled[i::3] for i in range(3)]
+
+            await asyncio.gather(
+                *(stores.deliveries.fan_out(deliveries=[
+                    NewDelivery(new_id(), j, destination, tenant, "{}", "claimed")
+                    for j in chunk], max_attempts=3, claim_seconds=30.0) for chunk in chunks()),
+                *(stores.jobs.succeed_many(attempts=[(j, round_) for j in chunk])
+                  for chunk in chunks()),
+            )
+            async with pool.acquire() as conn:  # back to processing, the next attempt's
+                await conn.execute("DELETE FROM deliveries")
+                await conn.execute("UPDATE jobs SET status = 'processing', "
+                                   "attempts = attempts + 1")
+        await asyncio.sleep(1.0)  # a backend reports its counters within a second of idling
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            assert await conn.fetchval(deadlocks) == before, "PostgreSQL broke a deadlock"
+    finally:
+        await pool.close()
+        await drop_database(name)

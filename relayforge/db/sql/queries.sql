@@ -637,6 +637,7 @@ WITH made AS (
            CASE WHEN take = 'started' THEN now() + make_interval(secs => $8) END
     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[])
         AS m(id, job_id, destination_id, tenant_id, headers, take)
+    ORDER BY job_id  -- each row's foreign key locks its job: in id order, as everywhere
     ON CONFLICT (job_id, destination_id) WHERE NOT redelivery DO NOTHING
     RETURNING *
 )
