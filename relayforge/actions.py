@@ -26,6 +26,7 @@ from relayforge.stores import Stores
 from relayforge.stores.destinations import DestinationFields
 
 MAX_OVERLAP_SECONDS = 31_536_000  # a year: how long a previous secret may stay valid
+MAX_BULK, DEFAULT_BULK = 1000, 100  # jobs or deliveries one bulk reprocess takes at most
 
 
 class AuditAction(enum.StrEnum):

@@ -309,7 +309,21 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors are one line and exit 2, never a traceback."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"relayforge: {self.prog.removeprefix('relayforge ')}: {message}\n")
+        command = self.prog.removeprefix("relayforge").strip()
+        self.exit(2, f"relayforge: {command + ': ' if command else ''}{message}\n")
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An integer argument within [low, high], as the admin API bounds the same field."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value[:32]!r}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{number} is not between {low} and {high}")
+        return number
+    return parse
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -405,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     set_.add_argument("--tenant", type=_uuid, required=True, help="tenant UUID")
     set_.add_argument("--provider", choices=SOURCES, required=True)
     set_.add_argument("--secret", help="the secret (read from stdin when absent)")
-    set_.add_argument("--previous-expires-in", type=int, default=86400,
+    set_.add_argument("--previous-expires-in", type=_bounded(0, actions.MAX_OVERLAP_SECONDS),
+                      default=86400,
                       help="seconds the previous secrets stay valid")
     set_.set_defaults(func=cmd_secrets_set)
 
@@ -417,7 +432,8 @@ def main(argv: list[str] | None = None) -> None:
     again.add_argument("--tenant", type=_uuid, help="only this tenant's jobs")
     again.add_argument("--source", help="only this source's jobs")
     again.add_argument("--event-type", help="only jobs of this event type")
-    again.add_argument("--limit", type=int, default=100, help="jobs at most (bulk)")
+    again.add_argument("--limit", type=_bounded(1, actions.MAX_BULK), default=actions.DEFAULT_BULK,
+                       help="jobs at most (bulk)")
     again.set_defaults(func=cmd_jobs_reprocess)
 
     retention = sub.add_parser("retention", help="retention (RETENTION__*_DAYS)").add_subparsers(

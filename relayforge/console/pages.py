@@ -28,7 +28,6 @@ from relayforge.events import has_control
 from relayforge.http.bodies import read_body
 from relayforge.http.instrument import client_address, query_string, route_value
 from relayforge.http.models import (
-    MAX_BULK,
     MAX_FILTER_LENGTH,
     ApiKeyCreate,
     BulkReprocess,
@@ -463,13 +462,13 @@ class Console:
         count = await self._stores.jobs.dead_lettered_count(**self._bulk_filters(q))
         filters = {k: v for k, v in q.items() if k in ("tenant_id", "source", "event_type")}
         return self._render(200, "confirm.html", session, "/console/dead-letters",
-                            title="Confirm", count=count, limit=MAX_BULK, filters=filters,
+                            title="Confirm", count=count, limit=actions.MAX_BULK, filters=filters,
                             extra=self._settings.worker.max_attempts)
 
     async def reprocess_bulk(self, request: Request, session: Session) -> Response:
         form = await self._form_of(request)
         ids = await actions.reprocess_jobs(self._stores, self._settings, session.actor,
-                                   limit=MAX_BULK, **self._bulk_filters(form))
+                                   limit=actions.MAX_BULK, **self._bulk_filters(form))
         return self._render(202, "message.html", session, "/console/dead-letters",
                             title="Reprocessing", kind="notice",
                             message=f"{len(ids)} job(s) are being reprocessed.",

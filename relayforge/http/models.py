@@ -18,7 +18,7 @@ import msgspec.inspect
 from blacksheep import Request
 from msgspec import UNSET, Meta, UnsetType
 
-from relayforge.actions import MAX_OVERLAP_SECONDS
+from relayforge.actions import DEFAULT_BULK, MAX_BULK, MAX_OVERLAP_SECONDS
 from relayforge.deliveries import DeliveryStatus
 from relayforge.errors import BadRequest
 from relayforge.http.bodies import read_body
@@ -27,8 +27,6 @@ from relayforge.roles import Role
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
-MAX_BULK = 1000
-DEFAULT_BULK = 100
 MAX_ADMIN_BODY = 65536
 MAX_SECRET_LENGTH = 1024
 DEFAULT_OVERLAP_SECONDS = 86_400

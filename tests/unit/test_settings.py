@@ -139,3 +139,29 @@ def test_a_retention_of_zero_days_stops_the_start_in_one_line(var):
     assert out.stderr.strip().splitlines() == [
         f"relayforge: configuration error: {var}: must be at least 1 (0 would delete every row "
         "at the next prune)"]
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["nosuch"], "relayforge: argument command: invalid choice: 'nosuch' (choose from "),
+    (["jobs", "reprocess", "--limit", "-5"],
+     "relayforge: jobs reprocess: argument --limit: -5 is not between 1 and 1000"),
+    (["jobs", "reprocess", "--limit", "abc"],
+     "relayforge: jobs reprocess: argument --limit: not an integer: 'abc'"),
+    (["secrets", "set", "--tenant", "00000000-0000-0000-0000-000000000000", "--provider",
+      "generic", "--previous-expires-in", "-10", "x"],
+     "relayforge: secrets set: argument --previous-expires-in: -10 is not between 0 and "
+     "31536000"),
+])
+def test_cli_refuses_bad_arguments_in_one_line_before_touching_the_database(argv, line):
+    """Bounded as the admin API bounds the same fields; no traceback, exit 2."""
+    import subprocess
+    import sys
+
+    from tests.support import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "relayforge", *argv], cwd=ROOT,
+                         env={"PATH": "/usr/bin:/bin", "DATABASE__URL": "postgresql://nowhere/x"},
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    [printed] = out.stderr.strip().splitlines()
+    assert printed.startswith(line), printed
