@@ -79,6 +79,9 @@ class Consumer:
     async def stop(self, grace_seconds: float) -> None:
         """Stop taking messages, then let the ones in hand finish within the grace period."""
         await self._broker.stop_consuming()
+        log.info("draining", extra={"jobs": len(self._inflight),
+                                    "deliveries": self._deliveries.under_way(),
+                                    "grace_seconds": grace_seconds})
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=grace_seconds)
             for task in pending:  # unfinished: their messages requeue, their leases recover them

@@ -246,6 +246,10 @@ class DeliveryWorker:
         await self._finishes.close()
         await self._client.close()
 
+    def under_way(self) -> int:
+        """Deliveries in hand: attempts under way and those waiting in lanes."""
+        return len(self._attempts) + sum(len(lane.waiting) for lane in self._lanes.values())
+
     # ------------------------------------------------------------------------------ fan-out
 
     async def fan_out(self, job: StartedJob, event: DomainEvent, carrier: dict[str, str]) -> int:

@@ -161,7 +161,7 @@ async def test_broker_closing_connections_loses_nothing(client, start_server, da
 
 async def test_sigterm_lets_jobs_in_hand_finish(client, start_server, database, names):
     env = {**names, **FAST, **RECORDING, "TEST_HANDLER_SLEEP": "1.0", "WORKER__CONCURRENCY": "4",
-           "WORKER__PREFETCH": "4"}
+           "WORKER__PREFETCH": "4", "LOG__LEVEL": "INFO"}
     ingest = start_server("ingest", database_url=database, **FAST)
     start_server("relay", database_url=database, **env)
     consumer = start_server("consume", database_url=database, **env)
@@ -174,6 +174,9 @@ async def test_sigterm_lets_jobs_in_hand_finish(client, start_server, database, 
     await conn.close()
     assert in_hand == 0, "a job was left processing by a graceful stop"
     assert finished >= 2
+    [draining] = [orjson.loads(line) for line in consumer.log().splitlines()
+                  if '"message":"draining"' in line]
+    assert draining["jobs"] >= 2 and draining["grace_seconds"] > 0, draining
     start_server("consume", database_url=database, **env)
     rows = await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
     assert all(r["attempts"] == 1 for r in rows)  # nothing needed a lease recovery
