@@ -28,11 +28,18 @@ class OpsEndpoints:
             uptime_seconds=round(time.monotonic() - self._started, 3)))
 
     async def readyz(self, request: Request) -> Response:
-        results = await asyncio.gather(*(self._run(c) for c in self._checks.values()))
+        results = await self._check_all()
         ready = all(c.status == "ok" for c in results)
         return view_response(200 if ready else 503, Ready(
             status="ready" if ready else "not_ready",
             checks=dict(zip(self._checks, results, strict=True))))
+
+    async def _check_all(self) -> list[Check]:
+        """Every readiness check, also kept in `readiness_check_ok` for alerting."""
+        results = await asyncio.gather(*(self._run(c) for c in self._checks.values()))
+        for name, result in zip(self._checks, results, strict=True):
+            metrics.child(metrics.READINESS, name).set(1 if result.status == "ok" else 0)
+        return list(results)
 
     @staticmethod
     async def _run(check: ReadinessCheck) -> Check:
@@ -46,5 +53,6 @@ class OpsEndpoints:
     async def metrics(self, request: Request) -> Response:
         if self._before_metrics is not None:
             await self._before_metrics()
+        await self._check_all()  # a process that is up but not ready is seen by Prometheus too
         body, content_type = metrics.render()
         return Response(200, None, Content(content_type.encode(), body))

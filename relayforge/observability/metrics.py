@@ -96,6 +96,9 @@ DELIVERY_DURATION = Histogram(
     "delivery_duration_seconds", "The HTTP call of one delivery attempt",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+READINESS = Gauge("readiness_check_ok",
+                  "1 while a readiness check passes, 0 while it fails (run on every scrape)",
+                  ["check"], multiprocess_mode="min")
 DESTINATIONS_CIRCUIT_OPEN = Gauge(
     "destinations_circuit_open", "Enabled destinations whose circuit is open (read on scrape)",
     multiprocess_mode="max")

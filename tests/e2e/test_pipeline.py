@@ -176,6 +176,10 @@ async def test_readyz_checks_database_and_broker(client, pipeline):
     r = await client.get(f"{pipeline.url}/readyz")
     assert r.status_code == 200
     assert set(r.json()["checks"]) == {"database", "broker"}
+    # the same checks, for Prometheus, on every scrape (RelayforgeNotReady)
+    metrics = (await client.get(f"{pipeline.url}/metrics")).text.splitlines()
+    assert sorted(line for line in metrics if line.startswith("readiness_check_ok{")) == [
+        'readiness_check_ok{check="broker"} 1.0', 'readiness_check_ok{check="database"} 1.0']
 
 
 async def test_in_process_broker_quick_start_carries_jobs_to_the_end(client, start_server):

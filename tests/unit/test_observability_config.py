@@ -59,6 +59,16 @@ def test_every_alert_has_a_runbook_section():
             assert rule["annotations"]["runbook"] == f"runbook.md#{rule['alert'].lower()}"
 
 
+def test_every_alert_has_a_promtool_test_case():
+    """CI runs `promtool test rules` on these cases; an alert without one is untested."""
+    alerts = yaml.safe_load((OBS / "prometheus" / "alerts.yml").read_text())
+    cases = yaml.safe_load((OBS / "prometheus" / "alerts_test.yml").read_text())
+    tested = {t["alertname"] for case in cases["tests"] for t in case.get("alert_rule_test", [])
+              if t.get("exp_alerts")}  # a case that expects it to fire, not only silence
+    names = {rule["alert"] for group in alerts["groups"] for rule in group["rules"]}
+    assert names <= tested, names - tested
+
+
 def test_stack_files_parse():
     for path in [*OBS.rglob("*.yml"), *OBS.rglob("*.yaml"), ROOT / "docker-compose.yml"]:
         assert yaml.safe_load(path.read_text()) is not None, path
