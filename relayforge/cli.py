@@ -13,14 +13,16 @@ import asyncio
 import logging
 import os
 import sys
+import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 
 from relayforge import actions, kernels
 from relayforge.connectors import SOURCES
+from relayforge.errors import one_line
 from relayforge.observability import logging as log_setup
 from relayforge.roles import CLI, Role
 from relayforge.settings import (
@@ -99,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     os.environ["RELAYFORGE_MODE"] = args.mode
     if settings.server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
+    _wait_for_database(url)
     if settings.database.migrate_on_start:
         _migrate(url)
     _check_master_key(url, settings)
@@ -107,6 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print(f"relayforge: configuration error: AMQP__URL: required in mode {args.mode}",
               file=sys.stderr)
         raise SystemExit(2)
+    if settings.amqp.url and args.mode != "ingest":
+        _wait_for_broker(settings.amqp.url)
     handlers_error = _handlers_error(settings) if "consume" in MODES[args.mode] else None
     if handlers_error:  # a bad handler target stops the start before it listens
         print(f"relayforge: configuration error: {handlers_error}", file=sys.stderr)
@@ -147,6 +152,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     settings = _settings()
     log_setup.configure(settings.log.level, settings.log.json)
     url, _ = _database_url(settings)
+    _wait_for_database(url)
     applied = _migrate(url)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
@@ -163,6 +169,59 @@ def _check_master_key(url: str, settings: Settings) -> None:
         raise SystemExit(1) from None
     except (OSError, asyncpg.PostgresError) as exc:  # not reachable or not migrated yet
         log.warning("stored secrets not checked", extra={"error": repr(exc)})
+
+
+MAX_WAIT_SECONDS = 10.0  # between tries while a service is not up yet
+
+
+def _wait_until_up(variable: str, what: str,
+                   connect: Callable[[], Coroutine[Any, Any, None]],
+                   refused: Callable[[BaseException], bool]) -> None:
+    """Connect once before starting. A service that is not up yet (refused, unreachable,
+    starting, a name not resolvable yet) is waited for, with one log line per try and a growing
+    pause, as an orchestrator starting the services together expects; one that answers no (no
+    such database, wrong password) stops the start with one line naming the variable."""
+    delay = 0.5
+    while True:
+        try:
+            asyncio.run(connect())
+            return
+        except Exception as exc:
+            if refused(exc) or not isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresError)):
+                print(f"relayforge: {variable}: {one_line(exc)}", file=sys.stderr)
+                raise SystemExit(2) from None
+            log.warning(f"{what} not reachable yet; retrying", extra={
+                "variable": variable, "error": one_line(exc), "retry_in_seconds": delay})
+        time.sleep(delay)
+        delay = min(MAX_WAIT_SECONDS, delay * 2)
+
+
+def _wait_for_database(url: str) -> None:
+    async def connect() -> None:
+        await (await asyncpg.connect(url, timeout=5)).close()
+
+    def refused(exc: BaseException) -> bool:  # it answered, and said no
+        return isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError)) and not isinstance(
+            exc, (asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError))
+
+    _wait_until_up("DATABASE__URL", "database", connect, refused)
+
+
+def _wait_for_broker(url: str) -> None:
+    import aio_pika
+    from aio_pika.exceptions import ProbableAuthenticationError
+
+    async def connect() -> None:
+        await (await aio_pika.connect(url, timeout=5)).close()
+
+    quiet = logging.getLogger("aiormq.connection")  # it logs each refused try as an error
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        _wait_until_up("AMQP__URL", "broker", connect,
+                       lambda exc: isinstance(exc, ProbableAuthenticationError))
+    finally:
+        quiet.setLevel(level)
 
 
 def _migrate(url: str) -> list[str]:

@@ -113,3 +113,8 @@ class Overloaded(RelayforgeError):
     """Too many body bytes in flight in this process (HARDENING__MAX_INFLIGHT_BODY_BYTES)."""
 
     status, code = 503, "overloaded"
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one bounded log line: its type and message, whitespace collapsed."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:limit]

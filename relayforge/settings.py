@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -357,6 +358,9 @@ def _parse_app_env(raw: str) -> str:
 
 
 def _validate(s: Settings) -> None:
+    if s.database.url and urlsplit(s.database.url).scheme not in ("postgresql", "postgres"):
+        raise ConfigError("DATABASE__URL: not a PostgreSQL URL (expected "
+                          "postgresql://user:password@host:5432/database)")
     if s.server.port > 65535:
         raise ConfigError("SERVER__PORT: must be at most 65535")
     if s.server.workers < 1:

@@ -255,3 +255,51 @@ async def read_response(
                for name, _, value in (line.partition(":") for line in lines[1:] if line)}
     body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
     return int(lines[0].split()[1]), headers, body
+
+
+class LateProxy:
+    """A TCP proxy to `target` on a port of its own that starts listening only after
+    `after_seconds`: a service that is not up yet when its clients start."""
+
+    def __init__(self, target: tuple[str, int], after_seconds: float) -> None:
+        import threading
+
+        self.port = free_port()
+        self._target = target
+        self._after = after_seconds
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        if self._stop.wait(self._after):
+            return
+        with socket.create_server(("127.0.0.1", self.port)) as listener:
+            listener.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self._target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (a, b):
+                try:
+                    end.shutdown(2)  # SHUT_RDWR
+                except OSError:
+                    pass

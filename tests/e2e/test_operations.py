@@ -49,6 +49,65 @@ def test_a_port_in_use_stops_the_start(start_server):
         "every process needs a port of its own"]
 
 
+@pytest.mark.parametrize(("mode", "env", "line"), [
+    ("ingest", {"DATABASE__URL": "notaurl"}, "relayforge: configuration error: DATABASE__URL: "
+     "not a PostgreSQL URL (expected postgresql://user:password@host:5432/database)"),
+    ("ingest", {"DATABASE__URL": "postgresql://postgres@127.0.0.1:5432/rf_no_such_database"},
+     'relayforge: DATABASE__URL: InvalidCatalogNameError: database "rf_no_such_database" does '
+     "not exist"),
+    ("relay", {"AMQP__URL": "amqp://guest:wrong-password@127.0.0.1:5672/"},
+     "relayforge: AMQP__URL: ProbableAuthenticationError: ACCESS_REFUSED"),
+])
+def test_a_service_that_answers_no_stops_the_start_in_one_line(fresh_database, mode, env, line):
+    """A bad URL, a database that does not exist, refused credentials: configuration to fix,
+    not a service to wait for."""
+    env = base_env() | {"DATABASE__URL": fresh_database(), "SERVER__PORT": "0"} | env
+    out = subprocess.run([sys.executable, "-m", "relayforge", "serve", "--mode", mode],
+                         env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2, out.stderr
+    [printed] = [x for x in out.stderr.strip().splitlines() if not x.startswith("{")]
+    assert printed.startswith(line), printed
+
+
+def test_a_database_not_up_yet_is_waited_for_then_the_start_goes_on(fresh_database, tmp_path):
+    """As an orchestrator starts services together: the database's port answers only after a
+    few seconds (a proxy that starts late); meanwhile the server logs one line per try."""
+    import time
+
+    from tests.support import LateProxy, free_port
+
+    proxy = LateProxy(("127.0.0.1", 5432), after_seconds=2.5)  # not up yet
+    database = fresh_database()
+    url = database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    assert url != database
+    served, log = free_port(), tmp_path / "server.log"
+    env = base_env() | {"DATABASE__URL": url, "SERVER__PORT": str(served)}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "relayforge", "serve", "--mode",
+                                    "ingest"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(f"http://127.0.0.1:{served}"):
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        waits = [x for x in log.read_text().splitlines() if "database not reachable yet" in x]
+        assert waits and all('"variable":"DATABASE__URL"' in x for x in waits), waits
+        assert "Traceback" not in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(20)
+        proxy.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def test_several_workers_of_one_server_still_share_their_port(start_server):
     server = start_server("ingest", SERVER__WORKERS="2")
     assert all(httpx.get(f"{server.url}/healthz").status_code == 200 for _ in range(10))
