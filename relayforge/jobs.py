@@ -59,10 +59,10 @@ Handler = Callable[[JobContext], Awaitable[None]]
 
 
 async def record_processed(ctx: JobContext) -> None:
-    """The default handler: the event is recorded as processed (the job ends `succeeded`);
-    a line per job only at DEBUG (jobs_processed_total carries the rate)."""
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("event processed", extra={
+    """The default handler: the event is recorded as processed (the job ends `succeeded`),
+    with a line at INFO."""
+    if log.isEnabledFor(logging.INFO):
+        log.info("event processed", extra={
             "source": ctx.event.source, "event_type": ctx.event.event_type,
             "attempt": ctx.attempt})
 

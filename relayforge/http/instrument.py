@@ -27,6 +27,13 @@ access = logging.getLogger(f"{__name__}.access")  # one line per request, at INF
 W3C_HEADER_NAMES = tuple(name.encode() for name in tracing.W3C_HEADERS)
 # The incoming W3C trace headers of the request being handled (stored with its job).
 _carrier: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("carrier")
+# What a handler adds to its request's access line (a webhook's job_id, inbox_id, deduped).
+_access_fields: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar("access")
+
+
+def note_access(**fields: object) -> None:
+    """Add fields to the access line of the request being handled."""
+    _access_fields.get({}).update(fields)
 
 
 def _client_id(raw: bytes | None) -> str | None:
@@ -86,6 +93,8 @@ def instrument(route: str, handler: Handler, body_timeout: float,
         if carrier:
             carrier = tracing.bounded(carrier)
         carrier_token = _carrier.set(carrier)
+        noted: dict[str, object] = {}
+        access_token = _access_fields.set(noted)
         receipt = track_body(request, body_timeout)
         method = request.method
         if tracing.recording():
@@ -114,7 +123,8 @@ def instrument(route: str, handler: Handler, body_timeout: float,
             source = route_value(request, "source")
             if source:
                 line["source"] = source[:64].lower()
-            access.info("request", extra=line)
+            access.info("request", extra=line | noted)
+        _access_fields.reset(access_token)
         log_context.trace_id.reset(trace_token)
         for var, token in zip((log_context.request_id, log_context.correlation_id), tokens,
                               strict=True):

@@ -27,7 +27,7 @@ from relayforge.errors import (
 )
 from relayforge.http.bodies import read_body
 from relayforge.http.errors import json_response
-from relayforge.http.instrument import client_address, request_ids, route_value
+from relayforge.http.instrument import client_address, note_access, request_ids, route_value
 from relayforge.ids import parse_uuid
 from relayforge.ingest import IngestWriter, arrive
 from relayforge.ingest.sources import TenantSources
@@ -148,6 +148,8 @@ class WebhookEndpoint:
         await self._writer.record(arrival)
         if arrival.failure is not None:
             raise arrival.failure
+        note_access(job_id=str(arrival.job_id), inbox_id=str(arrival.inbox_id),
+                    deduped=not arrival.job_created)
         return json_response(202, {
             "inbox_id": str(arrival.inbox_id),
             "job_id": str(arrival.job_id),

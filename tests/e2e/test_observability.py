@@ -112,6 +112,12 @@ async def test_logs_are_json_lines_with_context(client, start_server):
     mine = [x for x in access if x.get("correlation_id") == "corr-log-1"]
     assert mine and {"timestamp", "level", "request_id", "status"} <= set(mine[0])
     assert mine[0]["trace_id"] == trace_id  # carried even with the SDK off
+    # the 202's access line says what the request became
+    assert (mine[0]["job_id"], mine[0]["inbox_id"], mine[0]["deduped"]) == (
+        doc["job_id"], doc["inbox_id"], False)
+    processed = [x for x in lines if x.get("message") == "event processed"
+                 and x.get("job_id") == doc["job_id"]]
+    assert processed and processed[0]["level"] == "info"  # the default handler's line
     done = [x for x in lines if x.get("message") == "job succeeded"
             and x.get("job_id") == doc["job_id"]]
     assert done and done[0]["trace_id"] == trace_id
