@@ -79,6 +79,37 @@ async def reprocess_jobs(stores: Stores, settings: Settings, actor: Actor, *,
     return ids
 
 
+async def reprocess_delivery(stores: Stores, settings: Settings, actor: Actor,
+                             delivery_id: uuid.UUID) -> None:
+    """Reprocess one dead-lettered delivery; 404 or 409 otherwise."""
+    async with stores.transaction() as tx:
+        if not await tx.deliveries.reprocess(delivery_id=delivery_id, limit=1,
+                                             extra_attempts=settings.worker.max_attempts):
+            state = await tx.deliveries.state(delivery_id=delivery_id)
+            if state is None:
+                raise NotFound("no such delivery")
+            raise Conflict(f"only dead_lettered deliveries can be reprocessed; this one is "
+                           f"{state[0]}")
+        await tx.audit.write(actor=actor, action=AuditAction.DELIVERY_REPROCESS,
+                             target=str(delivery_id))
+
+
+async def reprocess_deliveries(stores: Stores, settings: Settings, actor: Actor, *,
+                               tenant_id: uuid.UUID | None, destination_id: uuid.UUID | None,
+                               limit: int) -> list[uuid.UUID]:
+    """Reprocess the dead-lettered deliveries matching every given filter."""
+    async with stores.transaction() as tx:
+        ids = await tx.deliveries.reprocess(tenant_id=tenant_id, destination_id=destination_id,
+                                            limit=limit,
+                                            extra_attempts=settings.worker.max_attempts)
+        await tx.audit.write(
+            actor=actor, action=AuditAction.DELIVERY_REPROCESS_BULK, target="deliveries",
+            detail={"filter": {"tenant_id": str(tenant_id) if tenant_id else None,
+                               "destination_id": str(destination_id) if destination_id else None,
+                               "limit": limit}, "count": len(ids)})
+    return ids
+
+
 # ------------------------------------------------------------------------------ tenant secrets
 
 async def known_source(stores: Stores, tenant_id: uuid.UUID, name: str) -> str:

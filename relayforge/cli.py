@@ -23,6 +23,7 @@ import asyncpg
 from relayforge import actions, kernels
 from relayforge.connectors import SOURCES
 from relayforge.errors import one_line
+from relayforge.jobs import JobStatus
 from relayforge.observability import logging as log_setup
 from relayforge.roles import CLI, Role
 from relayforge.settings import (
@@ -320,13 +321,26 @@ async def _with_stores(url: str, work: Callable[[Stores], Awaitable[T]]) -> T:
         await pool.close()
 
 
-def _act(url: str, action: Callable[[Stores], Awaitable[T]]) -> T:
+def _act(url: str, action: Callable[[Stores], Awaitable[T]], dry_run: bool = False) -> T:
     """Run an operator action (relayforge/actions.py) as the CLI actor; a refusal is one line
-    and exit 1."""
+    and exit 1. A dry run does all of it in a transaction that is rolled back: what it would
+    do, exactly, and nothing done (its audit record included)."""
     from relayforge.errors import RelayforgeError
 
+    async def rolled_back() -> T:
+        conn = await asyncpg.connect(url)
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                return await action(Stores(conn))
+            finally:
+                await transaction.rollback()
+        finally:
+            await conn.close()
+
     try:
-        return asyncio.run(_with_stores(url, action))
+        return asyncio.run(rolled_back() if dry_run else _with_stores(url, action))
     except RelayforgeError as exc:
         print(f"relayforge: {exc.message}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -410,14 +424,72 @@ def cmd_jobs_reprocess(args: argparse.Namespace) -> None:
     settings = _settings()
     url, _ = _database_url(settings)
     if args.id:
-        _act(url, lambda stores: actions.reprocess_job(stores, settings, CLI, args.id))
+        _act(url, lambda stores: actions.reprocess_job(stores, settings, CLI, args.id),
+             args.dry_run)
         ids = [args.id]
     else:
         ids = _act(url, lambda stores: actions.reprocess_jobs(
             stores, settings, CLI, tenant_id=args.tenant,
             source=args.source.lower() if args.source else None, event_type=args.event_type,
-            limit=args.limit))
-    print(f"{len(ids)} job(s) scheduled again" + "".join(f"\n{i}" for i in ids))
+            limit=args.limit), args.dry_run)
+    _print_ids(ids, "job(s)", args.dry_run)
+
+
+def cmd_deliveries_reprocess(args: argparse.Namespace) -> None:
+    """As the admin API: one dead-lettered delivery by id, or the ones matching every filter."""
+    settings = _settings()
+    url, _ = _database_url(settings)
+    if args.id:
+        _act(url, lambda stores: actions.reprocess_delivery(stores, settings, CLI, args.id),
+             args.dry_run)
+        ids = [args.id]
+    else:
+        ids = _act(url, lambda stores: actions.reprocess_deliveries(
+            stores, settings, CLI, tenant_id=args.tenant, destination_id=args.destination,
+            limit=args.limit), args.dry_run)
+    _print_ids(ids, "delivery(ies)", args.dry_run)
+
+
+def _print_ids(ids: list[uuid.UUID], what: str, dry_run: bool) -> None:
+    verb = "would be scheduled again (dry run: nothing done)" if dry_run else "scheduled again"
+    print(f"{len(ids)} {what} {verb}" + "".join(f"\n{i}" for i in ids))
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> None:
+    url, _ = _database_url(_settings())
+    jobs = asyncio.run(_with_stores(url, lambda stores: stores.jobs.list(
+        limit=args.limit, status=JobStatus(args.status) if args.status else None,
+        tenant_id=args.tenant,
+        source=args.source.lower() if args.source else None)))
+    for job in jobs:
+        print(f"{job.id}  {job.status:<13}  {job.attempts}/{job.max_attempts}  "
+              f"{job.updated_at:%Y-%m-%d %H:%M:%S}  {job.source}  {job.event_type}")
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> None:
+    import msgspec
+
+    url, _ = _database_url(_settings())
+    job = asyncio.run(_with_stores(url, lambda stores: stores.jobs.get(job_id=args.id)))
+    if job is None:
+        print("relayforge: no such job", file=sys.stderr)
+        raise SystemExit(1)
+    print(msgspec.json.format(msgspec.json.encode(job)).decode())
+
+
+def cmd_secrets_list(args: argparse.Namespace) -> None:
+    url, _ = _database_url(_settings())
+    for secret in asyncio.run(_with_stores(url, lambda stores: stores.secrets.list(
+            tenant_id=args.tenant, provider=args.provider.lower()))):
+        until = f"until {secret.expires_at:%Y-%m-%d %H:%M}" if secret.expires_at else "current"
+        print(f"{secret.id}  {secret.fingerprint}  {secret.created_at:%Y-%m-%d %H:%M}  {until}")
+
+
+def cmd_secrets_retire(args: argparse.Namespace) -> None:
+    url, _ = _database_url(_settings())
+    _act(url, lambda stores: actions.retire_secret(
+        stores, CLI, tenant_id=args.tenant, provider=args.provider.lower(), secret_id=args.id))
+    print(f"secret {args.id} retired")
 
 
 def cmd_retention_run(args: argparse.Namespace) -> None:
@@ -482,6 +554,15 @@ def main(argv: list[str] | None = None) -> None:
                       default=86400,
                       help="seconds the previous secrets stay valid")
     set_.set_defaults(func=cmd_secrets_set)
+    listed = secrets.add_parser("list", help="a tenant's stored secrets (fingerprints only)")
+    listed.add_argument("--tenant", type=_uuid, required=True)
+    listed.add_argument("--provider", required=True, choices=SOURCES)
+    listed.set_defaults(func=cmd_secrets_list)
+    retire = secrets.add_parser("retire", help="retire one stored secret at once")
+    retire.add_argument("--tenant", type=_uuid, required=True)
+    retire.add_argument("--provider", required=True, choices=SOURCES)
+    retire.add_argument("--id", type=_uuid, required=True)
+    retire.set_defaults(func=cmd_secrets_retire)
 
     jobs = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs", required=True,
                                                                 parser_class=_Parser)
@@ -493,7 +574,31 @@ def main(argv: list[str] | None = None) -> None:
     again.add_argument("--event-type", help="only jobs of this event type")
     again.add_argument("--limit", type=_bounded(1, actions.MAX_BULK), default=actions.DEFAULT_BULK,
                        help="jobs at most (bulk)")
+    again.add_argument("--dry-run", action="store_true",
+                       help="say which would be scheduled, do nothing")
     again.set_defaults(func=cmd_jobs_reprocess)
+    listing = jobs.add_parser("list", help="jobs, newest first", formatter_class=defaults)
+    listing.add_argument("--status", choices=[s.value for s in JobStatus])
+    listing.add_argument("--tenant", type=_uuid)
+    listing.add_argument("--source")
+    listing.add_argument("--limit", type=_bounded(1, 500), default=50)
+    listing.set_defaults(func=cmd_jobs_list)
+    show = jobs.add_parser("show", help="one job, as the admin API shows it")
+    show.add_argument("--id", type=_uuid, required=True)
+    show.set_defaults(func=cmd_jobs_show)
+
+    deliveries = sub.add_parser("deliveries", help="deliveries").add_subparsers(
+        dest="deliveries", required=True, parser_class=_Parser)
+    resend = deliveries.add_parser("reprocess", formatter_class=defaults,
+                                   help="send dead-lettered deliveries again (one, or by filter)")
+    resend.add_argument("--id", type=_uuid, help="one delivery")
+    resend.add_argument("--tenant", type=_uuid, help="only this tenant's deliveries")
+    resend.add_argument("--destination", type=_uuid, help="only this destination's deliveries")
+    resend.add_argument("--limit", type=_bounded(1, actions.MAX_BULK),
+                        default=actions.DEFAULT_BULK, help="deliveries at most (bulk)")
+    resend.add_argument("--dry-run", action="store_true",
+                        help="say which would be sent again, do nothing")
+    resend.set_defaults(func=cmd_deliveries_reprocess)
 
     retention = sub.add_parser("retention", help="retention (RETENTION__*_DAYS)").add_subparsers(
         dest="retention", required=True, parser_class=_Parser)

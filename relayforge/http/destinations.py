@@ -15,7 +15,7 @@ from relayforge.actions import AuditAction
 from relayforge.destinations.filters import EventFacts, compile_filter
 from relayforge.destinations.guard import ForbiddenDestination, check_url
 from relayforge.destinations.signing import header_context, new_secret
-from relayforge.errors import Conflict, InvalidDestination, NotFound
+from relayforge.errors import InvalidDestination, NotFound
 from relayforge.events import DomainEvent
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import query_string
@@ -232,28 +232,14 @@ class DestinationEndpoints:
 
     async def reprocess_delivery(self, request: Request, actor: Actor) -> Response:
         delivery_id = path_uuid(request, "delivery_id")
-        async with self._stores.transaction() as tx:
-            if not await tx.deliveries.reprocess(
-                    delivery_id=delivery_id, limit=1,
-                    extra_attempts=self._settings.worker.max_attempts):
-                state = await tx.deliveries.state(delivery_id=delivery_id)
-                if state is None:
-                    raise NotFound("no such delivery")
-                raise Conflict(f"only dead_lettered deliveries can be reprocessed; this one is "
-                               f"{state[0]}")
-            await tx.audit.write(actor=actor, action=AuditAction.DELIVERY_REPROCESS,
-                                 target=str(delivery_id))
+        await actions.reprocess_delivery(self._stores, self._settings, actor, delivery_id)
         return view_response(202, DeliveryReprocessed(delivery_id=delivery_id))
 
     async def reprocess_bulk(self, request: Request, actor: Actor) -> Response:
         body = await read_model(request, BulkDeliveryReprocess)
-        async with self._stores.transaction() as tx:
-            ids = await tx.deliveries.reprocess(
-                tenant_id=given(body.tenant_id), destination_id=given(body.destination_id),
-                limit=body.limit, extra_attempts=self._settings.worker.max_attempts)
-            await tx.audit.write(actor=actor, action=AuditAction.DELIVERY_REPROCESS_BULK,
-                                 target="deliveries",
-                                 detail={"filter": msgspec.to_builtins(body), "count": len(ids)})
+        ids = await actions.reprocess_deliveries(
+            self._stores, self._settings, actor, tenant_id=given(body.tenant_id),
+            destination_id=given(body.destination_id), limit=body.limit)
         return view_response(202, DeliveriesReprocessed(reprocessed=len(ids), delivery_ids=ids))
 
     async def redeliver(self, request: Request, actor: Actor) -> Response:
