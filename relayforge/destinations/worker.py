@@ -112,7 +112,6 @@ class _Finish:
 
     attempt: FinishedAttempt
     destination_id: uuid.UUID
-    recorded: bool = False  # False: a later attempt had started (this outcome no longer stands)
     recovered: bool = False  # this success closed the destination's circuit
 
 
@@ -385,7 +384,7 @@ class DeliveryWorker:
 
     async def _run(self, destination_id: uuid.UUID, lane: _Lane, w: _Waiting,
                    started: StartedDelivery | None) -> None:
-        began = w.began = time.monotonic()
+        w.began = time.monotonic()
         try:
             await self._deliver(destination_id, lane, w, started)
         except Exception as exc:  # database gone mid-attempt: a lease or a claim brings it back
@@ -395,17 +394,17 @@ class DeliveryWorker:
             if w.message is not None:
                 await settle(w.message.release)
         finally:
-            self._leave(destination_id, lane, w, began)
+            self._leave(destination_id, lane, w)
             self._forget_if_idle(destination_id, lane)
 
-    def _leave(self, destination_id: uuid.UUID, lane: _Lane, w: _Waiting, began: float) -> None:
+    def _leave(self, destination_id: uuid.UUID, lane: _Lane, w: _Waiting) -> None:
         """The attempt stops counting against its lane once its request is over (its outcome
         is written beside the next ones): the next may start."""
         if w.left:
             return
         w.left = True
         lane.in_flight -= 1
-        lane.typical_seconds = 0.8 * lane.typical_seconds + 0.2 * (time.monotonic() - began)
+        lane.typical_seconds = 0.8 * lane.typical_seconds + 0.2 * (time.monotonic() - w.began)
         self._pump(destination_id, lane)
 
     async def _defer(self, delivery_id: uuid.UUID, attempt: int, seconds: float) -> None:
@@ -482,10 +481,9 @@ class DeliveryWorker:
             x.started = by_attempt.pop((x.delivery_id, x.attempt), None)
 
     async def _finish_batch(self, batch: list[_Finish]) -> None:
-        finished = await self._stores.deliveries.finish_many([x.attempt for x in batch])
+        recovered = await self._stores.deliveries.finish_many([x.attempt for x in batch])
         for x in batch:
-            x.recorded = x.attempt.delivery_id in finished.recorded
-            x.recovered = x.destination_id in finished.recovered
+            x.recovered = x.destination_id in recovered
 
     @staticmethod
     async def _settle(w: _Waiting, dead: bool) -> None:
@@ -507,7 +505,7 @@ class DeliveryWorker:
                 answer = await self._client.post(url, body, headers, d.timeout_ms)
             finally:
                 lane.free()
-                self._leave(d.destination_id, lane, w, w.began)
+                self._leave(d.destination_id, lane, w)
             metrics.DELIVERY_DURATION.observe(answer.duration_ms / 1000)
         outcome = self._outcome(d, answer, permanent=isinstance(request, str))
 

@@ -120,12 +120,6 @@ class FinishedAttempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Finished:
-    recorded: set[uuid.UUID]  # the deliveries whose outcome stands (no later attempt started)
-    recovered: set[uuid.UUID]  # destinations whose circuit a success closed (or failures reset)
-
-
-@dataclass(frozen=True, slots=True)
 class DeliveryLag:
     open_circuits: int
     pending: int
@@ -278,8 +272,10 @@ class DeliveryStore(Store):
         row = await self._db.fetchrow(Q["delivery_state"], delivery_id)
         return None if row is None else (row["status"], row["attempts"])
 
-    async def finish_many(self, attempts: Sequence[FinishedAttempt]) -> Finished:
-        """Record the attempts' outcomes and their log entries (and successes' recoveries)."""
+    async def finish_many(self, attempts: Sequence[FinishedAttempt]) -> set[uuid.UUID]:
+        """Record the attempts' outcomes and their log entries (an outcome stands while no
+        later attempt has started); the destinations whose circuit a success closed (or whose
+        failures it reset)."""
         a = attempts
         row = await self._db.fetchrow(
             Q["deliveries_finish"], [x.delivery_id for x in a], [x.attempt for x in a],
@@ -287,7 +283,7 @@ class DeliveryStore(Store):
             [x.outcome.delay_seconds for x in a], [x.started_at for x in a],
             [x.duration_ms for x in a], [x.status_code for x in a],
             [x.response_body for x in a])
-        return Finished(set(row["recorded"] or ()), set(row["recovered"] or ()))
+        return set(row["recovered"] or ())
 
     async def recover_expired(self, *, limit: int) -> int:
         return len(await self._db.fetch(Q["deliveries_recover_expired"], limit))

@@ -757,14 +757,13 @@ moved AS (
       AND x.status = 'processing'
     RETURNING x.id, x.destination_id, m.status
 ),
-logged AS (
+logged AS (  -- runs although nothing reads it, as every data-modifying CTE does
     INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code,
                                    error, response_body)
     SELECT m.id, m.attempt, m.started_at, m.duration_ms, m.status_code, m.error,
            m.response_body
     FROM m JOIN moved USING (id)
     ON CONFLICT (delivery_id, attempt) DO NOTHING
-    RETURNING delivery_id
 ),
 recovering AS (
     SELECT d.id FROM destinations d
@@ -779,8 +778,7 @@ recovered AS (
     FROM recovering r WHERE d.id = r.id
     RETURNING d.id
 )
-SELECT (SELECT array_agg(delivery_id) FROM logged) AS recorded,
-       (SELECT array_agg(id) FROM recovered) AS recovered;
+SELECT (SELECT array_agg(id) FROM recovered) AS recovered;
 
 -- name: deliveries_recover_expired
 -- Deliveries whose consumer died mid-attempt: the attempt counts; retried or dead-lettered.
