@@ -422,36 +422,36 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 def cmd_jobs_reprocess(args: argparse.Namespace) -> None:
     """As the admin API: one dead-lettered job by id, or the ones matching every filter."""
     settings = _settings()
-    url, _ = _database_url(settings)
-    if args.id:
-        _act(url, lambda stores: actions.reprocess_job(stores, settings, CLI, args.id),
-             args.dry_run)
-        ids = [args.id]
-    else:
-        ids = _act(url, lambda stores: actions.reprocess_jobs(
-            stores, settings, CLI, tenant_id=args.tenant,
-            source=args.source.lower() if args.source else None, event_type=args.event_type,
-            limit=args.limit), args.dry_run)
-    _print_ids(ids, "job(s)", args.dry_run)
+    _reprocess(settings, args, "job(s)",
+               one=lambda stores: actions.reprocess_job(stores, settings, CLI, args.id),
+               many=lambda stores: actions.reprocess_jobs(
+                   stores, settings, CLI, tenant_id=args.tenant,
+                   source=args.source.lower() if args.source else None,
+                   event_type=args.event_type, limit=args.limit))
 
 
 def cmd_deliveries_reprocess(args: argparse.Namespace) -> None:
     """As the admin API: one dead-lettered delivery by id, or the ones matching every filter."""
     settings = _settings()
+    _reprocess(settings, args, "delivery(ies)",
+               one=lambda stores: actions.reprocess_delivery(stores, settings, CLI, args.id),
+               many=lambda stores: actions.reprocess_deliveries(
+                   stores, settings, CLI, tenant_id=args.tenant,
+                   destination_id=args.destination, limit=args.limit))
+
+
+def _reprocess(settings: Settings, args: argparse.Namespace, what: str,
+               one: Callable[[Stores], Awaitable[None]],
+               many: Callable[[Stores], Awaitable[list[uuid.UUID]]]) -> None:
+    """`one` when --id is given, else `many`; --dry-run rolls it back. Prints the ids."""
     url, _ = _database_url(settings)
     if args.id:
-        _act(url, lambda stores: actions.reprocess_delivery(stores, settings, CLI, args.id),
-             args.dry_run)
+        _act(url, one, args.dry_run)
         ids = [args.id]
     else:
-        ids = _act(url, lambda stores: actions.reprocess_deliveries(
-            stores, settings, CLI, tenant_id=args.tenant, destination_id=args.destination,
-            limit=args.limit), args.dry_run)
-    _print_ids(ids, "delivery(ies)", args.dry_run)
-
-
-def _print_ids(ids: list[uuid.UUID], what: str, dry_run: bool) -> None:
-    verb = "would be scheduled again (dry run: nothing done)" if dry_run else "scheduled again"
+        ids = _act(url, many, args.dry_run)
+    verb = ("would be scheduled again (dry run: nothing done)" if args.dry_run
+            else "scheduled again")
     print(f"{len(ids)} {what} {verb}" + "".join(f"\n{i}" for i in ids))
 
 
@@ -493,13 +493,17 @@ def cmd_secrets_retire(args: argparse.Namespace) -> None:
 
 
 def cmd_retention_run(args: argparse.Namespace) -> None:
-    """Prune now what RETENTION__* allows (the relay does it hourly); --dry-run only counts."""
+    """Prune now what RETENTION__* allows (the relay does it hourly); --dry-run only counts
+    (the same deletes, rolled back)."""
     from relayforge.upkeep import Upkeep
 
     settings = _settings()
     url, _ = _database_url(settings)
-    deleted = asyncio.run(_with_stores(url, lambda stores: Upkeep(stores, settings).prune(
-        dry_run=args.dry_run)))
+    def run(stores: Stores) -> Awaitable[dict[str, int] | None]:
+        upkeep = Upkeep(stores, settings)  # a dry run's deletes are neither logged nor counted
+        return upkeep.delete_expired() if args.dry_run else upkeep.prune()
+
+    deleted = _act(url, run, args.dry_run)
     if deleted is None:
         print("relayforge: another process is pruning; nothing done", file=sys.stderr)
         raise SystemExit(1)

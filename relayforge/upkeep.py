@@ -82,30 +82,23 @@ class Upkeep:
             log.warning("queued deliveries had no message; published again",
                         extra={"count": deliveries})
 
-    async def prune(self, dry_run: bool = False) -> dict[str, int] | None:
-        """Delete what RETENTION__* allows, in one transaction under the retention lock; rows
-        deleted per table (a dry run counts them and rolls back), None while another process
-        prunes. Each table's count is logged and counted."""
-        r = self._settings.retention
-        deleted: dict[str, int] | None = None
-        try:
-            async with self._stores.transaction() as tx:
-                if not await tx.retention.lock():
-                    return None
-                deleted = await tx.retention.prune(
-                    inbox_days=r.inbox_days, jobs_days=r.jobs_days, outbox_days=r.outbox_days,
-                    audit_days=r.audit_days)
-                if dry_run:
-                    raise _DryRun
-        except _DryRun:
-            return deleted
-        assert deleted is not None
-        for table, rows in deleted.items():
+    async def prune(self) -> dict[str, int] | None:
+        """Delete what RETENTION__* allows; rows deleted per table, each logged and counted, or
+        None while another process prunes."""
+        deleted = await self.delete_expired()
+        for table, rows in (deleted or {}).items():
             if rows:
                 metrics.child(metrics.RETENTION_DELETED, table).inc(rows)
                 log.info("retention deleted rows", extra={"table": table, "rows": rows})
         return deleted
 
-
-class _DryRun(Exception):
-    """Rolls a dry run's transaction back."""
+    async def delete_expired(self) -> dict[str, int] | None:
+        """The deletes alone, in one transaction under the retention lock (None while another
+        process holds it): rows per table."""
+        r = self._settings.retention
+        async with self._stores.transaction() as tx:
+            if not await tx.retention.lock():
+                return None
+            return await tx.retention.prune(
+                inbox_days=r.inbox_days, jobs_days=r.jobs_days, outbox_days=r.outbox_days,
+                audit_days=r.audit_days)
