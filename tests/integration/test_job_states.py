@@ -3,9 +3,12 @@ transition is conditional, so late and duplicate messages can't move a job backw
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -213,18 +216,31 @@ async def test_a_relay_gives_back_its_own_delivery_claims_after_an_error(conn):
                                                  owner="relay-c")] == [a.id]
 
 
-async def test_relay_and_consumer_batches_never_deadlock(template_db):
-    """The relay marks rows sent while consumers start and finish the same jobs (the delivery
-    beat the confirm), each in multi-row statements, many at once: row locks are taken in id
-    order everywhere, so PostgreSQL never has to break a deadlock (which costs a second)."""
-    import asyncio
-
+@asynccontextmanager
+async def no_deadlock(template_db: str) -> AsyncIterator[asyncpg.Pool]:
+    """A fresh database and a pool running six statements at once; fails if PostgreSQL broke a
+    deadlock in that database meanwhile (which costs a second each time)."""
     name, url = await create_database(template_db)
-    pool = await asyncpg.create_pool(url, min_size=6, max_size=6)  # 6 statements at once
+    pool = await asyncpg.create_pool(url, min_size=6, max_size=6)
     deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
     try:
         async with pool.acquire() as conn:
             before = await conn.fetchval(deadlocks)
+        yield pool
+        await asyncio.sleep(1.0)  # a backend reports its counters within a second of idling
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            assert await conn.fetchval(deadlocks) == before, "PostgreSQL broke a deadlock"
+    finally:
+        await pool.close()
+        await drop_database(name)
+
+
+async def test_relay_and_consumer_batches_never_deadlock(template_db):
+    """The relay marks rows sent while consumers start and finish the same jobs (the delivery
+    beat the confirm), each in multi-row statements, many at once: row locks are taken in id
+    order everywhere, so PostgreSQL never has to break a deadlock."""
+    async with no_deadlock(template_db) as pool:
         async with pool.acquire() as conn:
             ids = [await new_job(conn, max_attempts=5) for _ in range(120)]
         stores = Stores(pool)
@@ -242,29 +258,16 @@ async def test_relay_and_consumer_batches_never_deadlock(template_db):
             async with pool.acquire() as conn:  # back to the start for the next round
                 await conn.execute("UPDATE jobs SET status = 'pending', attempts = 0")
                 await conn.execute("UPDATE outbox_messages SET status = 'pending'")
-        await asyncio.sleep(1.0)  # a backend reports its counters within a second of idling
-        async with pool.acquire() as conn:
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
-            assert await conn.fetchval(deadlocks) == before, "PostgreSQL broke a deadlock"
-    finally:
-        await pool.close()
-        await drop_database(name)
 
 
 async def test_fan_out_and_job_batches_never_deadlock(template_db):
     """A consumer's fan-out inserts (each delivery's foreign key locks its job) run beside the
     batches that start and finish the same jobs, many at once, the jobs of each batch in
     random order: every statement takes its job locks in id order, so none deadlocks."""
-    import asyncio
-
     from relayforge.stores.destinations import NewDelivery
 
-    name, url = await create_database(template_db)
-    pool = await asyncpg.create_pool(url, min_size=6, max_size=6)
-    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-    try:
+    async with no_deadlock(template_db) as pool:
         async with pool.acquire() as conn:
-            before = await conn.fetchval(deadlocks)
             ids = [await new_job(conn, max_attempts=1000) for _ in range(120)]
             destination, tenant = new_id(), uuid.uuid4()
             await conn.execute("INSERT INTO destinations (id, tenant_id, url) "
@@ -287,10 +290,3 @@ async def test_fan_out_and_job_batches_never_deadlock(template_db):
                 await conn.execute("DELETE FROM deliveries")
                 await conn.execute("UPDATE jobs SET status = 'processing', "
                                    "attempts = attempts + 1")
-        await asyncio.sleep(1.0)  # a backend reports its counters within a second of idling
-        async with pool.acquire() as conn:
-            await conn.execute("SELECT pg_stat_clear_snapshot()")
-            assert await conn.fetchval(deadlocks) == before, "PostgreSQL broke a deadlock"
-    finally:
-        await pool.close()
-        await drop_database(name)
