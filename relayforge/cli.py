@@ -32,6 +32,7 @@ from relayforge.settings import (
     Settings,
     load_settings,
     master_key,
+    read_settings,
     unknown_variables,
 )
 from relayforge.stores import Stores
@@ -237,14 +238,20 @@ def _migrate(url: str) -> list[str]:
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
-    """Check what a start needs, one line each; exit 1 if anything that applies failed. The
-    database and the broker are checked when their URLs are set (the embedded defaults are
-    started by `serve` only)."""
-    settings = _settings()
+    """Check what a start needs, one line each; exit 1 if anything that applies failed. Every
+    check runs even when the configuration has problems (each is a `config: FAILED` line; a bad
+    value is checked at its default). The database and the broker are checked when their URLs
+    are set (the embedded defaults are started by `serve` only)."""
+    settings, problems = read_settings()
     print(f"kernels: {kernels.IMPLEMENTATION}")
+    for problem in problems:
+        print(f"config: FAILED: {problem}")
+    if not problems:
+        print("config: ok")
     print(f"app_env: {settings.app_env}")
-    print(f"master key: {'set' if settings.secrets.master_key else 'development key'}")
-    results = [_doctor_handlers(settings)]
+    print("master key: " + ("set" if settings.secrets.master_key else
+                            "not set" if settings.production else "development key"))
+    results = [not problems, _doctor_handlers(settings)]
     if settings.database.url:
         results.append(asyncio.run(_doctor_database(settings)))
     else:
@@ -280,8 +287,8 @@ async def _doctor_database(settings: Settings) -> bool:
 
     try:
         conn = await asyncpg.connect(settings.database.url, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        print(f"database: FAILED: cannot connect: {exc}")
+    except Exception as exc:  # any failure to connect (a malformed URL included) is the answer
+        print(f"database: FAILED: cannot connect: {one_line(exc)}")
         return False
     try:
         pending, unknown = await status(conn)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -293,7 +293,8 @@ TYPE_PARSERS: dict[Any, Callable[[str], Any]] = {
 }
 
 
-def _section(cls: type[T], name: str, env: Mapping[str, str]) -> T:
+def _section(cls: type[T], name: str, env: Mapping[str, str], problems: list[str]) -> T:
+    """The section from its variables; a bad value is a line in `problems` and keeps its default."""
     values: dict[str, Any] = {}
     for f in fields(cls):  # type: ignore[arg-type]
         var = f"{name.upper()}__{f.name.upper()}"
@@ -304,7 +305,7 @@ def _section(cls: type[T], name: str, env: Mapping[str, str]) -> T:
         try:
             values[f.name] = parser(raw)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{var}: invalid value {raw[:40]!r}: {exc}") from None
+            problems.append(f"{var}: invalid value {raw[:40]!r}: {exc}")
     return cls(**values)
 
 
@@ -319,7 +320,18 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
 
 
 def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> Settings:
-    """Settings from `env` (default: the process environment plus ./.env)."""
+    """Settings from `env` (default: the process environment plus ./.env); the first problem
+    raises ConfigError."""
+    settings, problems = read_settings(env, dotenv)
+    if problems:
+        raise ConfigError(problems[0])
+    return settings
+
+
+def read_settings(env: Mapping[str, str] | None = None,
+                  dotenv: bool = True) -> tuple[Settings, list[str]]:
+    """Settings and every problem with them, one line each naming the variable; a bad value
+    keeps its default (so `doctor` can still check everything else)."""
     if env is None:
         if dotenv and os.path.exists(".env"):
             from dotenv import dotenv_values
@@ -333,14 +345,20 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: bool = True) -> 
     for alias, name in ALIASES.items():
         if alias in env and name not in env:
             env[name] = env[alias]
+    problems: list[str] = []
+    try:
+        app_env = _parse_app_env(env.get("APP_ENV", "development"))
+    except ConfigError as exc:
+        problems.append(exc.args[0])
+        app_env = "production"  # the strictest reading of a misspelt environment
     sections: dict[str, Any] = {
-        f.name: _section(f.default_factory, f.name, env)  # type: ignore[arg-type]
+        f.name: _section(f.default_factory, f.name, env, problems)  # type: ignore[arg-type]
         for f in fields(Settings)
         if f.name != "app_env"
     }
-    settings = Settings(app_env=_parse_app_env(env.get("APP_ENV", "development")), **sections)
-    _validate(settings)
-    return settings
+    settings = Settings(app_env=app_env, **sections)
+    problems.extend(_problems(settings))
+    return settings, problems
 
 
 APP_ENVS = ("development", "production", "test")
@@ -357,59 +375,59 @@ def _parse_app_env(raw: str) -> str:
     return value
 
 
-def _validate(s: Settings) -> None:
+def _problems(s: Settings) -> Iterator[str]:
     if s.database.url and urlsplit(s.database.url).scheme not in ("postgresql", "postgres"):
-        raise ConfigError("DATABASE__URL: not a PostgreSQL URL (expected "
-                          "postgresql://user:password@host:5432/database)")
+        yield ("DATABASE__URL: not a PostgreSQL URL (expected "
+               "postgresql://user:password@host:5432/database)")
     if s.server.port > 65535:
-        raise ConfigError("SERVER__PORT: must be at most 65535")
+        yield "SERVER__PORT: must be at most 65535"
     if s.server.workers < 1:
-        raise ConfigError("SERVER__WORKERS: must be at least 1")
+        yield "SERVER__WORKERS: must be at least 1"
     if s.worker.max_attempts < 1:
-        raise ConfigError("WORKER__MAX_ATTEMPTS: must be at least 1")
+        yield "WORKER__MAX_ATTEMPTS: must be at least 1"
     if s.database.max_connections < 2:
-        raise ConfigError("DATABASE__MAX_CONNECTIONS: must be at least 2")
+        yield "DATABASE__MAX_CONNECTIONS: must be at least 2"
     if s.ingest.batch_max_size < 1:
-        raise ConfigError("INGEST__BATCH_MAX_SIZE: must be at least 1")
+        yield "INGEST__BATCH_MAX_SIZE: must be at least 1"
     if s.worker.lease_seconds <= s.worker.job_timeout_seconds:
-        raise ConfigError("WORKER__LEASE_SECONDS: must exceed WORKER__JOB_TIMEOUT_SECONDS")
+        yield "WORKER__LEASE_SECONDS: must exceed WORKER__JOB_TIMEOUT_SECONDS"
     if s.worker.prefetch < 1 or s.worker.concurrency < 1:
-        raise ConfigError("WORKER__PREFETCH: prefetch and concurrency must be at least 1")
+        yield "WORKER__PREFETCH: prefetch and concurrency must be at least 1"
     for f in fields(RetentionSettings):
         if getattr(s.retention, f.name) < 1:
-            raise ConfigError(f"RETENTION__{f.name.upper()}: must be at least 1 (0 would delete "
-                              "every row at the next prune)")
+            yield (f"RETENTION__{f.name.upper()}: must be at least 1 (0 would delete "
+                   "every row at the next prune)")
     if s.production:
-        _validate_production(s)
+        yield from _production_problems(s)
 
 
-def _validate_production(s: Settings) -> None:
+def _production_problems(s: Settings) -> Iterator[str]:
     """What APP_ENV=production refuses: development secrets and keys, test faults."""
     if not s.secrets.master_key:
-        raise ConfigError("SECRETS__MASTER_KEY: required when APP_ENV=production")
-    if s.secrets.master_key == base64.b64decode(DEV_MASTER_KEY):
-        raise ConfigError("SECRETS__MASTER_KEY: the development key (published in the source) "
-                          "is refused when APP_ENV=production")
+        yield "SECRETS__MASTER_KEY: required when APP_ENV=production"
+    elif s.secrets.master_key == base64.b64decode(DEV_MASTER_KEY):
+        yield ("SECRETS__MASTER_KEY: the development key (published in the source) "
+               "is refused when APP_ENV=production")
     for var, value in (
         ("WEBHOOKS__GENERIC_HMAC_SECRET", s.webhooks.generic_hmac_secret),
         ("WEBHOOKS__GITHUB_SECRET", s.webhooks.github_secret),
         ("WEBHOOKS__STRIPE_ENDPOINT_SECRET", s.webhooks.stripe_endpoint_secret),
     ):
         if value in DEV_SECRETS:
-            raise ConfigError(f"{var}: the development default is refused when APP_ENV=production")
+            yield f"{var}: the development default is refused when APP_ENV=production"
     if s.worker.enable_test_faults:
-        raise ConfigError("WORKER__ENABLE_TEST_FAULTS: refused when APP_ENV=production")
+        yield "WORKER__ENABLE_TEST_FAULTS: refused when APP_ENV=production"
     if s.destinations.allow_private_networks:
-        raise ConfigError("DESTINATIONS__ALLOW_PRIVATE_NETWORKS: refused when APP_ENV=production "
-                          "(destinations could reach the services beside Relayforge)")
+        yield ("DESTINATIONS__ALLOW_PRIVATE_NETWORKS: refused when APP_ENV=production "
+               "(destinations could reach the services beside Relayforge)")
     for f in fields(WebhookSettings):
         value = getattr(s.webhooks, f.name)
         if f.name.endswith("secret") and value and len(value) < MIN_PRODUCTION_SECRET:
-            raise ConfigError(f"WEBHOOKS__{f.name.upper()}: at least {MIN_PRODUCTION_SECRET} "
-                              "characters when APP_ENV=production (empty: no env fallback)")
+            yield (f"WEBHOOKS__{f.name.upper()}: at least {MIN_PRODUCTION_SECRET} "
+                   "characters when APP_ENV=production (empty: no env fallback)")
     if any(len(key) < MIN_PRODUCTION_SECRET for key, _ in s.admin.fallback_api_keys_json):
-        raise ConfigError(f"ADMIN__FALLBACK_API_KEYS_JSON: every key at least "
-                          f"{MIN_PRODUCTION_SECRET} characters when APP_ENV=production")
+        yield (f"ADMIN__FALLBACK_API_KEYS_JSON: every key at least {MIN_PRODUCTION_SECRET} "
+               "characters when APP_ENV=production")
 
 
 def master_key(s: Settings) -> bytes:

@@ -185,6 +185,34 @@ def test_doctor_exits_non_zero_on_any_failure(env, failed):
     assert "Traceback" not in out.stderr
 
 
+def test_doctor_in_production_reports_every_check_despite_configuration_errors(fresh_database):
+    from tests.support import amqp_url
+
+    out = _cli("doctor", APP_ENV="production", SERVER__PORT="99999",
+               WORKER__LEASE_SECONDS="nine", DATABASE__URL=fresh_database(), AMQP__URL=amqp_url())
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    failed = [line for line in lines if line.startswith("config: FAILED: ")]
+    for var in ("SERVER__PORT", "WORKER__LEASE_SECONDS", "SECRETS__MASTER_KEY",
+                "ADMIN__FALLBACK_API_KEYS_JSON"):
+        assert any(line.startswith(f"config: FAILED: {var}: ") for line in failed), lines
+    assert "master key: not set" in lines
+    assert "handlers: default handler only" in lines
+    assert any(line.startswith("database: reachable; migrations ") for line in lines), lines
+    assert "broker: RabbitMQ reachable" in lines
+    assert "Traceback" not in out.stderr
+
+
+def test_doctor_reports_a_malformed_database_url_in_one_line():
+    out = _cli("doctor", DATABASE__URL="notaurl")
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("config: FAILED: DATABASE__URL: not a PostgreSQL URL")
+               for line in lines), lines
+    assert any(line.startswith("database: FAILED: cannot connect: ") for line in lines), lines
+    assert "Traceback" not in out.stderr
+
+
 def test_a_bad_handler_target_stops_serve_before_it_listens(fresh_database):
     out = _cli("serve", "--mode", "all", DATABASE__URL=fresh_database(),
                WORKER__HANDLERS="generic=tests.handlers:no_such_function", SERVER__PORT="1")
