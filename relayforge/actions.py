@@ -4,7 +4,9 @@ and audited the same way whichever door it came through (AuditAction names each 
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import time
 import uuid
 from typing import Any
 
@@ -12,12 +14,21 @@ import orjson
 
 from relayforge.connectors import CONNECTORS
 from relayforge.connectors.tenant import valid_name
+from relayforge.destinations.client import Answer, DeliveryClient
 from relayforge.destinations.filters import FilterError, check_filter
+from relayforge.destinations.requests import RequestBuilder
 from relayforge.destinations.signing import header_context, new_secret
 from relayforge.errors import BadRequest, Conflict, InvalidDestination, NotFound, UnknownSource
-from relayforge.events import has_control
+from relayforge.events import DomainEvent, has_control
 from relayforge.ids import new_id
-from relayforge.models import ApiKeyCreated, SecretRotated, SecretView
+from relayforge.models import (
+    ApiKeyCreated,
+    DeliveryAttemptView,
+    DestinationRecovered,
+    SecretRotated,
+    SecretView,
+    TestEventSent,
+)
 from relayforge.roles import Actor, Role
 from relayforge.security.apikeys import generate_key, hash_key
 from relayforge.security.secrets import SecretCipher, store_secret
@@ -43,6 +54,10 @@ class AuditAction(enum.StrEnum):
     DESTINATION_UPDATE = "destination.update"
     DESTINATION_DELETE = "destination.delete"
     DESTINATION_ROTATE_SECRET = "destination.rotate_secret"
+    DESTINATION_PAUSE = "destination.pause"
+    DESTINATION_RESUME = "destination.resume"
+    DESTINATION_RECOVER = "destination.recover"
+    DESTINATION_TEST = "destination.test"
     DELIVERY_REPROCESS = "delivery.reprocess"
     DELIVERY_REPROCESS_BULK = "delivery.reprocess_bulk"
     SOURCE_PUT = "source.put"
@@ -247,3 +262,86 @@ async def set_destination_enabled(stores: Stores, actor: Actor, tenant_id: uuid.
                              target=str(destination_id),
                              detail={"tenant_id": str(tenant_id), "fields": ["enabled"],
                                      "enabled": enabled})
+
+
+async def pause_destination(stores: Stores, actor: Actor, tenant_id: uuid.UUID,
+                            destination_id: uuid.UUID, paused: bool) -> None:
+    """Pause (its deliveries are held, none attempted) or resume (they go out in order)."""
+    async with stores.transaction() as tx:
+        if not await tx.destinations.pause(tenant_id=tenant_id, destination_id=destination_id,
+                                           paused=paused):
+            raise NotFound("no such destination")
+        await tx.audit.write(
+            actor=actor, target=str(destination_id), detail={"tenant_id": str(tenant_id)},
+            action=AuditAction.DESTINATION_PAUSE if paused else AuditAction.DESTINATION_RESUME)
+
+
+async def recover_destination(stores: Stores, settings: Settings, actor: Actor,
+                              tenant_id: uuid.UUID, destination_id: uuid.UUID,
+                              since: dt.datetime) -> DestinationRecovered:
+    """Send again every delivery of the destination that failed at or after `since`: the
+    dead-lettered ones (with WORKER__MAX_ATTEMPTS more attempts) and retries waiting for later.
+    In batches of MAX_BULK, each with its audit record, until none is left."""
+    view = await stores.destinations.get(tenant_id=tenant_id, destination_id=destination_id)
+    if view is None:
+        raise NotFound("no such destination")
+    if not view.enabled:
+        raise Conflict("the destination is disabled: enable it first, or every recovered "
+                       "delivery is dead-lettered again")
+    recovered = 0
+    while True:
+        async with stores.transaction() as tx:
+            ids = await tx.deliveries.recover(destination_id=destination_id, since=since,
+                                              limit=MAX_BULK,
+                                              extra_attempts=settings.worker.max_attempts)
+            await tx.audit.write(actor=actor, action=AuditAction.DESTINATION_RECOVER,
+                                 target=str(destination_id),
+                                 detail={"tenant_id": str(tenant_id),
+                                         "since": since.isoformat(), "count": len(ids)})
+        recovered += len(ids)
+        if len(ids) < MAX_BULK:
+            return DestinationRecovered(destination_id=destination_id, since=since,
+                                        recovered=recovered)
+
+
+TEST_EVENT_TYPE = "relayforge.test"
+
+
+async def send_test_event(stores: Stores, settings: Settings, cipher: SecretCipher,
+                          actor: Actor, tenant_id: uuid.UUID,
+                          destination_id: uuid.UUID) -> TestEventSent:
+    """A `relayforge.test` event sent to the destination now, signed like every delivery, and
+    what its service answered. Paused or disabled, it is sent all the same (to check the
+    service before resuming); it is no delivery: nothing retries it, the audit log keeps it."""
+    message_id = new_id()
+    event = DomainEvent(source="relayforge", event_type=TEST_EVENT_TYPE,
+                        provider_event_id=str(message_id), occurred_at_unix=int(time.time()),
+                        data={"tenant_id": str(tenant_id), "destination_id": str(destination_id),
+                              "message": "a test event sent by an operator"})
+    attempt = await stores.destinations.test_request(
+        tenant_id=tenant_id, destination_id=destination_id, message_id=message_id,
+        event=event.to_json(), event_type=TEST_EVENT_TYPE)
+    if attempt is None:
+        raise NotFound("no such destination")
+    started_at = dt.datetime.now(dt.UTC)
+    request = RequestBuilder(cipher).build(attempt, {})
+    if isinstance(request, str):
+        answer = Answer(None, request, None, 0.0, None)
+    else:
+        s = settings.destinations
+        client = DeliveryClient(s.allow_private_networks, production=settings.production)
+        await client.start()
+        try:
+            answer = await client.post(*request, attempt.timeout_ms)
+        finally:
+            await client.close()
+    await stores.audit.write(actor=actor, action=AuditAction.DESTINATION_TEST,
+                             target=str(destination_id),
+                             detail={"tenant_id": str(tenant_id), "webhook_id": str(message_id),
+                                     "status_code": answer.status, "error": answer.error})
+    return TestEventSent(
+        destination_id=destination_id, webhook_id=message_id, event_type=TEST_EVENT_TYPE,
+        delivered=answer.status is not None and 200 <= answer.status < 300,
+        attempt=DeliveryAttemptView(attempt=1, started_at=started_at,
+                                    duration_ms=answer.duration_ms, status_code=answer.status,
+                                    error=answer.error, response_body=answer.body))

@@ -112,6 +112,7 @@ class DestinationView(View):
     name: str | None
     url: str
     enabled: bool
+    paused: bool  # deliveries held (created, none attempted) until it is resumed
     disabled_reason: str | None  # "gone" (410), "failing", or null
     filter: dict[str, Any]
     header_names: list[str]  # custom headers sent; their values are never shown
@@ -126,6 +127,20 @@ class DestinationView(View):
     secrets: list[DestinationSecretView]
     created_at: datetime
     updated_at: datetime
+
+
+class DestinationRecovered(View):
+    destination_id: uuid.UUID
+    since: datetime
+    recovered: int  # deliveries sent again: dead-lettered ones and retries brought forward
+
+
+class TestEventSent(View):
+    destination_id: uuid.UUID
+    webhook_id: uuid.UUID  # the webhook-id header it carried
+    event_type: str  # relayforge.test
+    delivered: bool  # the service answered 2xx
+    attempt: DeliveryAttemptView
 
 
 class DestinationCreated(DestinationView, kw_only=True):

@@ -50,8 +50,8 @@ from relayforge.db.pool import on_connection_error
 from relayforge.deliveries import DeliveryStatus, Outcome
 from relayforge.destinations.client import Answer, DeliveryClient
 from relayforge.destinations.filters import EventFacts, EventFilter, compile_filter
-from relayforge.destinations.signing import header_context, secret_key, signature
-from relayforge.events import DomainEvent, without_control
+from relayforge.destinations.requests import RequestBuilder
+from relayforge.events import DomainEvent
 from relayforge.ids import new_id
 from relayforge.jobs import backoff_seconds
 from relayforge.messages import DeliveryMessage, trace_carrier
@@ -72,7 +72,6 @@ from relayforge.stores.jobs import StartedJob
 log = logging.getLogger(__name__)
 
 MAX_CACHED_FILTERS = 10_000
-MAX_CACHED_KEYS = 10_000
 MAX_WAITING = 10_000  # deliveries waiting in one lane
 MIN_DEFER_SECONDS, MAX_DEFER_SECONDS = 0.05, 30.0  # a broker message the lane can't hold
 STARTED_AHEAD = 32  # attempts of a lane started beyond its request slots (doing database work)
@@ -84,6 +83,7 @@ class _FanOutDestination(msgspec.Struct, frozen=True):
     max_concurrency: int | None
     rate_limit_per_second: float | None
     circuit: str
+    paused: bool = False
 
 
 _DESTINATIONS = msgspec.json.Decoder(list[_FanOutDestination])
@@ -121,6 +121,7 @@ class _Waiting:
     attempt: int
     carrier: dict[str, str]
     message: IncomingMessage | None = None  # None: fanned out here, claimed in the table
+    ticket: int = -1  # its place in its lane's order, given when its attempt begins
     began: float = 0.0  # when its attempt began (time.monotonic())
     left: bool = False  # its attempt no longer counts against the lane
 
@@ -131,10 +132,12 @@ class _Lane:
     Only the request itself holds one of the destination's `max_concurrency` slots: an
     attempt's database work (its gate and start before, its outcome after) runs outside them,
     so the destination sees back-to-back requests, and up to STARTED_AHEAD more attempts are
-    under way than it has slots."""
+    under way than it has slots. Slots go in the order attempts began (their tickets), not the
+    order their starts came back (group commits run side by side): an attempt that ends without
+    a request passes its turn on."""
 
     __slots__ = ("max_concurrency", "bucket", "waiting", "in_flight", "held", "typical_seconds",
-                 "wake", "sending", "senders")
+                 "wake", "sending", "senders", "deferred_until", "issued", "turn", "passed")
 
     def __init__(self, max_concurrency: int, rate: float | None) -> None:
         self.waiting: deque[_Waiting] = deque()
@@ -143,8 +146,12 @@ class _Lane:
         self.typical_seconds = MIN_DEFER_SECONDS  # an attempt's duration lately
         self.wake: asyncio.TimerHandle | None = None  # set while waiting for a rate token
         self.sending = 0  # requests out (slots taken)
-        self.senders: deque[asyncio.Future[None]] = deque()  # attempts waiting for a slot
+        self.senders: dict[int, asyncio.Future[None]] = {}  # attempts waiting for a slot
+        self.issued = 0  # tickets given
+        self.turn = 0  # the first ticket whose turn has not passed
+        self.passed: set[int] = set()  # later tickets whose turn has passed
         self.bucket: TokenBucket | None = None
+        self.deferred_until = 0.0  # (monotonic) when the last delivery it deferred is due
         self.set_limits(max_concurrency, rate)
 
     def set_limits(self, max_concurrency: int, rate: float | None) -> None:
@@ -155,25 +162,50 @@ class _Lane:
     def has_room(self) -> bool:
         return self.in_flight < self.max_concurrency + STARTED_AHEAD
 
-    async def slot(self) -> None:
-        """Wait for one of the destination's request slots (in arrival order)."""
-        if self.sending < self.max_concurrency and not self.senders:
+    def ticket(self) -> int:
+        self.issued += 1
+        return self.issued - 1
+
+    async def slot(self, ticket: int) -> None:
+        """Wait for one of the destination's request slots, in ticket order."""
+        if ticket == self.turn and self.sending < self.max_concurrency:
             self.sending += 1
+            self.pass_turn(ticket)
             return
         turn = asyncio.get_running_loop().create_future()
-        self.senders.append(turn)
+        self.senders[ticket] = turn
         try:
-            await turn  # a slot is handed over by a request that ends
+            await turn  # a slot is handed over in turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():  # handed over, then cancelled: give back
                 self.free()
+            else:
+                self.senders.pop(ticket, None)
+                self.pass_turn(ticket)
             raise
+
+    def pass_turn(self, ticket: int) -> None:
+        """The ticket's turn is over (it took a slot, or ends without a request)."""
+        if ticket >= self.turn:
+            self.passed.add(ticket)
+            self._hand_over()
 
     def free(self) -> None:
         self.sending -= 1
-        while self.senders and self.sending < self.max_concurrency:
-            turn = self.senders.popleft()
-            if not turn.done():  # (one whose attempt was cancelled is passed over)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Move the turn past the tickets that had theirs; give free slots to those next."""
+        while True:
+            while self.turn in self.passed:
+                self.passed.remove(self.turn)
+                self.turn += 1
+            turn = self.senders.get(self.turn)
+            if turn is None or (self.sending >= self.max_concurrency and not turn.done()):
+                return
+            del self.senders[self.turn]
+            self.passed.add(self.turn)
+            if not turn.done():  # (a cancelled waiter passes its turn without a slot)
                 self.sending += 1
                 turn.set_result(None)
 
@@ -183,6 +215,15 @@ class _Lane:
         if self.bucket is not None:
             each = max(each, 1 / self.bucket.rate)
         return (len(self.waiting) + self.in_flight) * each / 2
+
+    def defer_seconds(self) -> float:
+        """How long to defer a delivery the lane can't hold: about its wait, and never due
+        before one deferred earlier, so that deferred deliveries come back in the order they
+        came (a resumed destination's backlog goes out in order)."""
+        now = time.monotonic()
+        wait = min(MAX_DEFER_SECONDS, max(MIN_DEFER_SECONDS, self.wait_seconds()))
+        self.deferred_until = max(now + wait, self.deferred_until + 0.001)
+        return self.deferred_until - now
 
     def idle(self) -> bool:
         """Nothing waiting or under way and a full bucket: forgetting it loses nothing."""
@@ -201,7 +242,7 @@ class DeliveryWorker:
         self._lanes: dict[uuid.UUID, _Lane] = {}
         self._attempts: set[asyncio.Task[None]] = set()
         self._filters: dict[str, EventFilter] = {}  # compiled once per distinct filter
-        self._keys: dict[tuple[uuid.UUID, bytes], bytes] = {}  # by destination and ciphertext
+        self._requests = RequestBuilder(cipher)
         self._claim_seconds = float(settings.worker.lease_seconds)
         self._closing = False
         # Group commit, as for jobs: the fan-outs, starts and outcomes of the same moment are
@@ -265,8 +306,9 @@ class DeliveryWorker:
         for d in _DESTINATIONS.decode(job.destinations):
             if self._filter(d.filter).matches(facts):
                 lane = self._lane(d.id, (d.max_concurrency or default, d.rate_limit_per_second))
+                take = "left" if d.paused else self._take(lane, d.circuit)  # held in the table
                 fan.deliveries.append(NewDelivery(new_id(), job.id, d.id, job.tenant_id,
-                                                  headers, self._take(lane, d.circuit)))
+                                                  headers, take))
         if not fan.deliveries:
             return 0
         try:
@@ -325,7 +367,7 @@ class DeliveryWorker:
         held = max(self._settings.destinations.max_concurrency,
                    lane.max_concurrency if lane else 0)
         if self._closing or (lane is not None and lane.held >= held):
-            seconds = lane.wait_seconds() if lane is not None else 0.0
+            seconds = lane.defer_seconds() if lane is not None else 0.0
             await self._defer(m.delivery_id, m.attempt, seconds)
             await message.ack()
             return
@@ -374,6 +416,7 @@ class DeliveryWorker:
     def _launch(self, destination_id: uuid.UUID, lane: _Lane, w: _Waiting,
                 started: StartedDelivery | None = None) -> None:
         """An attempt under way (counted in the lane's in_flight by the caller)."""
+        w.ticket = lane.ticket()
         task = asyncio.create_task(self._run(destination_id, lane, w, started))
         self._attempts.add(task)
         task.add_done_callback(self._attempts.discard)
@@ -403,6 +446,7 @@ class DeliveryWorker:
         if w.left:
             return
         w.left = True
+        lane.pass_turn(w.ticket)
         lane.in_flight -= 1
         lane.typical_seconds = 0.8 * lane.typical_seconds + 0.2 * (time.monotonic() - w.began)
         self._pump(destination_id, lane)
@@ -441,9 +485,9 @@ class DeliveryWorker:
 
     async def _through_gate(self, destination_id: uuid.UUID, w: _Waiting
                             ) -> StartedDelivery | None:
-        """A delivery the common start left (destination disabled or deleted, circuit open, or
-        the attempt stale): started if the gate lets it (an open circuit's probe), else
-        settled here."""
+        """A delivery the common start left (destination disabled, paused or deleted,
+        circuit open, or the attempt stale): started if the gate lets it (an open circuit's
+        probe), else settled here."""
         s = self._settings.destinations
         gate = await self._stores.destinations.gate(
             destination_id=destination_id, probe_seconds=s.circuit_probe_seconds,
@@ -457,6 +501,10 @@ class DeliveryWorker:
                     reason=f"destination disabled: {gate.disabled_reason or 'by an admin'}"):
                 metrics.child(metrics.DELIVERIES, DeliveryStatus.DEAD_LETTERED).inc()
             await self._settle(w, dead=True)
+            return None
+        if gate.paused:  # the same attempt waits in the table for the resume
+            await self._stores.deliveries.hold(delivery_id=w.delivery_id, attempt=w.attempt)
+            await self._settle(w, dead=False)
             return None
         if gate.circuit == "open" and not gate.probe:
             assert gate.wait_until is not None
@@ -495,12 +543,12 @@ class DeliveryWorker:
     async def _send_and_record(self, lane: _Lane, w: _Waiting, d: StartedDelivery
                                ) -> Answer:
         started_at = dt.datetime.now(dt.UTC)
-        request = self._request(d, w.carrier)
+        request = self._requests.build(d, w.carrier)
         if isinstance(request, str):  # nothing to send: no retry can help
             answer = Answer(None, request, None, 0.0, None)
         else:
             url, body, headers = request
-            await lane.slot()
+            await lane.slot(w.ticket)
             try:
                 answer = await self._client.post(url, body, headers, d.timeout_ms)
             finally:
@@ -566,47 +614,3 @@ class DeliveryWorker:
             log.warning("destination circuit opened", extra={
                 "destination_id": str(d.destination_id),
                 "consecutive_failures": failed.consecutive_failures})
-
-    def _key(self, d: StartedDelivery, context: str, nonce: bytes, ciphertext: bytes) -> bytes:
-        """A signing secret's key, decrypted once per secret (a rotation makes a new one)."""
-        key = self._keys.get((d.destination_id, ciphertext))
-        if key is None:
-            if len(self._keys) >= MAX_CACHED_KEYS:
-                self._keys.clear()
-            key = self._keys[d.destination_id, ciphertext] = secret_key(
-                self._cipher.decrypt(d.tenant_id, context, nonce, ciphertext).decode())
-        return key
-
-    def _request(self, d: StartedDelivery, carrier: dict[str, str]
-                 ) -> tuple[str, bytes, dict[str, str]] | str:
-        """The URL, body and headers of the attempt, or why there is nothing to send."""
-        context = header_context(d.destination_id)
-        keys = [self._key(d, context, nonce, ct)
-                for nonce, ct in zip(d.secret_nonces, d.secret_ciphertexts, strict=True)]
-        if not keys:
-            return "the destination has no signing secret"
-        if d.payload == "event":
-            body, content_type = d.event, "application/json"
-        elif d.body is not None:
-            body, content_type = d.body, d.content_type or "application/octet-stream"
-        else:
-            return "the original body is no longer kept (RETENTION__INBOX_DAYS)"
-        headers: dict[str, str] = {}
-        if d.headers_ciphertext is not None and d.headers_nonce is not None:
-            headers.update(orjson.loads(self._cipher.decrypt(
-                d.tenant_id, context, d.headers_nonce, d.headers_ciphertext)))
-        timestamp = int(time.time())
-        headers.update({
-            "content-type": content_type,
-            "webhook-id": str(d.id),
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature(str(d.id), timestamp, body, keys),
-            "x-relayforge-tenant-id": str(d.tenant_id),
-            "x-relayforge-source": d.source,
-            "x-relayforge-event-type": without_control(d.event_type),
-            "x-relayforge-attempt": str(d.attempts),
-            **tracing.carry(carrier),  # the trace continues into the tenant's service
-        })
-        return d.url, body, headers
-
-

@@ -24,9 +24,11 @@ from relayforge.http.models import (
     DeliveriesQuery,
     DestinationCreate,
     DestinationPatch,
+    RecoverDeliveries,
     Redeliver,
     RotateSecret,
     given,
+    instant,
     parse_query,
     read_model,
 )
@@ -36,10 +38,12 @@ from relayforge.models import (
     DeliveryDetail,
     DeliveryView,
     DestinationCreated,
+    DestinationRecovered,
     DestinationView,
     Items,
     Page,
     SecretRotated,
+    TestEventSent,
     View,
 )
 from relayforge.roles import Actor
@@ -83,6 +87,20 @@ ROUTES = [
                "destinations.rotate_secret",
                "A new signing secret (shown once); the previous ones keep signing until they "
                "expire", (201, SecretRotated), body=RotateSecret, errors=NOT_FOUND),
+    AdminRoute("POST", BASE + "/{destination_id}/pause", OPERATOR, "destinations.pause",
+               "Pause: its deliveries are created and held, none attempted",
+               (200, DestinationView), errors=NOT_FOUND),
+    AdminRoute("POST", BASE + "/{destination_id}/resume", OPERATOR, "destinations.resume",
+               "Resume: the held deliveries go out, oldest first", (200, DestinationView),
+               errors=NOT_FOUND),
+    AdminRoute("POST", BASE + "/{destination_id}/recover", OPERATOR, "destinations.recover",
+               "Send again every delivery that failed since a time (dead-lettered ones get "
+               "WORKER__MAX_ATTEMPTS more attempts)", (202, DestinationRecovered),
+               body=RecoverDeliveries,
+               errors={**NOT_FOUND, 409: ("the destination is disabled", ["conflict"])}),
+    AdminRoute("POST", BASE + "/{destination_id}/test", OPERATOR, "destinations.test",
+               "Send a signed relayforge.test event now; the answer holds the attempt",
+               (200, TestEventSent), errors=NOT_FOUND),
     AdminRoute("GET", "/admin/deliveries", VIEWER, "destinations.list_deliveries",
                "List deliveries, newest first", (200, Page[DeliveryView]),
                query=DeliveriesQuery),
@@ -213,6 +231,32 @@ class DestinationEndpoints:
         return view_response(201, await actions.rotate_destination_secret(
             self._stores, self._cipher, actor, tenant_id, destination_id,
             body.previous_expires_in_seconds))
+
+    async def pause(self, request: Request, actor: Actor) -> Response:
+        return await self._pause(request, actor, paused=True)
+
+    async def resume(self, request: Request, actor: Actor) -> Response:
+        return await self._pause(request, actor, paused=False)
+
+    async def _pause(self, request: Request, actor: Actor, paused: bool) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        destination_id = path_uuid(request, "destination_id")
+        await actions.pause_destination(self._stores, actor, tenant_id, destination_id, paused)
+        return view_response(200, await self._view(tenant_id, destination_id))
+
+    async def recover(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        destination_id = path_uuid(request, "destination_id")
+        body = await read_model(request, RecoverDeliveries)
+        since = instant(body.since, "since")
+        assert since is not None
+        return view_response(202, await actions.recover_destination(
+            self._stores, self._settings, actor, tenant_id, destination_id, since))
+
+    async def test(self, request: Request, actor: Actor) -> Response:
+        return view_response(200, await actions.send_test_event(
+            self._stores, self._settings, self._cipher, actor, path_uuid(request, "tenant_id"),
+            path_uuid(request, "destination_id")))
 
     async def list_deliveries(self, request: Request, actor: Actor) -> Response:
         q = parse_query(query_string(request), DeliveriesQuery)

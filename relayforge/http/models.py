@@ -178,6 +178,12 @@ class BulkDeliveryReprocess(Model):
     limit: BulkLimit = DEFAULT_BULK
 
 
+class RecoverDeliveries(Model):
+    """Every delivery of the destination that failed at or after `since` goes out again."""
+
+    since: Instant
+
+
 class Redeliver(Model):
     """Without `destination_id`: every enabled destination whose filter matches the event."""
 

@@ -41,6 +41,7 @@ class DestinationFields:
 @dataclass(frozen=True, slots=True)
 class Gate:
     enabled: bool
+    paused: bool
     disabled_reason: str | None
     circuit: str
     max_concurrency: int | None
@@ -140,7 +141,7 @@ class DestinationStats:
 def _destination(row: Any) -> DestinationView:
     return DestinationView(
         id=row["id"], tenant_id=row["tenant_id"], name=row["name"], url=row["url"],
-        enabled=row["enabled"], disabled_reason=row["disabled_reason"],
+        enabled=row["enabled"], paused=row["paused"], disabled_reason=row["disabled_reason"],
         filter=orjson.loads(row["filter_json"]), header_names=list(row["header_names"]),
         payload=row["payload"], timeout_ms=row["timeout_ms"],
         rate_limit_per_second=row["rate_limit_per_second"],
@@ -188,6 +189,25 @@ class DestinationStore(Store):
             Q["destination_update"], tenant_id, destination_id, f.name, f.url, f.enabled,
             f.filter_json, f.header_names, nonce, sealed, f.payload, f.timeout_ms,
             f.rate_limit_per_second, f.max_concurrency, list(f.cleared)) is not None
+
+    async def pause(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID,
+                    paused: bool) -> bool:
+        """Pause (deliveries held) or resume (the relay is woken for them); False: none such."""
+        return await self._db.fetchval(Q["destination_pause"], tenant_id, destination_id,
+                                       paused) is not None
+
+    async def test_request(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID,
+                           message_id: uuid.UUID, event: bytes, event_type: str
+                           ) -> StartedDelivery | None:
+        """A one-off attempt carrying `event` (JSON) to the destination, shaped as a delivery
+        (its id, and its job's, are `message_id`), or None: no such destination."""
+        row = await self._db.fetchrow(Q["destination_test_request"], tenant_id, destination_id)
+        if row is None:
+            return None
+        return StartedDelivery(
+            id=message_id, job_id=message_id, attempts=1, max_attempts=1, headers="{}",
+            source="relayforge", event_type=event_type, event=event, body=event,
+            content_type="application/json", **dict(row))
 
     async def delete(self, *, tenant_id: uuid.UUID, destination_id: uuid.UUID) -> bool:
         return await self._db.fetchval(Q["destination_delete"], tenant_id,
@@ -256,6 +276,9 @@ class DeliveryStore(Store):
         return await self._db.fetchval(Q["delivery_refuse"], delivery_id, attempt,
                                        reason) is not None
 
+    async def hold(self, *, delivery_id: uuid.UUID, attempt: int) -> bool:
+        return await self._db.fetchval(Q["delivery_hold"], delivery_id, attempt) is not None
+
     async def defer(self, *, delivery_id: uuid.UUID, attempt: int, until: dt.datetime) -> bool:
         return await self._db.fetchval(Q["delivery_defer"], delivery_id, attempt,
                                        until) is not None
@@ -313,6 +336,12 @@ class DeliveryStore(Store):
                         extra_attempts: int) -> list[uuid.UUID]:
         rows = await self._db.fetch(Q["deliveries_reprocess"], delivery_id, tenant_id,
                                     destination_id, limit, extra_attempts)
+        return [r["id"] for r in rows]
+
+    async def recover(self, *, destination_id: uuid.UUID, since: dt.datetime, limit: int,
+                      extra_attempts: int) -> list[uuid.UUID]:
+        rows = await self._db.fetch(Q["deliveries_recover"], destination_id, since,
+                                    extra_attempts, limit)
         return [r["id"] for r in rows]
 
     async def lag(self) -> DeliveryLag:

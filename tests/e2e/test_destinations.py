@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import socket
 import time
 import uuid
@@ -323,6 +324,125 @@ async def test_each_probe_goes_to_a_delivery_that_has_spent_the_fewest_attempts(
     assert len(attempts) >= 3 and attempts == sorted(attempts), attempts
     r = await client.patch(view_url, headers=ADMIN, json={"enabled": False})  # stop probing
     assert r.status_code == 200, r.text
+
+
+async def test_pause_holds_deliveries_and_resume_sends_them_in_creation_order(
+        client, server, receiver):
+    tenant = new_tenant()
+    destination = await create(client, server, tenant, url=f"{receiver.url}/paused",
+                               max_concurrency=1)
+    view_url = f"{server.url}/admin/tenants/{tenant}/destinations/{destination['id']}"
+    assert (await client.post(f"{view_url}/pause", headers=VIEWER)).status_code == 403
+    r = await client.post(f"{view_url}/pause", headers=OPERATOR)
+    assert r.status_code == 200 and r.json()["paused"] is True, r.text
+
+    jobs = [await send(client, server, tenant, data={"n": n}) for n in range(20)]
+    await wait_for_jobs(server.database_url, jobs, ("succeeded",))  # every fan-out is done
+    await asyncio.sleep(1.0)  # five relay polls (200 ms) had their chance to send one
+    held = await deliveries(client, server, destination_id=destination["id"])
+    assert len(held) == 20 and {(d["status"], d["attempts"]) for d in held} == {("pending", 0)}
+    assert receiver.at("/paused") == []
+
+    r = await client.post(f"{view_url}/resume", headers=OPERATOR)
+    assert r.status_code == 200 and r.json()["paused"] is False, r.text
+    arrived = await receiver.wait_for("/paused", 20)
+    # in the order the deliveries were created (jobs run side by side, so that is not
+    # exactly the order the webhooks came in); one at a time (max_concurrency 1)
+    created = sorted(held, key=lambda d: (dt.datetime.fromisoformat(d["created_at"]),
+                                          uuid.UUID(d["id"])))
+    assert [x.headers["webhook-id"] for x in arrived] == [d["id"] for d in created]
+    assert receiver.most_active["/paused"] == 1
+    done = await wait_deliveries(client, server, ("succeeded",), 20,
+                                 destination_id=destination["id"])
+    assert {d["attempts"] for d in done} == {1}
+    assert (await client.post(f"{server.url}/admin/tenants/{tenant}/destinations/"
+                              f"{uuid.uuid4()}/pause", headers=OPERATOR)).status_code == 404
+
+
+async def test_a_test_event_arrives_signed_and_its_attempt_is_in_the_answer(
+        client, server, receiver):
+    receiver.scripts["/probe-down"] = lambda n, _: Reply(503, body="maintenance")
+    tenant = new_tenant()
+    up = await create(client, server, tenant, url=f"{receiver.url}/probe", payload="event")
+    down = await create(client, server, tenant, url=f"{receiver.url}/probe-down")
+    base = f"{server.url}/admin/tenants/{tenant}/destinations"
+    assert (await client.post(f"{base}/{up['id']}/test", headers=VIEWER)).status_code == 403
+    # a paused destination takes a test too: it is how to check the service before resuming
+    assert (await client.post(f"{base}/{up['id']}/pause", headers=OPERATOR)).status_code == 200
+
+    r = await client.post(f"{base}/{up['id']}/test", headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["delivered"], answer["event_type"]) == (True, "relayforge.test")
+    assert (answer["attempt"]["status_code"], answer["attempt"]["error"]) == (200, None)
+    assert answer["attempt"]["response_body"] == "ok" and answer["attempt"]["duration_ms"] >= 0
+    [got] = receiver.at("/probe")  # it arrived before the answer
+    event = verify(up["signing_secret"], got)
+    assert got.headers["webhook-id"] == answer["webhook_id"]
+    assert event["event_type"] == "relayforge.test"
+    assert event["data"]["destination_id"] == up["id"]
+    assert got.headers["x-relayforge-event-type"] == "relayforge.test"
+
+    r = await client.post(f"{base}/{down['id']}/test", headers=OPERATOR)
+    failed = r.json()
+    assert r.status_code == 200 and failed["delivered"] is False, r.text
+    assert (failed["attempt"]["status_code"], failed["attempt"]["response_body"]) == (
+        503, "maintenance")
+    # a test is no delivery: nothing is created, nothing retries it
+    assert await deliveries(client, server, tenant_id=tenant) == []
+    assert (await client.post(f"{base}/{uuid.uuid4()}/test", headers=OPERATOR)).status_code == 404
+
+
+async def test_recover_resends_exactly_the_deliveries_that_failed_since_a_time(
+        client, start_server, receiver, names):
+    up = {"now": False}
+    receiver.scripts["/incident"] = lambda n, _: Reply(200) if up["now"] else Reply(500)
+    prefix = f"{names}.recover"
+    server = start_server("all", **amqp_env(prefix), **{
+        **SETTINGS, "DESTINATIONS__CIRCUIT_FAILURES": "1000", "WORKER__MAX_ATTEMPTS": "2"})
+    try:
+        tenant = new_tenant()
+        destination = await create(client, server, tenant, url=f"{receiver.url}/incident")
+        url = f"{server.url}/admin/tenants/{tenant}/destinations/{destination['id']}"
+        for _ in range(2):
+            await send(client, server, tenant)
+        before = await wait_deliveries(client, server, ("dead_lettered",), 2,
+                                       destination_id=destination["id"])
+        since = dt.datetime.now(dt.UTC)
+        for _ in range(3):
+            await send(client, server, tenant)
+        await wait_deliveries(client, server, ("dead_lettered",), 5,
+                              destination_id=destination["id"])
+        failed_since = {d["id"] for d in await deliveries(
+            client, server, destination_id=destination["id"])} - {d["id"] for d in before}
+        arrived_before = len(receiver.at("/incident"))
+
+        body = {"since": since.isoformat()}
+        assert (await client.post(f"{url}/recover", headers=VIEWER, json=body)).status_code == 403
+        for bad in ({"since": "yesterday"}, {"since": "2026-12-06T10:00:00"}, {}):
+            r = await client.post(f"{url}/recover", headers=OPERATOR, json=bad)
+            assert r.status_code == 400, (bad, r.text)
+        up["now"] = True
+        r = await client.post(f"{url}/recover", headers=OPERATOR, json=body)
+        assert r.status_code == 202 and r.json()["recovered"] == 3, r.text
+
+        items = await deliveries(client, server, destination_id=destination["id"])
+        await wait_deliveries(client, server, ("succeeded",), 3, destination_id=destination["id"],
+                              status="succeeded")
+        items = {d["id"]: d["status"] for d in await deliveries(
+            client, server, destination_id=destination["id"])}
+        assert {i for i, status in items.items() if status == "succeeded"} == failed_since
+        assert {i for i, status in items.items() if status == "dead_lettered"} == {
+            d["id"] for d in before}
+        resent = receiver.at("/incident")[arrived_before:]
+        assert sorted(x.headers["webhook-id"] for x in resent) == sorted(failed_since)
+
+        r = await client.patch(url, headers=ADMIN, json={"enabled": False})
+        assert r.status_code == 200, r.text
+        assert (await client.post(f"{url}/recover", headers=OPERATOR,
+                                  json=body)).status_code == 409
+    finally:
+        await delete_topology(prefix)
 
 
 async def test_a_destination_failing_too_long_is_disabled(client, start_server, receiver,

@@ -80,6 +80,7 @@ destinations.id uuid NOT NULL
 destinations.max_concurrency integer
 destinations.name text
 destinations.next_probe_at timestamp with time zone
+destinations.paused boolean NOT NULL DEFAULT false
 destinations.payload text NOT NULL DEFAULT 'raw'::text
 destinations.rate_limit_per_second double precision
 destinations.tenant_id uuid NOT NULL

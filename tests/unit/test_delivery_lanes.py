@@ -16,7 +16,7 @@ async def test_slots_never_exceed_the_limit_and_go_in_arrival_order():
 
     async def request(n: int) -> None:
         nonlocal most
-        await lane.slot()
+        await lane.slot(lane.ticket())
         order.append(n)
         most = max(most, lane.sending)
         await asyncio.sleep(0.01)
@@ -25,14 +25,14 @@ async def test_slots_never_exceed_the_limit_and_go_in_arrival_order():
     await asyncio.gather(*(request(n) for n in range(10)))
     assert most == 2
     assert order == list(range(10))
-    assert lane.sending == 0 and not lane.senders
+    assert lane.sending == 0 and not lane.senders and lane.turn == 10
 
 
 async def test_a_lowered_limit_holds_back_until_the_requests_out_have_ended():
     lane = _Lane(3, None)
     for _ in range(3):
-        await lane.slot()
-    waiting = asyncio.ensure_future(lane.slot())
+        await lane.slot(lane.ticket())
+    waiting = asyncio.ensure_future(lane.slot(lane.ticket()))
     await asyncio.sleep(0)
     lane.set_limits(1, None)
     lane.free()
@@ -46,9 +46,9 @@ async def test_a_lowered_limit_holds_back_until_the_requests_out_have_ended():
 
 async def test_a_cancelled_waiter_is_passed_over_and_its_slot_not_lost():
     lane = _Lane(1, None)
-    await lane.slot()
-    cancelled = asyncio.ensure_future(lane.slot())
-    after = asyncio.ensure_future(lane.slot())
+    await lane.slot(lane.ticket())
+    cancelled = asyncio.ensure_future(lane.slot(lane.ticket()))
+    after = asyncio.ensure_future(lane.slot(lane.ticket()))
     await asyncio.sleep(0)
     cancelled.cancel()
     await asyncio.sleep(0)
@@ -61,8 +61,8 @@ async def test_a_cancelled_waiter_is_passed_over_and_its_slot_not_lost():
 
 async def test_a_waiter_cancelled_after_its_slot_was_handed_over_gives_it_back():
     lane = _Lane(1, None)
-    await lane.slot()
-    handed = asyncio.ensure_future(lane.slot())
+    await lane.slot(lane.ticket())
+    handed = asyncio.ensure_future(lane.slot(lane.ticket()))
     await asyncio.sleep(0)
     lane.free()  # the slot passes to `handed`, which is cancelled before it runs
     handed.cancel()
@@ -75,3 +75,37 @@ def test_an_idle_lane_with_a_full_bucket_can_be_forgotten():
     assert lane.idle()
     assert lane.bucket is not None and lane.bucket.take() == 0.0
     assert not lane.idle()  # a token spent: forgetting it would reset the rate
+
+
+async def test_slots_go_in_ticket_order_whatever_order_the_attempts_ask_in():
+    """Attempts get tickets as they begin; their starts come back out of order (group commits
+    run side by side), and the destination still sees them in ticket order."""
+    lane = _Lane(1, None)
+    tickets = [lane.ticket() for _ in range(4)]
+    order: list[int] = []
+
+    async def request(ticket: int) -> None:
+        await lane.slot(ticket)
+        order.append(ticket)
+        await asyncio.sleep(0)
+        lane.free()
+
+    later = [asyncio.ensure_future(request(t)) for t in reversed(tickets[1:])]
+    await asyncio.sleep(0.01)
+    assert order == [] and lane.sending == 0  # ticket 0 has not asked yet: nobody goes first
+    await request(tickets[0])
+    await asyncio.gather(*later)
+    assert order == tickets
+
+
+async def test_an_attempt_that_ends_without_a_request_passes_its_turn():
+    lane = _Lane(1, None)
+    first, second, third = lane.ticket(), lane.ticket(), lane.ticket()
+    waiting = asyncio.ensure_future(lane.slot(third))
+    await asyncio.sleep(0)
+    lane.pass_turn(second)  # e.g. its destination was disabled: no request
+    await asyncio.sleep(0)
+    assert not waiting.done()  # the first has neither sent nor passed
+    lane.pass_turn(first)
+    await asyncio.sleep(0)
+    assert waiting.done() and lane.sending == 1 and lane.turn == 3 and not lane.passed

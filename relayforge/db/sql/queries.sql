@@ -307,7 +307,8 @@ RETURNING j.id, j.tenant_id, j.source, j.event, j.attempts, j.max_attempts, j.co
           -- what fan-out needs, read here (nothing more for tenants without destinations)
           (SELECT jsonb_agg(jsonb_build_object(
                       'id', d.id, 'filter', d.filter::text, 'max_concurrency', d.max_concurrency,
-                      'rate_limit_per_second', d.rate_limit_per_second, 'circuit', d.circuit))
+                      'rate_limit_per_second', d.rate_limit_per_second, 'circuit', d.circuit,
+                      'paused', d.paused))
            FROM destinations d WHERE d.tenant_id = j.tenant_id AND d.enabled)::text
               AS destinations;
 
@@ -564,6 +565,29 @@ UPDATE destinations SET
 WHERE tenant_id = $1 AND id = $2
 RETURNING id;
 
+-- name: destination_pause
+-- Paused ($3 true) or resumed; a resume wakes the relay for the deliveries it held.
+WITH changed AS (
+    UPDATE destinations SET paused = $3, updated_at = now()
+    WHERE tenant_id = $1 AND id = $2 RETURNING id
+),
+woken AS (
+    SELECT pg_notify('relayforge_outbox', '') FROM changed WHERE NOT $3
+)
+SELECT id FROM changed WHERE (SELECT count(*) FROM woken) >= 0;
+
+-- name: destination_test_request
+-- What a test event to a destination needs: what delivery_requests gives, without a job.
+SELECT d.id AS destination_id, d.tenant_id, d.url, d.payload, d.timeout_ms, d.headers_nonce,
+       d.headers_ciphertext, d.max_concurrency, d.rate_limit_per_second,
+       ARRAY(SELECT k.nonce FROM destination_secrets k WHERE k.destination_id = d.id
+             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
+           AS secret_nonces,
+       ARRAY(SELECT k.ciphertext FROM destination_secrets k WHERE k.destination_id = d.id
+             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
+           AS secret_ciphertexts
+FROM destinations d WHERE d.tenant_id = $1 AND d.id = $2;
+
 -- name: destination_delete
 DELETE FROM destinations WHERE tenant_id = $1 AND id = $2 RETURNING id;
 
@@ -583,7 +607,8 @@ WITH probe AS (
             AND x.updated_at > now() - make_interval(secs => 2 * $2))
     RETURNING d.id
 )
-SELECT d.enabled, d.disabled_reason, d.circuit, d.max_concurrency, d.rate_limit_per_second,
+SELECT d.enabled, d.paused, d.disabled_reason, d.circuit, d.max_concurrency,
+       d.rate_limit_per_second,
        -- a delivery that the probe passed over looks again soon, in case its peer never comes
        CASE WHEN d.next_probe_at > now() THEN d.next_probe_at
             ELSE now() + make_interval(secs => least($2 / 4, 1)) END AS wait_until,
@@ -660,19 +685,26 @@ WHERE j.id = $2
 RETURNING id, destination_id;
 
 -- name: deliveries_claim
--- For the relay: deliveries whose next message is due, leased (and owned) as outbox rows are.
-UPDATE deliveries x
-SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3
-FROM (
-    SELECT id FROM deliveries
-    WHERE status IN ('pending', 'retrying') AND available_at <= now()
-      AND (claimed_until IS NULL OR claimed_until < now())
-    ORDER BY available_at
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-) due
-WHERE x.id = due.id
-RETURNING x.id, x.destination_id, x.tenant_id, x.attempts + 1 AS attempt, x.headers::text AS headers;
+-- For the relay: deliveries whose next message is due, leased (and owned) as outbox rows are,
+-- in the order they fell due (oldest first: an UPDATE's RETURNING has no order of its own).
+-- A paused destination's deliveries wait, in the order they will go out when it resumes.
+WITH claimed AS (
+    UPDATE deliveries x
+    SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3
+    FROM (
+        SELECT w.id FROM deliveries w
+        WHERE w.status IN ('pending', 'retrying') AND w.available_at <= now()
+          AND (w.claimed_until IS NULL OR w.claimed_until < now())
+          AND NOT EXISTS (SELECT 1 FROM destinations d WHERE d.id = w.destination_id AND d.paused)
+        ORDER BY w.available_at, w.id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) due
+    WHERE x.id = due.id
+    RETURNING x.id, x.destination_id, x.tenant_id, x.attempts + 1 AS attempt,
+              x.headers::text AS headers, x.available_at
+)
+SELECT id, destination_id, tenant_id, attempt, headers FROM claimed ORDER BY available_at, id;
 
 -- name: deliveries_mark_queued
 -- Confirmed: queued, unless the consumer already took that message (it beat the confirm): a
@@ -694,6 +726,14 @@ SET status = 'dead_lettered', last_error = $3, claimed_until = NULL, updated_at 
 WHERE id = $1 AND attempts = $2 - 1 AND status IN ('pending', 'queued', 'retrying')
 RETURNING id;
 
+-- name: delivery_hold
+-- Its destination is paused: the same attempt waits, unclaimed and in its place, for the resume.
+UPDATE deliveries
+SET status = CASE WHEN attempts = 0 THEN 'pending' ELSE 'retrying' END, claimed_until = NULL,
+    updated_at = now()
+WHERE id = $1 AND attempts = $2 - 1 AND status IN ('pending', 'queued', 'retrying')
+RETURNING id;
+
 -- name: delivery_defer
 -- Not now (circuit open, destination busy or over its rate): the same attempt goes out later,
 -- without spending one.
@@ -705,8 +745,8 @@ RETURNING id;
 -- name: deliveries_start
 -- The only way into `processing`, as for jobs: exactly each delivery's next attempt ($1 ids,
 -- $2 attempts, as many as a consumer starts at once; rows locked in id order). With $4 only
--- where the destination is enabled and its circuit closed (the common case, without a gate);
--- the others are left for the gate. Returns all the requests need: the destination and its
+-- where the destination is enabled, not paused and its circuit closed (the common case,
+-- without a gate); the others are left for the gate. Returns all the requests need: the destination and its
 -- limits, the event, the original body and its content type.
 WITH m AS (
     SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
@@ -721,7 +761,8 @@ started AS (
     FROM m, locked, destinations d
     WHERE x.id = m.id AND locked.id = x.id AND x.attempts = m.attempt - 1
       AND x.status IN ('pending', 'queued', 'retrying') AND x.attempts < x.max_attempts
-      AND d.id = x.destination_id AND (NOT $4 OR (d.enabled AND d.circuit = 'closed'))
+      AND d.id = x.destination_id
+      AND (NOT $4 OR (d.enabled AND d.circuit = 'closed' AND NOT d.paused))
     RETURNING x.*
 )
 SELECT s.id, s.job_id, s.destination_id, s.tenant_id, s.attempts, s.max_attempts,
@@ -838,6 +879,26 @@ FROM (
       AND ($1::uuid IS NULL OR id = $1)
       AND ($2::uuid IS NULL OR tenant_id = $2)
       AND ($3::uuid IS NULL OR destination_id = $3)
+    ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED
+) r
+WHERE x.id = r.id
+RETURNING x.id;
+
+-- name: deliveries_recover
+-- After an incident: a destination's deliveries that failed at or after $2 (dead-lettered, or
+-- waiting for a later retry) go out again now, oldest first; dead-lettered ones get
+-- WORKER__MAX_ATTEMPTS ($3) more attempts. A batch of $4; none is taken twice (a recovered
+-- one is neither dead-lettered nor waiting any more).
+UPDATE deliveries x
+SET status = CASE WHEN x.status = 'dead_lettered' THEN 'pending' ELSE x.status END,
+    max_attempts = CASE WHEN x.status = 'dead_lettered' THEN x.attempts + $3
+                        ELSE x.max_attempts END,
+    last_error = CASE WHEN x.status = 'dead_lettered' THEN NULL ELSE x.last_error END,
+    available_at = now(), claimed_until = NULL, updated_at = now()
+FROM (
+    SELECT id FROM deliveries
+    WHERE destination_id = $1 AND updated_at >= $2
+      AND (status = 'dead_lettered' OR (status = 'retrying' AND available_at > now()))
     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED
 ) r
 WHERE x.id = r.id
