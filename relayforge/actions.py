@@ -341,7 +341,7 @@ async def send_test_event(stores: Stores, settings: Settings, cipher: SecretCiph
                                      "status_code": answer.status, "error": answer.error})
     return TestEventSent(
         destination_id=destination_id, webhook_id=message_id, event_type=TEST_EVENT_TYPE,
-        delivered=answer.status is not None and 200 <= answer.status < 300,
+        delivered=answer.succeeded,
         attempt=DeliveryAttemptView(attempt=1, started_at=started_at,
                                     duration_ms=answer.duration_ms, status_code=answer.status,
                                     error=answer.error, response_body=answer.body))

@@ -26,6 +26,11 @@ class Answer:
     duration_ms: float
     retry_after: float | None
 
+    @property
+    def succeeded(self) -> bool:
+        """A 2xx: the service took it."""
+        return self.status is not None and 200 <= self.status < 300
+
 
 def retry_after_seconds(value: str | None) -> float | None:
     """Retry-After in seconds (delta-seconds form; an HTTP date is read as one minute)."""

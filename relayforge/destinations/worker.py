@@ -235,7 +235,6 @@ class DeliveryWorker:
     def __init__(self, stores: Stores, settings: Settings, cipher: SecretCipher) -> None:
         self._stores = stores
         self._settings = settings
-        self._cipher = cipher
         self._client = DeliveryClient(settings.destinations.allow_private_networks,
                                       settings.production)
         self._outcomes = OutcomeWriter(stores)
@@ -577,7 +576,7 @@ class DeliveryWorker:
         return answer
 
     def _outcome(self, d: StartedDelivery, answer: Answer, permanent: bool) -> Outcome:
-        if answer.status is not None and 200 <= answer.status < 300:
+        if answer.succeeded:
             return Outcome(DeliveryStatus.SUCCEEDED)
         error = answer.error or f"HTTP {answer.status}"
         if answer.status == 410:
