@@ -27,7 +27,6 @@ from relayforge.batcher import GroupCommitBatcher
 from relayforge.broker import Broker, IncomingMessage
 from relayforge.db.pool import on_connection_error
 from relayforge.destinations.worker import DeliveryWorker
-from relayforge.events import DomainEvent
 from relayforge.jobs import (
     HandlerRegistry,
     JobContext,
@@ -198,7 +197,7 @@ class JobRunner:
     async def _run(self, message: IncomingMessage, job: StartedJob,
                    carrier: dict[str, str]) -> None:
         attempt, max_attempts = job.attempts, job.max_attempts
-        event = DomainEvent.from_json(job.event)
+        event = job.event
         # The event's deliveries, before its handler runs: a handler's failure never holds
         # them back, and a later attempt finds them made (once per job and destination).
         await self._outcomes.write(lambda: self._deliveries.fan_out(job, event, carrier))

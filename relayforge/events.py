@@ -40,6 +40,28 @@ class DomainEvent:
     data: Any
     # Test faults of the generic connector; kept beside the event, never shown to handlers.
     faults: dict[str, Any] = field(default_factory=dict)
+    # Where `data` sits in the body's JSON (keys from the top, () for the whole body) when it
+    # is a part of it, as `from_part` takes it. Then a job stores no copy of the event: the
+    # body is stored once, and the event is put together from it when read. None: data is
+    # no part of the body (a form decoded, an object rebuilt), and the job stores the event.
+    data_path: tuple[str, ...] | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_part(cls, doc: Any, data_path: tuple[str, ...], *, source: str, event_type: str,
+                  provider_event_id: str | None, occurred_at_unix: int | None,
+                  faults: dict[str, Any] | None = None) -> DomainEvent:
+        """The event whose data is `doc` (the body's JSON) at `data_path`: a missing key, or
+        a step into something that is not an object, is null."""
+        data = doc
+        for key in data_path:
+            data = data.get(key) if isinstance(data, dict) else None
+        return cls(source, event_type, provider_event_id, occurred_at_unix, data,
+                   faults or {}, data_path)
+
+    @property
+    def stored_whole(self) -> bool:
+        """Whether a job must store this event (it can't be put together from the body)."""
+        return self.data_path is None or bool(self.faults)
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -57,6 +79,19 @@ class DomainEvent:
             raise InvalidPayload(
                 f"JSON nested too deeply: the event's data may nest at most {MAX_EVENT_DEPTH - 1}"
                 f" levels ({exc})", signature_valid=True) from None
+
+    @classmethod
+    def stored(cls, event: bytes | None, *, source: str, event_type: str,
+               provider_event_id: str | None, occurred_at_unix: int | None,
+               data_path: list[str] | None, body: bytes | None) -> DomainEvent:
+        """A job's event as stored: whole (`event`), or from the first delivery's body."""
+        if event is not None:
+            return cls.from_json(event)
+        if data_path is None or body is None:
+            raise ValueError("a job without its event needs its data path and its body")
+        return cls.from_part(orjson.loads(body), tuple(data_path), source=source,
+                             event_type=event_type, provider_event_id=provider_event_id,
+                             occurred_at_unix=occurred_at_unix)
 
     @classmethod
     def from_json(cls, raw: bytes) -> DomainEvent:

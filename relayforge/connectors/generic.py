@@ -86,12 +86,12 @@ class GenericConnector(Connector):
             faults["fail_until_attempt"] = parsed.fail_until_attempt
         if parsed.force_permanent_fail is not UNSET:
             faults["force_permanent_fail"] = parsed.force_permanent_fail
-        return DomainEvent(
+        return DomainEvent.from_part(
+            doc, ("data",),
             source=self.name,
             event_type=parsed.event,
             provider_event_id=_event_id(headers),
             occurred_at_unix=None,
-            data=parsed.data,
             faults=faults,
         )
 

@@ -4,6 +4,7 @@ X-GitHub-Delivery; JSON or form-encoded (`payload=<json>`) bodies."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 from relayforge.connectors.base import (
@@ -66,13 +67,15 @@ class GitHubConnector(Connector):
                     "X-GitHub-Event header or an action field is required", signature_valid=True
                 )
             event_type = "github." + (identifier(action, "action", required=True) or "")
-        return DomainEvent(
+        event = DomainEvent.from_part(
+            doc, (),
             source=self.name,
             event_type=event_type,
             provider_event_id=header_identifier(headers, b"x-github-delivery"),
             occurred_at_unix=None,
-            data=doc,
         )
+        # A form's JSON is one of its fields, not the body: the job stores that event whole.
+        return replace(event, data_path=None) if content_type == FORM else event
 
 
 def _form_payload(body: bytes) -> bytes:

@@ -62,8 +62,8 @@ class GitLabConnector(Connector):
             doc.get("object_kind"), "object_kind", required=True)
         event_id = header_identifier(headers, b"idempotency-key") or header_identifier(
             headers, b"x-gitlab-event-uuid")
-        return DomainEvent(source=self.name, event_type=event_type or "",
-                           provider_event_id=event_id, occurred_at_unix=None, data=doc)
+        return DomainEvent.from_part(doc, (), source=self.name, event_type=event_type or "",
+                                     provider_event_id=event_id, occurred_at_unix=None)
 
     def check_freshness(self, signed: Signed, now: int, settings: Settings) -> None:
         if signed.timestamp is not None:  # only the signing-token scheme has a timestamp

@@ -50,12 +50,12 @@ class LinearConnector(Connector):
         doc = parse_json_object(body, "linear")
         kind = identifier(doc.get("type"), "type", required=True)
         action = identifier(doc.get("action"), "action", required=True)
-        return DomainEvent(
+        return DomainEvent.from_part(
+            doc, ("data",),
             source=self.name,
             event_type=f"{kind}.{action}",
             provider_event_id=header_identifier(headers, b"linear-delivery"),
             occurred_at_unix=None,
-            data=doc.get("data"),
         )
 
     def check_freshness(self, signed: Signed, now: int, settings: Settings) -> None:

@@ -61,12 +61,12 @@ class PaddleConnector(Connector):
 
     def normalize(self, headers: Headers, body: bytes) -> DomainEvent:
         doc = parse_json_object(body, "paddle")
-        return DomainEvent(
+        return DomainEvent.from_part(
+            doc, ("data",),
             source=self.name,
             event_type=identifier(doc.get("event_type"), "event_type", required=True) or "",
             provider_event_id=identifier(doc.get("event_id"), "event_id", required=True),
             occurred_at_unix=None,
-            data=doc.get("data"),
         )
 
     def check_freshness(self, signed: Signed, now: int, settings: Settings) -> None:

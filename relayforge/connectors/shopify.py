@@ -50,5 +50,5 @@ class ShopifyConnector(Connector):
             raise InvalidPayload("X-Shopify-Topic header is required", signature_valid=True)
         event_id = header_identifier(headers, b"x-shopify-webhook-id") or header_identifier(
             headers, b"x-shopify-event-id")
-        return DomainEvent(source=self.name, event_type=topic, provider_event_id=event_id,
-                           occurred_at_unix=None, data=doc)
+        return DomainEvent.from_part(doc, (), source=self.name, event_type=topic,
+                                     provider_event_id=event_id, occurred_at_unix=None)

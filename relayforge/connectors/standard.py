@@ -92,12 +92,12 @@ class StandardWebhooksConnector(Connector):
     def normalize(self, headers: Headers, body: bytes) -> DomainEvent:
         doc = parse_json_object(body, "standard webhooks")
         id_name = header_names(headers)[0]
-        return DomainEvent(
+        return DomainEvent.from_part(
+            doc, ("data",),
             source=self.name,
             event_type=identifier(doc.get("type"), "type", required=True) or "",
             provider_event_id=header_identifier(headers, id_name),
             occurred_at_unix=None,
-            data=doc.get("data"),
         )
 
     def check_freshness(self, signed: Signed, now: int, settings: Settings) -> None:

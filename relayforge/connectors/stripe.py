@@ -61,12 +61,12 @@ class StripeConnector(Connector):
         data = doc.get("data")
         if data is not None and not isinstance(data, dict):
             raise InvalidPayload("data must be an object", signature_valid=True)
-        return DomainEvent(
+        return DomainEvent.from_part(
+            doc, ("data", "object"),
             source=self.name,
             event_type=event_type or "",
             provider_event_id=event_id,
             occurred_at_unix=created,
-            data=(data or {}).get("object"),
         )
 
     def check_freshness(self, signed: Signed, now: int, settings: Settings) -> None:

@@ -174,8 +174,9 @@ class TenantSourceConnector(Connector):
         doc = parse_json_object(body, self.name)
         event_type = self._value(self.definition.event_type, headers, doc, "event_type")
         event_id = self._value(self.definition.event_id, headers, doc, "event_id")
-        return DomainEvent(source=self.name, event_type=event_type or self.name,
-                           provider_event_id=event_id, occurred_at_unix=None, data=doc)
+        return DomainEvent.from_part(doc, (), source=self.name,
+                                     event_type=event_type or self.name,
+                                     provider_event_id=event_id, occurred_at_unix=None)
 
     @staticmethod
     def _value(where: Field | UnsetType, headers: Headers, doc: dict[str, Any],

@@ -41,6 +41,8 @@ class RequestBuilder:
         if not keys:
             return "the destination has no signing secret"
         if d.payload == "event":
+            if d.event is None:
+                return "the event's body is no longer kept (RETENTION__INBOX_DAYS)"
             body, content_type = d.event, "application/json"
         elif d.body is not None:
             body, content_type = d.body, d.content_type or "application/octet-stream"

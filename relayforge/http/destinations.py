@@ -16,7 +16,6 @@ from relayforge.destinations.filters import EventFacts, compile_filter
 from relayforge.destinations.guard import ForbiddenDestination, check_url
 from relayforge.destinations.signing import header_context, new_secret
 from relayforge.errors import InvalidDestination, NotFound
-from relayforge.events import DomainEvent
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import query_string
 from relayforge.http.models import (
@@ -299,7 +298,7 @@ class DestinationEndpoints:
             if not targets:
                 raise NotFound("no such destination for the job's tenant")
         else:
-            event = DomainEvent.from_json(await self._stores.jobs.event(job_id=job_id))
+            event = await self._stores.jobs.event(job_id=job_id)
             facts = EventFacts(job.source, event.event_type, event.data)
             targets = [d.id for d in destinations
                        if d.enabled and compile_filter(d.filter).matches(facts)]

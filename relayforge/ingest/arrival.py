@@ -34,12 +34,15 @@ class Arrival:
     request_id: str
     correlation_id: str
     trace_context: str  # JSON object text: W3C headers + correlation id
-    # The normalized event, kept as its stored JSON (written before the batch, so an event
-    # that can't be written fails alone) and the two fields the batch needs; the parsed data
-    # (as large as the body) is let go. None when normalizing refused the request.
+    # The normalized event, as a job stores it: its JSON only when it can't be put together
+    # from the body (written before the batch either way, so an event that can't be written
+    # fails alone), else where its data sits in the body; the parsed data (as large as the
+    # body) is let go. event_type None when normalizing refused the request.
     event_type: str | None = None
     provider_event_id: str | None = None
-    event_json: bytes = b""
+    occurred_at_unix: int | None = None
+    data_path: list[str] | None = None
+    event_json: bytes | None = None
     replay_protected: bool = False
     rejection: RelayforgeError | None = None  # refused before the batch; row kept as evidence
     # The outcome, filled in by the batch.
@@ -93,8 +96,13 @@ def arrive(connector: Connector, settings: Settings, *, tenant_id: uuid.UUID, he
     )
     try:
         event = connector.normalize(headers, body)
-        arrival.event_json = event.to_json()
+        event_json = event.to_json()
+        if event.stored_whole:
+            arrival.event_json = event_json
+        else:
+            arrival.data_path = list(event.data_path or ())
         arrival.event_type, arrival.provider_event_id = event.event_type, event.provider_event_id
+        arrival.occurred_at_unix = event.occurred_at_unix
         connector.check_freshness(signed, int(time.time()), settings)
     except (InvalidPayload, StaleTimestamp) as exc:
         arrival.rejection = exc

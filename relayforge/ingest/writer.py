@@ -175,4 +175,5 @@ def _new_item(d: Arrival) -> NewItem:
         event_type=d.event_type, provider_event_id=d.provider_event_id,
         dedup_key=d.dedup_key, payload_hash=d.payload_hash, headers=d.evidence_headers,
         body=d.body, event=d.event_json, request_id=d.request_id,
-        correlation_id=d.correlation_id, trace_context=d.trace_context)
+        correlation_id=d.correlation_id, trace_context=d.trace_context,
+        occurred_at_unix=d.occurred_at_unix, data_path=d.data_path)

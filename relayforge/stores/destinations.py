@@ -12,6 +12,7 @@ import msgspec
 import orjson
 
 from relayforge.deliveries import Outcome
+from relayforge.events import DomainEvent
 from relayforge.models import (
     DeliveryAttemptView,
     DeliveryView,
@@ -102,11 +103,26 @@ class StartedDelivery:
     rate_limit_per_second: float | None
     source: str
     event_type: str
-    event: bytes
+    event: bytes | None  # for an `event` destination; None only if the body is gone
     body: bytes | None
     content_type: str | None
     secret_nonces: list[bytes]
     secret_ciphertexts: list[bytes]
+
+
+_EVENT_PARTS = ("provider_event_id", "occurred_at_unix", "data_path")
+
+
+def _started(row: Any) -> StartedDelivery:
+    """A started delivery from its row (delivery_requests' columns). Where the job stores no
+    event, an `event` destination's is put together from the body here (a `raw` one needs none)."""
+    fields = {k: v for k, v in row.items() if k not in ("claimed", "started")}
+    parts = {k: fields.pop(k) for k in _EVENT_PARTS}
+    if fields["event"] is None and fields["payload"] == "event" and fields["body"] is not None:
+        fields["event"] = DomainEvent.stored(
+            None, source=fields["source"], event_type=fields["event_type"],
+            body=fields["body"], **parts).to_json()
+    return StartedDelivery(**fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +263,8 @@ class DeliveryStore(Store):
             [d.destination_id for d in deliveries], [d.tenant_id for d in deliveries],
             [d.headers for d in deliveries], [d.take for d in deliveries], max_attempts,
             claim_seconds)
-        return [FannedOut(r["id"], r["destination_id"], r["claimed"], StartedDelivery(**{
-            k: v for k, v in r.items() if k not in ("claimed", "started")})
-            if r["started"] else None) for r in rows]
+        return [FannedOut(r["id"], r["destination_id"], r["claimed"],
+                          _started(r) if r["started"] else None) for r in rows]
 
     async def redeliver(self, *, job_id: uuid.UUID,
                         deliveries: Sequence[tuple[uuid.UUID, uuid.UUID]],
@@ -289,7 +304,7 @@ class DeliveryStore(Store):
         `closed_only`, only those whose destination is enabled with its circuit closed."""
         rows = await self._db.fetch(Q["deliveries_start"], [d for d, _ in attempts],
                                     [a for _, a in attempts], lease_seconds, closed_only)
-        return [StartedDelivery(**dict(r)) for r in rows]
+        return [_started(r) for r in rows]
 
     async def state(self, *, delivery_id: uuid.UUID) -> tuple[str, int] | None:
         row = await self._db.fetchrow(Q["delivery_state"], delivery_id)

@@ -25,10 +25,12 @@ class NewItem(NamedTuple):
     payload_hash: str
     headers: str  # evidence headers, JSON object text
     body: bytes
-    event: bytes  # the DomainEvent, JSON
+    event: bytes | None  # the DomainEvent, JSON, when it can't be put together from the body
     request_id: str
     correlation_id: str
     trace_context: str  # JSON object text
+    occurred_at_unix: int | None
+    data_path: list[str] | None  # where the event's data sits in the body, when it does
 
 
 class RefusedItem(NamedTuple):

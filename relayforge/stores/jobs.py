@@ -7,7 +7,9 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from relayforge.events import DomainEvent
 from relayforge.jobs import JobStatus
 from relayforge.models import JobCounts, JobView, record
 from relayforge.stores.base import Q, Store
@@ -20,7 +22,7 @@ class StartedJob:
     id: uuid.UUID
     tenant_id: uuid.UUID
     source: str
-    event: bytes
+    event: DomainEvent
     attempts: int
     max_attempts: int
     correlation_id: str | None
@@ -54,6 +56,14 @@ class Recovered:
     status: JobStatus
 
 
+def _event(row: Any) -> DomainEvent:
+    """The job's event: stored whole, or put together from its first delivery's body."""
+    return DomainEvent.stored(
+        row["event"], source=row["source"], event_type=row["event_type"],
+        provider_event_id=row["provider_event_id"], occurred_at_unix=row["occurred_at_unix"],
+        data_path=row["data_path"], body=row["body"])
+
+
 class JobStore(Store):
     async def start(self, *, job_id: uuid.UUID, attempt: int, lease_seconds: float
                     ) -> StartedJob | None:
@@ -66,12 +76,15 @@ class JobStore(Store):
         """Start each (job, attempt) that is its job's next attempt; the others were stale."""
         rows = await self._db.fetch(Q["jobs_start"], [j for j, _ in attempts],
                                     [a for _, a in attempts], lease_seconds)
-        return [StartedJob(**dict(r)) for r in rows]
+        return [StartedJob(
+            id=r["id"], tenant_id=r["tenant_id"], source=r["source"], event=_event(r),
+            attempts=r["attempts"], max_attempts=r["max_attempts"],
+            correlation_id=r["correlation_id"], trace_context=r["trace_context"],
+            destinations=r["destinations"]) for r in rows]
 
-    async def event(self, *, job_id: uuid.UUID) -> bytes:
-        """The normalized event (JSON) of a job that exists."""
-        event: bytes = await self._db.fetchval(Q["job_event"], job_id)
-        return event
+    async def event(self, *, job_id: uuid.UUID) -> DomainEvent:
+        """The normalized event of a job that exists."""
+        return _event(await self._db.fetchrow(Q["job_event"], job_id))
 
     async def state(self, *, job_id: uuid.UUID) -> JobState | None:
         row = await self._db.fetchrow(Q["job_state"], job_id)

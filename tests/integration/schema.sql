@@ -44,6 +44,7 @@ delivery_attempts.started_at timestamp with time zone NOT NULL
 delivery_attempts.status_code integer
 delivery_requests.body bytea
 delivery_requests.content_type text
+delivery_requests.data_path ARRAY
 delivery_requests.destination_id uuid
 delivery_requests.event bytea
 delivery_requests.event_type text
@@ -51,7 +52,9 @@ delivery_requests.headers_ciphertext bytea
 delivery_requests.headers_nonce bytea
 delivery_requests.job_id uuid
 delivery_requests.max_concurrency integer
+delivery_requests.occurred_at_unix bigint
 delivery_requests.payload text
+delivery_requests.provider_event_id text
 delivery_requests.rate_limit_per_second double precision
 delivery_requests.secret_ciphertexts ARRAY
 delivery_requests.secret_nonces ARRAY
@@ -94,8 +97,9 @@ job_attempts.job_id uuid NOT NULL
 jobs.attempts integer NOT NULL DEFAULT 0
 jobs.correlation_id text
 jobs.created_at timestamp with time zone NOT NULL DEFAULT now()
+jobs.data_path ARRAY
 jobs.dedup_key text NOT NULL
-jobs.event bytea NOT NULL
+jobs.event bytea
 jobs.event_type text NOT NULL
 jobs.first_inbox_id uuid NOT NULL
 jobs.id uuid NOT NULL
@@ -103,6 +107,7 @@ jobs.last_error text
 jobs.last_inbox_id uuid NOT NULL
 jobs.lease_expires_at timestamp with time zone
 jobs.max_attempts integer NOT NULL
+jobs.occurred_at_unix bigint
 jobs.provider_event_id text
 jobs.source text NOT NULL
 jobs.status text NOT NULL DEFAULT 'pending'::text
@@ -186,6 +191,7 @@ destinations destinations_pkey PRIMARY KEY (id)
 job_attempts job_attempts_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
 job_attempts job_attempts_pkey PRIMARY KEY (job_id, attempt)
 jobs jobs_dedup UNIQUE (tenant_id, source, dedup_key)
+jobs jobs_event_or_data_path CHECK (((event IS NOT NULL) OR (data_path IS NOT NULL))) NOT VALID
 jobs jobs_pkey PRIMARY KEY (id)
 jobs jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'processing'::text, 'succeeded'::text, 'retrying'::text, 'dead_lettered'::text])))
 outbox_messages outbox_messages_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
@@ -263,6 +269,8 @@ ingest_row.11 event bytea
 ingest_row.12 request_id text
 ingest_row.13 correlation_id text
 ingest_row.14 trace_context text
+ingest_row.15 occurred_at_unix bigint
+ingest_row.16 data_path text[]
 
 -- functions
 CREATE OR REPLACE FUNCTION public.relayforge_deliveries_notify()

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from relayforge.deliveries import DeliveryStatus
+from relayforge.events import DomainEvent
 from relayforge.ids import new_id
 from relayforge.jobs import JobStatus
 from relayforge.roles import Role
@@ -36,8 +37,9 @@ async def new_job(conn: asyncpg.Connection, max_attempts: int = 3) -> uuid.UUID:
     job_id, inbox_id = new_id(), new_id()
     await conn.execute(
         "INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, event, max_attempts, "
-        "first_inbox_id, last_inbox_id) VALUES ($1, $2, 'generic', $3, 't', '{}', $4, $5, $5)",
-        job_id, uuid.uuid4(), f"hash:{job_id}", max_attempts, inbox_id)
+        "first_inbox_id, last_inbox_id) VALUES ($1, $2, 'generic', $3, 't', $6, $4, $5, $5)",
+        job_id, uuid.uuid4(), f"hash:{job_id}", max_attempts, inbox_id,
+        DomainEvent("generic", "t", None, None, {}).to_json())
     await conn.execute("INSERT INTO outbox_messages (job_id, tenant_id, attempt) "
                        "SELECT id, tenant_id, 1 FROM jobs WHERE id = $1", job_id)
     return job_id

@@ -6,14 +6,17 @@
 -- name: ingest_accept
 -- One statement records a whole batch: job upsert (first delivery of a key creates the job, the
 -- others in or across batches are deduped onto it), inbox rows, and an outbox row per new job.
+-- The body is stored once, in the inbox: a job whose event can be put together from its first
+-- delivery's body stores only where the data sits (data_path), no event.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
 WITH input AS (
     SELECT inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
            payload_hash, headers, body, event, request_id, correlation_id, trace_context,
-           (n - 1)::int AS ord
+           occurred_at_unix, data_path, (n - 1)::int AS ord
     FROM unnest($1::ingest_row[]) WITH ORDINALITY
         AS i(inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
-             payload_hash, headers, body, event, request_id, correlation_id, trace_context, n)
+             payload_hash, headers, body, event, request_id, correlation_id, trace_context,
+             occurred_at_unix, data_path, n)
 ),
 firsts AS (
     SELECT DISTINCT ON (tenant_id, source, dedup_key) *,
@@ -24,9 +27,11 @@ firsts AS (
 ),
 job AS (
     INSERT INTO jobs AS j (id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
-                           max_attempts, correlation_id, trace_context, first_inbox_id, last_inbox_id)
-    SELECT job_id, tenant_id, source, dedup_key, event_type, provider_event_id, event, $2,
-           correlation_id, trace_context::jsonb, inbox_id, last_inbox_id
+                           occurred_at_unix, data_path, max_attempts, correlation_id,
+                           trace_context, first_inbox_id, last_inbox_id)
+    SELECT job_id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
+           occurred_at_unix, data_path, $2, correlation_id, trace_context::jsonb, inbox_id,
+           last_inbox_id
     FROM firsts
     ORDER BY tenant_id, source, dedup_key
     ON CONFLICT (tenant_id, source, dedup_key)
@@ -302,8 +307,12 @@ FROM m, locked
 WHERE j.id = m.id AND locked.id = j.id
   AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
   AND j.attempts < j.max_attempts
-RETURNING j.id, j.tenant_id, j.source, j.event, j.attempts, j.max_attempts, j.correlation_id,
+RETURNING j.id, j.tenant_id, j.source, j.attempts, j.max_attempts, j.correlation_id,
           j.trace_context::text AS trace_context,
+          -- the event, or what it is put together from (the first delivery's body)
+          j.event, j.event_type, j.provider_event_id, j.occurred_at_unix, j.data_path,
+          (SELECT i.body FROM webhook_inbox i WHERE i.id = j.first_inbox_id AND j.event IS NULL)
+              AS body,
           -- what fan-out needs, read here (nothing more for tenants without destinations)
           (SELECT jsonb_agg(jsonb_build_object(
                       'id', d.id, 'filter', d.filter::text, 'max_concurrency', d.max_concurrency,
@@ -313,7 +322,10 @@ RETURNING j.id, j.tenant_id, j.source, j.event, j.attempts, j.max_attempts, j.co
               AS destinations;
 
 -- name: job_event
-SELECT event FROM jobs WHERE id = $1;
+SELECT j.event, j.source, j.event_type, j.provider_event_id, j.occurred_at_unix, j.data_path,
+       (SELECT i.body FROM webhook_inbox i WHERE i.id = j.first_inbox_id AND j.event IS NULL)
+           AS body
+FROM jobs j WHERE j.id = $1;
 
 -- name: job_state
 SELECT status, attempts, max_attempts FROM jobs WHERE id = $1;
@@ -431,7 +443,10 @@ RETURNING job_id;
 SELECT pg_try_advisory_xact_lock(hashtext('relayforge.retention'));
 
 -- name: prune_inbox
-DELETE FROM webhook_inbox WHERE received_at < now() - make_interval(days => $1);
+-- A job's first delivery stays as long as the job: its body is the job's event and raw payload.
+DELETE FROM webhook_inbox i
+WHERE i.received_at < now() - make_interval(days => $1)
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = i.job_id AND j.first_inbox_id = i.id);
 
 -- name: prune_jobs
 DELETE FROM jobs
@@ -670,7 +685,8 @@ SELECT s.id, s.destination_id, s.claimed_until IS NOT NULL AS claimed,
        s.status = 'processing' AS started, s.job_id, s.tenant_id, s.attempts, s.max_attempts,
        s.headers::text AS headers, r.url, r.payload, r.timeout_ms, r.headers_nonce,
        r.headers_ciphertext, r.max_concurrency, r.rate_limit_per_second, r.source,
-       r.event_type, r.event, r.body, r.content_type, r.secret_nonces, r.secret_ciphertexts
+       r.event_type, r.event, r.body, r.content_type, r.secret_nonces, r.secret_ciphertexts,
+       r.provider_event_id, r.occurred_at_unix, r.data_path
 FROM made s
 LEFT JOIN delivery_requests r
     ON s.status = 'processing' AND r.destination_id = s.destination_id AND r.job_id = s.job_id;
@@ -768,7 +784,8 @@ started AS (
 SELECT s.id, s.job_id, s.destination_id, s.tenant_id, s.attempts, s.max_attempts,
        s.headers::text AS headers, r.url, r.payload, r.timeout_ms, r.headers_nonce,
        r.headers_ciphertext, r.max_concurrency, r.rate_limit_per_second, r.source,
-       r.event_type, r.event, r.body, r.content_type, r.secret_nonces, r.secret_ciphertexts
+       r.event_type, r.event, r.body, r.content_type, r.secret_nonces, r.secret_ciphertexts,
+       r.provider_event_id, r.occurred_at_unix, r.data_path
 FROM started s
 JOIN delivery_requests r ON r.destination_id = s.destination_id AND r.job_id = s.job_id;
 

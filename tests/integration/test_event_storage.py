@@ -1,0 +1,139 @@
+"""The body is stored once: a job whose event is a part of its body keeps only where, and the
+event is put together from its first delivery's body when a consumer starts it or a delivery
+sends it. Jobs recorded before this change (their event stored whole) read as they did, and
+retention keeps a job's first delivery as long as the job."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import asyncpg
+import orjson
+import pytest
+
+from relayforge.connectors import CONNECTORS
+from relayforge.connectors.base import Signed
+from relayforge.db.migrate import available, migrate
+from relayforge.events import DomainEvent
+from relayforge.ids import new_id
+from relayforge.ingest import IngestWriter, arrive
+from relayforge.settings import load_settings
+from relayforge.stores import Stores
+from relayforge.stores.destinations import NewDelivery
+from tests import support
+
+SETTINGS = load_settings({}, dotenv=False)
+BEFORE = [m for m in available() if m.version < "0019"]
+
+
+@pytest.fixture
+async def old_database():
+    """A database at the schema before the body was stored once."""
+    name, url = await support.create_database(prefix="rf_evt")
+    conn = await asyncpg.connect(url)
+    await migrate(conn, BEFORE)
+    yield conn
+    await conn.close()
+    await support.drop_database(name)
+
+
+async def old_job(conn: asyncpg.Connection, event: DomainEvent) -> uuid.UUID:
+    """A job and its inbox row as the server before 0019 wrote them: the event stored whole."""
+    job_id, inbox_id, tenant = new_id(), new_id(), uuid.uuid4()
+    body = orjson.dumps({"event": event.event_type, "data": event.data})
+    digest = hashlib.sha256(body).hexdigest()
+    await conn.execute(
+        "INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, event, max_attempts, "
+        "first_inbox_id, last_inbox_id) VALUES ($1, $2, 'generic', $3, $4, $5, 3, $6, $6)",
+        job_id, tenant, "hash:" + digest, event.event_type, event.to_json(), inbox_id)
+    await conn.execute(
+        "INSERT INTO webhook_inbox (id, tenant_id, source, event_type, dedup_key, payload_hash,"
+        " body, accepted, signature_valid, job_id) VALUES ($1, $2, 'generic', $3, $4, $5, $6,"
+        " true, true, $7)", inbox_id, tenant, event.event_type, "hash:" + digest, digest, body,
+        job_id)
+    return job_id
+
+
+async def record(stores: Stores, tenant: uuid.UUID, body: bytes) -> uuid.UUID:
+    """A generic webhook through the real ingest path (normalize, then the batch statement)."""
+    arrival = arrive(CONNECTORS["generic"], SETTINGS, tenant_id=tenant, headers={}, body=body,
+                     signed=Signed(), request_id="r", correlation_id="c", trace_carrier={})
+    writer = IngestWriter(stores, SETTINGS)
+    await writer.start()
+    try:
+        await writer.record(arrival)
+    finally:
+        await writer.close()
+    assert arrival.failure is None and arrival.job_id is not None
+    return arrival.job_id
+
+
+async def today(conn: asyncpg.Connection) -> tuple[asyncpg.Connection, Stores, uuid.UUID]:
+    """The database at today's schema, its stores and a new tenant."""
+    await migrate(conn)
+    return conn, Stores(conn), uuid.uuid4()
+
+
+async def test_old_and_new_jobs_start_with_the_events_they_were_given(old_database):
+    conn = old_database
+    before = DomainEvent("generic", "old.one", None, None, {"kept": ["whole", 1]})
+    old_id = await old_job(conn, before)
+    await migrate(conn)  # to today's schema, with the old row in it
+    stores = Stores(conn)
+    tenant = uuid.uuid4()
+    body = b'{\n  "event": "new.one",\n  "data": {"n": 1.5, "s": "\\u00e9", "l": [null]}\n}'
+    new_id_ = await record(stores, tenant, body)
+
+    stored = await conn.fetchrow("SELECT event, data_path FROM jobs WHERE id = $1", new_id_)
+    assert stored["event"] is None and stored["data_path"] == ["data"]  # no second copy
+    assert await conn.fetchval("SELECT event IS NOT NULL FROM jobs WHERE id = $1", old_id)
+
+    started = {j.id: j.event for j in await stores.jobs.start_many(
+        attempts=[(old_id, 1), (new_id_, 1)], lease_seconds=60)}
+    assert started[old_id] == before
+    expected = CONNECTORS["generic"].normalize({}, body)
+    assert started[new_id_] == expected
+    assert (await stores.jobs.event(job_id=new_id_)).to_json() == expected.to_json()
+    assert await stores.jobs.event(job_id=old_id) == before
+
+
+async def test_an_event_destination_gets_the_events_json_byte_for_byte(old_database):
+    conn, stores, tenant = await today(old_database)
+    body = b'{"event": "invoice.paid", "data": {"id": "in_1", "lines": [1, 2]}}'
+    job_id = await record(stores, tenant, body)
+    destination = new_id()
+    await conn.execute(
+        "INSERT INTO destinations (id, tenant_id, url, payload) "
+        "VALUES ($1, $2, 'https://example.com/hook', 'event')", destination, tenant)
+    rows = await conn.fetch("SELECT * FROM delivery_requests WHERE job_id = $1", job_id)
+    assert rows[0]["event"] is None and rows[0]["body"] == body
+    made = await stores.deliveries.fan_out(
+        deliveries=[NewDelivery(new_id(), job_id, destination, tenant, "{}", "started")],
+        max_attempts=3, claim_seconds=60)
+    request = made[0].started
+    assert request is not None
+    assert request.event == CONNECTORS["generic"].normalize({}, body).to_json()
+
+
+async def test_retention_keeps_a_jobs_first_delivery_as_long_as_the_job(old_database):
+    conn, stores, tenant = await today(old_database)
+    body = b'{"event": "a.b", "data": {"x": 1}}'
+    job_id = await record(stores, tenant, body)
+    await record(stores, tenant, body)  # the provider's retry: a second inbox row, same job
+    assert await conn.fetchval("SELECT count(*) FROM webhook_inbox WHERE job_id = $1",
+                               job_id) == 2
+    await conn.execute("UPDATE webhook_inbox SET received_at = now() - interval '40 days'")
+    async with stores.transaction() as tx:
+        deleted = await tx.retention.prune(inbox_days=30, jobs_days=90, outbox_days=7,
+                                           audit_days=365)
+    assert deleted["webhook_inbox"] == 1  # the retry's row; the first stays with its job
+    assert (await stores.jobs.event(job_id=job_id)).data == {"x": 1}
+    await conn.execute("UPDATE jobs SET status = 'succeeded', "
+                       "updated_at = now() - interval '100 days'")
+    async with stores.transaction() as tx:
+        assert (await tx.retention.prune(inbox_days=30, jobs_days=90, outbox_days=7,
+                                         audit_days=365))["jobs"] == 1
+    async with stores.transaction() as tx:  # the next round takes the first delivery too
+        assert (await tx.retention.prune(inbox_days=30, jobs_days=90, outbox_days=7,
+                                         audit_days=365))["webhook_inbox"] == 1
