@@ -223,6 +223,27 @@ class CpuAccount:
                 + ", ".join(parts) + f", load generator and the rest {rest:.0f}")
 
 
+def statements(server_url: str) -> dict[str, float]:
+    """The server's `db_statements_total` by named query: every round trip to PostgreSQL."""
+    import httpx
+
+    counts: dict[str, float] = {}
+    for line in httpx.get(server_url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("db_statements_total{"):
+            name = line.split('query="', 1)[1].split('"', 1)[0]
+            counts[name] = counts.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def per_unit(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """Statements per unit of work between two `statements()` readings, the largest first."""
+    spent = {k: v - before.get(k, 0) for k, v in after.items()}
+    n = max(n, 1)
+    parts = [f"{k} {v / n:.3f}" for k, v in sorted(spent.items(), key=lambda x: -x[1])
+             if v / n >= 0.001]
+    return f"{sum(spent.values()) / n:.3f} statements per " + "{unit}" + f" ({', '.join(parts)})"
+
+
 def echo_server(port: int) -> subprocess.Popen[bytes]:
     """The bare app (echo_app.py) on Granian, one worker: the ingest benchmark's ceiling and
     the delivery benchmarks' receiver."""

@@ -67,6 +67,12 @@ def bodies(path: Path, n: int = 200) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def require_wrk() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk (apt-get install wrk)")
+    OUT.mkdir(exist_ok=True)
+
+
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -144,9 +150,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--no-sweep", action="store_true")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("needs wrk (apt-get install wrk)")
-    OUT.mkdir(exist_ok=True)
+    require_wrk()
     bodies_file = OUT / "bodies.txt"
     bodies(bodies_file)
     steps = [8, 16, 32, 64, 128, 256]

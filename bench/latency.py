@@ -28,7 +28,9 @@ from common import (
     chart,
     database,
     next_run,
+    per_unit,
     progress,
+    statements,
     unique,
 )
 from ingest_wrk import BENCH, _ms, bodies
@@ -129,11 +131,14 @@ def main() -> None:
             _, probe_p50 = offer(server.url, CONNECTIONS * 1000 / rate, 5, "/healthz")
             delay = calibrate(server.url, rate)
             since = asyncio.run(db_now(url))
+            ran = statements(server.url)
             with CpuAccount(server.process.pid) as cpu:  # until every job is done
                 achieved, _ = offer(server.url, delay, args.seconds)
                 stats = asyncio.run(percentiles(url, since))
-            rows.append((rate, stats | {"probe_p50": probe_p50, "achieved": achieved,
-                                        "cpu": cpu.per(int(stats["n"]), "job")}))
+            rows.append((rate, stats | {
+                "probe_p50": probe_p50, "achieved": achieved,
+                "cpu": cpu.per(int(stats["n"]), "job"),
+                "statements": per_unit(ran, statements(server.url), int(stats["n"]))}))
         progress("offering rates", len(rates), len(rates))
     for rate, s in rows:
         print(f"{rate:>5}/s offered ({s['achieved']:,.0f}/s achieved): {s['n']:,.0f} jobs, "
@@ -143,6 +148,7 @@ def main() -> None:
         print(f"        message confirmed and marked sent p50 {s['sent_p50']:.1f} ms after "
               f"the request (the consumer often finishes first)")
         print(f"        {s['cpu']}")
+        print(f"        {s['statements'].format(unit='job')}")
     draw(rows, OUT / "latency.png")
     print(f"chart: {OUT / 'latency.png'}")
 

@@ -80,7 +80,9 @@ class Runtime:
         s = self.settings
         # bad handlers fail fast
         registry = HandlerRegistry(s.worker.handlers) if self.consumes else None
-        self.pool = await create_pool(s.database.url, s.database.max_connections)
+        self.pool = await create_pool(
+            s.database.url, s.database.max_connections,
+            count_statement=lambda name: metrics.child(metrics.DB_STATEMENTS, name).inc())
         self.stores = stores = Stores(self.pool)
         self._pool_sampler = asyncio.create_task(self._sample_pool(), name="pool-sampler")
         self.cipher = SecretCipher(master_key(s))

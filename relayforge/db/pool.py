@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+
+from relayforge.db.queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,40 @@ async def _no_session_state(conn: asyncpg.Connection) -> None:
     skipped. asyncpg still clears listeners and rolls back an unfinished transaction."""
 
 
-async def create_pool(url: str, max_size: int) -> asyncpg.Pool:
+_CONTROL = ("begin", "commit", "rollback")
+
+
+def statement_name(sql: str) -> str:
+    """The named query `sql` is, `begin`/`commit`/`rollback` for transaction control, else
+    `other`: a label set that stays small whatever runs."""
+    name = _NAMES.get(sql)
+    if name is not None:
+        return name
+    word = sql.lstrip().split(None, 1)[0].rstrip(";").lower() if sql.strip() else ""
+    return word if word in _CONTROL else "other"
+
+
+_NAMES = {sql: name for name, sql in Q.items()}
+
+
+async def create_pool(url: str, max_size: int,
+                      count_statement: Callable[[str], None] | None = None) -> asyncpg.Pool:
+    """`count_statement(name)` is called after each statement a pool connection runs (a round
+    trip to PostgreSQL, whatever it does there): what a webhook costs the one shared server is
+    counted, not guessed."""
+    async def init(conn: asyncpg.Connection) -> None:
+        if count_statement is not None:
+            counted = count_statement
+
+            def logged(record: Any) -> None:
+                counted(statement_name(record.query))
+
+            conn.add_query_logger(logged)
+
     # No statement cache cap tuning needed: every runtime query is one of a fixed set of names.
     return await asyncpg.create_pool(
         url, min_size=1, max_size=max_size, command_timeout=60, server_settings={"jit": "off"},
-        reset=_no_session_state,
+        reset=_no_session_state, init=init,
     )
 
 

@@ -79,6 +79,10 @@ DB_POOL_IN_USE = Gauge("db_pool_connections_in_use", "Database connections lent 
                        multiprocess_mode="livesum")
 DB_POOL_SIZE = Gauge("db_pool_connections_max", "Database connections this process may open",
                      multiprocess_mode="livesum")
+DB_STATEMENTS = Counter(
+    "db_statements_total",
+    "Statements this process ran on PostgreSQL, by named query (begin, commit, other)",
+    ["query"])
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published with a confirm")
 OUTBOX_PUBLISH_FAILURES = Counter(
     "outbox_publish_failures_total", "Outbox rows the broker refused or could not take")

@@ -588,3 +588,30 @@ async def test_a_signed_event_id_is_covered_by_the_signature(client, ingest_serv
     a = await client.post(url, content=body, headers={**plain, "X-Event-Id": "a"})
     b = await client.post(url, content=body, headers={**plain, "X-Event-Id": "b"})
     assert a.json()["job_id"] != b.json()["job_id"]
+
+
+def statements(metrics: str) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("db_statements_total{"):
+            name = line.split('query="', 1)[1].split('"', 1)[0]
+            counts[name] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def test_every_statement_on_postgresql_is_counted_by_its_query(client, ingest_server):
+    """What a webhook costs the one shared server, counted: a batch is one ingest_accept
+    statement (atomic on its own: no BEGIN and COMMIT), with the quota's beside it."""
+    before = statements((await client.get(f"{ingest_server.url}/metrics")).text)
+    tenant = new_tenant()
+    for _ in range(5):  # one after another: a batch each
+        assert (await post_generic(client, ingest_server, generic_body(), tenant)).status_code \
+            == 202
+    after = statements((await client.get(f"{ingest_server.url}/metrics")).text)
+    spent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert spent["ingest_accept"] == 5 and spent["quota_reserve"] == 5, spent
+    # beside them only the secrets cache's reloads and, once per new pool connection, the
+    # driver's look at the batch's row type ("other")
+    assert set(spent) <= {"ingest_accept", "quota_reserve", "secrets_managed",
+                          "secrets_for_tenant", "other"}, spent
+    assert spent.get("other", 0) <= 5, spent
