@@ -49,6 +49,11 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
+# A command's connections run a few statements once: prepared statements would gain nothing,
+# and without them they work through a pooler in transaction mode (PgBouncer) as they are.
+ONE_OFF: dict[str, Any] = {"statement_cache_size": 0}
+
+
 def _database_url(settings: Settings) -> tuple[str, str]:
     """The database URL and a word for the startup log; starts the embedded server if needed."""
     if settings.database.url:
@@ -105,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
     _wait_for_database(url)
     if settings.database.migrate_on_start:
-        _migrate(url)
+        _migrate(settings.database.listen_url or url)
     _check_master_key(url, settings)
     broker = "rabbitmq" if settings.amqp.url else ("in-process" if args.mode == "all" else "none")
     if args.mode in ("relay", "consume") and not settings.amqp.url:
@@ -155,7 +160,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     log_setup.configure(settings.log.level, settings.log.json)
     url, _ = _database_url(settings)
     _wait_for_database(url)
-    applied = _migrate(url)
+    applied = _migrate(settings.database.listen_url or url)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -200,7 +205,7 @@ def _wait_until_up(variable: str, what: str,
 
 def _wait_for_database(url: str) -> None:
     async def connect() -> None:
-        await (await asyncpg.connect(url, timeout=5)).close()
+        await (await asyncpg.connect(url, timeout=5, **ONE_OFF)).close()
 
     def refused(exc: BaseException) -> bool:  # it answered, and said no
         return isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError)) and not isinstance(
@@ -286,7 +291,7 @@ async def _doctor_database(settings: Settings) -> bool:
     from relayforge.db.migrate import MigrationDrift, available, status
 
     try:
-        conn = await asyncpg.connect(settings.database.url, timeout=10)
+        conn = await asyncpg.connect(settings.database.url, timeout=10, **ONE_OFF)
     except Exception as exc:  # any failure to connect (a malformed URL included) is the answer
         print(f"database: FAILED: cannot connect: {one_line(exc)}")
         return False
@@ -321,7 +326,7 @@ async def _doctor_broker(settings: Settings) -> bool:
 
 
 async def _with_stores(url: str, work: Callable[[Stores], Awaitable[T]]) -> T:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2, **ONE_OFF)
     try:
         return await work(Stores(pool))
     finally:
@@ -335,7 +340,7 @@ def _act(url: str, action: Callable[[Stores], Awaitable[T]], dry_run: bool = Fal
     from relayforge.errors import RelayforgeError
 
     async def rolled_back() -> T:
-        conn = await asyncpg.connect(url)
+        conn = await asyncpg.connect(url, **ONE_OFF)
         try:
             transaction = conn.transaction()
             await transaction.start()

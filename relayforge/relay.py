@@ -15,10 +15,9 @@ import os
 import socket
 import uuid
 
-import asyncpg
-
 from relayforge import messages
 from relayforge.broker import Broker, OutgoingMessage, Refused
+from relayforge.db.listener import Listener
 from relayforge.db.pool import on_connection_error
 from relayforge.observability import metrics
 from relayforge.settings import Settings
@@ -34,13 +33,14 @@ Errors = list[BaseException | None]
 
 
 class Relay:
-    def __init__(self, stores: Stores, broker: Broker, settings: Settings) -> None:
+    def __init__(self, stores: Stores, broker: Broker, settings: Settings,
+                 listener: Listener) -> None:
         self._stores = stores
         self._outbox = stores.outbox
         self._broker = broker
         self._settings = settings
         self._wake = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None
+        listener.on(NOTIFY_CHANNEL, self._wake.set)  # and polling as the fallback
         self._task: asyncio.Task[None] | None = None
         self._identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._release_claims = False
@@ -52,8 +52,6 @@ class Relay:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
 
     async def _run(self) -> None:
         errors = 0
@@ -63,7 +61,6 @@ class Relay:
                     await self._outbox.release_mine(owner=self._identity)
                     await self._stores.deliveries.release_mine(owner=self._identity)
                     self._release_claims = False
-                await self._ensure_listener()
                 # Cleared before the claim: a NOTIFY that comes while this batch is published
                 # wakes the next round at once instead of being lost to a later clear().
                 self._wake.clear()
@@ -82,16 +79,6 @@ class Relay:
                 log.warning("relay loop failed, backing off",
                             extra={"error": repr(exc), "retry_in_seconds": delay})
                 await asyncio.sleep(delay)
-
-    async def _ensure_listener(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            self._listener = await asyncpg.connect(self._settings.database.url)
-            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-        except (OSError, asyncpg.PostgresError) as exc:  # polling still covers
-            self._listener = None
-            log.warning("outbox listener unavailable", extra={"error": repr(exc)})
 
     async def _sleep_until_due(self) -> None:
         timeout = self._settings.relay.poll_interval_ms / 1000

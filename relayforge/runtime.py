@@ -19,6 +19,7 @@ import asyncpg
 from relayforge import deliveries, jobs
 from relayforge.broker import Broker
 from relayforge.consumer import Consumer
+from relayforge.db.listener import Listener
 from relayforge.db.pool import create_pool
 from relayforge.ingest import IngestWriter
 from relayforge.ingest.sources import TenantSources
@@ -61,6 +62,7 @@ class Runtime:
     relay: Relay | None = None
     upkeep: Upkeep | None = None
     consumer: Consumer | None = None
+    listener: Listener | None = None
     _lag_due: float = 0.0
     _pool_sampler: asyncio.Task[None] | None = None
 
@@ -82,8 +84,10 @@ class Runtime:
         registry = HandlerRegistry(s.worker.handlers) if self.consumes else None
         self.pool = await create_pool(
             s.database.url, s.database.max_connections,
-            count_statement=lambda name: metrics.child(metrics.DB_STATEMENTS, name).inc())
+            count_statement=lambda name: metrics.child(metrics.DB_STATEMENTS, name).inc(),
+            statement_cache=s.database.statement_cache)
         self.stores = stores = Stores(self.pool)
+        self.listener = listener = Listener(s.database.listen_url or s.database.url)
         self._pool_sampler = asyncio.create_task(self._sample_pool(), name="pool-sampler")
         self.cipher = SecretCipher(master_key(s))
         if self.ingests:
@@ -93,9 +97,9 @@ class Runtime:
                 stores, self.cipher, {name: c.env_secret(s) for name, c in CONNECTORS.items()},
                 signing_key=lambda provider, secret: CONNECTORS[provider].signing_key(secret)
                 if provider in CONNECTORS else secret.encode())
-            await self.verifiers.start(s.database.url)
+            self.verifiers.watch(listener)
             self.sources = TenantSources(stores)
-            await self.sources.start(s.database.url)
+            self.sources.watch(listener)
             self.writer = IngestWriter(stores, s)
             await self.writer.start()
         if self.relays or self.consumes:
@@ -114,10 +118,11 @@ class Runtime:
             await self.consumer.start()
         if self.relays:
             assert self.broker is not None
-            self.relay = Relay(stores, self.broker, s)
+            self.relay = Relay(stores, self.broker, s, listener)
             await self.relay.start()
             self.upkeep = Upkeep(stores, s)
             await self.upkeep.start()
+        await listener.start()  # one LISTEN connection for every part that watches
 
     def _make_broker(self) -> Broker:
         if self.settings.amqp.url:
@@ -140,10 +145,8 @@ class Runtime:
                 await part.stop()
         if self.broker is not None:
             await _bounded(self.broker.close(), "broker")
-        if self.verifiers is not None:
-            await _bounded(self.verifiers.close(), "secret listener")
-        if self.sources is not None:
-            await _bounded(self.sources.close(), "source listener")
+        if self.listener is not None:
+            await _bounded(self.listener.close(), "listener")
         if self._pool_sampler is not None:
             self._pool_sampler.cancel()
         if self.pool is not None:

@@ -63,6 +63,10 @@ class DatabaseSettings:
     max_connections: int = 10
     embedded_dir: str = "var/postgres"
     migrate_on_start: bool = True
+    # Behind a pooler in transaction mode (PgBouncer): no named prepared statements, and what
+    # needs a session of its own (LISTEN, the migration lock) on a direct URL.
+    statement_cache: bool = True
+    listen_url: str = ""  # empty: DATABASE__URL
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class AmqpSettings:
     routing_prefix: str = "job"
     # The DLQ keeps the newest this many (the database is the source of truth for dead letters).
     dlq_max_length: int = 100_000
+    # quorum: replicated, survives a node's loss (RabbitMQ's advice for durable work); classic.
+    queue_type: str = "quorum"
 
 
 @dataclass(frozen=True)
@@ -278,12 +284,19 @@ def _parse_ingest_mode(raw: str) -> str:
     return raw
 
 
+def _parse_queue_type(raw: str) -> str:
+    if raw not in ("quorum", "classic"):
+        raise ValueError("expected quorum or classic")
+    return raw
+
+
 PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     ("tenant", "default_id"): uuid.UUID,
     ("admin", "fallback_api_keys_json"): _parse_api_keys,
     ("secrets", "master_key"): _parse_master_key,
     ("log", "level"): _parse_level,
     ("ingest", "mode"): _parse_ingest_mode,
+    ("amqp", "queue_type"): _parse_queue_type,
 }
 TYPE_PARSERS: dict[Any, Callable[[str], Any]] = {
     "bool": _parse_bool,

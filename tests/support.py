@@ -98,7 +98,24 @@ def base_env() -> dict[str, str]:
         "LOG__LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     })
+    if os.environ.get("RELAYFORGE_TEST_QUEUE_TYPE"):  # the suite on classic queues (CI's twins)
+        env["AMQP__QUEUE_TYPE"] = os.environ["RELAYFORGE_TEST_QUEUE_TYPE"]
     return env
+
+
+def behind_pooler(env: dict[str, str]) -> dict[str, str]:
+    """With RELAYFORGE_TEST_PGBOUNCER_URL (a PgBouncer in transaction mode in front of the test
+    PostgreSQL), a server's database connections go through it, as a deployment behind one
+    runs: DATABASE__STATEMENT_CACHE=false, LISTEN and migrations on the direct URL. A server
+    given a URL of another PostgreSQL (or none) is left as it is."""
+    pooler = os.environ.get("RELAYFORGE_TEST_PGBOUNCER_URL")
+    direct = env.get("DATABASE__URL", "")
+    if not pooler or "DATABASE__LISTEN_URL" in env or not direct \
+            or urlsplit(direct).netloc != urlsplit(postgres_admin_url()).netloc:
+        return env
+    through = urlunsplit(urlsplit(direct)._replace(netloc=urlsplit(pooler).netloc))
+    return env | {"DATABASE__URL": through, "DATABASE__LISTEN_URL": direct,
+                  "DATABASE__STATEMENT_CACHE": "false"}
 
 
 @dataclass
@@ -115,7 +132,8 @@ class Server:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relayforge", "serve", "--mode", self.mode],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            env=behind_pooler(self.env), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

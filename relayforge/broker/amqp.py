@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aio_pika
 import aiormq
@@ -124,28 +124,38 @@ class AmqpBroker:
         exchange = await channel.declare_exchange(n.exchange, aio_pika.ExchangeType.TOPIC,
                                                   durable=True)
         dlx = await channel.declare_exchange(n.dlx, aio_pika.ExchangeType.DIRECT, durable=True)
-        await self._declare_dlq()
+        kind = {"x-queue-type": n.queue_type}
+        # The DLQ keeps the newest AMQP__DLQ_MAX_LENGTH messages.
+        await self._declare_queue(n.dlq, kind | {
+            "x-max-length": n.dlq_max_length, "x-overflow": "drop-head"})
+        await self._declare_queue(n.queue, kind | {
+            "x-dead-letter-exchange": n.dlx, "x-dead-letter-routing-key": n.dlq})
         dlq = await channel.declare_queue(n.dlq, passive=True)
         await dlq.bind(dlx, routing_key=n.dlq)
-        queue = await channel.declare_queue(n.queue, durable=True, arguments={
-            "x-dead-letter-exchange": n.dlx, "x-dead-letter-routing-key": n.dlq,
-        })
+        queue = await channel.declare_queue(n.queue, passive=True)
         await queue.bind(exchange, routing_key=f"{n.routing_prefix}.*")
         return queue
 
-    async def _declare_dlq(self) -> None:
-        """The DLQ keeps the newest AMQP__DLQ_MAX_LENGTH messages. One declared before that
-        bound existed can't be redeclared with it (RabbitMQ refuses changed arguments): it
-        stays as it is, with a warning, on a channel of its own that the refusal may close."""
+    async def _declare_queue(self, name: str, arguments: dict[str, Any]) -> None:
+        """Declare a queue as this configuration wants it. One declared before with other
+        arguments (classic, before quorum was the default; a DLQ from before its length bound)
+        can't be redeclared (RabbitMQ refuses changed arguments): it is used as it is, with
+        one warning saying what differs, on a channel of its own that the refusal closes."""
         assert self._connection is not None
         channel = await self._connection.channel()
         try:
-            await channel.declare_queue(self._names.dlq, durable=True, arguments={
-                "x-max-length": self._names.dlq_max_length, "x-overflow": "drop-head"})
-        except aio_pika.exceptions.ChannelPreconditionFailed:
-            log.warning("the DLQ exists without a length bound; bound it with a policy "
-                        "(max-length, see README) or re-create it",
-                        extra={"queue": self._names.dlq})
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            if "x-queue-type" in str(exc):
+                log.warning(
+                    "the queue exists as another type than AMQP__QUEUE_TYPE; it is used as it "
+                    "is (the README's Scaling section says how to switch)",
+                    extra={"queue": name, "wanted": arguments["x-queue-type"]})
+            else:
+                log.warning(
+                    "the queue exists with other arguments; it is used as it is (a DLQ without "
+                    "its length bound: bound it with a policy, see README, or re-create it)",
+                    extra={"queue": name, "refusal": str(exc)})
         finally:
             if not channel.is_closed:
                 await channel.close()

@@ -59,10 +59,14 @@ _NAMES = {sql: name for name, sql in Q.items()}
 
 
 async def create_pool(url: str, max_size: int,
-                      count_statement: Callable[[str], None] | None = None) -> asyncpg.Pool:
+                      count_statement: Callable[[str], None] | None = None,
+                      statement_cache: bool = True) -> asyncpg.Pool:
     """`count_statement(name)` is called after each statement a pool connection runs (a round
     trip to PostgreSQL, whatever it does there): what a webhook costs the one shared server is
-    counted, not guessed."""
+    counted, not guessed. Without `statement_cache` (DATABASE__STATEMENT_CACHE=false, behind a
+    pooler in transaction mode, where a connection's next statement may run on another server
+    connection) no statement is kept prepared, and no startup parameter is sent (PgBouncer
+    refuses those it does not know: set `jit = off` on the database instead)."""
     async def init(conn: asyncpg.Connection) -> None:
         if count_statement is not None:
             counted = count_statement
@@ -73,9 +77,11 @@ async def create_pool(url: str, max_size: int,
             conn.add_query_logger(logged)
 
     # No statement cache cap tuning needed: every runtime query is one of a fixed set of names.
+    options: dict[str, Any] = (
+        {"server_settings": {"jit": "off"}} if statement_cache else {"statement_cache_size": 0})
     return await asyncpg.create_pool(
-        url, min_size=1, max_size=max_size, command_timeout=60, server_settings={"jit": "off"},
-        reset=_no_session_state, init=init,
+        url, min_size=1, max_size=max_size, command_timeout=60, reset=_no_session_state,
+        init=init, **options,
     )
 
 

@@ -10,10 +10,10 @@ import logging
 import time
 import uuid
 
-import asyncpg
 import msgspec
 
 from relayforge.connectors.tenant import SourceDefinition, TenantSourceConnector
+from relayforge.db.listener import Listener
 from relayforge.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -33,18 +33,11 @@ class TenantSources:
         self._cache: dict[tuple[uuid.UUID, str],
                           tuple[float, TenantSourceConnector | None, int]] = {}
         self.cached_bytes = 0
-        self._listener: asyncpg.Connection | None = None
 
-    async def start(self, url: str) -> None:
-        try:
-            self._listener = await asyncpg.connect(url)
-            await self._listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._clear())
-        except (OSError, asyncpg.PostgresError) as exc:  # the TTL still bounds staleness
-            log.warning("source change listener unavailable", extra={"error": str(exc)})
-
-    async def close(self) -> None:
-        if self._listener is not None:
-            await self._listener.close()
+    def watch(self, listener: Listener) -> None:
+        """Clear the cache the moment any process changes a source (the TTL still bounds
+        staleness while the listener is away, and it clears the cache when it is back)."""
+        listener.on(NOTIFY_CHANNEL, self._clear)
 
     def _clear(self) -> None:
         self._cache.clear()

@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from relayforge.db.listener import Listener
 from relayforge.ids import new_id
 from relayforge.kernels import TOKEN_ALGORITHM, Hmac, HmacSha256, token_key
 from relayforge.models import SecretView
@@ -104,20 +104,13 @@ class SecretVerifiers:
         self._cache: dict[tuple[uuid.UUID, str, str | None], tuple[float, list[Any]]] = {}
         self._managed: tuple[float, set[tuple[uuid.UUID, str]] | None] = (0.0, None)
         self._managed_lock = asyncio.Lock()
-        self._listener: asyncpg.Connection | None = None
 
-    async def start(self, url: str) -> None:
-        try:
-            self._listener = await asyncpg.connect(url)
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_change)
-        except (OSError, asyncpg.PostgresError) as exc:  # the TTL still bounds staleness
-            log.warning("secret change listener unavailable", extra={"error": str(exc)})
+    def watch(self, listener: Listener) -> None:
+        """Clear the cache the moment any process changes a secret (the TTL still bounds
+        staleness while the listener is away, and it clears the cache when it is back)."""
+        listener.on(NOTIFY_CHANNEL, self._on_change)
 
-    async def close(self) -> None:
-        if self._listener is not None:
-            await self._listener.close()
-
-    def _on_change(self, *_: object) -> None:
+    def _on_change(self) -> None:
         self._cache.clear()
         self._managed = (0.0, None)
 

@@ -143,20 +143,27 @@ async def test_definitions_are_checked_and_built_in_names_reserved(client, inges
             ).status_code == 403  # admin only
 
 
-async def test_every_ingest_process_sees_a_new_source_at_once(client, ingest_server,
-                                                             start_server):
-    other = start_server("ingest", database_url=ingest_server.database_url)
-    tenant = new_tenant()
-    name = f"s{uuid.uuid4().hex[:8]}"
+async def defined_elsewhere(client, definer, reader) -> tuple[str, str, str]:  # type: ignore[no-untyped-def]
+    """A source defined through one process, after another cached its name as unknown (for
+    30 s): the other accepts webhooks to it within 5 s. (tenant, name, the other's URL)."""
+    tenant, name = new_tenant(), f"s{uuid.uuid4().hex[:8]}"
     body = b'{"n": 1}'
-    url = f"{other.url}/tenants/{tenant}/webhooks/{name}"
+    url = f"{reader.url}/tenants/{tenant}/webhooks/{name}"
     assert (await client.post(url, content=body, headers={"X-Token": "t"})).status_code == 404
-    # defined through the first process; the second had cached "unknown" (30 s) a moment ago
-    await define(client, ingest_server, tenant, name,
+    await define(client, definer, tenant, name,
                  {"verification": {"type": "token", "header": "X-Token"}}, "t")
     deadline = time.monotonic() + 5
     while (r := await client.post(url, content=body, headers={"X-Token": "t"})).status_code != 202:
         assert time.monotonic() < deadline, r.text
+        await asyncio.sleep(0.05)
+    return tenant, name, url
+
+
+async def test_every_ingest_process_sees_a_new_source_at_once(client, ingest_server,
+                                                             start_server):
+    other = start_server("ingest", database_url=ingest_server.database_url)
+    tenant, name, url = await defined_elsewhere(client, ingest_server, other)
+    body = b'{"n": 1}'
     r = await client.delete(f"{ingest_server.url}/admin/tenants/{tenant}/sources/{name}",
                             headers=ADMIN)
     assert r.status_code == 204
@@ -224,3 +231,21 @@ async def test_names_no_source_could_have_cost_no_lookup_and_no_memory(client, s
         r = await client.put(f"{server.url}/admin/tenants/{tenant}/secrets/{name}",
                              headers=ADMIN, json={"secret": "s"})
         assert r.status_code == 404 and r.json()["code"] == "unknown_source", (name, r.text)
+
+
+async def test_a_new_source_is_seen_at_once_after_the_listener_lost_its_connection(
+        client, ingest_server, start_server, db):
+    """The one LISTEN connection of a process comes back after PostgreSQL cut it (a restart,
+    a failover, pg_terminate_backend): a change made afterwards reaches the cache at once, not
+    when its 30 s TTL runs out."""
+    other = start_server("ingest", database_url=ingest_server.database_url)
+    conn = await db(ingest_server.database_url)
+    cut = await conn.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN %'")
+    assert cut >= 2  # every process has one
+    deadline = time.monotonic() + 10
+    while "listener reconnected" not in other.log():
+        assert time.monotonic() < deadline, other.log()[-2000:]
+        await asyncio.sleep(0.05)
+    await defined_elsewhere(client, ingest_server, other)

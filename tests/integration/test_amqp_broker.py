@@ -3,6 +3,9 @@ few TCP segments instead of one per message, and arrives whole and in order."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 import re
 import subprocess
@@ -58,6 +61,50 @@ async def test_a_batch_is_published_in_a_few_writes_and_arrives_whole_in_order()
                 for m in received] == [(m.body, m.message_id, m.headers["correlation_id"],
                                         m.headers["correlation_id"]) for m in batch]
         assert {m.delivery_mode for m in received} == {2}  # persistent
+    finally:
+        await broker.close()
+        await delete_topology(prefix)
+
+
+def _queue_type(name: str) -> str | None:
+    """The queue's type as RabbitMQ reports it (`rabbitmqctl`, on the broker's machine)."""
+    out = subprocess.run(["rabbitmqctl", "list_queues", "-q", "name", "type", "--formatter",
+                          "json"], capture_output=True, text=True, check=True).stdout
+    return {q["name"]: q["type"] for q in json.loads(out)}.get(name)
+
+
+async def test_queues_are_quorum_by_default_and_classic_ones_keep_working(caplog) -> None:
+    prefix = f"rf.test.broker.{uuid.uuid4().hex[:8]}"
+    names = AmqpSettings(url=amqp_url(), exchange=f"{prefix}.events", queue=f"{prefix}.jobs",
+                         dlx=f"{prefix}.dlx", dlq=f"{prefix}.dlq")
+    assert names.queue_type == "quorum"
+    broker = AmqpBroker(amqp_url(), names)
+    await broker.connect()
+    try:
+        assert _queue_type(names.queue) == "quorum"
+        assert _queue_type(names.dlq) == "quorum"
+    finally:
+        await broker.close()
+        await delete_topology(prefix)
+
+    # A deployment whose queues exist as classic (declared before quorum was the default):
+    # they are used as they are, with one line saying so, and messages flow.
+    prefix = f"rf.test.broker.{uuid.uuid4().hex[:8]}"
+    old = AmqpSettings(url=amqp_url(), exchange=f"{prefix}.events", queue=f"{prefix}.jobs",
+                       dlx=f"{prefix}.dlx", dlq=f"{prefix}.dlq", queue_type="classic")
+    broker = AmqpBroker(amqp_url(), old)
+    await broker.connect()
+    await broker.close()
+    broker = AmqpBroker(amqp_url(), dataclasses.replace(old, queue_type="quorum"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="relayforge.broker.amqp"):
+            await broker.connect()
+        warned = [r for r in caplog.records if "another type than AMQP__QUEUE_TYPE" in r.message]
+        assert {r.queue for r in warned} == {old.queue, old.dlq}  # type: ignore[attr-defined]
+        assert _queue_type(old.queue) == "classic"
+        errors = await broker.publish([OutgoingMessage(1, "job.generic", b"still", {}, "m-1")])
+        assert errors == [None]
+        assert [m.body for m in await drain_queue(old.queue)] == [b"still"]
     finally:
         await broker.close()
         await delete_topology(prefix)

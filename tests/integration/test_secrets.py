@@ -13,6 +13,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 from relayforge.actions import retire_secret, set_secret
+from relayforge.db.listener import Listener
 from relayforge.roles import CLI
 from relayforge.security.secrets import SecretCipher, SecretVerifiers
 from relayforge.settings import load_settings
@@ -54,7 +55,9 @@ async def test_rotation_store_and_notify(url):
     pool = await asyncpg.create_pool(url, min_size=1, max_size=3)
     stores = Stores(pool)
     store = SecretVerifiers(stores, cipher, {"generic": "env-secret"})
-    await store.start(url)
+    listener = Listener(url)
+    store.watch(listener)
+    await listener.start()
     tenant = uuid.uuid4()
     try:
         [env_key] = await store.verifiers(tenant, "generic")
@@ -90,7 +93,7 @@ async def test_rotation_store_and_notify(url):
         # only an expired DB secret left: no key verifies, and the env fallback stays off
         await eventually(lambda: _equals(digests(), []))
     finally:
-        await store.close()
+        await listener.close()
         await pool.close()
 
 
