@@ -50,7 +50,7 @@ class Endpoints:
                                       h.tenant_bucket_idle_seconds)
         bodies = BodyBudget(h.max_inflight_body_bytes)  # what bodies in flight may take
         self.webhooks = WebhookEndpoint(settings, runtime.verifiers, runtime.writer,
-                                        runtime.sources, unverified, bodies)
+                                        runtime.sources, unverified, bodies, runtime.ingest_share)
         self.admin = AdminEndpoints(settings, runtime.stores, runtime.cipher, unverified)
         self.console = Console(settings, runtime.stores, runtime.cipher, self.admin.auth,
                                unverified, bodies)

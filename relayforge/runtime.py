@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -28,6 +28,7 @@ from relayforge.observability import metrics
 from relayforge.relay import Relay
 from relayforge.security.secrets import SecretCipher, SecretVerifiers
 from relayforge.settings import MODES, Settings, master_key
+from relayforge.shares import Share, ShareLease
 from relayforge.stores import Stores
 from relayforge.upkeep import Upkeep
 
@@ -63,6 +64,10 @@ class Runtime:
     upkeep: Upkeep | None = None
     consumer: Consumer | None = None
     listener: Listener | None = None
+    # this process's share of the deployment's limits (shares.py)
+    ingest_share: Share = field(default_factory=Share)
+    ingest_lease: ShareLease | None = None
+    consume_lease: ShareLease | None = None
     _lag_due: float = 0.0
     _pool_sampler: asyncio.Task[None] | None = None
 
@@ -102,6 +107,8 @@ class Runtime:
             self.sources.watch(listener)
             self.writer = IngestWriter(stores, s)
             await self.writer.start()
+            self.ingest_lease = ShareLease(stores, "ingest", self.ingest_share)
+            await self.ingest_lease.start()
         if self.relays or self.consumes:
             self.broker = self._make_broker()
             await self.broker.connect()
@@ -113,8 +120,10 @@ class Runtime:
             assert self.broker is not None and registry is not None
             from relayforge.destinations.worker import DeliveryWorker
 
-            self.consumer = Consumer(stores, self.broker, s, registry,
-                                        DeliveryWorker(stores, s, self.cipher))
+            self.consume_lease = ShareLease(stores, "consume", Share())
+            await self.consume_lease.start()
+            self.consumer = Consumer(stores, self.broker, s, registry, DeliveryWorker(
+                stores, s, self.cipher, self.consume_lease.share))
             await self.consumer.start()
         if self.relays:
             assert self.broker is not None
@@ -143,6 +152,9 @@ class Runtime:
         for part in (self.relay, self.upkeep):
             if part is not None:
                 await part.stop()
+        for lease in (self.ingest_lease, self.consume_lease):  # shares go back at once
+            if lease is not None:
+                await _bounded(lease.stop(), "limit share")
         if self.broker is not None:
             await _bounded(self.broker.close(), "broker")
         if self.listener is not None:

@@ -60,6 +60,7 @@ from relayforge.outcomes import MAX_ERROR_TEXT, OutcomeWriter, settle
 from relayforge.security.limits import TokenBucket
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
+from relayforge.shares import Share
 from relayforge.stores import Stores
 from relayforge.stores.destinations import (
     FannedOut,
@@ -137,9 +138,10 @@ class _Lane:
     a request passes its turn on."""
 
     __slots__ = ("max_concurrency", "bucket", "waiting", "in_flight", "held", "typical_seconds",
-                 "wake", "sending", "senders", "deferred_until", "issued", "turn", "passed")
+                 "wake", "sending", "senders", "deferred_until", "issued", "turn", "passed",
+                 "limits", "share")
 
-    def __init__(self, max_concurrency: int, rate: float | None) -> None:
+    def __init__(self, share: Share, limits: tuple[int, float | None] | None) -> None:
         self.waiting: deque[_Waiting] = deque()
         self.in_flight = 0  # attempts under way
         self.held = 0  # waiting ones that hold a broker message
@@ -152,15 +154,25 @@ class _Lane:
         self.passed: set[int] = set()  # later tickets whose turn has passed
         self.bucket: TokenBucket | None = None
         self.deferred_until = 0.0  # (monotonic) when the last delivery it deferred is due
-        self.set_limits(max_concurrency, rate)
+        self.share = share
+        self.limits: tuple[int, float | None] | None = None
+        if limits is None:  # first seen through a message: one at a time until a start says
+            self.max_concurrency = 1
+        else:
+            self.set_limits(*limits)
 
     def set_limits(self, max_concurrency: int, rate: float | None) -> None:
-        self.max_concurrency = max_concurrency
+        """The destination's limits, per deployment: this process keeps its share of them
+        (shares.py), which may be no slot at all when it has fewer slots than there are
+        consume processes."""
+        self.limits = (max_concurrency, rate)
+        self.max_concurrency = self.share.of_slots(max_concurrency)
+        rate = self.share.of_rate(rate) if rate else None
         if rate != (self.bucket.rate if self.bucket else None):
             self.bucket = TokenBucket(rate, max(1, int(rate))) if rate else None
 
     def has_room(self) -> bool:
-        return self.in_flight < self.max_concurrency + STARTED_AHEAD
+        return 0 < self.max_concurrency and self.in_flight < self.max_concurrency + STARTED_AHEAD
 
     def ticket(self) -> int:
         self.issued += 1
@@ -211,7 +223,7 @@ class _Lane:
 
     def wait_seconds(self) -> float:
         """About how long a delivery added now would wait for its attempt to start."""
-        each = self.typical_seconds / self.max_concurrency
+        each = self.typical_seconds / max(self.max_concurrency, 1)
         if self.bucket is not None:
             each = max(each, 1 / self.bucket.rate)
         return (len(self.waiting) + self.in_flight) * each / 2
@@ -232,8 +244,11 @@ class _Lane:
 
 
 class DeliveryWorker:
-    def __init__(self, stores: Stores, settings: Settings, cipher: SecretCipher) -> None:
+    def __init__(self, stores: Stores, settings: Settings, cipher: SecretCipher,
+                 share: Share | None = None) -> None:
         self._stores = stores
+        self._share = share or Share()
+        self._share.on_change(self._reshare)
         self._settings = settings
         self._client = DeliveryClient(settings.destinations.allow_private_networks,
                                       settings.production)
@@ -267,6 +282,19 @@ class DeliveryWorker:
                 lane.wake.cancel()
             waiting += lane.waiting
             lane.waiting.clear()
+        await self._hand_back(waiting)
+        if self._attempts:
+            _, pending = await asyncio.wait(self._attempts, timeout=grace_seconds)
+            for task in pending:  # unfinished: their leases recover them
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._starts.close()
+        await self._finishes.close()
+        await self._client.close()
+
+    async def _hand_back(self, waiting: list[_Waiting]) -> None:
+        """Waiting deliveries this process won't send: messages to the broker, claims to the
+        relay."""
         claimed = [w.delivery_id for w in waiting if w.message is None]
         try:
             for w in waiting:
@@ -276,14 +304,6 @@ class DeliveryWorker:
                 await self._stores.deliveries.release(ids=claimed, delay_seconds=0.0)
         except Exception as exc:  # their claims lapse, their messages come back: none is lost
             log.warning("waiting deliveries not handed back", extra={"error": repr(exc)})
-        if self._attempts:
-            _, pending = await asyncio.wait(self._attempts, timeout=grace_seconds)
-            for task in pending:  # unfinished: their leases recover them
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        await self._starts.close()
-        await self._finishes.close()
-        await self._client.close()
 
     def under_way(self) -> int:
         """Deliveries in hand: attempts under way and those waiting in lanes."""
@@ -331,7 +351,7 @@ class DeliveryWorker:
     def _take(self, lane: _Lane, circuit: str) -> str:
         """What the consumer does with a new delivery to this lane: "started" (it has room
         now, and its start is reserved), "claimed" (it waits its turn here) or "left"."""
-        if self._closing:
+        if self._closing or lane.max_concurrency == 0:  # none of its slots are this process's
             return "left"
         if (circuit == "closed" and not lane.waiting and lane.has_room() and lane.wake is None
                 and (lane.bucket is None or not lane.bucket.take())):
@@ -365,7 +385,8 @@ class DeliveryWorker:
         lane = self._lanes.get(m.destination_id)
         held = max(self._settings.destinations.max_concurrency,
                    lane.max_concurrency if lane else 0)
-        if self._closing or (lane is not None and lane.held >= held):
+        if self._closing or (lane is not None and (lane.held >= held
+                                                   or lane.max_concurrency == 0)):
             seconds = lane.defer_seconds() if lane is not None else 0.0
             await self._defer(m.delivery_id, m.attempt, seconds)
             await message.ack()
@@ -379,10 +400,27 @@ class DeliveryWorker:
         message starts one attempt at a time until its first start gives them)."""
         lane = self._lanes.get(destination_id)
         if lane is None:
-            lane = self._lanes[destination_id] = _Lane(*(limits or (1, None)))
+            lane = self._lanes[destination_id] = _Lane(self._share, limits)
         elif limits is not None:
             lane.set_limits(*limits)
         return lane
+
+    def _reshare(self) -> None:
+        """Consume processes came or went: every lane takes its new share, and a lane left
+        without a slot hands back what waits in it (another process will send it)."""
+        for destination_id, lane in list(self._lanes.items()):
+            if lane.limits is None:
+                continue
+            lane.set_limits(*lane.limits)
+            if lane.max_concurrency == 0 and lane.waiting:
+                waiting = list(lane.waiting)
+                lane.waiting.clear()
+                lane.held = 0
+                task = asyncio.create_task(self._hand_back(waiting))
+                self._attempts.add(task)
+                task.add_done_callback(self._attempts.discard)
+            else:
+                self._pump(destination_id, lane)
 
     def _enqueue(self, destination_id: uuid.UUID, w: _Waiting) -> None:
         lane = self._lane(destination_id)

@@ -42,6 +42,7 @@ from relayforge.security.limits import (
 )
 from relayforge.security.secrets import SecretVerifiers
 from relayforge.settings import Settings
+from relayforge.shares import Share
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ UNVERIFIED = (InvalidTenant, UnknownSource, PayloadTooLarge, MissingSignature, I
 class WebhookEndpoint:
     def __init__(self, settings: Settings, secrets: SecretVerifiers, writer: IngestWriter,
                  sources: TenantSources, unverified: UnverifiedBudget,
-                 bodies: BodyBudget) -> None:
+                 bodies: BodyBudget, share: Share) -> None:
         h = settings.hardening
         self._settings = settings
         self._secrets = secrets
@@ -66,6 +67,17 @@ class WebhookEndpoint:
             h.tenant_rate_limit_per_second, h.tenant_rate_limit_burst, h.tenant_bucket_idle_seconds
         )
         self._unverified = unverified
+        self._share = share
+        self._reshare()
+        share.on_change(self._reshare)
+
+    def _reshare(self) -> None:
+        """The ingress and tenant limits are per deployment: this process enforces its share."""
+        h, share = self._settings.hardening, self._share
+        self._ingress.rescale(share.of_rate(h.ingress_rate_limit_per_second),
+                              share.of_rate(h.ingress_burst))
+        self._tenants.rescale(share.of_rate(h.tenant_rate_limit_per_second),
+                              share.of_rate(h.tenant_rate_limit_burst))
 
     # Plain functions that hand back the coroutine: one frame fewer per request.
     def by_header(self, request: Request) -> Awaitable[Response]:

@@ -1,7 +1,8 @@
 """In-memory limits: the global ingress token bucket, one bucket per tenant, the budget of
 unverified requests per client address, and the budget of body bytes in flight.
 
-Per process: with N ingest processes the effective limits are N times these (README).
+The ingress and tenant limits are per deployment: each process enforces its share of them
+(shares.py), rescaled as processes come and go.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ K = TypeVar("K", bound=Hashable)
 class TokenBucket:
     __slots__ = ("rate", "burst", "tokens", "updated")
 
-    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
+    def __init__(self, rate: float, burst: float, now: float | None = None) -> None:
         self.rate = rate
         self.burst = float(max(burst, 1))
         self.tokens = self.burst
@@ -36,6 +37,12 @@ class TokenBucket:
         if self.rate <= 0:
             return math.inf
         return (1.0 - self.tokens) / self.rate
+
+    def rescale(self, rate: float, burst: float) -> None:
+        """New limits (a new share of the deployment's): tokens held beyond the new burst go."""
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.tokens = min(self.tokens, self.burst)
 
     def _refilled(self, now: float) -> float:
         """The tokens it would hold at `now` (take() does the same inline: it is per request)."""
@@ -54,13 +61,19 @@ class Buckets(Generic[K]):
     rate, at least a second, at most `idle_seconds`). Memory is bounded by the keys seen within
     about that time."""
 
-    def __init__(self, rate: float, burst: int, idle_seconds: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        refill = burst / rate if rate > 0 else idle_seconds
-        self.sweep_seconds = min(idle_seconds, max(MIN_SWEEP_SECONDS, refill))
+    def __init__(self, rate: float, burst: float, idle_seconds: float) -> None:
+        self._idle_seconds = idle_seconds
         self._buckets: dict[K, TokenBucket] = {}
+        self.rescale(rate, burst)
         self._next_sweep = time.monotonic() + self.sweep_seconds
+
+    def rescale(self, rate: float, burst: float) -> None:
+        """New limits for every key (a new share of the deployment's)."""
+        self.rate, self.burst = rate, max(burst, 1.0)
+        refill = self.burst / rate if rate > 0 else self._idle_seconds
+        self.sweep_seconds = min(self._idle_seconds, max(MIN_SWEEP_SECONDS, refill))
+        for bucket in self._buckets.values():
+            bucket.rescale(self.rate, self.burst)
 
     def take(self, key: K) -> float:
         now = time.monotonic()

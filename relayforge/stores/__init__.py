@@ -19,6 +19,7 @@ from relayforge.stores.destinations import DeliveryStore, DestinationStore
 from relayforge.stores.inbox import InboxStore
 from relayforge.stores.ingest import IngestStore
 from relayforge.stores.jobs import JobStore
+from relayforge.stores.leases import LeaseStore
 from relayforge.stores.outbox import OutboxStore
 from relayforge.stores.retention import RetentionStore
 from relayforge.stores.secrets import SecretStore
@@ -41,6 +42,7 @@ class Stores:
         self.deliveries = DeliveryStore(db)
         self.sources = SourceStore(db)
         self.sessions = SessionStore(db)
+        self.leases = LeaseStore(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Stores]:

@@ -93,3 +93,18 @@ async def wait_for_jobs(database_url: str, job_ids: list[str], statuses: tuple[s
             await asyncio.sleep(0.1)
     finally:
         await conn.close()
+
+
+async def wait_for_shares(database_url: str, kind: str, count: int) -> None:
+    """Until `count` processes of the kind hold a lease, and each has renewed since (so each
+    enforces its share)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + 20
+        while await conn.fetchval("SELECT count(*) FROM process_leases WHERE kind = $1 "
+                                  "AND expires_at > now()", kind) != count:
+            assert time.monotonic() < deadline, "the processes did not all take a lease"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    await asyncio.sleep(1.5)  # one renewal each: every process has seen the others

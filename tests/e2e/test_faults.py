@@ -7,16 +7,29 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 import uuid
 
 import aio_pika
+import aiohttp
 import asyncpg
+import httpx
 import orjson
 import pytest
 
-from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology, send, wait_for_jobs
+from tests.e2e.pipeline_support import (
+    FAST,
+    amqp_env,
+    delete_topology,
+    send,
+    wait_for_jobs,
+    wait_for_shares,
+)
+from tests.e2e.receiver import Receiver
 from tests.handlers import WITNESS
-from tests.support import amqp_url, sign_generic
+from tests.support import ADMIN_KEY, amqp_url, new_tenant, sign_generic
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 pytestmark = pytest.mark.faults
 
@@ -292,3 +305,107 @@ async def test_the_dlq_keeps_the_newest_messages_up_to_its_bound(client, start_s
         channel = await connection.channel()
         dlq = await channel.declare_queue(names["AMQP__DLQ"], passive=True)
         assert dlq.declaration_result.message_count == 3
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl on this machine")
+async def test_two_of_each_process_lose_and_double_nothing_and_keep_their_limits(
+        start_server, database, names):
+    """A deployment of 2 ingest, 2 relay and 2 consume processes on one database and vhost,
+    under a steady signed stream to both ingest processes: kill -9 of one of each, a SIGTERM,
+    every database connection cut, every broker connection closed. Every accepted webhook's job
+    succeeds with its handler run once, its delivery arrives, and the tenant's rate limit and
+    the destination's rate hold for the deployment, not per process."""
+    tenant_rate, destination_rate, offered, seconds = 30, 20, 45, 12
+    env = {**names, **FAST, **RECORDING, **SHORT_LEASE, "TEST_HANDLER_SLEEP": "0.05",
+           "DESTINATIONS__ALLOW_PRIVATE_NETWORKS": "true",
+           "HARDENING__TENANT_RATE_LIMIT_PER_SECOND": str(tenant_rate),
+           "HARDENING__TENANT_RATE_LIMIT_BURST": str(tenant_rate)}
+    ingests = [start_server("ingest", database_url=database, **env) for _ in range(2)]
+    relays = [start_server("relay", database_url=database, **env) for _ in range(2)]
+    consumers = [start_server("consume", database_url=database, **env) for _ in range(2)]
+    receiver = await Receiver().start()
+    tenant = new_tenant()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            made = await client.post(
+                f"{ingests[0].url}/admin/tenants/{tenant}/destinations", headers=ADMIN,
+                json={"url": f"{receiver.url}/hooks", "rate_limit_per_second": destination_rate})
+            assert made.status_code == 201, made.text
+        await wait_for_shares(database, "ingest", 2)
+        await wait_for_shares(database, "consume", 2)
+        urls = [s.url for s in ingests]
+        accepted: list[str] = []
+        async with aiohttp.ClientSession() as session:
+            stream = asyncio.create_task(_stream(session, urls, tenant, offered, seconds,
+                                                 accepted))
+            await asyncio.sleep(2)
+            urls.remove(ingests[0].url)
+            ingests[0].kill()
+            await asyncio.sleep(1.5)
+            relays[0].kill()
+            await asyncio.sleep(1.5)
+            consumers[0].kill()
+            replacement = start_server("consume", database_url=database, **env)
+            admin = await asyncpg.connect(database)
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name <> $1", WITNESS)
+            await admin.close()
+            await asyncio.sleep(1.5)
+            subprocess.run(["rabbitmqctl", "close_all_connections", "relayforge fault test"],
+                           check=True, capture_output=True, timeout=60)
+            await asyncio.sleep(1.5)
+            replacement.stop()  # SIGTERM: it finishes what it holds and hands back the rest
+            await stream
+        assert len(accepted) >= seconds * tenant_rate / 2, len(accepted)
+        # the tenant's limit, for the deployment: never more than 10 % over rate x time + burst
+        assert len(accepted) <= 1.1 * (tenant_rate * seconds + tenant_rate), len(accepted)
+        await assert_each_ran_to_success_once(database, accepted)
+        deliveries = await _deliveries_of(database, accepted)
+        arrived = await receiver.wait_for("/hooks", len(deliveries), timeout=90)
+        first = {}
+        for a in sorted(arrived, key=lambda a: a.at):
+            first.setdefault(a.headers["webhook-id"], a.at)
+        assert sorted(first) == sorted(deliveries), "a delivery never arrived"
+        times = sorted(first.values())
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        assert rate <= 1.1 * destination_rate, rate
+        print(f"{len(accepted)} accepted, all succeeded once; {len(first)} deliveries at "
+              f"{rate:.1f}/s ({len(arrived) - len(first)} sent twice)")
+    finally:
+        await receiver.stop()
+
+
+async def _stream(session: aiohttp.ClientSession, urls: list[str], tenant: str, rate: int,
+                  seconds: int, accepted: list[str]) -> None:
+    """`rate` signed webhooks a second for the tenant, round robin over the ingest processes
+    still in `urls`; the job ids of those accepted. A refused or failed request is the
+    provider's to retry, and is not counted."""
+    start = time.monotonic()
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        body = orjson.dumps({"event": "fault.stream", "data": {"i": i, "u": uuid.uuid4().hex}})
+        try:
+            async with session.post(f"{urls[i % len(urls)]}/webhooks/generic", data=body,
+                                    headers={"X-Signature": sign_generic(body),
+                                             "X-Tenant-Id": tenant,
+                                             "Content-Type": "application/json"}) as r:
+                if r.status == 202:
+                    accepted.append((await r.json())["job_id"])
+        except aiohttp.ClientError:
+            pass
+
+    await asyncio.gather(*(one(i) for i in range(rate * seconds)))
+
+
+async def _deliveries_of(database: str, job_ids: list[str]) -> list[str]:
+    conn = await asyncpg.connect(database)
+    try:
+        rows = await conn.fetch("SELECT id FROM deliveries WHERE job_id = ANY($1::uuid[])",
+                                [uuid.UUID(j) for j in job_ids])
+    finally:
+        await conn.close()
+    assert len(rows) == len(job_ids), "a job made no delivery"
+    return [str(r["id"]) for r in rows]

@@ -128,6 +128,9 @@ outbox_messages.publish_failures integer NOT NULL DEFAULT 0
 outbox_messages.sent_at timestamp with time zone
 outbox_messages.status text NOT NULL DEFAULT 'pending'::text
 outbox_messages.tenant_id uuid NOT NULL
+process_leases.expires_at timestamp with time zone NOT NULL
+process_leases.id text NOT NULL
+process_leases.kind text NOT NULL
 schema_migrations.applied_at timestamp with time zone NOT NULL DEFAULT now()
 schema_migrations.checksum text
 schema_migrations.version text NOT NULL
@@ -197,6 +200,8 @@ jobs jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::te
 outbox_messages outbox_messages_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
 outbox_messages outbox_messages_pkey PRIMARY KEY (id)
 outbox_messages outbox_messages_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sent'::text, 'failed'::text])))
+process_leases process_leases_kind_check CHECK ((kind = ANY (ARRAY['ingest'::text, 'consume'::text])))
+process_leases process_leases_pkey PRIMARY KEY (id)
 schema_migrations schema_migrations_pkey PRIMARY KEY (version)
 stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, source, event_id)
 tenant_daily_quota_usage tenant_daily_quota_usage_pkey PRIMARY KEY (tenant_id, quota_date)
@@ -240,6 +245,7 @@ CREATE UNIQUE INDEX jobs_dedup ON public.jobs USING btree (tenant_id, source, de
 CREATE UNIQUE INDEX jobs_pkey ON public.jobs USING btree (id)
 CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (job_id, attempt)
 CREATE UNIQUE INDEX outbox_messages_pkey ON public.outbox_messages USING btree (id)
+CREATE UNIQUE INDEX process_leases_pkey ON public.process_leases USING btree (id)
 CREATE UNIQUE INDEX schema_migrations_pkey ON public.schema_migrations USING btree (version)
 CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON public.stripe_event_idempotency USING btree (tenant_id, source, event_id)
 CREATE UNIQUE INDEX tenant_daily_quota_usage_pkey ON public.tenant_daily_quota_usage USING btree (tenant_id, quota_date)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 
 from relayforge.destinations.worker import _Lane
+from relayforge.shares import Share
 
 
 async def test_slots_never_exceed_the_limit_and_go_in_arrival_order():
-    lane = _Lane(2, None)
+    lane = _Lane(Share(), (2, None))
     order: list[int] = []
     most = 0
 
@@ -29,7 +30,7 @@ async def test_slots_never_exceed_the_limit_and_go_in_arrival_order():
 
 
 async def test_a_lowered_limit_holds_back_until_the_requests_out_have_ended():
-    lane = _Lane(3, None)
+    lane = _Lane(Share(), (3, None))
     for _ in range(3):
         await lane.slot(lane.ticket())
     waiting = asyncio.ensure_future(lane.slot(lane.ticket()))
@@ -45,7 +46,7 @@ async def test_a_lowered_limit_holds_back_until_the_requests_out_have_ended():
 
 
 async def test_a_cancelled_waiter_is_passed_over_and_its_slot_not_lost():
-    lane = _Lane(1, None)
+    lane = _Lane(Share(), (1, None))
     await lane.slot(lane.ticket())
     cancelled = asyncio.ensure_future(lane.slot(lane.ticket()))
     after = asyncio.ensure_future(lane.slot(lane.ticket()))
@@ -60,7 +61,7 @@ async def test_a_cancelled_waiter_is_passed_over_and_its_slot_not_lost():
 
 
 async def test_a_waiter_cancelled_after_its_slot_was_handed_over_gives_it_back():
-    lane = _Lane(1, None)
+    lane = _Lane(Share(), (1, None))
     await lane.slot(lane.ticket())
     handed = asyncio.ensure_future(lane.slot(lane.ticket()))
     await asyncio.sleep(0)
@@ -71,7 +72,7 @@ async def test_a_waiter_cancelled_after_its_slot_was_handed_over_gives_it_back()
 
 
 def test_an_idle_lane_with_a_full_bucket_can_be_forgotten():
-    lane = _Lane(2, 5.0)
+    lane = _Lane(Share(), (2, 5.0))
     assert lane.idle()
     assert lane.bucket is not None and lane.bucket.take() == 0.0
     assert not lane.idle()  # a token spent: forgetting it would reset the rate
@@ -80,7 +81,7 @@ def test_an_idle_lane_with_a_full_bucket_can_be_forgotten():
 async def test_slots_go_in_ticket_order_whatever_order_the_attempts_ask_in():
     """Attempts get tickets as they begin; their starts come back out of order (group commits
     run side by side), and the destination still sees them in ticket order."""
-    lane = _Lane(1, None)
+    lane = _Lane(Share(), (1, None))
     tickets = [lane.ticket() for _ in range(4)]
     order: list[int] = []
 
@@ -99,7 +100,7 @@ async def test_slots_go_in_ticket_order_whatever_order_the_attempts_ask_in():
 
 
 async def test_an_attempt_that_ends_without_a_request_passes_its_turn():
-    lane = _Lane(1, None)
+    lane = _Lane(Share(), (1, None))
     first, second, third = lane.ticket(), lane.ticket(), lane.ticket()
     waiting = asyncio.ensure_future(lane.slot(third))
     await asyncio.sleep(0)
@@ -109,3 +110,25 @@ async def test_an_attempt_that_ends_without_a_request_passes_its_turn():
     lane.pass_turn(first)
     await asyncio.sleep(0)
     assert waiting.done() and lane.sending == 1 and lane.turn == 3 and not lane.passed
+
+
+def test_a_lane_keeps_this_processs_share_of_the_destinations_limits():
+    share = Share()
+    lane = _Lane(share, (10, 20.0))
+    assert (lane.max_concurrency, lane.bucket and lane.bucket.rate) == (10, 20.0)
+    share.set(3, 0)  # two more consume processes: this one is first of three
+    lane.set_limits(*lane.limits)  # (the worker does this for each lane on a change)
+    assert lane.max_concurrency == 4 and lane.bucket is not None
+    assert abs(lane.bucket.rate - 20 / 3) < 1e-9
+    # slots are split exactly: 4 + 3 + 3 over the three processes
+    assert [Share.of_slots(_at(3, r), 10) for r in range(3)] == [4, 3, 3]
+    # a destination with fewer slots than processes: some hold none, and start nothing
+    one = _Lane(_at(3, 2), (1, None))
+    assert one.max_concurrency == 0 and not one.has_room()
+    assert _Lane(_at(3, 0), (1, None)).has_room()
+
+
+def _at(members: int, rank: int) -> Share:
+    share = Share()
+    share.set(members, rank)
+    return share

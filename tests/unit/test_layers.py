@@ -19,7 +19,7 @@ LAYERS = [
     {"jobs", "settings"},
     {"models", "connectors", "broker", "observability"},
     {"stores"},
-    {"security", "ingest", "messages", "upkeep", "outcomes"},
+    {"security", "ingest", "messages", "upkeep", "outcomes", "shares"},
     {"destinations", "relay"},
     {"actions", "consumer"},
     {"http", "runtime"},

@@ -435,6 +435,27 @@ ON CONFLICT (job_id, attempt) DO UPDATE  -- a message set aside as unpublishable
     WHERE outbox_messages.status = 'failed'
 RETURNING job_id;
 
+------------------------------------------------------------------------------ process leases
+
+-- name: process_lease_renew
+-- Renew this process's lease ($1 its id, $2 its kind, $3 seconds) and say how many processes
+-- of its kind hold one, and how many of them sort before it (its rank): its share of every
+-- limit. Leases that expired a minute ago are cleared on the way.
+WITH renewed AS (
+    INSERT INTO process_leases (id, kind, expires_at)
+    VALUES ($1, $2, now() + make_interval(secs => $3))
+    ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+),
+cleared AS (
+    DELETE FROM process_leases WHERE expires_at < now() - interval '1 minute'
+)
+SELECT 1 + count(*) AS members, count(*) FILTER (WHERE id < $1) AS rank
+FROM process_leases
+WHERE kind = $2 AND id <> $1 AND expires_at > now();
+
+-- name: process_lease_release
+DELETE FROM process_leases WHERE id = $1;
+
 ------------------------------------------------------------------------------------- retention
 
 -- name: retention_lock
