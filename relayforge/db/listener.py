@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 10.0
+# How its connection shows in pg_stat_activity.
+APPLICATION_NAME = "relayforge listener"
 # A peer that vanished without closing the socket (a host gone, a cut network) is found by a
 # query that gets no answer: one this often.
 HEARTBEAT_SECONDS = 15.0
@@ -59,7 +61,8 @@ class Listener:
         """A listening connection and the event set when it is lost, or None."""
         lost = asyncio.Event()
         try:
-            conn = await asyncpg.connect(self._url)
+            conn = await asyncpg.connect(
+                self._url, server_settings={"application_name": APPLICATION_NAME})
         except Exception as exc:  # noqa: BLE001 - any failure to connect means: retry later
             log.warning("listener unavailable, retrying", extra={"error": repr(exc)})
             return None
