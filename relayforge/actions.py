@@ -58,6 +58,8 @@ class AuditAction(enum.StrEnum):
     DESTINATION_RESUME = "destination.resume"
     DESTINATION_RECOVER = "destination.recover"
     DESTINATION_TEST = "destination.test"
+    OPERATIONAL_ENDPOINT_SET = "operational_endpoint.set"
+    OPERATIONAL_ENDPOINT_DELETE = "operational_endpoint.delete"
     DELIVERY_REPROCESS = "delivery.reprocess"
     DELIVERY_REPROCESS_BULK = "delivery.reprocess_bulk"
     SOURCE_PUT = "source.put"

@@ -127,6 +127,9 @@ class DestinationView(View):
     secrets: list[DestinationSecretView]
     created_at: datetime
     updated_at: datetime
+    # "operational": the tenant's operational endpoint (PUT …/operational-endpoint), which
+    # receives Relayforge's events about the other destinations and no webhooks
+    kind: Literal["events", "operational"] = "events"
 
 
 class DestinationRecovered(View):

@@ -61,7 +61,8 @@ class Upkeep:
             if job.status is JobStatus.DEAD_LETTERED:
                 metrics.DLQ_MESSAGES.inc()
             log.warning("job lease expired", extra={"job_id": str(job.id), "now": job.status})
-        recovered = await self._stores.deliveries.recover_expired(limit=RECOVER_BATCH)
+        recovered = await self._stores.deliveries.recover_expired(
+            limit=RECOVER_BATCH, event_attempts=self._settings.worker.max_attempts)
         if recovered:
             metrics.JOBS_RECOVERED.inc(recovered)
             log.warning("delivery leases expired; retried", extra={"count": recovered})

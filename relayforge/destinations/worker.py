@@ -566,7 +566,8 @@ class DeliveryWorker:
             x.started = by_attempt.pop((x.delivery_id, x.attempt), None)
 
     async def _finish_batch(self, batch: list[_Finish]) -> None:
-        recovered = await self._stores.deliveries.finish_many([x.attempt for x in batch])
+        recovered = await self._stores.deliveries.finish_many(
+            [x.attempt for x in batch], event_attempts=self._settings.worker.max_attempts)
         for x in batch:
             x.recovered = x.destination_id in recovered
 
@@ -633,18 +634,21 @@ class DeliveryWorker:
         destinations = self._stores.destinations
         s = self._settings.destinations
         if answer.status == 410:
-            waiting = await destinations.disable(destination_id=d.destination_id, reason="gone")
+            waiting = await destinations.disable(destination_id=d.destination_id, reason="gone",
+                                                 event_attempts=self._settings.worker.max_attempts)
             log.warning("destination answered 410 Gone: disabled", extra={
                 "destination_id": str(d.destination_id), "dead_lettered": waiting})
             return
         failed = await destinations.failed(
             destination_id=d.destination_id, open_after=s.circuit_failures,
-            probe_seconds=s.circuit_probe_seconds, disable_after_hours=s.disable_after_hours)
+            probe_seconds=s.circuit_probe_seconds, disable_after_hours=s.disable_after_hours,
+            event_attempts=self._settings.worker.max_attempts)
         if failed is None:
             return
         if failed.failing_too_long:
             waiting = await destinations.disable(destination_id=d.destination_id,
-                                                 reason="failing")
+                                                 reason="failing",
+                                                 event_attempts=self._settings.worker.max_attempts)
             log.warning("destination failing too long: disabled", extra={
                 "destination_id": str(d.destination_id), "dead_lettered": waiting})
         elif failed.circuit == "open" and failed.consecutive_failures == s.circuit_failures:

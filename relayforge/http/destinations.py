@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import msgspec
 import orjson
 from blacksheep import Request, Response
@@ -19,10 +20,12 @@ from relayforge.errors import InvalidDestination, NotFound
 from relayforge.http.errors import view_response
 from relayforge.http.instrument import query_string
 from relayforge.http.models import (
+    DEFAULT_TIMEOUT_MS,
     BulkDeliveryReprocess,
     DeliveriesQuery,
     DestinationCreate,
     DestinationPatch,
+    OperationalEndpointPut,
     RecoverDeliveries,
     Redeliver,
     RotateSecret,
@@ -53,6 +56,7 @@ from relayforge.stores.destinations import DestinationFields
 
 INVALID = {400: ("invalid url, filter or headers", ["invalid_destination", "bad_request"])}
 BASE = "/admin/tenants/{tenant_id}/destinations"
+OPERATIONAL = "/admin/tenants/{tenant_id}/operational-endpoint"
 class DeliveriesReprocessed(View):
     reprocessed: int
     delivery_ids: list[uuid.UUID]
@@ -100,6 +104,18 @@ ROUTES = [
     AdminRoute("POST", BASE + "/{destination_id}/test", OPERATOR, "destinations.test",
                "Send a signed relayforge.test event now; the answer holds the attempt",
                (200, TestEventSent), errors=NOT_FOUND),
+    AdminRoute("PUT", OPERATIONAL, ADMIN, "destinations.put_operational",
+               "Set where the tenant's operational events go (destination.disabled, "
+               "destination.circuit_opened, delivery.dead_lettered): 201 with its signing "
+               "secret (shown once) when new, 200 when its URL changed",
+               (200, DestinationView), body=OperationalEndpointPut, errors=INVALID,
+               also_ok={201: DestinationCreated}),
+    AdminRoute("GET", OPERATIONAL, VIEWER, "destinations.get_operational",
+               "Get the tenant's operational endpoint", (200, DestinationView),
+               errors=NOT_FOUND),
+    AdminRoute("DELETE", OPERATIONAL, ADMIN, "destinations.delete_operational",
+               "Remove the tenant's operational endpoint (no more operational events)",
+               (204, None), errors=NOT_FOUND),
     AdminRoute("GET", "/admin/deliveries", VIEWER, "destinations.list_deliveries",
                "List deliveries, newest first", (200, Page[DeliveryView]),
                query=DeliveriesQuery),
@@ -146,7 +162,7 @@ class DestinationEndpoints:
     async def create(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
         body = await read_model(request, DestinationCreate)
-        destination_id, secret = new_id(), new_secret()
+        destination_id = new_id()
         fields = DestinationFields(
             name=given(body.name), url=self._url(body.url), enabled=body.enabled,
             filter_json=actions.stored_filter(body.filter),
@@ -157,20 +173,68 @@ class DestinationEndpoints:
             payload=body.payload, timeout_ms=body.timeout_ms,
             rate_limit_per_second=body.rate_limit_per_second,
             max_concurrency=body.max_concurrency)
+        return await self._created(tenant_id, destination_id, fields, actor,
+                                   AuditAction.DESTINATION_CREATE)
+
+    async def _created(self, tenant_id: uuid.UUID, destination_id: uuid.UUID,
+                       fields: DestinationFields, actor: Actor, action: AuditAction,
+                       kind: str = "events") -> Response:
+        """Insert it with a new signing secret, audited: 201 with the secret, shown once."""
+        secret = new_secret()
         nonce, ciphertext = self._sealed(tenant_id, destination_id, secret)
         async with self._stores.transaction() as tx:
             await tx.destinations.insert(destination_id=destination_id, tenant_id=tenant_id,
-                                         fields=fields)
+                                         fields=fields, kind=kind)
             await tx.destinations.add_secret(
                 secret_id=new_id(), destination_id=destination_id, nonce=nonce,
                 ciphertext=ciphertext, fingerprint=self._cipher.fingerprint(secret))
-            await tx.audit.write(actor=actor, action=AuditAction.DESTINATION_CREATE,
-                                 target=str(destination_id),
+            await tx.audit.write(actor=actor, action=action, target=str(destination_id),
                                  detail={"tenant_id": str(tenant_id), "url": fields.url})
             view = await tx.destinations.get(tenant_id=tenant_id, destination_id=destination_id)
         assert view is not None
         created = DestinationCreated(**msgspec.structs.asdict(view), signing_secret=secret)
         return view_response(201, created)
+
+    async def put_operational(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        url = self._url((await read_model(request, OperationalEndpointPut)).url)
+        existing = await self._stores.destinations.operational_endpoint(tenant_id=tenant_id)
+        if existing is None:
+            try:
+                return await self._created(
+                    tenant_id, new_id(), DestinationFields(
+                        name="operational events", url=url, payload="event",
+                        timeout_ms=DEFAULT_TIMEOUT_MS),
+                    actor, AuditAction.OPERATIONAL_ENDPOINT_SET, kind="operational")
+            except asyncpg.UniqueViolationError:  # another PUT made it first: change its URL
+                existing = await self._stores.destinations.operational_endpoint(
+                    tenant_id=tenant_id)
+                assert existing is not None
+        async with self._stores.transaction() as tx:
+            await tx.destinations.update(tenant_id=tenant_id, destination_id=existing,
+                                         fields=DestinationFields(url=url))
+            await tx.audit.write(actor=actor, action=AuditAction.OPERATIONAL_ENDPOINT_SET,
+                                 target=str(existing),
+                                 detail={"tenant_id": str(tenant_id), "url": url})
+        return view_response(200, await self._view(tenant_id, existing))
+
+    async def get_operational(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        existing = await self._stores.destinations.operational_endpoint(tenant_id=tenant_id)
+        if existing is None:
+            raise NotFound("the tenant has no operational endpoint")
+        return view_response(200, await self._view(tenant_id, existing))
+
+    async def delete_operational(self, request: Request, actor: Actor) -> Response:
+        tenant_id = path_uuid(request, "tenant_id")
+        async with self._stores.transaction() as tx:
+            existing = await tx.destinations.operational_endpoint(tenant_id=tenant_id)
+            if existing is None or not await tx.destinations.delete(
+                    tenant_id=tenant_id, destination_id=existing):
+                raise NotFound("the tenant has no operational endpoint")
+            await tx.audit.write(actor=actor, action=AuditAction.OPERATIONAL_ENDPOINT_DELETE,
+                                 target=str(existing), detail={"tenant_id": str(tenant_id)})
+        return Response(204)
 
     async def list(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")

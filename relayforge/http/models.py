@@ -118,6 +118,7 @@ HeaderName = Annotated[str, Meta(min_length=1, max_length=128,
 # printable: control characters are refused as invalid_destination (http/destinations.py)
 HeaderValue = Annotated[str, Meta(max_length=MAX_HEADER_VALUE)]
 TimeoutMs = Annotated[int, Meta(ge=100, le=60_000, description="an attempt's time limit")]
+DEFAULT_TIMEOUT_MS = 10_000
 RatePerSecond = Annotated[float, Meta(gt=0, le=10_000, description="attempts a second at most")]
 Concurrency = Annotated[int, Meta(ge=1, le=1000, description="attempts in flight at most")]
 DestinationName = Annotated[str, Meta(max_length=MAX_DESTINATION_NAME, pattern=NO_NUL)]
@@ -136,9 +137,16 @@ class DestinationCreate(Model):
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=MAX_HEADERS)] = \
         msgspec.field(default_factory=dict)
     payload: Payload = "raw"
-    timeout_ms: TimeoutMs = 10_000
+    timeout_ms: TimeoutMs = DEFAULT_TIMEOUT_MS
     rate_limit_per_second: RatePerSecond | None = None
     max_concurrency: Concurrency | None = None
+
+
+class OperationalEndpointPut(Model):
+    """Where the tenant's operational events go (destination.disabled,
+    destination.circuit_opened, delivery.dead_lettered), signed as every delivery is."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048)]
 
 
 class DestinationPatch(Model):

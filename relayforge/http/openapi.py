@@ -190,6 +190,8 @@ def _admin_op(route: AdminRoute, components: dict[str, Any]) -> dict[str, Any]:
         "429": _error("too many wrong API keys from this address", ["rate_limited"],
                       retry_after=True),
     }
+    for code, other in route.also_ok.items():
+        responses[str(code)] = _json(_ref(other), "done")
     for code, (description, codes) in route.errors.items():  # a route's own say wins
         responses[str(code)] = _error(description, codes)
     params = [_path_param(p.split("}")[0]) for p in route.path.split("{")[1:]]

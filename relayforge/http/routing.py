@@ -27,6 +27,7 @@ class AdminRoute:
     query: type[Model] = NoQuery
     body: type[msgspec.Struct] | None = None
     errors: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
+    also_ok: dict[int, type] = field(default_factory=dict)  # other success statuses it answers
 
 
 NOT_FOUND = {404: ("not found", ["not_found"])}

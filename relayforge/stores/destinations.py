@@ -74,6 +74,7 @@ class Failed:
     circuit: str
     consecutive_failures: int
     failing_too_long: bool
+    told: uuid.UUID | None  # the operational event raised when its circuit opened just now
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,19 +166,25 @@ def _destination(row: Any) -> DestinationView:
         consecutive_failures=row["consecutive_failures"], failing_since=row["failing_since"],
         circuit_opened_at=row["circuit_opened_at"],
         secrets=msgspec.json.decode(row["secrets_json"], type=list[DestinationSecretView]),
-        created_at=row["created_at"], updated_at=row["updated_at"])
+        created_at=row["created_at"], updated_at=row["updated_at"], kind=row["kind"])
 
 
 class DestinationStore(Store):
     async def insert(self, *, destination_id: uuid.UUID, tenant_id: uuid.UUID,
-                     fields: DestinationFields) -> None:
+                     fields: DestinationFields, kind: str = "events") -> None:
         f = fields
         nonce, sealed = f.headers_sealed or (None, None)
         await self._db.execute(
             Q["destination_insert"], destination_id, tenant_id, f.name, f.url,
             True if f.enabled is None else f.enabled, f.filter_json or "{}", f.header_names or [],
             nonce, sealed, f.payload or "raw", f.timeout_ms, f.rate_limit_per_second,
-            f.max_concurrency)
+            f.max_concurrency, kind)
+
+    async def operational_endpoint(self, *, tenant_id: uuid.UUID) -> uuid.UUID | None:
+        """The id of the tenant's operational endpoint, if it has one."""
+        found: uuid.UUID | None = await self._db.fetchval(Q["operational_endpoint_id"],
+                                                         tenant_id)
+        return found
 
     async def add_secret(self, *, secret_id: uuid.UUID, destination_id: uuid.UUID, nonce: bytes,
                          ciphertext: bytes, fingerprint: str) -> None:
@@ -236,9 +243,11 @@ class DestinationStore(Store):
         return None if row is None else Gate(**dict(row))
 
     async def failed(self, *, destination_id: uuid.UUID, open_after: int, probe_seconds: float,
-                     disable_after_hours: float) -> Failed | None:
+                     disable_after_hours: float, event_attempts: int) -> Failed | None:
+        """One more consecutive failure. `event_attempts`: those of the operational event's
+        delivery when the circuit opens (here, in the same statement)."""
         row = await self._db.fetchrow(Q["destination_failed"], destination_id, open_after,
-                                      probe_seconds, disable_after_hours)
+                                      probe_seconds, disable_after_hours, event_attempts)
         return None if row is None else Failed(**dict(row))
 
     async def recent_stats(self, *, tenant_id: uuid.UUID) -> dict[uuid.UUID, DestinationStats]:
@@ -247,9 +256,12 @@ class DestinationStore(Store):
         return {r["destination_id"]: DestinationStats(r["attempts"], r["success_ratio"],
                                                       r["mean_ms"]) for r in rows}
 
-    async def disable(self, *, destination_id: uuid.UUID, reason: str) -> int:
-        """Disable it and dead-letter its waiting deliveries; how many were."""
-        return len(await self._db.fetch(Q["destination_disable"], destination_id, reason))
+    async def disable(self, *, destination_id: uuid.UUID, reason: str,
+                      event_attempts: int) -> int:
+        """Disable it (an enabled one's operational event, with `event_attempts`, in the same
+        statement) and dead-letter its waiting deliveries; how many were."""
+        return len(await self._db.fetch(Q["destination_disable"], destination_id, reason,
+                                        event_attempts))
 
 
 
@@ -310,9 +322,11 @@ class DeliveryStore(Store):
         row = await self._db.fetchrow(Q["delivery_state"], delivery_id)
         return None if row is None else (row["status"], row["attempts"])
 
-    async def finish_many(self, attempts: Sequence[FinishedAttempt]) -> set[uuid.UUID]:
+    async def finish_many(self, attempts: Sequence[FinishedAttempt],
+                          event_attempts: int) -> set[uuid.UUID]:
         """Record the attempts' outcomes and their log entries (an outcome stands while no
-        later attempt has started); the destinations whose circuit a success closed (or whose
+        later attempt has started), and each dead letter's operational event (its delivery
+        with `event_attempts`); the destinations whose circuit a success closed (or whose
         failures it reset)."""
         a = attempts
         row = await self._db.fetchrow(
@@ -320,11 +334,11 @@ class DeliveryStore(Store):
             [x.outcome.status for x in a], [x.outcome.error for x in a],
             [x.outcome.delay_seconds for x in a], [x.started_at for x in a],
             [x.duration_ms for x in a], [x.status_code for x in a],
-            [x.response_body for x in a])
+            [x.response_body for x in a], event_attempts)
         return set(row["recovered"] or ())
 
-    async def recover_expired(self, *, limit: int) -> int:
-        return len(await self._db.fetch(Q["deliveries_recover_expired"], limit))
+    async def recover_expired(self, *, limit: int, event_attempts: int) -> int:
+        return len(await self._db.fetch(Q["deliveries_recover_expired"], limit, event_attempts))
 
     async def republish_stranded(self, *, older_than_seconds: float, limit: int) -> int:
         return len(await self._db.fetch(Q["deliveries_republish_stranded"],

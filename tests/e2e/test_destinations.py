@@ -773,3 +773,76 @@ def test_the_signature_matches_the_specs_own_construction():
         "webhook-timestamp": str(int(time.time())),
         "webhook-signature": signature("msg_p5jXN8AQM9LWM0D4loKWxJek", int(time.time()), body,
                                        [secret_key(key_text)])})
+
+
+async def test_operational_events_reach_the_tenants_endpoint_signed(client, server, receiver):
+    """A destination disabled by 410 and one whose circuit opens each raise one operational
+    event, and each dead letter one more, delivered to the tenant's operational endpoint
+    through the same machinery and verified with the official Standard Webhooks library."""
+    tenant = new_tenant()
+    endpoint = f"{server.url}/admin/tenants/{tenant}/operational-endpoint"
+    assert (await client.get(endpoint, headers=ADMIN)).status_code == 404
+    assert (await client.put(endpoint, headers=VIEWER,
+                             json={"url": f"{receiver.url}/ops"})).status_code == 403
+    made = await client.put(endpoint, headers=ADMIN, json={"url": f"{receiver.url}/ops"})
+    assert made.status_code == 201, made.text
+    secret = made.json()["signing_secret"]
+    assert made.json()["kind"] == "operational" and made.json()["payload"] == "event"
+    again = await client.put(endpoint, headers=ADMIN, json={"url": f"{receiver.url}/ops"})
+    assert again.status_code == 200 and "signing_secret" not in again.json()
+    assert again.json()["id"] == made.json()["id"]
+    receiver.scripts["/gone"] = lambda n, _: Reply(410)
+    receiver.scripts["/down"] = lambda n, _: Reply(503, "maintenance")
+    gone = await create(client, server, tenant, url=f"{receiver.url}/gone")
+    down = await create(client, server, tenant, url=f"{receiver.url}/down")
+    listed = (await client.get(f"{server.url}/admin/tenants/{tenant}/destinations",
+                               headers=ADMIN)).json()["items"]
+    assert {d["id"] for d in listed} == {gone["id"], down["id"]}  # the endpoint apart
+    await send(client, server, tenant)
+
+    # 410: disabled (and its delivery dead-lettered); 503: the circuit opens after three
+    # failures, and the delivery is dead-lettered after its fifth attempt (probes each second)
+    arrived = await receiver.wait_for("/ops", 4, timeout=60)
+    events = [verify(secret, a) for a in arrived]
+    kinds = sorted(e["event_type"] for e in events)
+    assert kinds == ["delivery.dead_lettered", "delivery.dead_lettered",
+                     "destination.circuit_opened", "destination.disabled"], kinds
+    by_kind = {e["event_type"]: e["data"] for e in events}
+    assert by_kind["destination.disabled"]["destination_id"] == gone["id"]
+    assert by_kind["destination.disabled"]["reason"] == "gone"
+    assert by_kind["destination.circuit_opened"]["destination_id"] == down["id"]
+    assert by_kind["destination.circuit_opened"]["consecutive_failures"] == 3
+    dead = {e["data"]["destination_id"] for e in events
+            if e["event_type"] == "delivery.dead_lettered"}
+    assert dead == {gone["id"], down["id"]}
+    assert {e["source"] for e in events} == {"relayforge"}
+    assert len({a.headers["webhook-id"] for a in arrived}) == 4
+    await asyncio.sleep(1.0)
+    assert len(receiver.at("/ops")) == 4  # one each, no more
+
+
+async def test_an_operational_endpoints_own_trouble_raises_no_event(client, server, receiver):
+    """Never a loop: the endpoint answering 410 is disabled, and that is told to no one."""
+    tenant = new_tenant()
+    receiver.scripts["/ops-gone"] = lambda n, _: Reply(410)
+    receiver.scripts["/gone-too"] = lambda n, _: Reply(410)
+    made = await client.put(f"{server.url}/admin/tenants/{tenant}/operational-endpoint",
+                            headers=ADMIN, json={"url": f"{receiver.url}/ops-gone"})
+    assert made.status_code == 201
+    await create(client, server, tenant, url=f"{receiver.url}/gone-too")
+    await send(client, server, tenant)
+    await receiver.wait_for("/ops-gone", 1, timeout=30)
+    deadline = time.monotonic() + 15
+    while (await client.get(f"{server.url}/admin/tenants/{tenant}/operational-endpoint",
+                            headers=ADMIN)).json()["enabled"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    conn = await asyncpg.connect(server.database_url)
+    try:
+        about_endpoint = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE source = 'relayforge' AND tenant_id = $1 "
+            "AND convert_from(event, 'UTF8')::jsonb -> 'data' ->> 'destination_id' = $2",
+            uuid.UUID(tenant), made.json()["id"])
+    finally:
+        await conn.close()
+    assert about_endpoint == 0

@@ -80,6 +80,7 @@ destinations.header_names ARRAY NOT NULL DEFAULT '{}'::text[]
 destinations.headers_ciphertext bytea
 destinations.headers_nonce bytea
 destinations.id uuid NOT NULL
+destinations.kind text NOT NULL DEFAULT 'events'::text
 destinations.max_concurrency integer
 destinations.name text
 destinations.next_probe_at timestamp with time zone
@@ -189,6 +190,7 @@ delivery_attempts delivery_attempts_pkey PRIMARY KEY (delivery_id, attempt)
 destination_secrets destination_secrets_destination_id_fkey FOREIGN KEY (destination_id) REFERENCES destinations(id) ON DELETE CASCADE
 destination_secrets destination_secrets_pkey PRIMARY KEY (id)
 destinations destinations_circuit_check CHECK ((circuit = ANY (ARRAY['closed'::text, 'open'::text])))
+destinations destinations_kind_check CHECK ((kind = ANY (ARRAY['events'::text, 'operational'::text])))
 destinations destinations_payload_check CHECK ((payload = ANY (ARRAY['raw'::text, 'event'::text])))
 destinations destinations_pkey PRIMARY KEY (id)
 job_attempts job_attempts_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
@@ -239,6 +241,7 @@ CREATE UNIQUE INDEX deliveries_fan_out ON public.deliveries USING btree (job_id,
 CREATE UNIQUE INDEX deliveries_pkey ON public.deliveries USING btree (id)
 CREATE UNIQUE INDEX delivery_attempts_pkey ON public.delivery_attempts USING btree (delivery_id, attempt)
 CREATE UNIQUE INDEX destination_secrets_pkey ON public.destination_secrets USING btree (id)
+CREATE UNIQUE INDEX destinations_one_operational ON public.destinations USING btree (tenant_id) WHERE (kind = 'operational'::text)
 CREATE UNIQUE INDEX destinations_pkey ON public.destinations USING btree (id)
 CREATE UNIQUE INDEX job_attempts_pkey ON public.job_attempts USING btree (job_id, attempt)
 CREATE UNIQUE INDEX jobs_dedup ON public.jobs USING btree (tenant_id, source, dedup_key)
@@ -289,6 +292,34 @@ BEGIN
     END IF;
     RETURN NULL;
 END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_operational_event(p_destination uuid, p_type text, p_data jsonb, p_attempts integer)
+ RETURNS uuid
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    endpoint uuid;
+    tenant uuid;
+    job uuid := relayforge_uuid7();
+BEGIN
+    SELECT o.id, o.tenant_id INTO endpoint, tenant
+    FROM destinations d
+    JOIN destinations o ON o.tenant_id = d.tenant_id AND o.kind = 'operational' AND o.enabled
+    WHERE d.id = p_destination AND d.kind = 'events';
+    IF endpoint IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
+                      status, attempts, max_attempts, first_inbox_id, last_inbox_id)
+    VALUES (job, tenant, 'relayforge', 'operational:' || job, p_type, job::text,
+            convert_to(jsonb_build_object(
+                'source', 'relayforge', 'event_type', p_type, 'provider_event_id', job::text,
+                'occurred_at_unix', floor(extract(epoch FROM now()))::bigint,
+                'data', p_data)::text, 'UTF8'),
+            'succeeded', 0, 1, job, job);
+    INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts)
+    VALUES (relayforge_uuid7(), job, endpoint, tenant, p_attempts);
+    RETURN job;
+END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_outbox_notify()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -313,3 +344,11 @@ BEGIN
     PERFORM pg_notify('relayforge_sources', coalesce(NEW.tenant_id, OLD.tenant_id)::text);
     RETURN NULL;
 END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_uuid7()
+ RETURNS uuid
+ LANGUAGE sql
+AS $function$
+    SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
+        substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+        FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+$function$

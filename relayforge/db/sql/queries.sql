@@ -318,7 +318,8 @@ RETURNING j.id, j.tenant_id, j.source, j.attempts, j.max_attempts, j.correlation
                       'id', d.id, 'filter', d.filter::text, 'max_concurrency', d.max_concurrency,
                       'rate_limit_per_second', d.rate_limit_per_second, 'circuit', d.circuit,
                       'paused', d.paused))
-           FROM destinations d WHERE d.tenant_id = j.tenant_id AND d.enabled)::text
+           FROM destinations d
+           WHERE d.tenant_id = j.tenant_id AND d.enabled AND d.kind = 'events')::text
               AS destinations;
 
 -- name: job_event
@@ -550,8 +551,8 @@ WHERE received_at > now() - interval '24 hours' AND ($1::uuid IS NULL OR tenant_
 -- name: destination_insert
 INSERT INTO destinations (id, tenant_id, name, url, enabled, filter, header_names, headers_nonce,
                           headers_ciphertext, payload, timeout_ms, rate_limit_per_second,
-                          max_concurrency)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)
+                          max_concurrency, kind)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14)
 RETURNING id;
 
 -- name: destination_secret_insert
@@ -572,8 +573,13 @@ SELECT d.*, d.filter::text AS filter_json,
                  FROM destination_secrets s
                  WHERE s.destination_id = d.id AND (s.expires_at IS NULL OR s.expires_at > now())),
                 '[]')::text AS secrets_json
-FROM destinations d WHERE d.tenant_id = $1 AND ($2::uuid IS NULL OR d.id = $2)
+FROM destinations d
+WHERE d.tenant_id = $1 AND ($2::uuid IS NULL OR d.id = $2)
+  AND ($2::uuid IS NOT NULL OR d.kind = 'events')  -- the operational endpoint apart
 ORDER BY d.created_at, d.id;
+
+-- name: operational_endpoint_id
+SELECT id FROM destinations WHERE tenant_id = $1 AND kind = 'operational';
 
 -- name: destination_update
 -- NULL leaves a field as it is ($14: a list of fields to set to NULL). Enabling again clears the
@@ -652,8 +658,9 @@ SELECT d.enabled, d.paused, d.disabled_reason, d.circuit, d.max_concurrency,
 FROM destinations d WHERE d.id = $1;
 
 -- name: destination_failed
--- One more consecutive failure: at $2 the circuit opens (first probe after $3 seconds); the
--- caller disables a destination failing for longer than $4 hours.
+-- One more consecutive failure: at $2 the circuit opens (first probe after $3 seconds), which
+-- tells the tenant's operational endpoint ($5: its attempts); the caller disables a
+-- destination failing for longer than $4 hours.
 UPDATE destinations d
 SET consecutive_failures = d.consecutive_failures + 1,
     failing_since = coalesce(d.failing_since, now()),
@@ -664,13 +671,25 @@ SET consecutive_failures = d.consecutive_failures + 1,
                          THEN now() + make_interval(secs => $3) ELSE d.next_probe_at END
 WHERE d.id = $1
 RETURNING d.circuit, d.consecutive_failures,
-          coalesce(d.failing_since < now() - make_interval(secs => $4::float8 * 3600), false) AS failing_too_long;
+          coalesce(d.failing_since < now() - make_interval(secs => $4::float8 * 3600), false) AS failing_too_long,
+          CASE WHEN d.circuit = 'open' AND d.consecutive_failures = $2  -- it opened just now
+               THEN relayforge_operational_event(d.id, 'destination.circuit_opened',
+                    jsonb_build_object('destination_id', d.id, 'url', d.url,
+                                       'consecutive_failures', d.consecutive_failures), $5)
+          END AS told;
 
 -- name: destination_disable
 -- Disabled (410 Gone, or failing too long): its waiting deliveries are dead-lettered with why.
-WITH d AS (
-    UPDATE destinations SET enabled = false, disabled_reason = $2, updated_at = now()
-    WHERE id = $1 RETURNING id
+-- Disabling an enabled destination tells the tenant's operational endpoint ($3: its attempts).
+WITH before AS (
+    SELECT enabled FROM destinations WHERE id = $1 FOR NO KEY UPDATE
+),
+d AS (
+    UPDATE destinations x SET enabled = false, disabled_reason = $2::text, updated_at = now()
+    FROM before WHERE x.id = $1
+    RETURNING x.id, CASE WHEN before.enabled THEN relayforge_operational_event(
+        x.id, 'destination.disabled', jsonb_build_object(
+            'destination_id', x.id, 'url', x.url, 'reason', $2::text), $3) END AS told
 )
 UPDATE deliveries x
 SET status = 'dead_lettered', last_error = 'destination disabled: ' || $2, updated_at = now(),
@@ -834,7 +853,7 @@ moved AS (
     FROM m, locked
     WHERE x.id = m.id AND locked.id = x.id AND x.attempts = m.attempt
       AND x.status = 'processing'
-    RETURNING x.id, x.destination_id, m.status
+    RETURNING x.id, x.destination_id, x.job_id, x.attempts, m.status, m.error
 ),
 logged AS (  -- runs although nothing reads it, as every data-modifying CTE does
     INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code,
@@ -848,7 +867,7 @@ recovering AS (
     SELECT d.id FROM destinations d
     WHERE d.id IN (SELECT destination_id FROM moved WHERE status = 'succeeded')
       AND (d.consecutive_failures > 0 OR d.circuit = 'open')
-    ORDER BY d.id FOR UPDATE
+    ORDER BY d.id FOR NO KEY UPDATE  -- (an operational event's delivery takes a key share)
 ),
 recovered AS (
     UPDATE destinations d
@@ -857,7 +876,13 @@ recovered AS (
     FROM recovering r WHERE d.id = r.id
     RETURNING d.id
 )
-SELECT (SELECT array_agg(id) FROM recovered) AS recovered;
+SELECT (SELECT array_agg(id) FROM recovered) AS recovered,
+       -- each dead letter tells the tenant's operational endpoint ($10: its attempts)
+       (SELECT count(relayforge_operational_event(destination_id, 'delivery.dead_lettered',
+                    jsonb_build_object('delivery_id', id, 'destination_id', destination_id,
+                                       'job_id', job_id, 'attempts', attempts,
+                                       'last_error', error), $10))
+        FROM moved WHERE status = 'dead_lettered') AS told;
 
 -- name: deliveries_recover_expired
 -- Deliveries whose consumer died mid-attempt: the attempt counts; retried or dead-lettered.
@@ -871,7 +896,10 @@ FROM (
     ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
 ) e
 WHERE x.id = e.id
-RETURNING x.id;
+RETURNING x.id, CASE WHEN x.status = 'dead_lettered' THEN relayforge_operational_event(
+    x.destination_id, 'delivery.dead_lettered', jsonb_build_object(
+        'delivery_id', x.id, 'destination_id', x.destination_id, 'job_id', x.job_id,
+        'attempts', x.attempts, 'last_error', x.last_error), $2) END AS told;
 
 -- name: deliveries_republish_stranded
 -- Queued for longer than $1 seconds: the message was lost; the same attempt is published again.
