@@ -24,7 +24,9 @@ from relayforge.stores import Stores
 log = logging.getLogger(__name__)
 
 RENEW_SECONDS = 1.0
-LEASE_SECONDS = 3.0
+# A renewal may wait for a connection (a busy pool, a pooler's queue): a lease outlives a few
+# late ones, or the others would count a live process out and the deployment would allow more.
+LEASE_SECONDS = 5.0
 
 
 class Share:

@@ -98,11 +98,11 @@ async def test_a_destinations_rate_holds_across_three_consume_processes(
         # destination never gets more than 10 % above what it asked for.
         assert len(arrived) == 400
         assert (len(times) - 1) / span <= 22, (len(times) - 1) / span
-        # and no stretch of five seconds past the first burst goes above it either
-        later = [t for t in times if t > times[0] + 1]
-        worst = max(sum(1 for t in later if s <= t < s + 5) for s in later)
-        assert worst <= 22 * 5, worst
+        # nor any ten seconds: rate x time and a burst (a second's worth, split as the rate is,
+        # refilled whenever deliveries pause), within the 10 %, as for the tenant's limit
+        worst = max(sum(1 for t in times if s <= t < s + 10) for s in times)
+        assert worst <= 1.1 * (20 * 10 + 20), worst
         print(f"400 deliveries in {span:.1f} s: {(len(times) - 1) / span:.1f}/s, "
-              f"the busiest 5 s after the first {worst}")
+              f"the busiest 10 s {worst}")
     finally:
         await receiver.stop()
