@@ -171,6 +171,11 @@ class _Lane:
         if rate != (self.bucket.rate if self.bucket else None):
             self.bucket = TokenBucket(rate, max(1, int(rate))) if rate else None
 
+    def _slots(self) -> int:
+        """Request slots for attempts already begun: at least one, so that one begun before
+        this process's share fell to no slot still goes out (no new one begins: has_room)."""
+        return max(self.max_concurrency, 1)
+
     def has_room(self) -> bool:
         return 0 < self.max_concurrency and self.in_flight < self.max_concurrency + STARTED_AHEAD
 
@@ -180,7 +185,7 @@ class _Lane:
 
     async def slot(self, ticket: int) -> None:
         """Wait for one of the destination's request slots, in ticket order."""
-        if ticket == self.turn and self.sending < self.max_concurrency:
+        if ticket == self.turn and self.sending < self._slots():
             self.sending += 1
             self.pass_turn(ticket)
             return
@@ -213,7 +218,7 @@ class _Lane:
                 self.passed.remove(self.turn)
                 self.turn += 1
             turn = self.senders.get(self.turn)
-            if turn is None or (self.sending >= self.max_concurrency and not turn.done()):
+            if turn is None or (self.sending >= self._slots() and not turn.done()):
                 return
             del self.senders[self.turn]
             self.passed.add(self.turn)

@@ -128,6 +128,16 @@ def test_a_lane_keeps_this_processs_share_of_the_destinations_limits():
     assert _Lane(_at(3, 0), (1, None)).has_room()
 
 
+async def test_an_attempt_begun_before_the_share_fell_to_no_slot_still_goes_out():
+    share = Share()
+    lane = _Lane(share, (1, None))
+    ticket = lane.ticket()  # begun (its start written) while this process had the slot
+    share.set(3, 2)  # two more consume processes: this one's part of one slot is none
+    lane.set_limits(*lane.limits)
+    assert lane.max_concurrency == 0 and not lane.has_room()  # nothing new begins
+    await asyncio.wait_for(lane.slot(ticket), 1)  # but this one is sent, not stranded
+
+
 def _at(members: int, rank: int) -> Share:
     share = Share()
     share.set(members, rank)
