@@ -92,7 +92,8 @@ async def reprocess_jobs(stores: Stores, settings: Settings, actor: Actor, *,
         await tx.audit.write(actor=actor, action=AuditAction.JOB_REPROCESS_BULK, target="jobs",
                              detail={"filter": {"tenant_id": str(tenant_id) if tenant_id else None,
                                                 "source": source, "event_type": event_type,
-                                                "limit": limit}, "count": len(ids)})
+                                                "limit": limit}, "count": len(ids),
+                                     "job_ids": [str(i) for i in ids]})  # each job's timeline
     return ids
 
 

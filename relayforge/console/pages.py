@@ -47,6 +47,7 @@ from relayforge.security.limits import BodyBudget, UnverifiedBudget
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
 from relayforge.stores import Stores
+from relayforge.stores.audit import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,12 @@ ROUTES = [
 def _html(status: int, body: str, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
     return Response(status, [*SECURITY_HEADERS, *(headers or [])],
                     Content(b"text/html; charset=utf-8", body.encode()))
+
+
+def _who(entry: AuditEntry) -> str:
+    """The actor of an audit entry, as the timeline names it: role and key."""
+    key = f"key {entry.key_id}" if entry.key_id else f"{entry.key_source} key"
+    return f"{entry.role} ({key})"
 
 
 def _json(status: int, doc: dict[str, Any]) -> Response:
@@ -341,8 +348,9 @@ class Console:
             "lag": {"outbox_oldest": _age(lag.outbox_oldest_age),
                     "outbox_pending": lag.outbox_pending,
                     "oldest_waiting": _age(lag.oldest_waiting_age)},
-            "chart": charts.per_minute({"accepted": accepted, "refused": refused},
-                                       "Webhooks accepted and refused per minute"),
+            "chart": charts.per_minute(
+                {"accepted": accepted, "refused": refused},
+                "Webhooks accepted, and refused after their signature verified, per minute"),
             "totals": {"accepted": sum(accepted), "refused": sum(refused)},
         }
 
@@ -400,6 +408,8 @@ class Console:
             for r in inbox]
         timeline += [TimelineItem(a.finished_at, f"attempt {a.attempt} failed", a.error)
                      for a in attempts]
+        timeline += [TimelineItem(e.created_at, f"{e.action.replace('_', ' ')} by {_who(e)}",
+                                  None) for e in await self._stores.audit.for_job(job_id=job_id)]
         timeline.append(TimelineItem(job.updated_at, f"now {job.status}", None))
         timeline.sort(key=lambda item: item.at)
         rows = [{"id": r.id, "received_at": r.received_at, "request_id": r.request_id,
@@ -441,7 +451,9 @@ class Console:
         state = await self._stores.jobs.state(job_id=job_id)
         if state is None:
             raise NotFound("no such job")
-        return _json(200, {"status": state.status.value, "attempts": state.attempts})
+        return _json(200, {"status": state.status.value, "attempts": state.attempts,
+                           "max_attempts": state.max_attempts,
+                           "last_error": state.last_error})
 
     async def reprocess(self, request: Request, session: Session) -> Response:
         job_id = path_uuid(request, "job_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ class AuditLog(Store):
     async def list(self, *, limit: int, before: int | None = None) -> list[AuditEntry]:
         """Newest first; `before`: the last id of the previous page."""
         rows = await self._db.fetch(Q["audit_list"], limit, before)
+        return [AuditEntry(**dict(r)) for r in rows]
+
+    async def for_job(self, *, job_id: uuid.UUID) -> builtins.list[AuditEntry]:
+        """What was done to a job through the admin API, console or CLI, oldest first."""
+        rows = await self._db.fetch(Q["audit_for_job"], str(job_id))
         return [AuditEntry(**dict(r)) for r in rows]
 
     async def write(self, *, actor: Actor, action: str, target: str,

@@ -48,6 +48,7 @@ class JobState:
     status: JobStatus
     attempts: int
     max_attempts: int
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class JobStore(Store):
     async def state(self, *, job_id: uuid.UUID) -> JobState | None:
         row = await self._db.fetchrow(Q["job_state"], job_id)
         return None if row is None else JobState(JobStatus(row["status"]), row["attempts"],
-                                                 row["max_attempts"])
+                                                 row["max_attempts"], row["last_error"])
 
     # Each outcome says whether it moved the job: an attempt's outcome stands while no later
     # attempt has started, and never moves a finished job.

@@ -111,10 +111,19 @@ def test_find_a_dead_letter_by_provider_event_id_and_reprocess_it(browser, conso
     status = page.locator("[data-status]")
     assert status.inner_text() == "dead_lettered"
     shots(page, "job-dead-lettered")
+    assert "test fault" in page.locator("[data-error]").inner_text()
+    page.evaluate("window.stillHere = true")  # gone if the page reloads
     page.get_by_role("button", name="Reprocess").click()
     playwright_api.expect(status).to_have_text("succeeded", timeout=30_000)  # no reload
+    # what stood beside the old status follows it: the attempt, the error, the message
+    playwright_api.expect(page.locator("[data-attempts]")).to_have_text("attempt 3 of 4")
+    playwright_api.expect(page.locator("[data-error]")).to_have_text("\u2014")
+    playwright_api.expect(page.locator("[data-message]")).to_have_text("Done: succeeded.")
+    assert page.evaluate("window.stillHere") is True
     assert page.url.endswith(f"/console/jobs/{job_id}")
     shots(page, "job-reprocessed")
+    page.reload()  # the timeline says who reprocessed it
+    assert "job.reprocess by admin (fallback key)" in page.locator("ol").inner_text()
     for name in ("Events and jobs", "Destinations", "Secrets", "API keys", "Audit log",
                  "Overview"):
         with page.expect_navigation() as navigation:
@@ -269,12 +278,16 @@ def test_reprocess_all_that_match_after_a_confirmation_that_says_how_many(browse
     assert "3 job(s) are being reprocessed" in page.locator("[role=status]").inner_text()
     for job_id in jobs:
         wait_status(console_server, job_id, "succeeded")
+    page.goto(f"{console_server.url}/console/jobs/{jobs[0]}")  # each says who, in its timeline
+    assert "job.reprocess bulk by admin (fallback key)" in page.locator("ol").inner_text()
     assert csp == [], csp
     context.close()
 
 
 def test_the_overview_refreshes_without_a_reload(browser, console_server):
     context, page, _ = sign_in(browser, console_server, VIEWER_KEY)
+    # what the refused line counts is what it says (unverified requests are not recorded)
+    assert "refused after their signature" in page.locator("main").inner_text()
     page.evaluate("window.stillHere = true")  # gone if the page reloads
     with page.expect_response(lambda r: r.url.endswith("/console/overview/live"),
                               timeout=20_000) as refreshed:

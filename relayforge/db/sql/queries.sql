@@ -329,7 +329,7 @@ SELECT j.event, j.source, j.event_type, j.provider_event_id, j.occurred_at_unix,
 FROM jobs j WHERE j.id = $1;
 
 -- name: job_state
-SELECT status, attempts, max_attempts FROM jobs WHERE id = $1;
+SELECT status, attempts, max_attempts, last_error FROM jobs WHERE id = $1;
 
 -- name: jobs_succeed
 -- An attempt's outcome stands as long as no later attempt has started (attempts = its attempt),
@@ -1061,6 +1061,13 @@ SELECT x.destination_id, count(*) AS attempts,
 FROM delivery_attempts a JOIN deliveries x ON x.id = a.delivery_id
 WHERE x.tenant_id = $1 AND a.started_at > now() - interval '24 hours'
 GROUP BY x.destination_id;
+
+-- name: audit_for_job
+-- Who reprocessed a job: by its id, or in a bulk reprocess that named it.
+SELECT id, key_id, key_source, role, action, target, detail::text AS detail, created_at
+FROM admin_audit_log
+WHERE target = $1::text OR (action = 'job.reprocess_bulk' AND detail -> 'job_ids' ? $1::text)
+ORDER BY id;
 
 -- name: audit_list
 SELECT id, key_id, key_source, role, action, target, detail::text AS detail, created_at
