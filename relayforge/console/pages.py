@@ -22,7 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from relayforge import actions
 from relayforge.console import charts
 from relayforge.console.sessions import COOKIE, Session, Sessions, check_csrf
-from relayforge.deliveries import WAITING
+from relayforge.deliveries import WAITING, DeliveryStatus
 from relayforge.errors import BadRequest, Forbidden, NotFound, RateLimited, RelayforgeError
 from relayforge.events import has_control
 from relayforge.http.bodies import read_body
@@ -66,10 +66,12 @@ PAGE = 50
 VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 NAV = [("/console/overview", "Overview", VIEWER), ("/console/jobs", "Events and jobs", VIEWER),
        ("/console/dead-letters", "Dead letters", VIEWER),
+       ("/console/deliveries", "Deliveries", VIEWER),
        ("/console/destinations", "Destinations", VIEWER), ("/console/secrets", "Secrets", ADMIN),
        ("/console/api-keys", "API keys", ADMIN), ("/console/audit", "Audit log", ADMIN)]
 JOB_STATES = [s.value for s in JobStatus]
 DELIVERY_STATES = [s.value for s in WAITING]
+DELIVERY_STATUSES = [s.value for s in DeliveryStatus]
 BODY_PREVIEW = 16384  # of each request's body on the job page; the whole body is a download
 BODY_CHUNK = 1 << 20  # bytes read from the database at a time for a download
 
@@ -108,7 +110,14 @@ ROUTES = [
     ConsoleRoute("GET", "/console/dead-letters", VIEWER, "dead_letters"),
     ConsoleRoute("GET", "/console/dead-letters/confirm", OPERATOR, "confirm_bulk"),
     ConsoleRoute("POST", "/console/dead-letters/reprocess", OPERATOR, "reprocess_bulk"),
+    ConsoleRoute("GET", "/console/deliveries", VIEWER, "deliveries"),
+    ConsoleRoute("GET", "/console/deliveries/{delivery_id}", VIEWER, "delivery"),
+    ConsoleRoute("GET", "/console/deliveries/{delivery_id}/status", VIEWER, "delivery_status"),
+    ConsoleRoute("POST", "/console/deliveries/{delivery_id}/reprocess", OPERATOR,
+                 "reprocess_delivery"),
     ConsoleRoute("GET", "/console/destinations", VIEWER, "destinations"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/pause", OPERATOR, "pause"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/resume", OPERATOR, "resume"),
     ConsoleRoute("POST", "/console/destinations/{destination_id}/enable", ADMIN, "enable"),
     ConsoleRoute("POST", "/console/destinations/{destination_id}/disable", ADMIN, "disable"),
     ConsoleRoute("POST", "/console/destinations/{destination_id}/rotate-secret", ADMIN,
@@ -486,6 +495,50 @@ class Console:
                             message=f"{len(ids)} job(s) are being reprocessed.",
                             back="/console/dead-letters")
 
+    # ------------------------------------------------------------------ deliveries
+
+    async def deliveries(self, request: Request, session: Session) -> Response:
+        q = _query(request)
+        tenant_id = _uuid(q.get("tenant_id"), "tenant id")
+        destination_id = _uuid(q.get("destination_id"), "destination id")
+        status = q.get("status") or None
+        if status is not None and status not in DELIVERY_STATUSES:
+            raise BadRequest(f"status: one of {', '.join(DELIVERY_STATUSES)}")
+        cursor = _uuid(q.get("cursor"), "cursor")
+        found = await self._stores.deliveries.search(
+            limit=PAGE, tenant_id=tenant_id, destination_id=destination_id, job_id=None,
+            status=status, cursor=cursor)
+        filters = {k: v for k, v in q.items() if k != "cursor" and v}
+        next_url = (f"/console/deliveries?{urlencode({**filters, 'cursor': str(found[-1].id)})}"
+                    if len(found) == PAGE else None)
+        return self._render(200, "deliveries.html", session, "/console/deliveries",
+                            title="Deliveries", deliveries=found, q=q, next_url=next_url,
+                            statuses=DELIVERY_STATUSES)
+
+    async def delivery(self, request: Request, session: Session) -> Response:
+        delivery_id = path_uuid(request, "delivery_id")
+        found = await self._stores.deliveries.detail(delivery_id=delivery_id)
+        if found is None:
+            raise NotFound("no such delivery")
+        return self._render(200, "delivery.html", session, "/console/deliveries",
+                            title=f"Delivery {delivery_id}", d=found,
+                            can_reprocess=session.actor.role.allows(OPERATOR))
+
+    async def delivery_status(self, request: Request, session: Session) -> Response:
+        found = await self._stores.deliveries.get(delivery_id=path_uuid(request, "delivery_id"))
+        if found is None:
+            raise NotFound("no such delivery")
+        return _json(200, {"status": found.status, "attempts": found.attempts,
+                           "max_attempts": found.max_attempts, "last_error": found.last_error})
+
+    async def reprocess_delivery(self, request: Request, session: Session) -> Response:
+        delivery_id = path_uuid(request, "delivery_id")
+        await actions.reprocess_delivery(self._stores, self._settings, session.actor,
+                                         delivery_id)
+        if _wants_json(request):
+            return _json(202, {"status": "pending", "message": "Reprocessing…"})
+        return _redirect(f"/console/deliveries/{delivery_id}")
+
     # ------------------------------------------------------------------ destinations
 
     async def destinations(self, request: Request, session: Session,
@@ -499,7 +552,8 @@ class Console:
         return self._render(200, "destinations.html", session, "/console/destinations",
                             title="Destinations", tenant_id=tenant_id, destinations=found,
                             stats=stats, new_secret=new_secret,
-                            can_admin=session.actor.role.allows(ADMIN))
+                            can_admin=session.actor.role.allows(ADMIN),
+                            can_operate=session.actor.role.allows(OPERATOR))
 
     async def _destination_form(self, request: Request) -> tuple[uuid.UUID, uuid.UUID]:
         form = await self._form_of(request)
@@ -521,6 +575,18 @@ class Console:
                                           destination_id, False)
         return _redirect(f"/console/destinations?tenant_id={tenant_id}")
 
+    async def pause(self, request: Request, session: Session) -> Response:
+        tenant_id, destination_id = await self._destination_form(request)
+        await actions.pause_destination(self._stores, session.actor, tenant_id, destination_id,
+                                        True)
+        return _redirect(f"/console/destinations?tenant_id={tenant_id}")
+
+    async def resume(self, request: Request, session: Session) -> Response:
+        tenant_id, destination_id = await self._destination_form(request)
+        await actions.pause_destination(self._stores, session.actor, tenant_id, destination_id,
+                                        False)
+        return _redirect(f"/console/destinations?tenant_id={tenant_id}")
+
     async def rotate_destination_secret(self, request: Request, session: Session) -> Response:
         tenant_id, destination_id = await self._destination_form(request)
         rotated = await actions.rotate_destination_secret(
@@ -530,7 +596,8 @@ class Console:
         stats = await self._stores.destinations.recent_stats(tenant_id=tenant_id)
         return self._render(200, "destinations.html", session, "/console/destinations",
                             title="Destinations", tenant_id=tenant_id, destinations=found,
-                            stats=stats, new_secret=rotated.signing_secret, can_admin=True)
+                            stats=stats, new_secret=rotated.signing_secret, can_admin=True,
+                            can_operate=True)
 
     # ------------------------------------------------------------------ secrets and keys
 

@@ -329,13 +329,11 @@ class DestinationEndpoints:
         return view_response(200, page(items, q.limit))
 
     async def get_delivery(self, request: Request, actor: Actor) -> Response:
-        delivery_id = path_uuid(request, "delivery_id")
-        view = await self._stores.deliveries.get(delivery_id=delivery_id)
-        if view is None:
+        detail = await self._stores.deliveries.detail(
+            delivery_id=path_uuid(request, "delivery_id"))
+        if detail is None:
             raise NotFound("no such delivery")
-        log = await self._stores.deliveries.attempts_log(delivery_id=delivery_id)
-        return view_response(200, DeliveryDetail(**msgspec.structs.asdict(view),
-                                                 attempts_log=log))
+        return view_response(200, detail)
 
     async def reprocess_delivery(self, request: Request, actor: Actor) -> Response:
         delivery_id = path_uuid(request, "delivery_id")

@@ -15,6 +15,7 @@ from relayforge.deliveries import Outcome
 from relayforge.events import DomainEvent
 from relayforge.models import (
     DeliveryAttemptView,
+    DeliveryDetail,
     DeliveryView,
     DestinationSecretView,
     DestinationView,
@@ -347,6 +348,14 @@ class DeliveryStore(Store):
     async def get(self, *, delivery_id: uuid.UUID) -> DeliveryView | None:
         row = await self._db.fetchrow(Q["delivery_get"], delivery_id)
         return None if row is None else DeliveryView(**dict(row))
+
+    async def detail(self, *, delivery_id: uuid.UUID) -> DeliveryDetail | None:
+        """A delivery with its attempts log."""
+        view = await self.get(delivery_id=delivery_id)
+        if view is None:
+            return None
+        return DeliveryDetail(**msgspec.structs.asdict(view),
+                              attempts_log=await self.attempts_log(delivery_id=delivery_id))
 
     async def attempts_log(self, *, delivery_id: uuid.UUID) -> list[DeliveryAttemptView]:
         rows = await self._db.fetch(Q["delivery_attempts"], delivery_id)

@@ -7,8 +7,10 @@ RELAYFORGE_CONSOLE_SCREENSHOTS=<dir>, there too)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +32,67 @@ HOSTILE = '<script>window.pwned=1</script>"><img src=x onerror="window.pwned=2">
 def console_server(module_servers):
     return module_servers("all", WORKER__ENABLE_TEST_FAULTS="true", WORKER__MAX_ATTEMPTS="2",
                           WORKER__BACKOFF_BASE_MS="20", WORKER__BACKOFF_MAX_MS="100",
-                          RELAY__POLL_INTERVAL_MS="200")
+                          RELAY__POLL_INTERVAL_MS="200",
+                          DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true")
+
+
+class Receiver:
+    """A tenant's service on loopback (a thread: these tests drive the browser synchronously):
+    answers `status`, counts what it is sent."""
+
+    def __init__(self) -> None:
+        outer = self
+        self.status, self.received = 200, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received += 1
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def admin_api(server, method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+    r = httpx.request(method, f"{server.url}{path}",
+                      headers={"Authorization": f"Bearer {ADMIN_KEY}"}, **kwargs)
+    assert r.status_code < 300, r.text
+    return r.json() if r.content else None
+
+
+def dead_lettered_delivery(server, receiver: Receiver) -> tuple[str, str, str]:
+    """A destination whose service answered 503 until the delivery ran out of attempts:
+    (tenant, destination id, delivery id)."""
+    tenant = new_tenant()
+    receiver.status = 503
+    destination = admin_api(server, "POST", f"/admin/tenants/{tenant}/destinations",
+                            json={"url": f"{receiver.url}/hook"})["id"]
+    send(server, {"event": "order.paid", "data": {"n": 1}}, tenant, f"evt-{uuid.uuid4().hex}")
+    deadline = time.monotonic() + 30
+    while True:
+        items = admin_api(server, "GET", "/admin/deliveries",
+                          params={"destination_id": destination})["items"]
+        if items and items[0]["status"] == "dead_lettered":
+            return tenant, destination, items[0]["id"]
+        assert time.monotonic() < deadline, items
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +186,10 @@ def test_find_a_dead_letter_by_provider_event_id_and_reprocess_it(browser, conso
     shots(page, "job-reprocessed")
     page.reload()  # the timeline says who reprocessed it
     assert "job.reprocess by admin (fallback key)" in page.locator("ol").inner_text()
-    for name in ("Events and jobs", "Destinations", "Secrets", "API keys", "Audit log",
-                 "Overview"):
+    for name in ("Events and jobs", "Deliveries", "Destinations", "Secrets", "API keys",
+                 "Audit log", "Overview"):
         with page.expect_navigation() as navigation:
-            page.get_by_role("link", name=name).click()
+            page.get_by_role("link", name=name, exact=True).click()
         assert navigation.value.ok, name
         assert page.get_by_role("heading", level=1).inner_text() in (name, "Overview")
         shots(page, name.lower().replace(" ", "-"))
@@ -294,4 +356,76 @@ def test_the_overview_refreshes_without_a_reload(browser, console_server):
         pass
     assert refreshed.value.ok
     assert page.evaluate("window.stillHere") is True
+    context.close()
+
+
+def test_find_a_dead_lettered_delivery_by_destination_and_reprocess_it(
+        browser, console_server, receiver, shots):
+    tenant, destination, delivery = dead_lettered_delivery(console_server, receiver)
+    receiver.status = 200  # the service is back
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    page.get_by_role("link", name="Deliveries", exact=True).click()
+    page.get_by_label("Destination id").fill(destination)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=delivery).click()
+    page.wait_for_url(f"**/console/deliveries/{delivery}")
+    status = page.locator("[data-status]")
+    assert status.inner_text() == "dead_lettered"
+    assert "HTTP 503" in page.locator("[data-error]").inner_text()
+    shots(page, "delivery-dead-lettered")
+    page.evaluate("window.stillHere = true")
+    page.get_by_role("button", name="Reprocess").click()
+    playwright_api.expect(status).to_have_text("succeeded", timeout=30_000)  # no reload
+    playwright_api.expect(page.locator("[data-message]")).to_have_text("Done: succeeded.")
+    assert page.evaluate("window.stillHere") is True
+    shots(page, "delivery-reprocessed")
+    assert csp == [], csp
+    context.close()
+
+
+def test_pause_and_resume_a_destination_from_the_console(browser, console_server, receiver,
+                                                         shots):
+    tenant = new_tenant()
+    destination = admin_api(console_server, "POST", f"/admin/tenants/{tenant}/destinations",
+                            json={"url": f"{receiver.url}/held"})["id"]
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    page.goto(f"{console_server.url}/console/destinations?tenant_id={tenant}")
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_selector("text=paused")
+    path = f"/admin/tenants/{tenant}/destinations/{destination}"
+    assert admin_api(console_server, "GET", path)["paused"] is True
+    before = receiver.received
+    send(console_server, {"event": "order.paid", "data": {"n": 2}}, tenant,
+         f"evt-{uuid.uuid4().hex}")
+    time.sleep(1.0)
+    assert receiver.received == before  # held while paused
+    shots(page, "destinations-paused")
+    page.get_by_role("button", name="Resume").click()
+    page.get_by_role("button", name="Pause").wait_for()
+    assert admin_api(console_server, "GET", path)["paused"] is False
+    deadline = time.monotonic() + 30
+    while receiver.received == before:  # and sent on resume
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert csp == [], csp
+    context.close()
+
+
+def test_a_viewer_sees_deliveries_but_no_control_and_forged_posts_are_refused(
+        browser, console_server, receiver):
+    tenant, destination, delivery = dead_lettered_delivery(console_server, receiver)
+    context, page, _ = sign_in(browser, console_server, VIEWER_KEY)
+    page.goto(f"{console_server.url}/console/deliveries/{delivery}")
+    assert page.locator("[data-status]").inner_text() == "dead_lettered"
+    assert page.get_by_role("button", name="Reprocess").count() == 0
+    page.goto(f"{console_server.url}/console/destinations?tenant_id={tenant}")
+    assert page.get_by_role("button", name="Pause").count() == 0
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    for url in (f"/console/deliveries/{delivery}/reprocess",
+                f"/console/destinations/{destination}/pause"):
+        forged = page.evaluate("""async ([url, token, tenant]) => {
+            const r = await fetch(url, {method: "POST", headers: {"X-CSRF-Token": token,
+                "Accept": "application/json"}, body: new URLSearchParams({tenant_id: tenant})});
+            return r.status; }""", [url, token, tenant])
+        assert forged == 403, url
     context.close()
