@@ -26,11 +26,14 @@ from relayforge.deliveries import WAITING, DeliveryStatus
 from relayforge.errors import BadRequest, Forbidden, NotFound, RateLimited, RelayforgeError
 from relayforge.events import has_control
 from relayforge.http.bodies import read_body
+from relayforge.http.destinations import DestinationEndpoints
 from relayforge.http.instrument import client_address, query_string, route_value
 from relayforge.http.models import (
     MAX_FILTER_LENGTH,
     ApiKeyCreate,
     BulkReprocess,
+    DestinationCreate,
+    DestinationPatch,
     JobsQuery,
     SecretPut,
     convert_text,
@@ -63,6 +66,11 @@ STATIC = {"console.css": b"text/css; charset=utf-8",
 MAX_FORM = 65536
 MAX_CSP_REPORT = 8192  # a real report is a few hundred bytes
 PAGE = 50
+MAX_PICKER_TENANTS = 500
+# The create form's plain fields (filter and headers are JSON objects, parsed apart)
+DESTINATION_TEXT = ("url", "name", "payload", "timeout_ms", "rate_limit_per_second",
+                    "max_concurrency")
+CLEARABLE = ("name", "rate_limit_per_second", "max_concurrency")  # blank in the edit form
 VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 NAV = [("/console/overview", "Overview", VIEWER), ("/console/jobs", "Events and jobs", VIEWER),
        ("/console/dead-letters", "Dead letters", VIEWER),
@@ -111,11 +119,22 @@ ROUTES = [
     ConsoleRoute("GET", "/console/dead-letters/confirm", OPERATOR, "confirm_bulk"),
     ConsoleRoute("POST", "/console/dead-letters/reprocess", OPERATOR, "reprocess_bulk"),
     ConsoleRoute("GET", "/console/deliveries", VIEWER, "deliveries"),
+    ConsoleRoute("GET", "/console/deliveries/confirm", OPERATOR, "confirm_deliveries"),
+    ConsoleRoute("POST", "/console/deliveries/reprocess", OPERATOR, "reprocess_deliveries"),
     ConsoleRoute("GET", "/console/deliveries/{delivery_id}", VIEWER, "delivery"),
     ConsoleRoute("GET", "/console/deliveries/{delivery_id}/status", VIEWER, "delivery_status"),
     ConsoleRoute("POST", "/console/deliveries/{delivery_id}/reprocess", OPERATOR,
                  "reprocess_delivery"),
     ConsoleRoute("GET", "/console/destinations", VIEWER, "destinations"),
+    ConsoleRoute("POST", "/console/destinations", ADMIN, "create_destination"),
+    ConsoleRoute("GET", "/console/destinations/{destination_id}/edit", ADMIN,
+                 "edit_destination"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/edit", ADMIN,
+                 "change_destination"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/test", OPERATOR,
+                 "test_destination"),
+    ConsoleRoute("POST", "/console/destinations/{destination_id}/recover", OPERATOR,
+                 "recover_destination"),
     ConsoleRoute("POST", "/console/destinations/{destination_id}/pause", OPERATOR, "pause"),
     ConsoleRoute("POST", "/console/destinations/{destination_id}/resume", OPERATOR, "resume"),
     ConsoleRoute("POST", "/console/destinations/{destination_id}/enable", ADMIN, "enable"),
@@ -142,6 +161,17 @@ def _who(entry: AuditEntry) -> str:
     """The actor of an audit entry, as the timeline names it: role and key."""
     key = f"key {entry.key_id}" if entry.key_id else f"{entry.key_source} key"
     return f"{entry.role} ({key})"
+
+
+def _json_object(text: str, field: str) -> dict[str, Any]:
+    """A form field holding a JSON object (a destination's filter or headers)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"{field}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{field}: must be a JSON object")
+    return value
 
 
 def _json(status: int, doc: dict[str, Any]) -> Response:
@@ -243,6 +273,7 @@ class Console:
         self._stores = stores
         self._cipher = cipher
         self.sessions = Sessions(stores, auth, settings)
+        self._destination_api = DestinationEndpoints(settings, stores, cipher)
         self._env = Environment(loader=PackageLoader("relayforge.console"),
                                 autoescape=select_autoescape(default=True), auto_reload=False)
 
@@ -288,6 +319,10 @@ class Console:
             nav=NAV, here=here, allowed=lambda needed: role is not None and role.allows(needed),
             job_states=JOB_STATES, delivery_states=DELIVERY_STATES, **context)
         return _html(status, html, response_headers)
+
+    async def _known_tenants(self) -> list[uuid.UUID]:
+        """For the tenant picker (a datalist: any other id can still be typed)."""
+        return await self._stores.tenants.known(limit=MAX_PICKER_TENANTS)
 
     async def _form_of(self, request: Request) -> dict[str, str]:
         cached: dict[str, str] | None = getattr(request, "console_form", None)
@@ -390,7 +425,8 @@ class Console:
         return self._render(200, "jobs.html", session, here,
                             title="Dead letters" if dead else "Events and jobs", jobs=jobs,
                             q=q, dead=dead, filters=filters, next_url=next_url,
-                            can_reprocess=session.actor.role.allows(OPERATOR))
+                            can_reprocess=session.actor.role.allows(OPERATOR),
+                            tenants=await self._known_tenants())
 
     async def jobs(self, request: Request, session: Session) -> Response:
         return await self._job_list(request, session, dead=False)
@@ -484,7 +520,9 @@ class Console:
         filters = {k: v for k, v in q.items() if k in ("tenant_id", "source", "event_type")}
         return self._render(200, "confirm.html", session, "/console/dead-letters",
                             title="Confirm", count=count, limit=actions.MAX_BULK, filters=filters,
-                            extra=self._settings.worker.max_attempts)
+                            extra=self._settings.worker.max_attempts, singular="job",
+                            plural="jobs", action="/console/dead-letters/reprocess",
+                            back="/console/dead-letters")
 
     async def reprocess_bulk(self, request: Request, session: Session) -> Response:
         form = await self._form_of(request)
@@ -513,7 +551,33 @@ class Console:
                     if len(found) == PAGE else None)
         return self._render(200, "deliveries.html", session, "/console/deliveries",
                             title="Deliveries", deliveries=found, q=q, next_url=next_url,
-                            statuses=DELIVERY_STATUSES)
+                            statuses=DELIVERY_STATUSES, tenants=await self._known_tenants(),
+                            can_reprocess=session.actor.role.allows(OPERATOR),
+                            filters={k: v for k, v in filters.items()
+                                     if k in ("tenant_id", "destination_id")})
+
+    def _delivery_filters(self, values: dict[str, str]) -> dict[str, uuid.UUID | None]:
+        return {"tenant_id": _uuid(values.get("tenant_id"), "tenant id"),
+                "destination_id": _uuid(values.get("destination_id"), "destination id")}
+
+    async def confirm_deliveries(self, request: Request, session: Session) -> Response:
+        filters = self._delivery_filters(_query(request))
+        count = await self._stores.deliveries.dead_lettered_count(**filters)
+        return self._render(200, "confirm.html", session, "/console/deliveries",
+                            title="Confirm", count=count, limit=actions.MAX_BULK,
+                            filters={k: str(v) for k, v in filters.items() if v},
+                            extra=self._settings.worker.max_attempts, singular="delivery",
+                            plural="deliveries", action="/console/deliveries/reprocess",
+                            back="/console/deliveries")
+
+    async def reprocess_deliveries(self, request: Request, session: Session) -> Response:
+        filters = self._delivery_filters(await self._form_of(request))
+        ids = await actions.reprocess_deliveries(self._stores, self._settings, session.actor,
+                                                 limit=actions.MAX_BULK, **filters)
+        return self._render(202, "message.html", session, "/console/deliveries",
+                            title="Reprocessing", kind="notice",
+                            message=f"{len(ids)} delivery(ies) are being reprocessed.",
+                            back="/console/deliveries")
 
     async def delivery(self, request: Request, session: Session) -> Response:
         delivery_id = path_uuid(request, "delivery_id")
@@ -541,19 +605,89 @@ class Console:
 
     # ------------------------------------------------------------------ destinations
 
-    async def destinations(self, request: Request, session: Session,
-                           new_secret: str | None = None) -> Response:
-        q = _query(request)
-        tenant_id = _uuid(q.get("tenant_id"), "tenant id")
+    async def destinations(self, request: Request, session: Session) -> Response:
+        return await self._destinations_page(
+            session, _uuid(_query(request).get("tenant_id"), "tenant id"))
+
+    async def _destinations_page(self, session: Session, tenant_id: uuid.UUID | None, *,
+                                 new_secret: str | None = None,
+                                 notice: str | None = None) -> Response:
         found, stats = [], {}
         if tenant_id is not None:
             found = await self._stores.destinations.of_tenant(tenant_id=tenant_id)
             stats = await self._stores.destinations.recent_stats(tenant_id=tenant_id)
         return self._render(200, "destinations.html", session, "/console/destinations",
                             title="Destinations", tenant_id=tenant_id, destinations=found,
-                            stats=stats, new_secret=new_secret,
+                            stats=stats, new_secret=new_secret, notice=notice,
                             can_admin=session.actor.role.allows(ADMIN),
-                            can_operate=session.actor.role.allows(OPERATOR))
+                            can_operate=session.actor.role.allows(OPERATOR),
+                            tenants=await self._known_tenants())
+
+    async def create_destination(self, request: Request, session: Session) -> Response:
+        """The admin API's create, from a form: the same model and the same checks."""
+        form = await self._form_of(request)
+        tenant_id = _uuid(form.get("tenant_id"), "tenant id")
+        if tenant_id is None:
+            raise BadRequest("tenant id is required")
+        text = {k: v.strip() for k, v in form.items() if k in DESTINATION_TEXT and v.strip()}
+        body = convert_text(text, DestinationCreate, "form")  # digits, bounds, types
+        objects = {k: _json_object(form.get(k, ""), k) for k in ("filter", "headers")
+                   if form.get(k, "").strip()}
+        if objects:
+            body = convert_text({**text, **objects}, DestinationCreate, "form")
+        created = await self._destination_api.add(session.actor, tenant_id, body)
+        return await self._destinations_page(session, tenant_id,
+                                             new_secret=created.signing_secret)
+
+    async def edit_destination(self, request: Request, session: Session) -> Response:
+        q = _query(request)
+        tenant_id = _uuid(q.get("tenant_id"), "tenant id")
+        destination_id = path_uuid(request, "destination_id")
+        found = None if tenant_id is None else await self._stores.destinations.get(
+            tenant_id=tenant_id, destination_id=destination_id)
+        if found is None:
+            raise NotFound("no such destination")
+        return self._render(200, "destination_edit.html", session, "/console/destinations",
+                            title=f"Edit destination {destination_id}", d=found,
+                            filter_json=orjson.dumps(found.filter).decode())
+
+    async def change_destination(self, request: Request, session: Session) -> Response:
+        """The admin API's change, from the edit form: the same model and the same checks.
+        A blank name or limit clears it; blank headers leave them as they are."""
+        tenant_id, destination_id = await self._destination_form(request)
+        form = await self._form_of(request)
+        text = {k: v.strip() for k, v in form.items() if k in DESTINATION_TEXT and v.strip()}
+        values: dict[str, Any] = {**text, **{k: None for k in CLEARABLE if k not in text}}
+        values["filter"] = _json_object(form.get("filter", "").strip() or "{}", "filter")
+        if form.get("headers", "").strip():
+            values["headers"] = _json_object(form["headers"], "headers")
+        body = convert_text(values, DestinationPatch, "form")
+        await self._destination_api.change(session.actor, tenant_id, destination_id, body)
+        return await self._destinations_page(session, tenant_id,
+                                             notice=f"Destination {destination_id} changed.")
+
+    async def recover_destination(self, request: Request, session: Session) -> Response:
+        tenant_id, destination_id = await self._destination_form(request)
+        since = instant((await self._form_of(request)).get("since") or None, "since")
+        if since is None:
+            raise BadRequest("since: required")
+        if since.tzinfo is None:  # the form's local time is the console's: UTC
+            since = since.replace(tzinfo=dt.UTC)
+        recovered = await actions.recover_destination(
+            self._stores, self._settings, session.actor, tenant_id, destination_id, since)
+        return await self._destinations_page(session, tenant_id, notice=(
+            f"{recovered.recovered} delivery(ies) that failed since {since:%Y-%m-%d %H:%M} UTC"
+            " are being sent again."))
+
+    async def test_destination(self, request: Request, session: Session) -> Response:
+        tenant_id, destination_id = await self._destination_form(request)
+        sent = await actions.send_test_event(self._stores, self._settings, self._cipher,
+                                             session.actor, tenant_id, destination_id)
+        a = sent.attempt
+        said = f"HTTP {a.status_code}" if a.status_code is not None else (a.error or "no answer")
+        return await self._destinations_page(session, tenant_id, notice=(
+            f"Test event {sent.webhook_id}: {'delivered' if sent.delivered else 'not delivered'}"
+            f" ({said}, {a.duration_ms:.0f} ms)."))
 
     async def _destination_form(self, request: Request) -> tuple[uuid.UUID, uuid.UUID]:
         form = await self._form_of(request)
@@ -592,12 +726,8 @@ class Console:
         rotated = await actions.rotate_destination_secret(
             self._stores, self._cipher, session.actor, tenant_id, destination_id,
             overlap_seconds=86_400)
-        found = await self._stores.destinations.of_tenant(tenant_id=tenant_id)
-        stats = await self._stores.destinations.recent_stats(tenant_id=tenant_id)
-        return self._render(200, "destinations.html", session, "/console/destinations",
-                            title="Destinations", tenant_id=tenant_id, destinations=found,
-                            stats=stats, new_secret=rotated.signing_secret, can_admin=True,
-                            can_operate=True)
+        return await self._destinations_page(session, tenant_id,
+                                             new_secret=rotated.signing_secret)
 
     # ------------------------------------------------------------------ secrets and keys
 
@@ -609,7 +739,8 @@ class Console:
         if tenant_id is not None and provider is not None:
             found = await self._stores.secrets.list(tenant_id=tenant_id, provider=provider)
         return self._render(200, "secrets.html", session, "/console/secrets", title="Secrets",
-                            tenant_id=tenant_id, provider=provider, secrets=found)
+                            tenant_id=tenant_id, provider=provider, secrets=found,
+                            tenants=await self._known_tenants())
 
     async def rotate_secret(self, request: Request, session: Session) -> Response:
         form = await self._form_of(request)

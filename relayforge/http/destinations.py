@@ -162,6 +162,11 @@ class DestinationEndpoints:
     async def create(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
         body = await read_model(request, DestinationCreate)
+        return view_response(201, await self.add(actor, tenant_id, body))
+
+    async def add(self, actor: Actor, tenant_id: uuid.UUID, body: DestinationCreate
+                  ) -> DestinationCreated:
+        """A new destination, checked as the API checks it (the console's form too)."""
         destination_id = new_id()
         fields = DestinationFields(
             name=given(body.name), url=self._url(body.url), enabled=body.enabled,
@@ -178,8 +183,8 @@ class DestinationEndpoints:
 
     async def _created(self, tenant_id: uuid.UUID, destination_id: uuid.UUID,
                        fields: DestinationFields, actor: Actor, action: AuditAction,
-                       kind: str = "events") -> Response:
-        """Insert it with a new signing secret, audited: 201 with the secret, shown once."""
+                       kind: str = "events") -> DestinationCreated:
+        """Insert it with a new signing secret, audited; the secret is shown this once."""
         secret = new_secret()
         nonce, ciphertext = self._sealed(tenant_id, destination_id, secret)
         async with self._stores.transaction() as tx:
@@ -192,8 +197,7 @@ class DestinationEndpoints:
                                  detail={"tenant_id": str(tenant_id), "url": fields.url})
             view = await tx.destinations.get(tenant_id=tenant_id, destination_id=destination_id)
         assert view is not None
-        created = DestinationCreated(**msgspec.structs.asdict(view), signing_secret=secret)
-        return view_response(201, created)
+        return DestinationCreated(**msgspec.structs.asdict(view), signing_secret=secret)
 
     async def put_operational(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")
@@ -201,11 +205,11 @@ class DestinationEndpoints:
         existing = await self._stores.destinations.operational_endpoint(tenant_id=tenant_id)
         if existing is None:
             try:
-                return await self._created(
+                return view_response(201, await self._created(
                     tenant_id, new_id(), DestinationFields(
                         name="operational events", url=url, payload="event",
                         timeout_ms=DEFAULT_TIMEOUT_MS),
-                    actor, AuditAction.OPERATIONAL_ENDPOINT_SET, kind="operational")
+                    actor, AuditAction.OPERATIONAL_ENDPOINT_SET, kind="operational"))
             except asyncpg.UniqueViolationError:  # another PUT made it first: change its URL
                 existing = await self._stores.destinations.operational_endpoint(
                     tenant_id=tenant_id)
@@ -249,6 +253,11 @@ class DestinationEndpoints:
         tenant_id = path_uuid(request, "tenant_id")
         destination_id = path_uuid(request, "destination_id")
         body = await read_model(request, DestinationPatch)
+        return view_response(200, await self.change(actor, tenant_id, destination_id, body))
+
+    async def change(self, actor: Actor, tenant_id: uuid.UUID, destination_id: uuid.UUID,
+                     body: DestinationPatch) -> DestinationView:
+        """A destination changed, checked as the API checks it (the console's form too)."""
         headers = given(body.headers)
         spec = given(body.filter)
         cleared = tuple(name for name in ("name", "rate_limit_per_second", "max_concurrency")
@@ -274,7 +283,7 @@ class DestinationEndpoints:
             await tx.audit.write(actor=actor, action=AuditAction.DESTINATION_UPDATE,
                                  target=str(destination_id),
                                  detail={"tenant_id": str(tenant_id), "fields": changed})
-        return view_response(200, await self._view(tenant_id, destination_id))
+        return await self._view(tenant_id, destination_id)
 
     async def delete(self, request: Request, actor: Actor) -> Response:
         tenant_id = path_uuid(request, "tenant_id")

@@ -233,7 +233,7 @@ def _is_int(t: msgspec.inspect.Type) -> bool:
     return isinstance(t, msgspec.inspect.IntType)
 
 
-def convert_text(values: dict[str, str], model: type[M], where: str) -> M:
+def convert_text(values: dict[str, Any], model: type[M], where: str) -> M:
     """Text values (a query string, a console form) as `model`. An integer must be written in
     digits: msgspec's lax mode would take `1e2` or `1.0` for 100 and 1."""
     for name in _integer_fields(model):

@@ -25,6 +25,7 @@ from relayforge.stores.retention import RetentionStore
 from relayforge.stores.secrets import SecretStore
 from relayforge.stores.sessions import SessionStore
 from relayforge.stores.sources import SourceStore
+from relayforge.stores.tenants import TenantStore
 
 
 class Stores:
@@ -43,6 +44,7 @@ class Stores:
         self.sources = SourceStore(db)
         self.sessions = SessionStore(db)
         self.leases = LeaseStore(db)
+        self.tenants = TenantStore(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Stores]:

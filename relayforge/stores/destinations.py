@@ -349,6 +349,12 @@ class DeliveryStore(Store):
         row = await self._db.fetchrow(Q["delivery_get"], delivery_id)
         return None if row is None else DeliveryView(**dict(row))
 
+    async def dead_lettered_count(self, *, tenant_id: uuid.UUID | None,
+                                  destination_id: uuid.UUID | None) -> int:
+        count: int = await self._db.fetchval(Q["deliveries_dead_lettered_count"], tenant_id,
+                                             destination_id)
+        return count
+
     async def detail(self, *, delivery_id: uuid.UUID) -> DeliveryDetail | None:
         """A delivery with its attempts log."""
         view = await self.get(delivery_id=delivery_id)

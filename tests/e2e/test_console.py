@@ -429,3 +429,98 @@ def test_a_viewer_sees_deliveries_but_no_control_and_forged_posts_are_refused(
             return r.status; }""", [url, token, tenant])
         assert forged == 403, url
     context.close()
+
+
+def test_create_a_destination_with_a_filter_from_the_console_and_see_it_delivered(
+        browser, console_server, receiver, shots):
+    tenant = new_tenant()
+    send(console_server, {"event": "warm.up", "data": {}}, tenant, f"evt-{uuid.uuid4().hex}")
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    page.goto(f"{console_server.url}/console/destinations")
+    # the tenant picker offers the tenants the deployment knows (one sent a webhook today)
+    assert page.locator(f'datalist#tenants option[value="{tenant}"]').count() == 1
+    page.get_by_label("Tenant id").fill(tenant)
+    page.get_by_role("button", name="Show").click()
+    page.get_by_label("URL").fill(f"{receiver.url}/orders")
+    page.get_by_label("Filter (JSON: sources, event_types, data)").fill("not json")
+    page.get_by_role("button", name="Create destination").click()
+    assert "filter: not JSON" in page.locator("main").inner_text()  # checked, as the API does
+    page.go_back()
+    page.get_by_label("URL").fill(f"{receiver.url}/orders")
+    page.get_by_label("Filter (JSON: sources, event_types, data)").fill(
+        '{"event_types": ["order.*"]}')
+    page.get_by_label("Max concurrency").fill("2")
+    page.get_by_role("button", name="Create destination").click()
+    assert "whsec_" in page.locator(".secret").inner_text()  # its signing secret, once
+    shots(page, "destination-created")
+    destinations = admin_api(console_server, "GET",
+                             f"/admin/tenants/{tenant}/destinations")["items"]
+    assert [(d["url"], d["filter"], d["max_concurrency"]) for d in destinations] == [
+        (f"{receiver.url}/orders", {"event_types": ["order.*"]}, 2)]
+    before = receiver.received
+    send(console_server, {"event": "user.created", "data": {}}, tenant, f"evt-{uuid.uuid4().hex}")
+    send(console_server, {"event": "order.paid", "data": {}}, tenant, f"evt-{uuid.uuid4().hex}")
+    deadline = time.monotonic() + 30
+    while receiver.received < before + 1:  # the order event, delivered
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert receiver.received == before + 1  # and not the other
+    page.get_by_role("button", name="Send a test event").click()
+    assert "delivered (HTTP 200" in page.locator(".notice").inner_text()
+    page.get_by_role("link", name="Edit").click()  # and change it, checked the same way
+    page.get_by_label("Max concurrency").fill("3")
+    page.get_by_label("Filter (JSON: sources, event_types, data)").fill(
+        '{"event_types": ["order.paid"]}')
+    page.get_by_label("Name").fill("orders")
+    page.get_by_role("button", name="Save").click()
+    assert "changed" in page.locator(".notice").inner_text()
+    [changed] = admin_api(console_server, "GET", f"/admin/tenants/{tenant}/destinations")["items"]
+    assert (changed["name"], changed["filter"], changed["max_concurrency"]) == (
+        "orders", {"event_types": ["order.paid"]}, 3)
+    assert csp == [], csp
+    context.close()
+
+
+def test_reprocess_all_dead_lettered_deliveries_that_match_after_a_count(
+        browser, console_server, receiver):
+    tenant, destination, _ = dead_lettered_delivery(console_server, receiver)
+    send(console_server, {"event": "order.paid", "data": {"n": 2}}, tenant,
+         f"evt-{uuid.uuid4().hex}")
+    deadline = time.monotonic() + 30
+    while [d["status"] for d in admin_api(console_server, "GET", "/admin/deliveries", params={
+            "destination_id": destination})["items"]] != ["dead_lettered"] * 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    receiver.status = 200
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    page.goto(f"{console_server.url}/console/deliveries?destination_id={destination}")
+    page.get_by_role("button", name="Reprocess all dead-lettered that match…").click()
+    assert "2 dead-lettered deliveries match" in page.locator(".notice").inner_text()
+    page.get_by_role("button", name="Reprocess 2").click()
+    assert "2 delivery(ies) are being reprocessed" in page.locator("[role=status]").inner_text()
+    deadline = time.monotonic() + 30
+    while [d["status"] for d in admin_api(console_server, "GET", "/admin/deliveries", params={
+            "destination_id": destination})["items"]] != ["succeeded"] * 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert csp == [], csp
+    context.close()
+
+
+def test_recover_a_destination_since_a_time_from_the_console(browser, console_server, receiver):
+    tenant, destination, delivery = dead_lettered_delivery(console_server, receiver)
+    receiver.status = 200
+    context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
+    page.goto(f"{console_server.url}/console/destinations?tenant_id={tenant}")
+    since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+    page.get_by_label("Failed since (UTC)").fill(since)
+    page.get_by_role("button", name="Recover").click()
+    assert "1 delivery(ies) that failed since" in page.locator(".notice").inner_text()
+    deadline = time.monotonic() + 30
+    while admin_api(console_server, "GET", f"/admin/deliveries/{delivery}")["status"] != \
+            "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert csp == [], csp
+    context.close()

@@ -1062,6 +1062,22 @@ FROM delivery_attempts a JOIN deliveries x ON x.id = a.delivery_id
 WHERE x.tenant_id = $1 AND a.started_at > now() - interval '24 hours'
 GROUP BY x.destination_id;
 
+-- name: deliveries_dead_lettered_count
+SELECT count(*) FROM deliveries
+WHERE status = 'dead_lettered' AND ($1::uuid IS NULL OR tenant_id = $1)
+  AND ($2::uuid IS NULL OR destination_id = $2);
+
+-- name: tenants_known
+-- For the console's tenant picker: tenants with destinations, sources or secrets, and those
+-- that sent webhooks today or yesterday (the quota ledger has a small row per tenant and day).
+SELECT tenant_id FROM (
+    SELECT tenant_id FROM destinations
+    UNION SELECT tenant_id FROM tenant_sources
+    UNION SELECT tenant_id FROM tenant_provider_secrets
+    UNION SELECT tenant_id FROM tenant_daily_quota_usage
+          WHERE quota_date >= (now() AT TIME ZONE 'UTC')::date - 1
+) t ORDER BY tenant_id LIMIT $1;
+
 -- name: audit_for_job
 -- Who reprocessed a job: by its id, or in a bulk reprocess that named it.
 SELECT id, key_id, key_source, role, action, target, detail::text AS detail, created_at
