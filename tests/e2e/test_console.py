@@ -350,6 +350,15 @@ def test_the_overview_refreshes_without_a_reload(browser, console_server):
     context, page, _ = sign_in(browser, console_server, VIEWER_KEY)
     # what the refused line counts is what it says (unverified requests are not recorded)
     assert "refused after their signature" in page.locator("main").inner_text()
+    # its counts lead to their lists
+    with page.expect_navigation():
+        page.get_by_role("link", name="Dead-lettered deliveries").click()
+    assert page.url.endswith("/console/deliveries?status=dead_lettered")
+    page.go_back()
+    # and on a phone's width the chart fits the screen
+    page.set_viewport_size({"width": 390, "height": 844})
+    chart = page.locator("svg.chart").bounding_box()
+    assert chart is not None and chart["x"] + chart["width"] <= 390, chart
     page.evaluate("window.stillHere = true")  # gone if the page reloads
     with page.expect_response(lambda r: r.url.endswith("/console/overview/live"),
                               timeout=20_000) as refreshed:
