@@ -178,19 +178,22 @@ RETURNING o.id, o.job_id, o.tenant_id, j.source, o.attempt, o.headers::text AS h
 WITH sent AS (
     UPDATE outbox_messages
     SET status = 'sent', sent_at = now(), claimed_until = NULL, last_error = NULL
-    WHERE id = ANY($1::bigint[]) AND status = 'pending'
+    -- "not sent nor failed" is "pending" (the CHECK), said so that no plan walks the partial
+    -- index of pending rows for these ids: stale statistics after a burst make it look small
+    WHERE id = ANY($1::bigint[]) AND status NOT IN ('sent', 'failed')
     RETURNING job_id, attempt
 ),
 locked AS (  -- in id order, like every multi-row update of jobs (no deadlock with consumers);
              -- a job its consumer already took is not locked (nor waited for): it stays as is
-    SELECT j.id FROM jobs j WHERE j.id IN (SELECT job_id FROM sent)
-      AND j.status IN ('pending', 'retrying')
-    ORDER BY j.id FOR UPDATE
+    SELECT j.id FROM jobs j JOIN sent ON sent.job_id = j.id
+    WHERE j.status IN ('pending', 'retrying') AND j.attempts = sent.attempt - 1
+    ORDER BY j.id FOR UPDATE OF j
 )
+-- joined to `locked` alone: a join of two CTEs, each guessed at one row, is planned as a
+-- nested loop that compares every pair (quadratic in the batch)
 UPDATE jobs j SET status = 'queued', updated_at = now()
-FROM sent, locked
-WHERE j.id = sent.job_id AND locked.id = j.id AND j.status IN ('pending', 'retrying')
-  AND j.attempts = sent.attempt - 1;
+FROM locked
+WHERE j.id = locked.id;
 
 -- name: outbox_release
 UPDATE outbox_messages
@@ -294,17 +297,18 @@ DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < now() - make_int
 -- statement for the messages a consumer took at once ($1 job ids, $2 the attempts they start).
 -- Every multi-row update of jobs takes its row locks in id order first (`locked`), so batches
 -- of the relay and consumers never deadlock on each other.
-WITH m AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
-),
-locked AS (
-    SELECT j.id FROM jobs j WHERE j.id IN (SELECT id FROM m) ORDER BY j.id FOR UPDATE
+-- (`locked` carries each message's attempt: the update joins it alone, as a join of two CTEs,
+-- each guessed at one row, is planned as a nested loop comparing every pair.)
+WITH locked AS (
+    SELECT j.id, m.attempt
+    FROM jobs j JOIN unnest($1::uuid[], $2::int[]) AS m(id, attempt) ON m.id = j.id
+    ORDER BY j.id FOR UPDATE OF j
 )
 UPDATE jobs j
 SET status = 'processing', attempts = j.attempts + 1, updated_at = now(),
     lease_expires_at = now() + make_interval(secs => $3)
-FROM m, locked
-WHERE j.id = m.id AND locked.id = j.id
+FROM locked m
+WHERE j.id = m.id
   AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
   AND j.attempts < j.max_attempts
 RETURNING j.id, j.tenant_id, j.source, j.attempts, j.max_attempts, j.correlation_id,
@@ -335,16 +339,15 @@ SELECT status, attempts, max_attempts, last_error FROM jobs WHERE id = $1;
 -- An attempt's outcome stands as long as no later attempt has started (attempts = its attempt),
 -- even if its lease expired meanwhile and the recovery scheduled the next try: that message is
 -- dropped. One statement for the successes of a moment ($1 job ids, $2 attempts).
-WITH m AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
-),
-locked AS (
-    SELECT j.id FROM jobs j WHERE j.id IN (SELECT id FROM m) ORDER BY j.id FOR UPDATE
+WITH locked AS (
+    SELECT j.id, m.attempt
+    FROM jobs j JOIN unnest($1::uuid[], $2::int[]) AS m(id, attempt) ON m.id = j.id
+    ORDER BY j.id FOR UPDATE OF j
 )
 UPDATE jobs j
 SET status = 'succeeded', last_error = NULL, lease_expires_at = NULL, updated_at = now()
-FROM m, locked
-WHERE j.id = m.id AND locked.id = j.id AND j.attempts = m.attempt AND j.status <> 'succeeded'
+FROM locked m
+WHERE j.id = m.id AND j.attempts = m.attempt AND j.status <> 'succeeded'
 RETURNING j.id, extract(epoch FROM clock_timestamp() - j.created_at)::float8 AS end_to_end;
 
 -- name: job_retry
@@ -804,18 +807,17 @@ RETURNING id;
 -- where the destination is enabled, not paused and its circuit closed (the common case,
 -- without a gate); the others are left for the gate. Returns all the requests need: the destination and its
 -- limits, the event, the original body and its content type.
-WITH m AS (
-    SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, attempt)
-),
-locked AS (
-    SELECT x.id FROM deliveries x WHERE x.id IN (SELECT id FROM m) ORDER BY x.id FOR UPDATE
+WITH locked AS (
+    SELECT x.id, m.attempt
+    FROM deliveries x JOIN unnest($1::uuid[], $2::int[]) AS m(id, attempt) ON m.id = x.id
+    ORDER BY x.id FOR UPDATE OF x
 ),
 started AS (
     UPDATE deliveries x
     SET status = 'processing', attempts = x.attempts + 1, updated_at = now(),
         claimed_until = NULL, lease_expires_at = now() + make_interval(secs => $3)
-    FROM m, locked, destinations d
-    WHERE x.id = m.id AND locked.id = x.id AND x.attempts = m.attempt - 1
+    FROM locked m, destinations d
+    WHERE x.id = m.id AND x.attempts = m.attempt - 1
       AND x.status IN ('pending', 'queued', 'retrying') AND x.attempts < x.max_attempts
       AND d.id = x.destination_id
       AND (NOT $4 OR (d.enabled AND d.circuit = 'closed' AND NOT d.paused))
@@ -843,15 +845,15 @@ WITH m AS (
         AS m(id, attempt, status, error, delay, started_at, duration_ms, status_code,
              response_body)
 ),
-locked AS (
-    SELECT x.id FROM deliveries x WHERE x.id IN (SELECT id FROM m) ORDER BY x.id FOR UPDATE
+locked AS (  -- with each outcome: the update joins it alone (see jobs_start)
+    SELECT m.* FROM deliveries x JOIN m ON m.id = x.id ORDER BY x.id FOR UPDATE OF x
 ),
 moved AS (
     UPDATE deliveries x
     SET status = m.status, last_error = m.error, lease_expires_at = NULL, updated_at = now(),
         available_at = now() + make_interval(secs => m.delay)
-    FROM m, locked
-    WHERE x.id = m.id AND locked.id = x.id AND x.attempts = m.attempt
+    FROM locked m
+    WHERE x.id = m.id AND x.attempts = m.attempt
       AND x.status = 'processing'
     RETURNING x.id, x.destination_id, x.job_id, x.attempts, m.status, m.error
 ),
