@@ -4,6 +4,7 @@ the bound on ids a client supplies (request and correlation ids, echoed and stor
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -63,3 +64,9 @@ def parse_uuid(text: str) -> uuid.UUID:
 def new_request_id() -> str:
     """32 random hex digits, as uuid4().hex looks, for a fraction of its cost."""
     return _random.take(16).hex()
+
+
+def process_identity() -> str:
+    """Names this process where rows record who holds them (a relay's claims, a consume
+    process's lease): host, pid and a random tail, unique across restarts and hosts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_random.take(4).hex()}"

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 
 from relayforge import messages
 from relayforge.broker import Broker, OutgoingMessage, Refused
 from relayforge.db.listener import Listener
 from relayforge.db.pool import on_connection_error
+from relayforge.ids import process_identity
 from relayforge.observability import metrics
 from relayforge.settings import Settings
 from relayforge.stores import Stores
@@ -42,7 +40,7 @@ class Relay:
         self._wake = asyncio.Event()
         listener.on(NOTIFY_CHANNEL, self._wake.set)  # and polling as the fallback
         self._task: asyncio.Task[None] | None = None
-        self._identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._identity = process_identity()
         self._release_claims = False
 
     async def start(self) -> None:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable
 
 from relayforge.db.pool import on_connection_error
+from relayforge.ids import process_identity
 from relayforge.stores import Stores
 
 log = logging.getLogger(__name__)
@@ -66,7 +64,7 @@ class ShareLease:
         self._stores = stores
         self._kind = kind
         self.share = share
-        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.process_id = process_identity()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -184,6 +184,27 @@ async def test_claimed_rows_are_skipped_until_their_lease_passes(conn):
     assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-b")) == 1
 
 
+async def test_a_row_another_relay_claimed_is_due_when_its_claim_lapses(conn):
+    await new_job(conn)
+    assert await outbox(conn).next_due_in() < 0  # due, unclaimed: claim it now
+    await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-a")
+    # being published by relay-a: relay-b sleeps until the claim lapses, it doesn't poll
+    assert 25.0 < await outbox(conn).next_due_in() <= 30.0
+
+
+async def test_a_batch_marks_every_row_sent_and_queues_only_the_jobs_not_yet_started(conn):
+    job_ids = [await new_job(conn) for _ in range(300)]
+    claimed = await outbox(conn).claim(limit=300, lease_seconds=30.0, owner="relay-a")
+    started = job_ids[::3]  # their deliveries beat the confirm
+    for job in started:
+        await start(conn, job, 1)
+    await outbox(conn).mark_sent(ids=[c.id for c in claimed])
+    assert await conn.fetchval("SELECT count(*) FROM outbox_messages WHERE status = 'sent'") == 300
+    statuses = dict(await conn.fetch("SELECT id, status FROM jobs"))
+    assert {statuses[j] for j in started} == {"processing"}
+    assert {statuses[j] for j in set(job_ids) - set(started)} == {"queued"}
+
+
 async def test_a_relay_gives_back_its_own_claims_after_an_error(conn):
     await new_job(conn)
     await new_job(conn)

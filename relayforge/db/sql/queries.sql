@@ -252,7 +252,9 @@ SELECT (SELECT count(*) FROM outbox_messages WHERE status = 'pending') AS outbox
 SELECT count(*) FROM outbox_messages WHERE status = 'pending';
 
 -- name: outbox_next_due_in
-SELECT EXTRACT(EPOCH FROM (min(available_at) - now()))::float8
+-- A claimed row is due again when its claim lapses (being published meanwhile, by this relay
+-- or another): not "overdue", which would have the relay poll until it is marked sent.
+SELECT EXTRACT(EPOCH FROM (min(greatest(available_at, claimed_until)) - now()))::float8
 FROM outbox_messages WHERE status = 'pending';
 
 -- name: outbox_requeue_volatile
