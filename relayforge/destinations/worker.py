@@ -76,6 +76,9 @@ MAX_CACHED_FILTERS = 10_000
 MAX_WAITING = 10_000  # deliveries waiting in one lane
 MIN_DEFER_SECONDS, MAX_DEFER_SECONDS = 0.05, 30.0  # a broker message the lane can't hold
 STARTED_AHEAD = 32  # attempts of a lane started beyond its request slots (doing database work)
+# ... and more while the lane is quick: a burst's deliveries then begin in their fan-out's insert,
+# not one statement later, yet none waits so long for a slot that its lease is at risk
+QUICK_STARTED_AHEAD, QUICK_WAIT_SECONDS = 512, 2.0
 
 
 class _FanOutDestination(msgspec.Struct, frozen=True):
@@ -133,9 +136,9 @@ class _Lane:
     Only the request itself holds one of the destination's `max_concurrency` slots: an
     attempt's database work (its gate and start before, its outcome after) runs outside them,
     so the destination sees back-to-back requests, and up to STARTED_AHEAD more attempts are
-    under way than it has slots. Slots go in the order attempts began (their tickets), not the
-    order their starts came back (group commits run side by side): an attempt that ends without
-    a request passes its turn on."""
+    under way than it has slots (QUICK_STARTED_AHEAD while they would wait little). Slots go
+    in the order attempts began (their tickets), not the order their starts came back (group
+    commits run side by side): an attempt that ends without a request passes its turn on."""
 
     __slots__ = ("max_concurrency", "bucket", "waiting", "in_flight", "held", "typical_seconds",
                  "wake", "sending", "senders", "deferred_until", "issued", "turn", "passed",
@@ -177,7 +180,11 @@ class _Lane:
         return max(self.max_concurrency, 1)
 
     def has_room(self) -> bool:
-        return 0 < self.max_concurrency and self.in_flight < self.max_concurrency + STARTED_AHEAD
+        if self.max_concurrency == 0:
+            return False
+        ahead = self.in_flight - self.max_concurrency
+        return ahead < STARTED_AHEAD or (ahead < QUICK_STARTED_AHEAD
+                                         and self.wait_seconds() < QUICK_WAIT_SECONDS)
 
     def ticket(self) -> int:
         self.issued += 1

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from relayforge.destinations.worker import _Lane
+from relayforge.destinations.worker import (
+    QUICK_STARTED_AHEAD,
+    QUICK_WAIT_SECONDS,
+    STARTED_AHEAD,
+    _Lane,
+)
 from relayforge.shares import Share
 
 
@@ -142,3 +147,18 @@ def _at(members: int, rank: int) -> Share:
     share = Share()
     share.set(members, rank)
     return share
+
+
+def test_attempts_begin_ahead_of_their_slots_only_while_they_would_wait_little():
+    fast, slow = _Lane(Share(), (10, None)), _Lane(Share(), (1, None))
+    fast.typical_seconds, slow.typical_seconds = 0.005, 2.0  # a 5 ms and a 2 s destination
+    for lane in (fast, slow):
+        lane.in_flight = lane.max_concurrency + STARTED_AHEAD - 1
+        assert lane.has_room()  # always this far ahead
+        lane.in_flight += 1
+    # a burst to the fast one begins in its fan-out's insert; the slow one's would outwait
+    # their leases, so they wait unstarted
+    assert fast.has_room() and fast.wait_seconds() < QUICK_WAIT_SECONDS
+    assert not slow.has_room()
+    fast.in_flight = fast.max_concurrency + QUICK_STARTED_AHEAD
+    assert not fast.has_room()  # and never beyond this
