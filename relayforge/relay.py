@@ -1,5 +1,8 @@
 """Outbox → broker: claim due rows (SKIP LOCKED lease), publish the batch with pipelined
-confirms, mark them sent and their jobs queued. Woken by LISTEN/NOTIFY, polling as a fallback.
+confirms, mark them sent and their jobs queued. Deliveries left to it (retries, and those no
+consumer attempts itself) go the same way. Woken by LISTEN/NOTIFY, a channel for each, and by
+the time its next-due query gives; polling as a fallback. Deliveries are claimed only when some
+may be due, not after every outbox batch.
 
 It never dies on an error: with the database or broker down it logs, backs off and resumes;
 rows it had claimed become claimable again when their lease passes. One row never blocks the
@@ -24,6 +27,7 @@ from relayforge.stores import Stores
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "relayforge_outbox"
+DELIVERIES_CHANNEL = "relayforge_deliveries"
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 PUBLISH_RETRY_SECONDS = 1.0
 
@@ -39,12 +43,19 @@ class Relay:
         self._settings = settings
         self._wake = asyncio.Event()
         listener.on(NOTIFY_CHANNEL, self._wake.set)  # and polling as the fallback
+        listener.on(DELIVERIES_CHANNEL, self._deliveries_woken)
+        self._deliveries_at = 0.0  # (loop time) when deliveries may be due: claim them then
+        self._poll_seconds = settings.relay.poll_interval_ms / 1000
         self._task: asyncio.Task[None] | None = None
         self._identity = process_identity()
         self._release_claims = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    def _deliveries_woken(self) -> None:
+        self._deliveries_at = 0.0
+        self._wake.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -62,7 +73,16 @@ class Relay:
                 # Cleared before the claim: a NOTIFY that comes while this batch is published
                 # wakes the next round at once instead of being lost to a later clear().
                 self._wake.clear()
-                published = max(await self.relay_once(), await self.relay_deliveries_once())
+                published = await self.relay_once()
+                loop = asyncio.get_running_loop()
+                if loop.time() >= self._deliveries_at:
+                    # again on a NOTIFY, at the time the next-due query gives, and at the
+                    # latest after a poll interval (a busy outbox never starves retries)
+                    self._deliveries_at = loop.time() + self._poll_seconds
+                    delivered = await self.relay_deliveries_once()
+                    if delivered >= self._settings.relay.batch_size:
+                        self._deliveries_at = 0.0
+                    published = max(published, delivered)
                 errors = 0
                 if published >= self._settings.relay.batch_size:
                     continue  # more is due: don't wait
@@ -72,6 +92,7 @@ class Relay:
             except Exception as exc:  # database or broker trouble: back off, never die
                 await on_connection_error(self._stores.db, exc)
                 self._release_claims = True
+                self._deliveries_at = 0.0
                 errors += 1
                 delay = min(MAX_ERROR_BACKOFF_SECONDS, 0.25 * 2 ** min(errors, 8))
                 log.warning("relay loop failed, backing off",
@@ -79,10 +100,14 @@ class Relay:
                 await asyncio.sleep(delay)
 
     async def _sleep_until_due(self) -> None:
-        timeout = self._settings.relay.poll_interval_ms / 1000
-        next_due = await self._outbox.next_due_in()
-        if next_due is not None:
-            timeout = max(0.0, min(timeout, next_due))
+        timeout = self._poll_seconds
+        due = await self._outbox.next_due()
+        if due.deliveries is not None:
+            self._deliveries_at = min(self._deliveries_at,
+                                      asyncio.get_running_loop().time() + due.deliveries)
+        for seconds in (due.outbox, due.deliveries):
+            if seconds is not None:
+                timeout = max(0.0, min(timeout, seconds))
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:

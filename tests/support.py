@@ -321,3 +321,13 @@ class LateProxy:
                     end.shutdown(2)  # SHUT_RDWR
                 except OSError:
                     pass
+
+
+def statements(metrics: str) -> dict[str, float]:
+    """`db_statements_total` from a /metrics page: statements run, by query name."""
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("db_statements_total{"):
+            name = line.split('query="', 1)[1].split('"', 1)[0]
+            counts[name] = float(line.rsplit(" ", 1)[1])
+    return counts

@@ -20,6 +20,14 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class NextDue:
+    """Seconds until the earliest row is due (negative when overdue; None when there is none)."""
+
+    outbox: float | None
+    deliveries: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineLag:
     outbox_pending: int
     outbox_oldest_age: float | None  # seconds; None when nothing is pending
@@ -61,10 +69,10 @@ class OutboxStore(Store):
         count: int = await self._db.fetchval(Q["outbox_pending_count"])
         return count
 
-    async def next_due_in(self) -> float | None:
-        """Seconds until the earliest pending row is due (negative when overdue)."""
-        due: float | None = await self._db.fetchval(Q["outbox_next_due_in"])
-        return due
+    async def next_due(self) -> NextDue:
+        """When the relay has work next, in the outbox and in deliveries."""
+        row = await self._db.fetchrow(Q["relay_next_due"])
+        return NextDue(row["outbox"], row["deliveries"])
 
     async def requeue_volatile(self) -> int:
         """Re-arm the next message of every waiting job (the in-process broker lost them)."""

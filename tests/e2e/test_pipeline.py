@@ -3,6 +3,7 @@ consumer → state, retries, dead letters and reprocess (mode `all`, and separat
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import orjson
@@ -25,6 +26,7 @@ from tests.support import (
     new_tenant,
     run_sync,
     sign_generic,
+    statements,
 )
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -255,3 +257,20 @@ async def test_retries_carry_the_providers_trace_with_tracing_off(client, pipeli
                             "WHERE job_id = $1 ORDER BY attempt", job["id"])
     assert [r["attempt"] for r in rows] == [1, 2]
     assert all(r["tp"] and r["tp"][3:35] == trace_id for r in rows), rows
+
+
+async def test_the_relay_claims_deliveries_only_when_some_may_be_due(client, start_server,
+                                                                     own_prefix):
+    """Outbox traffic alone doesn't make the relay look for deliveries after every batch:
+    it does on their own NOTIFY, at the time its next-due query gives, and at the latest
+    once per poll interval (200 ms here)."""
+    server = start_server("all", **amqp_env(own_prefix), **FAST)
+    before = statements((await client.get(f"{server.url}/metrics")).text)
+    started = time.monotonic()
+    docs = [await send(client, server) for _ in range(40)]  # one after another: a batch each
+    await wait_for_jobs(server.database_url, [d["job_id"] for d in docs])
+    elapsed = time.monotonic() - started
+    after = statements((await client.get(f"{server.url}/metrics")).text)
+    spent = {k: v - before.get(k, 0) for k, v in after.items()}
+    assert spent["outbox_claim"] >= 10, spent  # (several rows may share a batch)
+    assert spent.get("deliveries_claim", 0) <= elapsed / 0.2 + 2, (spent, elapsed)

@@ -20,6 +20,7 @@ from tests.support import (
     sign_generic,
     sign_github,
     sign_stripe,
+    statements,
     stripe_event,
 )
 
@@ -591,15 +592,6 @@ async def test_a_signed_event_id_is_covered_by_the_signature(client, ingest_serv
     a = await client.post(url, content=body, headers={**plain, "X-Event-Id": "a"})
     b = await client.post(url, content=body, headers={**plain, "X-Event-Id": "b"})
     assert a.json()["job_id"] != b.json()["job_id"]
-
-
-def statements(metrics: str) -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for line in metrics.splitlines():
-        if line.startswith("db_statements_total{"):
-            name = line.split('query="', 1)[1].split('"', 1)[0]
-            counts[name] = float(line.rsplit(" ", 1)[1])
-    return counts
 
 
 async def test_every_statement_on_postgresql_is_counted_by_its_query(client, ingest_server):

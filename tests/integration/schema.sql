@@ -288,7 +288,7 @@ CREATE OR REPLACE FUNCTION public.relayforge_deliveries_notify()
 AS $function$
 BEGIN
     IF EXISTS (SELECT 1 FROM inserted WHERE status = 'pending' AND claimed_until IS NULL) THEN
-        PERFORM pg_notify('relayforge_outbox', '');
+        PERFORM pg_notify('relayforge_deliveries', '');
     END IF;
     RETURN NULL;
 END $function$

@@ -186,10 +186,10 @@ async def test_claimed_rows_are_skipped_until_their_lease_passes(conn):
 
 async def test_a_row_another_relay_claimed_is_due_when_its_claim_lapses(conn):
     await new_job(conn)
-    assert await outbox(conn).next_due_in() < 0  # due, unclaimed: claim it now
+    assert (await outbox(conn).next_due()).outbox < 0  # due, unclaimed: claim it now
     await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-a")
     # being published by relay-a: relay-b sleeps until the claim lapses, it doesn't poll
-    assert 25.0 < await outbox(conn).next_due_in() <= 30.0
+    assert 25.0 < (await outbox(conn).next_due()).outbox <= 30.0
 
 
 async def test_a_batch_marks_every_row_sent_and_queues_only_the_jobs_not_yet_started(conn):

@@ -251,11 +251,19 @@ SELECT (SELECT count(*) FROM outbox_messages WHERE status = 'pending') AS outbox
 -- name: outbox_pending_count
 SELECT count(*) FROM outbox_messages WHERE status = 'pending';
 
--- name: outbox_next_due_in
--- A claimed row is due again when its claim lapses (being published meanwhile, by this relay
--- or another): not "overdue", which would have the relay poll until it is marked sent.
-SELECT EXTRACT(EPOCH FROM (min(greatest(available_at, claimed_until)) - now()))::float8
-FROM outbox_messages WHERE status = 'pending';
+-- name: relay_next_due
+-- Seconds until the relay has work (negative when overdue; NULL: none), in the outbox and in
+-- deliveries. A claimed row is due when its claim lapses (it is being published, or attempted
+-- by a consumer, meanwhile): not "overdue", which would have the relay poll until it is done.
+-- A paused destination's deliveries are not due.
+SELECT
+    (SELECT EXTRACT(EPOCH FROM (min(greatest(available_at, claimed_until)) - now()))::float8
+     FROM outbox_messages WHERE status = 'pending') AS outbox,
+    (SELECT EXTRACT(EPOCH FROM (min(greatest(w.available_at, w.claimed_until)) - now()))::float8
+     FROM deliveries w
+     WHERE w.status IN ('pending', 'retrying')
+       AND NOT EXISTS (SELECT 1 FROM destinations d WHERE d.id = w.destination_id AND d.paused))
+        AS deliveries;
 
 -- name: outbox_requeue_volatile
 -- With the in-process broker, messages die with the process: re-arm the message that starts
@@ -619,7 +627,7 @@ WITH changed AS (
     WHERE tenant_id = $1 AND id = $2 RETURNING id
 ),
 woken AS (
-    SELECT pg_notify('relayforge_outbox', '') FROM changed WHERE NOT $3
+    SELECT pg_notify('relayforge_deliveries', '') FROM changed WHERE NOT $3
 )
 SELECT id FROM changed WHERE (SELECT count(*) FROM woken) >= 0;
 
