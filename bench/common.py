@@ -227,12 +227,7 @@ def statements(server_url: str) -> dict[str, float]:
     """The server's `db_statements_total` by named query: every round trip to PostgreSQL."""
     import httpx
 
-    counts: dict[str, float] = {}
-    for line in httpx.get(server_url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("db_statements_total{"):
-            name = line.split('query="', 1)[1].split('"', 1)[0]
-            counts[name] = counts.get(name, 0) + float(line.rsplit(" ", 1)[1])
-    return counts
+    return support.statements(httpx.get(server_url + "/metrics", timeout=10).text)
 
 
 def per_unit(before: dict[str, float], after: dict[str, float], n: int) -> str:

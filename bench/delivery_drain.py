@@ -14,7 +14,8 @@ then with `max_concurrency: 64`. Baseline, in the same run: a bare aiohttp clien
 the same number of 1 KiB bodies, signed with HMAC-SHA256 per request, 64 in flight.
 
 Latency: mode `all` on RabbitMQ, webhooks offered at 500/s for LATENCY_SECONDS, each carrying the
-time it was sent (data.sent_at); the receiver keeps the time from then to its arrival (p50, p99).
+time it was sent (data.sent_at); the receiver keeps the time from then to its arrival (p50, p99),
+and the database says where it went: the p50 of each stage on the way.
 """
 
 from __future__ import annotations
@@ -150,8 +151,42 @@ async def offer(ingest_url: str, rate: int, seconds: float) -> int:
     return total
 
 
-def latency(receiver_port: int, rate: int, seconds: float) -> tuple[float, float]:
-    """p50 and p99, in ms, from the provider's request to the receiver's arrival."""
+STAGES = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.created_at) - (
+           convert_from(i.body, 'UTF8')::jsonb #>> '{data,sent_at}')::float8)
+           AS "provider's request -> recorded",
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM o.sent_at - j.created_at))
+           AS "recorded -> message confirmed",
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.created_at - j.created_at))
+           AS "recorded -> fanned out",
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at - d.created_at))
+           AS "fanned out -> request",
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms / 1000) AS "request"
+FROM jobs j
+JOIN webhook_inbox i ON i.id = j.first_inbox_id
+JOIN outbox_messages o ON o.job_id = j.id AND o.attempt = 1
+JOIN deliveries d ON d.job_id = j.id
+JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = 1
+"""
+
+
+async def stages(database_url: str) -> str:
+    """Where the time goes, p50 of each stage in ms (each timestamp is its transaction's
+    start: a job is recorded at its batch's, a message confirmed when it is marked sent)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(STAGES)
+    finally:
+        await conn.close()
+    return ", ".join(f"{name} {value * 1000:.1f}" for name, value in row.items()
+                     if value is not None)
+
+
+def latency(receiver_port: int, rate: int, seconds: float) -> tuple[float, float, str]:
+    """p50 and p99, in ms, from the provider's request to the receiver's arrival; and the
+    p50 of each stage on the way."""
     prefix = unique("rf.bench.latency")
     receiver = f"http://127.0.0.1:{receiver_port}/timed"
     with broker_topology(prefix) as names, database() as url, \
@@ -166,10 +201,11 @@ def latency(receiver_port: int, rate: int, seconds: float) -> tuple[float, float
             if len(delays) >= total or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
+        where = asyncio.run(stages(url))
     if len(delays) < total:
         raise SystemExit(f"only {len(delays)} of {total} events arrived within 60 s")
     cuts = statistics.quantiles([d * 1000 for d in delays], n=100)
-    return cuts[49], cuts[98]
+    return cuts[49], cuts[98], where
 
 
 def main() -> None:
@@ -194,10 +230,11 @@ def main() -> None:
                    f"bare aiohttp client ({IN_FLIGHT} in flight)", "per second",
                    target=0.25 if not destination else 0.4)
         if args.latency_seconds > 0:
-            p50, p99 = latency(port, args.latency_rate, args.latency_seconds)
+            p50, p99, where = latency(port, args.latency_rate, args.latency_seconds)
             print(f"provider -> receiver at {args.latency_rate}/s for "
                   f"{args.latency_seconds:.0f} s (mode all, RabbitMQ): p50 {p50:.1f} ms, "
                   f"p99 {p99:.1f} ms (target p50 < 30 ms, p99 < 250 ms)")
+            print(f"        stages, p50 in ms: {where}")
     finally:
         echo.terminate()
         echo.wait()

@@ -329,5 +329,5 @@ def statements(metrics: str) -> dict[str, float]:
     for line in metrics.splitlines():
         if line.startswith("db_statements_total{"):
             name = line.split('query="', 1)[1].split('"', 1)[0]
-            counts[name] = float(line.rsplit(" ", 1)[1])
+            counts[name] = counts.get(name, 0) + float(line.rsplit(" ", 1)[1])
     return counts
