@@ -100,6 +100,8 @@ class Relay:
                 await asyncio.sleep(delay)
 
     async def _sleep_until_due(self) -> None:
+        if self._wake.is_set():  # rows came meanwhile: claim them, no need to ask when
+            return
         timeout = self._poll_seconds
         due = await self._outbox.next_due()
         if due.deliveries is not None:
