@@ -63,6 +63,8 @@ class Relay:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        # Kept: get_running_loop() costs a getpid() system call per call on Python 3.11.
+        loop = asyncio.get_running_loop()
         errors = 0
         while True:
             try:
@@ -74,7 +76,6 @@ class Relay:
                 # wakes the next round at once instead of being lost to a later clear().
                 self._wake.clear()
                 published = await self.relay_once()
-                loop = asyncio.get_running_loop()
                 if loop.time() >= self._deliveries_at:
                     # again on a NOTIFY, at the time the next-due query gives, and at the
                     # latest after a poll interval (a busy outbox never starves retries)
@@ -86,7 +87,7 @@ class Relay:
                 errors = 0
                 if published >= self._settings.relay.batch_size:
                     continue  # more is due: don't wait
-                await self._sleep_until_due()
+                await self._sleep_until_due(loop)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database or broker trouble: back off, never die
@@ -99,14 +100,13 @@ class Relay:
                             extra={"error": repr(exc), "retry_in_seconds": delay})
                 await asyncio.sleep(delay)
 
-    async def _sleep_until_due(self) -> None:
+    async def _sleep_until_due(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._wake.is_set():  # rows came meanwhile: claim them, no need to ask when
             return
         timeout = self._poll_seconds
         due = await self._outbox.next_due()
         if due.deliveries is not None:
-            self._deliveries_at = min(self._deliveries_at,
-                                      asyncio.get_running_loop().time() + due.deliveries)
+            self._deliveries_at = min(self._deliveries_at, loop.time() + due.deliveries)
         for seconds in (due.outbox, due.deliveries):
             if seconds is not None:
                 timeout = max(0.0, min(timeout, seconds))

@@ -137,6 +137,16 @@ def sign_in(browser, server, key: str):
     return context, page, csp
 
 
+def search_and_open(page, listing: str, field: str, value: str, item: str, path: str):  # type: ignore[no-untyped-def]
+    """From the nav: a list, searched by one field, and the item found opened; its status."""
+    page.get_by_role("link", name=listing, exact=True).click()
+    page.get_by_label(field).fill(value)
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name=item).click()
+    page.wait_for_url(f"**{path}")
+    return page.locator("[data-status]")
+
+
 def send(server, body: dict, tenant: str, event_id: str) -> str:
     raw = orjson.dumps(body)
     r = httpx.post(f"{server.url}/webhooks/generic", content=raw, headers={
@@ -165,12 +175,8 @@ def test_find_a_dead_letter_by_provider_event_id_and_reprocess_it(browser, conso
     wait_status(console_server, job_id, "dead_lettered")
     context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
     shots(page, "overview")
-    page.get_by_role("link", name="Dead letters").click()
-    page.get_by_label("Provider event id").fill(event_id)
-    page.get_by_role("button", name="Search").click()
-    page.get_by_role("link", name=job_id).click()
-    page.wait_for_url(f"**/console/jobs/{job_id}")
-    status = page.locator("[data-status]")
+    status = search_and_open(page, "Dead letters", "Provider event id", event_id, job_id,
+                             f"/console/jobs/{job_id}")
     assert status.inner_text() == "dead_lettered"
     shots(page, "job-dead-lettered")
     assert "test fault" in page.locator("[data-error]").inner_text()
@@ -373,12 +379,8 @@ def test_find_a_dead_lettered_delivery_by_destination_and_reprocess_it(
     tenant, destination, delivery = dead_lettered_delivery(console_server, receiver)
     receiver.status = 200  # the service is back
     context, page, csp = sign_in(browser, console_server, ADMIN_KEY)
-    page.get_by_role("link", name="Deliveries", exact=True).click()
-    page.get_by_label("Destination id").fill(destination)
-    page.get_by_role("button", name="Search").click()
-    page.get_by_role("link", name=delivery).click()
-    page.wait_for_url(f"**/console/deliveries/{delivery}")
-    status = page.locator("[data-status]")
+    status = search_and_open(page, "Deliveries", "Destination id", destination, delivery,
+                             f"/console/deliveries/{delivery}")
     assert status.inner_text() == "dead_lettered"
     assert "HTTP 503" in page.locator("[data-error]").inner_text()
     shots(page, "delivery-dead-lettered")
