@@ -505,26 +505,30 @@ def cmd_secrets_retire(args: argparse.Namespace) -> None:
 
 
 def cmd_retention_run(args: argparse.Namespace) -> None:
-    """Prune now what RETENTION__* allows (the relay does it hourly); --dry-run only counts
-    (the same deletes, rolled back)."""
-    from relayforge.upkeep import Upkeep
+    """Prune now what RETENTION__* allows (the relay does it hourly): drop expired partitions,
+    delete expired rows of the tables not partitioned. --dry-run prints what would go (the
+    deletes in a transaction rolled back) and drops nothing."""
+    from relayforge import retention
 
     settings = _settings()
     url, _ = _database_url(settings)
-    def run(stores: Stores) -> Awaitable[dict[str, int] | None]:
-        upkeep = Upkeep(stores, settings)  # a dry run's deletes are neither logged nor counted
-        return upkeep.delete_expired() if args.dry_run else upkeep.prune()
-
-    deleted = _act(url, run, args.dry_run)
-    if deleted is None:
+    report = asyncio.run(retention.prune(settings, settings.database.listen_url or url,
+                                         dry_run=args.dry_run))
+    if report is None:
         print("relayforge: another process is pruning; nothing done", file=sys.stderr)
         raise SystemExit(1)
-    verb = "would delete" if args.dry_run else "deleted"
     r = settings.retention
     print(f"retention (inbox {r.inbox_days} d, jobs {r.jobs_days} d, outbox {r.outbox_days} d, "
-          f"audit {r.audit_days} d): {verb}")
-    for table, rows in deleted.items():
-        print(f"  {table:<26} {rows:>10,} rows")
+          f"audit {r.audit_days} d):")
+    verb = "would drop" if args.dry_run else "dropped"
+    for p in report.dropped:
+        print(f"  {verb} partition {p.name} ({p.parent}, rows before "
+              f"{p.ends_at:%Y-%m-%d %H:%M} UTC)")
+    for p in report.kept:
+        print(f"  kept partition {p.name}: a job still reads its bodies")
+    verb = "would delete" if args.dry_run else "deleted"
+    for table, rows in report.deleted.items():
+        print(f"  {verb} {rows:,} rows of {table}")
 
 
 def main(argv: list[str] | None = None) -> None:

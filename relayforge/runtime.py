@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from relayforge import deliveries, jobs
+from relayforge import deliveries, jobs, retention
 from relayforge.broker import Broker
 from relayforge.consumer import Consumer
 from relayforge.db.listener import Listener
@@ -92,6 +92,7 @@ class Runtime:
             count_statement=lambda name: metrics.child(metrics.DB_STATEMENTS, name).inc(),
             statement_cache=s.database.statement_cache)
         self.stores = stores = Stores(self.pool)
+        await retention.ensure_partitions(stores)  # a new day may have begun while all were down
         self.listener = listener = Listener(s.database.listen_url or s.database.url)
         self._pool_sampler = asyncio.create_task(self._sample_pool(), name="pool-sampler")
         self.cipher = SecretCipher(master_key(s))

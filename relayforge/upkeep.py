@@ -1,6 +1,7 @@
 """Periodic upkeep, apart from the work itself: jobs whose consumer died (lease), jobs queued
 whose message never arrived (RELAY__QUEUED_TIMEOUT_SECONDS), and retention. The relay process
-runs it once a second (retention hourly). The backlog gauges are read on /metrics (runtime)."""
+runs it once a second; retention (partitions made ahead, expired ones dropped) at its first
+round and hourly. The backlog gauges are read on /metrics (runtime)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import logging
 import time
 
+from relayforge import retention
 from relayforge.db.pool import on_connection_error
 from relayforge.jobs import JobStatus
 from relayforge.observability import metrics
@@ -27,6 +29,7 @@ class Upkeep:
         self._stores = stores
         self._settings = settings
         self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER_SECONDS
+        self._next_partitions = 0.0  # at the first round: a new day may have begun while down
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -51,9 +54,13 @@ class Upkeep:
     async def run_once(self) -> None:
         await self.recover_expired_leases()
         await self.republish_stranded()
+        if time.monotonic() >= self._next_partitions:
+            self._next_partitions = time.monotonic() + PRUNE_INTERVAL_SECONDS
+            await retention.ensure_partitions(self._stores)
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
-            await self.prune()
+            db = self._settings.database
+            await retention.prune(self._settings, db.listen_url or db.url)
 
     async def recover_expired_leases(self) -> None:
         for job in await self._stores.jobs.recover_expired(limit=RECOVER_BATCH):
@@ -82,24 +89,3 @@ class Upkeep:
             metrics.JOBS_REPUBLISHED.inc(deliveries)
             log.warning("queued deliveries had no message; published again",
                         extra={"count": deliveries})
-
-    async def prune(self) -> dict[str, int] | None:
-        """Delete what RETENTION__* allows; rows deleted per table, each logged and counted, or
-        None while another process prunes."""
-        deleted = await self.delete_expired()
-        for table, rows in (deleted or {}).items():
-            if rows:
-                metrics.child(metrics.RETENTION_DELETED, table).inc(rows)
-                log.info("retention deleted rows", extra={"table": table, "rows": rows})
-        return deleted
-
-    async def delete_expired(self) -> dict[str, int] | None:
-        """The deletes alone, in one transaction under the retention lock (None while another
-        process holds it): rows per table."""
-        r = self._settings.retention
-        async with self._stores.transaction() as tx:
-            if not await tx.retention.lock():
-                return None
-            return await tx.retention.prune(
-                inbox_days=r.inbox_days, jobs_days=r.jobs_days, outbox_days=r.outbox_days,
-                audit_days=r.audit_days)

@@ -4,6 +4,7 @@ and provider-style signing."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import hmac
 import os
@@ -331,3 +332,12 @@ def statements(metrics: str) -> dict[str, float]:
             name = line.split('query="', 1)[1].split('"', 1)[0]
             counts[name] = counts.get(name, 0) + float(line.rsplit(" ", 1)[1])
     return counts
+
+
+def uuid7_at(moment: datetime.datetime) -> uuid.UUID:
+    """A version-7 UUID as Relayforge makes them, for another moment than now (rows of days
+    past, for retention)."""
+    raw = bytearray(int(moment.timestamp() * 1000).to_bytes(6, "big") + os.urandom(10))
+    raw[6] = 0x70 | raw[6] & 0x0F
+    raw[8] = 0x80 | raw[8] & 0x3F
+    return uuid.UUID(bytes=bytes(raw))

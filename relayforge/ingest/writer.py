@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from relayforge import retention
 from relayforge.batcher import GroupCommitBatcher
 from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
 from relayforge.errors import InvalidPayload, QuotaExceeded, RelayforgeError, Unavailable
@@ -133,6 +134,11 @@ class IngestWriter:
                 return await self._transaction(batch)
             except RETRYABLE_DB_ERRORS:
                 if attempt == WRITE_TRIES:
+                    raise
+            except asyncpg.CheckViolationError as exc:
+                # a day with no partition yet: made now, and the batch written again
+                if not retention.is_missing_partition(exc) or attempt == WRITE_TRIES \
+                        or not await retention.ensure_partitions(self._stores, on_demand=True):
                     raise
         raise AssertionError("unreachable")
 

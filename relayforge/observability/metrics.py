@@ -117,6 +117,16 @@ CONSOLE_CSP_VIOLATIONS = Counter(
 JOBS_RECOVERED = Counter("jobs_recovered_total", "Jobs whose processing lease expired")
 RETENTION_DELETED = Counter("retention_deleted_rows_total",
                             "Rows retention deleted (RETENTION__*_DAYS), by table", ["table"])
+RETENTION_PARTITIONS_DROPPED = Counter(
+    "retention_partitions_dropped_total", "Day partitions retention dropped, by table", ["table"])
+RETENTION_OLDEST_ROW_AGE = Gauge(
+    "retention_oldest_row_age_seconds",
+    "Age of each partitioned table's oldest row (at the last prune)", ["table"],
+    multiprocess_mode="max")
+PARTITIONS_CREATED = Counter(
+    "retention_partitions_created_total",
+    "Day partitions made: ahead by the upkeep, or on demand by a write that found none "
+    "(how=on_demand: the upkeep is not keeping up)", ["table", "how"])
 JOBS_REPUBLISHED = Counter(
     "jobs_republished_total",
     "Jobs queued past RELAY__QUEUED_TIMEOUT_SECONDS, their message sent again")

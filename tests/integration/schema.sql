@@ -179,7 +179,7 @@ webhook_inbox.tenant_id uuid NOT NULL
 admin_api_keys admin_api_keys_key_hash_key UNIQUE (key_hash)
 admin_api_keys admin_api_keys_pkey PRIMARY KEY (id)
 admin_api_keys admin_api_keys_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'operator'::text, 'admin'::text])))
-admin_audit_log admin_audit_log_pkey PRIMARY KEY (id)
+admin_audit_log admin_audit_log_pkey PRIMARY KEY (id, created_at)
 console_sessions console_sessions_pkey PRIMARY KEY (token_hash)
 deliveries deliveries_destination_id_fkey FOREIGN KEY (destination_id) REFERENCES destinations(id) ON DELETE CASCADE
 deliveries deliveries_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
@@ -213,7 +213,7 @@ tenant_sources tenant_sources_pkey PRIMARY KEY (tenant_id, name)
 webhook_inbox webhook_inbox_pkey PRIMARY KEY (id)
 
 -- indexes
-CREATE INDEX admin_audit_log_created ON public.admin_audit_log USING btree (created_at)
+CREATE INDEX admin_audit_log_created ON ONLY public.admin_audit_log USING btree (created_at)
 CREATE INDEX console_sessions_expires ON public.console_sessions USING btree (expires_at)
 CREATE INDEX deliveries_destination ON public.deliveries USING btree (destination_id, created_at DESC, id DESC)
 CREATE INDEX deliveries_due ON public.deliveries USING btree (available_at) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]))
@@ -230,12 +230,12 @@ CREATE INDEX outbox_due ON public.outbox_messages USING btree (available_at, id)
 CREATE INDEX outbox_sent ON public.outbox_messages USING btree (sent_at) WHERE (status = 'sent'::text)
 CREATE INDEX stripe_event_idempotency_created ON public.stripe_event_idempotency USING btree (created_at)
 CREATE INDEX tenant_provider_secrets_lookup ON public.tenant_provider_secrets USING btree (tenant_id, provider)
-CREATE INDEX webhook_inbox_job ON public.webhook_inbox USING btree (job_id)
-CREATE INDEX webhook_inbox_received ON public.webhook_inbox USING btree (received_at)
-CREATE INDEX webhook_inbox_tenant_received ON public.webhook_inbox USING btree (tenant_id, received_at DESC, id DESC)
+CREATE INDEX webhook_inbox_job ON ONLY public.webhook_inbox USING btree (job_id)
+CREATE INDEX webhook_inbox_received ON ONLY public.webhook_inbox USING btree (received_at)
+CREATE INDEX webhook_inbox_tenant_received ON ONLY public.webhook_inbox USING btree (tenant_id, received_at DESC, id DESC)
 CREATE UNIQUE INDEX admin_api_keys_key_hash_key ON public.admin_api_keys USING btree (key_hash)
 CREATE UNIQUE INDEX admin_api_keys_pkey ON public.admin_api_keys USING btree (id)
-CREATE UNIQUE INDEX admin_audit_log_pkey ON public.admin_audit_log USING btree (id)
+CREATE UNIQUE INDEX admin_audit_log_pkey ON ONLY public.admin_audit_log USING btree (id, created_at)
 CREATE UNIQUE INDEX console_sessions_pkey ON public.console_sessions USING btree (token_hash)
 CREATE UNIQUE INDEX deliveries_fan_out ON public.deliveries USING btree (job_id, destination_id) WHERE (NOT redelivery)
 CREATE UNIQUE INDEX deliveries_pkey ON public.deliveries USING btree (id)
@@ -255,7 +255,7 @@ CREATE UNIQUE INDEX tenant_daily_quota_usage_pkey ON public.tenant_daily_quota_u
 CREATE UNIQUE INDEX tenant_managed_providers_pkey ON public.tenant_managed_providers USING btree (tenant_id, provider)
 CREATE UNIQUE INDEX tenant_provider_secrets_pkey ON public.tenant_provider_secrets USING btree (id)
 CREATE UNIQUE INDEX tenant_sources_pkey ON public.tenant_sources USING btree (tenant_id, name)
-CREATE UNIQUE INDEX webhook_inbox_pkey ON public.webhook_inbox USING btree (id)
+CREATE UNIQUE INDEX webhook_inbox_pkey ON ONLY public.webhook_inbox USING btree (id)
 
 -- triggers
 CREATE TRIGGER deliveries_notify AFTER INSERT ON public.deliveries REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION relayforge_deliveries_notify()
@@ -282,6 +282,14 @@ ingest_row.15 occurred_at_unix bigint
 ingest_row.16 data_path text[]
 
 -- functions
+CREATE OR REPLACE FUNCTION public.relayforge_bound_time(p_literal text)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE WHEN p_literal ~ '^[0-9a-f]{8}-' THEN relayforge_uuid7_time(p_literal::uuid)
+                ELSE p_literal::timestamptz END
+$function$
 CREATE OR REPLACE FUNCTION public.relayforge_deliveries_notify()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -291,6 +299,69 @@ BEGIN
         PERFORM pg_notify('relayforge_deliveries', '');
     END IF;
     RETURN NULL;
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_ensure_partition(p_parent regclass, p_day date)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_name text := (SELECT relname FROM pg_class WHERE oid = p_parent) || '_'
+                   || to_char(p_day, 'YYYYMMDD');
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('relayforge.partitions'));
+    IF to_regclass(format('partitions.%I', v_name)) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        EXECUTE format('CREATE TABLE partitions.%I (LIKE %s INCLUDING DEFAULTS '
+                       'INCLUDING CONSTRAINTS INCLUDING STORAGE)', v_name, p_parent);
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION partitions.%I FOR VALUES FROM (%s) TO (%s)',
+                       p_parent, v_name, relayforge_partition_bound(p_parent, p_day),
+                       relayforge_partition_bound(p_parent, p_day + 1));
+    EXCEPTION WHEN invalid_object_definition THEN  -- "would overlap": the day is covered
+        RETURN false;
+    END;
+    RETURN true;
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_ensure_partitions(p_from date, p_to date)
+ RETURNS TABLE(parent text, day date)
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_parent regclass;
+    v_day date;
+BEGIN
+    FOR v_parent IN SELECT p.partrelid::regclass FROM pg_partitioned_table p
+                    JOIN pg_class c ON c.oid = p.partrelid
+                    WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition
+                    ORDER BY c.relname LOOP
+        FOR v_day IN SELECT d::date FROM generate_series(p_from, p_to, interval '1 day') d LOOP
+            IF relayforge_ensure_partition(v_parent, v_day) THEN
+                parent := v_parent::text;
+                day := v_day;
+                RETURN NEXT;
+            END IF;
+        END LOOP;
+    END LOOP;
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_oldest_row(p_parent regclass)
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+DECLARE
+    v_key text;
+    v_uuid boolean;
+    v_at timestamptz;
+BEGIN
+    SELECT a.attname, a.atttypid = 'uuid'::regtype INTO v_key, v_uuid
+    FROM pg_partitioned_table p
+    JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+    WHERE p.partrelid = p_parent;
+    EXECUTE format(CASE WHEN v_uuid THEN 'SELECT relayforge_uuid7_time(%1$I) FROM %2$s '
+                                         'ORDER BY %1$I LIMIT 1'
+                        ELSE 'SELECT min(%1$I) FROM %2$s' END, v_key, p_parent) INTO v_at;
+    RETURN v_at;
 END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_operational_event(p_destination uuid, p_type text, p_data jsonb, p_attempts integer)
  RETURNS uuid
@@ -328,6 +399,69 @@ BEGIN
     PERFORM pg_notify('relayforge_outbox', '');
     RETURN NULL;
 END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_partition_adopt(p_table text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_old text := p_table || '_old';
+    v_key text := (SELECT a.attname FROM pg_partitioned_table p
+                   JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+                   WHERE p.partrelid = p_table::regclass);
+    v_newest timestamptz;
+    v_until date;
+    v_bound text;
+    v_empty boolean;
+BEGIN
+    EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM partitions.%I)', v_old) INTO v_empty;
+    IF v_empty THEN
+        EXECUTE format('DROP TABLE partitions.%I', v_old);
+    ELSE
+        EXECUTE format(CASE WHEN (SELECT atttypid FROM pg_attribute
+                                  WHERE attrelid = p_table::regclass AND attname = v_key)
+                                 = 'uuid'::regtype
+                            THEN 'SELECT relayforge_uuid7_time(%1$I) FROM partitions.%2$I '
+                                 'ORDER BY %1$I DESC LIMIT 1'  -- no max(uuid) before 16
+                            ELSE 'SELECT max(%1$I) FROM partitions.%2$I' END, v_key, v_old)
+            INTO v_newest;
+        v_until := greatest((now() AT TIME ZONE 'UTC')::date,
+                            (v_newest AT TIME ZONE 'UTC')::date) + 1;
+        -- a key beyond every date (not a version-7 id) keeps the old table open-ended
+        v_bound := CASE WHEN v_newest IS NULL THEN 'MAXVALUE'
+                        ELSE relayforge_partition_bound(p_table::regclass, v_until) END;
+        EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', v_old,
+                       p_table || '_before_' || to_char(v_until, 'YYYYMMDD'));
+        EXECUTE format('ALTER TABLE %I ATTACH PARTITION partitions.%I '
+                       'FOR VALUES FROM (MINVALUE) TO (%s)',
+                       p_table, p_table || '_before_' || to_char(v_until, 'YYYYMMDD'), v_bound);
+    END IF;
+    PERFORM relayforge_ensure_partition(p_table::regclass, d::date)
+    FROM generate_series((now() AT TIME ZONE 'UTC')::date - 1,
+                         (now() AT TIME ZONE 'UTC')::date + 3, interval '1 day') d;
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_partition_begin(p_table text, p_key text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    EXECUTE format('ALTER TABLE %I SET SCHEMA partitions', p_table);
+    EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', p_table, p_table || '_old');
+    EXECUTE format('CREATE TABLE %I (LIKE partitions.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+                   'INCLUDING STORAGE INCLUDING COMMENTS) PARTITION BY RANGE (%I)',
+                   p_table, p_table || '_old', p_key);
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_partition_bound(p_parent regclass, p_day date)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE WHEN a.atttypid = 'uuid'::regtype
+                THEN quote_literal(relayforge_uuid7_floor(p_day::timestamp AT TIME ZONE 'UTC'))
+                ELSE quote_literal(p_day::timestamp AT TIME ZONE 'UTC') END
+    FROM pg_partitioned_table p
+    JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+    WHERE p.partrelid = p_parent
+$function$
 CREATE OR REPLACE FUNCTION public.relayforge_secrets_notify()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -351,4 +485,21 @@ AS $function$
     SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
         substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
         FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+$function$
+CREATE OR REPLACE FUNCTION public.relayforge_uuid7_floor(p_at timestamp with time zone)
+ RETURNS uuid
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT (lpad(to_hex(floor(extract(epoch FROM p_at) * 1000)::bigint), 12, '0')
+            || repeat('0', 20))::uuid
+$function$
+CREATE OR REPLACE FUNCTION public.relayforge_uuid7_time(p_id uuid)
+ RETURNS timestamp with time zone
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE WHEN ms < 253402300800000 THEN to_timestamp(ms / 1000.0) END
+    FROM (SELECT ('x' || lpad(left(replace(p_id::text, '-', ''), 12), 16, '0'))::bit(64)::bigint
+          AS ms) m
 $function$

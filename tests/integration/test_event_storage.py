@@ -114,26 +114,3 @@ async def test_an_event_destination_gets_the_events_json_byte_for_byte(old_datab
     request = made[0].started
     assert request is not None
     assert request.event == CONNECTORS["generic"].normalize({}, body).to_json()
-
-
-async def test_retention_keeps_a_jobs_first_delivery_as_long_as_the_job(old_database):
-    conn, stores, tenant = await today(old_database)
-    body = b'{"event": "a.b", "data": {"x": 1}}'
-    job_id = await record(stores, tenant, body)
-    await record(stores, tenant, body)  # the provider's retry: a second inbox row, same job
-    assert await conn.fetchval("SELECT count(*) FROM webhook_inbox WHERE job_id = $1",
-                               job_id) == 2
-    await conn.execute("UPDATE webhook_inbox SET received_at = now() - interval '40 days'")
-    async with stores.transaction() as tx:
-        deleted = await tx.retention.prune(inbox_days=30, jobs_days=90, outbox_days=7,
-                                           audit_days=365)
-    assert deleted["webhook_inbox"] == 1  # the retry's row; the first stays with its job
-    assert (await stores.jobs.event(job_id=job_id)).data == {"x": 1}
-    await conn.execute("UPDATE jobs SET status = 'succeeded', "
-                       "updated_at = now() - interval '100 days'")
-    async with stores.transaction() as tx:
-        assert (await tx.retention.prune(inbox_days=30, jobs_days=90, outbox_days=7,
-                                         audit_days=365))["jobs"] == 1
-    async with stores.transaction() as tx:  # the next round takes the first delivery too
-        assert (await tx.retention.prune(inbox_days=30, jobs_days=90, outbox_days=7,
-                                         audit_days=365))["webhook_inbox"] == 1

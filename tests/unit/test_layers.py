@@ -19,6 +19,7 @@ LAYERS = [
     {"jobs", "settings"},
     {"models", "connectors", "broker", "observability"},
     {"stores"},
+    {"retention"},
     {"security", "ingest", "messages", "upkeep", "outcomes", "shares"},
     {"destinations", "relay"},
     {"actions", "consumer"},

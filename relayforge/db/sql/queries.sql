@@ -473,15 +473,13 @@ DELETE FROM process_leases WHERE id = $1;
 ------------------------------------------------------------------------------------- retention
 
 -- name: retention_lock
--- One process prunes at a time: a lock held until the pruning transaction ends (the key is
--- the project's own: 'relayforge.retention').
-SELECT pg_try_advisory_xact_lock(hashtext('relayforge.retention'));
+-- One process prunes at a time: a session lock (a partition's detach runs outside any
+-- transaction), held on a connection of its own and given back when the prune ends. The key
+-- is the project's own: 'relayforge.retention'.
+SELECT pg_try_advisory_lock(hashtext('relayforge.retention'));
 
--- name: prune_inbox
--- A job's first delivery stays as long as the job: its body is the job's event and raw payload.
-DELETE FROM webhook_inbox i
-WHERE i.received_at < now() - make_interval(days => $1)
-  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = i.job_id AND j.first_inbox_id = i.id);
+-- name: retention_unlock
+SELECT pg_advisory_unlock(hashtext('relayforge.retention'));
 
 -- name: prune_jobs
 DELETE FROM jobs
@@ -493,8 +491,52 @@ DELETE FROM stripe_event_idempotency WHERE created_at < now() - make_interval(da
 -- name: prune_quota
 DELETE FROM tenant_daily_quota_usage WHERE quota_date < (now() AT TIME ZONE 'UTC')::date - 7;
 
--- name: prune_audit
-DELETE FROM admin_audit_log WHERE created_at < now() - make_interval(days => $1);
+-- name: partitions_ensure
+-- The day partitions of every partitioned table from $1 to $2 (UTC dates): the ones made now.
+SELECT parent, day FROM relayforge_ensure_partitions($1::date, $2::date);
+
+-- name: partitions_list
+-- The partitions of every partitioned table, oldest first: the moments their rows begin (NULL:
+-- from the first) and end (NULL: open-ended), and whether a detach was left half done.
+SELECT p.relname AS parent, c.relname AS name,
+       relayforge_bound_time(substring(b.bound FROM 'FROM \(''([^'']*)''\)')) AS starts_at,
+       relayforge_bound_time(substring(b.bound FROM 'TO \(''([^'']*)''\)')) AS ends_at,
+       i.inhdetachpending AS detaching
+FROM pg_partitioned_table pt
+JOIN pg_class p ON p.oid = pt.partrelid AND p.relnamespace = 'public'::regnamespace
+JOIN pg_inherits i ON i.inhparent = p.oid
+JOIN pg_class c ON c.oid = i.inhrelid
+CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
+ORDER BY p.relname, ends_at NULLS LAST;
+
+-- name: partitions_oldest_rows
+-- When each partitioned table's oldest row was written.
+SELECT p.relname AS parent, relayforge_oldest_row(p.oid) AS oldest
+FROM pg_partitioned_table pt
+JOIN pg_class p ON p.oid = pt.partrelid AND p.relnamespace = 'public'::regnamespace;
+
+-- name: inbox_partition_in_use
+-- Whether a job still reads its body from inbox rows written from $1 (NULL: from the first) to
+-- $2. A job's id and its first delivery's id are made in the same request: the job is found by
+-- its key within a day of the rows.
+SELECT EXISTS (
+    SELECT 1 FROM jobs j
+    WHERE j.id >= relayforge_uuid7_floor(COALESCE($1::timestamptz, 'epoch') - interval '1 day')
+      AND j.id < relayforge_uuid7_floor($2::timestamptz + interval '1 day')
+      AND j.first_inbox_id >= relayforge_uuid7_floor(COALESCE($1::timestamptz, 'epoch'))
+      AND j.first_inbox_id < relayforge_uuid7_floor($2::timestamptz));
+
+-- name: partition_detach
+-- Outside a transaction: writes to the other partitions never wait. {parent} and {name} are
+-- identifiers from partitions_list.
+ALTER TABLE public.{parent} DETACH PARTITION partitions.{name} CONCURRENTLY;
+
+-- name: partition_detach_finalize
+-- A detach that was interrupted (its connection lost) is finished before anything else.
+ALTER TABLE public.{parent} DETACH PARTITION partitions.{name} FINALIZE;
+
+-- name: partition_drop
+DROP TABLE partitions.{name};
 
 ---------------------------------------------------------------------- admin_api_keys, audit log
 
