@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from relayforge.observability import metrics
-from relayforge.settings import Settings
+from relayforge.settings import RetentionSettings, Settings
 from relayforge.stores import Stores
 from relayforge.stores.retention import Partition, RetentionStore
 
@@ -33,13 +33,23 @@ def is_missing_partition(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.CheckViolationError) and NO_PARTITION in str(exc)
 
 
-async def ensure_partitions(stores: Stores, *, on_demand: bool = False) -> int:
+def generation_spans(r: RetentionSettings) -> dict[str, int]:
+    """The tables whose keys are kept in generations (a partition of N days each: a key is
+    looked up in its generation and the one before), and N."""
+    return {"stripe_event_idempotency": r.inbox_days}
+
+
+async def ensure_partitions(stores: Stores, r: RetentionSettings, *, on_demand: bool = False
+                            ) -> int:
     """Make the partitions from yesterday to DAYS_AHEAD days ahead that are missing; how many
     were made. On demand (a write found none) each one is an error to look into: the upkeep
     that makes them ahead did not run."""
     today = dt.datetime.now(dt.UTC).date()
-    made = await stores.retention.ensure_partitions(first=today - dt.timedelta(days=1),
-                                                     last=today + dt.timedelta(days=DAYS_AHEAD))
+    days = [today + dt.timedelta(days=n) for n in range(-1, DAYS_AHEAD + 1)]
+    made = await stores.retention.ensure_partitions(first=days[0], last=days[-1])
+    for table, span in generation_spans(r).items():
+        made += [(table, day) for day in await stores.retention.ensure_generations(
+            table=table, days=days, span_days=span)]
     for table, day in made:
         how = "on_demand" if on_demand else "ahead"
         metrics.child(metrics.PARTITIONS_CREATED, table, how).inc()
@@ -75,13 +85,14 @@ async def _prune(store: RetentionStore, conn: asyncpg.Connection, settings: Sett
     tx = conn.transaction()
     await tx.start()
     try:
-        report.deleted = await store.delete_expired(
-            jobs_days=r.jobs_days, outbox_days=r.outbox_days, inbox_days=r.inbox_days)
+        report.deleted = await store.delete_expired(jobs_days=r.jobs_days,
+                                                    outbox_days=r.outbox_days)
     except BaseException:
         await tx.rollback()
         raise
     await (tx.rollback() if dry_run else tx.commit())
-    days = {"webhook_inbox": r.inbox_days, "admin_audit_log": r.audit_days}
+    days = {"webhook_inbox": r.inbox_days, "admin_audit_log": r.audit_days,
+            **generation_spans(r)}  # a generation goes N days after its last day
     now = dt.datetime.now(dt.UTC)
     for partition in await store.partitions():
         kept_days = days.get(partition.parent)

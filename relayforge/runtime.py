@@ -92,7 +92,8 @@ class Runtime:
             count_statement=lambda name: metrics.child(metrics.DB_STATEMENTS, name).inc(),
             statement_cache=s.database.statement_cache)
         self.stores = stores = Stores(self.pool)
-        await retention.ensure_partitions(stores)  # a new day may have begun while all were down
+        # a new day may have begun while every process was down
+        await retention.ensure_partitions(stores, s.retention)
         self.listener = listener = Listener(s.database.listen_url or s.database.url)
         self._pool_sampler = asyncio.create_task(self._sample_pool(), name="pool-sampler")
         self.cipher = SecretCipher(master_key(s))

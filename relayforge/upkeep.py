@@ -56,7 +56,7 @@ class Upkeep:
         await self.republish_stranded()
         if time.monotonic() >= self._next_partitions:
             self._next_partitions = time.monotonic() + PRUNE_INTERVAL_SECONDS
-            await retention.ensure_partitions(self._stores)
+            await retention.ensure_partitions(self._stores, self._settings.retention)
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
             db = self._settings.database

@@ -118,7 +118,8 @@ class IngestWriter:
     async def _write(self, batch: list[Arrival]) -> None:
         """Replay check → quota reservation → one transaction; refused items give units back."""
         metrics.INGEST_BATCH_SIZE.observe(len(batch))
-        await replay.check(self._stores.ingest, batch)
+        await replay.check(self._stores.ingest, batch,
+                           span_days=self._settings.retention.inbox_days)
         await self._quota.reserve(batch)
         try:
             written = await self._transaction_with_retry(batch)
@@ -138,7 +139,8 @@ class IngestWriter:
             except asyncpg.CheckViolationError as exc:
                 # a day with no partition yet: made now, and the batch written again
                 if not retention.is_missing_partition(exc) or attempt == WRITE_TRIES \
-                        or not await retention.ensure_partitions(self._stores, on_demand=True):
+                        or not await retention.ensure_partitions(
+                            self._stores, self._settings.retention, on_demand=True):
                     raise
         raise AssertionError("unreachable")
 
@@ -150,7 +152,8 @@ class IngestWriter:
             return await self._write_rows(tx, batch)
 
     async def _write_rows(self, tx: Stores, batch: Sequence[Arrival]) -> Written:
-        replays = await replay.claim(tx.ingest, batch)
+        replays = await replay.claim(tx.ingest, batch,
+                                     span_days=self._settings.retention.inbox_days)
         accepting = [d for d in batch if d.open and d not in replays]
         items = [_new_item(d) for d in accepting]
         outcomes = await tx.ingest.accept(

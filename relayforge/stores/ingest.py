@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import NamedTuple
 
 from relayforge.stores.base import Q, Store
@@ -78,14 +78,19 @@ class IngestStore(Store):
         columns = map(list, zip(*items, strict=True))  # in the statement's column order
         await self._db.execute(Q["inbox_insert_rejected"], *columns)
 
-    async def seen_events(self, *, keys: Sequence[EventKey]) -> set[EventKey]:
-        """Which (tenant, source, event id) keys were already received."""
-        rows = await self._db.fetch(Q["stripe_seen_events"], *_columns(keys))
+    async def seen_events(self, *, keys: Sequence[EventKey], span_days: int, at: datetime
+                          ) -> set[EventKey]:
+        """Which (tenant, source, event id) keys were already received: claimed in the
+        generation of `span_days` days holding `at`, or in the one before."""
+        rows = await self._db.fetch(Q["stripe_seen_events"], *_columns(keys), span_days, at)
         return {(r["tenant_id"], r["source"], r["event_id"]) for r in rows}
 
-    async def claim_events(self, *, keys: Sequence[EventKey]) -> set[EventKey]:
-        """Claim event ids (in the ingest transaction): returns those claimed now."""
-        rows = await self._db.fetch(Q["stripe_claim_events"], *_columns(keys))
+    async def claim_events(self, *, keys: Sequence[EventKey], span_days: int, at: datetime
+                           ) -> set[EventKey]:
+        """Claim event ids (in the ingest transaction): returns those claimed now.
+        asyncpg.SerializationError when a claim raced another across a generation boundary:
+        the transaction is to be tried again."""
+        rows = await self._db.fetch(Q["stripe_claim_events"], *_columns(keys), span_days, at)
         return {(r["tenant_id"], r["source"], r["event_id"]) for r in rows}
 
     async def reserve_quota(self, *, wanted: Mapping[uuid.UUID, int], limit: int

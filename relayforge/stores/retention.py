@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from relayforge.stores.base import Q, Store
@@ -39,6 +40,13 @@ class RetentionStore(Store):
         return [(r["parent"], r["day"]) for r in await self._db.fetch(
             Q["partitions_ensure"], first, last)]
 
+    async def ensure_generations(self, *, table: str, days: Sequence[dt.date], span_days: int
+                                 ) -> list[dt.date]:
+        """The partitions of `table` (kept in generations of `span_days` days) holding `days`:
+        the days whose partition was made now."""
+        return [r["day"] for r in await self._db.fetch(
+            Q["generations_ensure"], table, list(days), span_days)]
+
     async def partitions(self) -> list[Partition]:
         return [Partition(**dict(r)) for r in await self._db.fetch(Q["partitions_list"])]
 
@@ -60,12 +68,10 @@ class RetentionStore(Store):
             await self._db.execute(Q["partition_detach_finalize"].format(**names))
         await self._db.execute(Q["partition_drop"].format(**names))
 
-    async def delete_expired(self, *, jobs_days: int, outbox_days: int, inbox_days: int
-                             ) -> dict[str, int]:
+    async def delete_expired(self, *, jobs_days: int, outbox_days: int) -> dict[str, int]:
         """The tables not partitioned yet: rows deleted per table."""
         steps = (("outbox_messages", "outbox_prune_sent", (outbox_days,)),
                  ("jobs", "prune_jobs", (jobs_days,)),
-                 ("stripe_event_idempotency", "prune_stripe_idempotency", (inbox_days,)),
                  ("tenant_daily_quota_usage", "prune_quota", ()))
         deleted = {}
         for table, query, args in steps:

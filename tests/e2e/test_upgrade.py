@@ -14,14 +14,23 @@ import orjson
 from relayforge.db.migrate import available, migrate
 from relayforge.ids import new_id
 from relayforge.stores.ingest import IngestStore, NewItem
-from tests.support import ADMIN_KEY, create_database, drop_database, generic_body, post_generic
+from tests.support import (
+    ADMIN_KEY,
+    create_database,
+    drop_database,
+    generic_body,
+    post_generic,
+    sign_stripe,
+    stripe_event,
+)
 
-PARTITIONED = "0023_partitioned_history"
+PARTITIONED = "0023_partitioned_history"  # and every migration after it
 
 
 async def rows_before_the_upgrade(conn: asyncpg.Connection, tenant: uuid.UUID) -> NewItem:
     """A webhook recorded by the ingest statement itself, as a server of that schema did (its
-    event put together from the body when read), and an audit entry naming its job."""
+    event put together from the body when read), an audit entry naming its job, and a Stripe
+    event's replay key."""
     body = orjson.dumps({"event": "order.created", "data": {"order": 7}})
     item = NewItem(
         inbox_id=new_id(), job_id=new_id(), tenant_id=tenant, source="generic",
@@ -35,6 +44,8 @@ async def rows_before_the_upgrade(conn: asyncpg.Connection, tenant: uuid.UUID) -
     assert accepted.job_created
     await conn.execute("INSERT INTO admin_audit_log (key_source, role, action, target) "
                        "VALUES ('cli', 'admin', 'job.reprocess', $1)", str(item.job_id))
+    await conn.execute("INSERT INTO stripe_event_idempotency (tenant_id, source, event_id) "
+                       "VALUES ($1, 'stripe', 'evt_before_the_upgrade')", tenant)
     return item
 
 
@@ -50,8 +61,8 @@ async def test_an_upgraded_database_keeps_every_row_readable(start_server, clien
             firsts = {r["name"] for r in await conn.fetch(
                 "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c "
                 "ON c.oid = i.inhrelid WHERE c.relname LIKE '%\\_before\\_%'")}
-            assert {n.rsplit("_before_", 1)[0] for n in firsts} \
-                == {"webhook_inbox", "admin_audit_log"}  # adopted as they were, not copied
+            assert {n.rsplit("_before_", 1)[0] for n in firsts} == {  # adopted, not copied
+                "webhook_inbox", "admin_audit_log", "stripe_event_idempotency"}
         finally:
             await conn.close()
 
@@ -80,5 +91,10 @@ async def test_an_upgraded_database_keeps_every_row_readable(start_server, clien
         assert raw.status_code == 200 and item.body.decode() in raw.text
         audit = await client.get(f"{server.url}/console/audit")
         assert audit.status_code == 200 and str(item.job_id) in audit.text
+
+        body = stripe_event("evt_before_the_upgrade")  # its key was kept: still a replay
+        replay = await client.post(f"{server.url}/tenants/{tenant}/webhooks/stripe", content=body,
+                                   headers={"Stripe-Signature": sign_stripe(body)})
+        assert replay.status_code == 409 and replay.json()["code"] == "replayed_event"
     finally:
         await drop_database(name)

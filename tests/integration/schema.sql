@@ -137,6 +137,7 @@ schema_migrations.checksum text
 schema_migrations.version text NOT NULL
 stripe_event_idempotency.created_at timestamp with time zone NOT NULL DEFAULT now()
 stripe_event_idempotency.event_id text NOT NULL
+stripe_event_idempotency.generation date NOT NULL
 stripe_event_idempotency.source text NOT NULL
 stripe_event_idempotency.tenant_id uuid NOT NULL
 tenant_daily_quota_usage.last_grant integer NOT NULL DEFAULT 0
@@ -205,7 +206,7 @@ outbox_messages outbox_messages_status_check CHECK ((status = ANY (ARRAY['pendin
 process_leases process_leases_kind_check CHECK ((kind = ANY (ARRAY['ingest'::text, 'consume'::text])))
 process_leases process_leases_pkey PRIMARY KEY (id)
 schema_migrations schema_migrations_pkey PRIMARY KEY (version)
-stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, source, event_id)
+stripe_event_idempotency stripe_event_idempotency_pkey PRIMARY KEY (tenant_id, source, event_id, generation)
 tenant_daily_quota_usage tenant_daily_quota_usage_pkey PRIMARY KEY (tenant_id, quota_date)
 tenant_managed_providers tenant_managed_providers_pkey PRIMARY KEY (tenant_id, provider)
 tenant_provider_secrets tenant_provider_secrets_pkey PRIMARY KEY (id)
@@ -228,7 +229,6 @@ CREATE INDEX jobs_status_created ON public.jobs USING btree (status, created_at 
 CREATE INDEX jobs_tenant_created ON public.jobs USING btree (tenant_id, created_at DESC, id DESC)
 CREATE INDEX outbox_due ON public.outbox_messages USING btree (available_at, id) WHERE (status = 'pending'::text)
 CREATE INDEX outbox_sent ON public.outbox_messages USING btree (sent_at) WHERE (status = 'sent'::text)
-CREATE INDEX stripe_event_idempotency_created ON public.stripe_event_idempotency USING btree (created_at)
 CREATE INDEX tenant_provider_secrets_lookup ON public.tenant_provider_secrets USING btree (tenant_id, provider)
 CREATE INDEX webhook_inbox_job ON ONLY public.webhook_inbox USING btree (job_id)
 CREATE INDEX webhook_inbox_received ON ONLY public.webhook_inbox USING btree (received_at)
@@ -250,7 +250,7 @@ CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (jo
 CREATE UNIQUE INDEX outbox_messages_pkey ON public.outbox_messages USING btree (id)
 CREATE UNIQUE INDEX process_leases_pkey ON public.process_leases USING btree (id)
 CREATE UNIQUE INDEX schema_migrations_pkey ON public.schema_migrations USING btree (version)
-CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON public.stripe_event_idempotency USING btree (tenant_id, source, event_id)
+CREATE UNIQUE INDEX stripe_event_idempotency_pkey ON ONLY public.stripe_event_idempotency USING btree (tenant_id, source, event_id, generation)
 CREATE UNIQUE INDEX tenant_daily_quota_usage_pkey ON public.tenant_daily_quota_usage USING btree (tenant_id, quota_date)
 CREATE UNIQUE INDEX tenant_managed_providers_pkey ON public.tenant_managed_providers USING btree (tenant_id, provider)
 CREATE UNIQUE INDEX tenant_provider_secrets_pkey ON public.tenant_provider_secrets USING btree (id)
@@ -300,6 +300,43 @@ BEGIN
     END IF;
     RETURN NULL;
 END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_ensure_generation(p_parent regclass, p_day date, p_span integer)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_from date := relayforge_generation(p_day, p_span);
+    v_to date := relayforge_generation(p_day, p_span) + p_span;
+    v_bounds record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('relayforge.partitions'));
+    FOR v_bounds IN
+        SELECT relayforge_bound_time(substring(b FROM 'FROM \(''([^'']*)''\)')) AS lo,
+               relayforge_bound_time(substring(b FROM 'TO \(''([^'']*)''\)')) AS hi,
+               b ~ 'FROM \(MINVALUE\)' AS open_lo, b ~ 'TO \(MAXVALUE\)' AS open_hi
+        FROM (SELECT pg_get_expr(c.relpartbound, c.oid) AS b FROM pg_inherits i
+              JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = p_parent) s
+    LOOP
+        IF (v_bounds.open_lo OR (v_bounds.lo AT TIME ZONE 'UTC')::date <= p_day)
+           AND (v_bounds.open_hi OR (v_bounds.hi AT TIME ZONE 'UTC')::date > p_day) THEN
+            RETURN false;  -- covered
+        END IF;
+        IF NOT v_bounds.open_hi AND (v_bounds.hi AT TIME ZONE 'UTC')::date <= p_day THEN
+            v_from := greatest(v_from, (v_bounds.hi AT TIME ZONE 'UTC')::date);
+        END IF;
+        IF NOT v_bounds.open_lo AND (v_bounds.lo AT TIME ZONE 'UTC')::date > p_day THEN
+            v_to := least(v_to, (v_bounds.lo AT TIME ZONE 'UTC')::date);
+        END IF;
+    END LOOP;
+    EXECUTE format('CREATE TABLE partitions.%I (LIKE %s INCLUDING DEFAULTS '
+                   'INCLUDING CONSTRAINTS INCLUDING STORAGE)',
+                   (SELECT relname FROM pg_class WHERE oid = p_parent) || '_'
+                   || to_char(v_from, 'YYYYMMDD'), p_parent);
+    EXECUTE format('ALTER TABLE %s ATTACH PARTITION partitions.%I FOR VALUES FROM (%L) TO (%L)',
+                   p_parent, (SELECT relname FROM pg_class WHERE oid = p_parent) || '_'
+                   || to_char(v_from, 'YYYYMMDD'), v_from, v_to);
+    RETURN true;
+END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_ensure_partition(p_parent regclass, p_day date)
  RETURNS boolean
  LANGUAGE plpgsql
@@ -333,7 +370,9 @@ DECLARE
 BEGIN
     FOR v_parent IN SELECT p.partrelid::regclass FROM pg_partitioned_table p
                     JOIN pg_class c ON c.oid = p.partrelid
+                    JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
                     WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition
+                      AND a.atttypid <> 'date'::regtype
                     ORDER BY c.relname LOOP
         FOR v_day IN SELECT d::date FROM generate_series(p_from, p_to, interval '1 day') d LOOP
             IF relayforge_ensure_partition(v_parent, v_day) THEN
@@ -344,6 +383,22 @@ BEGIN
         END LOOP;
     END LOOP;
 END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_generation(p_day date, p_span integer)
+ RETURNS date
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT date '1970-01-01' + ((p_day - date '1970-01-01') / p_span) * p_span
+$function$
+CREATE OR REPLACE FUNCTION public.relayforge_generation_claim_days(p_at timestamp with time zone, p_span integer)
+ RETURNS date[]
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT CASE WHEN p_at >= ((g + p_span)::timestamp AT TIME ZONE 'UTC') - interval '10 minutes'
+                THEN ARRAY[g, g + p_span] ELSE ARRAY[g] END
+    FROM (SELECT relayforge_generation((p_at AT TIME ZONE 'UTC')::date, p_span) AS g) s
+$function$
 CREATE OR REPLACE FUNCTION public.relayforge_oldest_row(p_parent regclass)
  RETURNS timestamp with time zone
  LANGUAGE plpgsql
@@ -462,6 +517,13 @@ AS $function$
     JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
     WHERE p.partrelid = p_parent
 $function$
+CREATE OR REPLACE FUNCTION public.relayforge_retry(p_why text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    RAISE EXCEPTION 'try again: %', p_why USING ERRCODE = 'serialization_failure';
+END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_secrets_notify()
  RETURNS trigger
  LANGUAGE plpgsql

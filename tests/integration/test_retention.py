@@ -58,6 +58,14 @@ async def old_history(conn: asyncpg.Connection) -> dict[str, uuid.UUID]:
         "first_inbox_id, last_inbox_id, created_at) VALUES ($1, $2, 'generic', 'k', 't', '{}', "
         "3, $3, $3, $4)", job, uuid.uuid4(), first, days_ago(40))
     duplicate = await inbox_row(conn, days_ago(41))
+    # replay keys: the generation of 30 days that ended more than 30 days ago, and today's
+    for n in (70, 0):
+        await stores.retention.ensure_generations(
+            table="stripe_event_idempotency", days=[days_ago(n).date()], span_days=30)
+        await conn.execute(
+            "INSERT INTO stripe_event_idempotency (tenant_id, source, event_id, generation) "
+            "VALUES ($1, 'stripe', $2, relayforge_generation($3, 30))", uuid.uuid4(),
+            f"evt_{n}", days_ago(n).date())
     return {"job": job, "first": first, "duplicate": duplicate}
 
 
@@ -70,8 +78,13 @@ async def test_expired_partitions_are_dropped_whole_and_the_rest_is_kept(templat
         report = await retention.prune(load_settings({"DATABASE__URL": url}), url)
         assert report is not None
         day = lambda n: days_ago(n).strftime("%Y%m%d")  # noqa: E731
+        generation = await conn.fetchval("SELECT relayforge_generation($1, 30)",
+                                         days_ago(70).date())
         assert sorted(p.name for p in report.dropped) == [  # empty ones included
-            f"admin_audit_log_{day(400)}", f"webhook_inbox_{day(400)}", f"webhook_inbox_{day(41)}"]
+            f"admin_audit_log_{day(400)}", f"stripe_event_idempotency_{generation:%Y%m%d}",
+            f"webhook_inbox_{day(400)}", f"webhook_inbox_{day(41)}"]
+        assert [r["event_id"] for r in await conn.fetch(
+            "SELECT event_id FROM stripe_event_idempotency")] == ["evt_0"]
         assert [p.name for p in report.kept] == [f"webhook_inbox_{day(40)}"]  # the job's body
         assert f"webhook_inbox_{day(41)}" not in await partitions(conn, "webhook_inbox")
         assert [r["action"] for r in await conn.fetch("SELECT action FROM admin_audit_log")] \
@@ -106,22 +119,14 @@ async def test_the_tables_not_partitioned_yet_lose_only_expired_rows(template_db
                                "WHERE id = ANY($1::uuid[])", [old_done, old_open])
             await conn.execute("UPDATE outbox_messages SET status = 'sent', sent_at = now() - "
                                "interval '8 days' WHERE job_id = $1", fresh_done)
-            tenant = uuid.uuid4()
-            await conn.execute(
-                "INSERT INTO stripe_event_idempotency (tenant_id, source, event_id, created_at) "
-                "VALUES ($1, 'stripe', 'old', now() - interval '31 days'), "
-                "($1, 'stripe', 'new', now())", tenant)
         report = await retention.prune(load_settings({"DATABASE__URL": url}), url)
         assert report is not None and report.deleted == {
-            "outbox_messages": 1, "jobs": 1, "stripe_event_idempotency": 1,
-            "tenant_daily_quota_usage": 0}
+            "outbox_messages": 1, "jobs": 1, "tenant_daily_quota_usage": 0}
         async with pool.acquire() as conn:
             jobs = {r["id"] for r in await conn.fetch("SELECT id FROM jobs")}
             assert jobs == {old_open, fresh_done}  # only finished jobs expire
             assert await conn.fetchval(
                 "SELECT count(*) FROM outbox_messages WHERE job_id = $1", fresh_done) == 0
-            assert [r["event_id"] for r in await conn.fetch(
-                "SELECT event_id FROM stripe_event_idempotency")] == ["new"]
     finally:
         await pool.close()
         await drop_database(name)
@@ -139,7 +144,7 @@ async def test_one_process_prunes_at_a_time(template_db):
         assert await conn.fetchval("SELECT count(*) FROM admin_audit_log") == 2
         await Stores(other).retention.unlock()
         report = await retention.prune(settings, url)  # its turn, once it's done
-        assert report is not None and len(report.dropped) == 3
+        assert report is not None and len(report.dropped) == 4
         assert await conn.fetchval("SELECT count(*) FROM admin_audit_log") == 1
     finally:
         await other.close()
@@ -157,12 +162,12 @@ async def test_a_write_that_finds_no_partition_makes_it(template_db):
         for table in ("webhook_inbox", "admin_audit_log"):
             await conn.execute(f"ALTER TABLE {table} DETACH PARTITION partitions.{table}_{today}")
             await conn.execute(f"DROP TABLE partitions.{table}_{today}")
-        stores = Stores(conn)
-        made = await retention.ensure_partitions(stores, on_demand=True)
+        stores, kept = Stores(conn), load_settings({}).retention
+        made = await retention.ensure_partitions(stores, kept, on_demand=True)
         assert made == 2
         assert f"webhook_inbox_{today}" in await partitions(conn, "webhook_inbox")
         await inbox_row(conn, dt.datetime.now(dt.UTC))
-        assert await retention.ensure_partitions(stores) == 0  # nothing left to make
+        assert await retention.ensure_partitions(stores, kept) == 0  # nothing left to make
     finally:
         await conn.close()
         await drop_database(name)

@@ -71,16 +71,46 @@ FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text
 
 -- name: stripe_claim_events
 -- Returns the (tenant, source, event) keys seen for the first time; the others are replays.
-INSERT INTO stripe_event_idempotency (tenant_id, source, event_id)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) ORDER BY 1, 2, 3
-ON CONFLICT DO NOTHING
-RETURNING tenant_id, source, event_id;
+-- Keys are claimed in generations of $4 days, at the moment $5: a key held by this generation
+-- or the one before is a replay. Near its end a generation's new keys are claimed in the next
+-- one too (relayforge_generation_claim_days), so two claims on either side of the boundary meet
+-- in one unique index; a key claimed in only some of its generations lost such a race, and the
+-- transaction is tried again (serialization_failure), to find it a replay.
+WITH keys AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(tenant_id, source, event_id)
+),
+days AS (
+    SELECT relayforge_generation_claim_days($5::timestamptz, $4) AS claim,
+           relayforge_generation(($5::timestamptz AT TIME ZONE 'UTC')::date, $4) AS this
+),
+claimed AS (
+    INSERT INTO stripe_event_idempotency (tenant_id, source, event_id, generation)
+    SELECT k.tenant_id, k.source, k.event_id, g.generation
+    FROM keys k, days, unnest(days.claim) AS g(generation)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM stripe_event_idempotency s
+        WHERE s.tenant_id = k.tenant_id AND s.source = k.source AND s.event_id = k.event_id
+          AND s.generation >= days.this - $4 AND s.generation <= days.this + $4)
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, source, event_id
+),
+counted AS (
+    SELECT tenant_id, source, event_id, count(*) AS claims FROM claimed GROUP BY 1, 2, 3
+)
+SELECT c.tenant_id, c.source, c.event_id,
+       c.claims = cardinality(days.claim)
+           OR relayforge_retry('a replay key raced across a generation boundary') AS fresh
+FROM counted c, days;
 
 -- name: stripe_seen_events
-SELECT s.tenant_id, s.source, s.event_id
+-- The keys this generation ($4 days, at the moment $5) or the one before holds already.
+SELECT DISTINCT s.tenant_id, s.source, s.event_id
 FROM stripe_event_idempotency s
 JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS r(tenant_id, source, event_id)
-  USING (tenant_id, source, event_id);
+  USING (tenant_id, source, event_id)
+WHERE s.generation >= relayforge_generation(($5::timestamptz AT TIME ZONE 'UTC')::date, $4) - $4
+  AND s.generation <= relayforge_generation(($5::timestamptz AT TIME ZONE 'UTC')::date, $4) + $4;
 
 -- name: quota_reserve
 -- One statement per batch, outside the ingest transaction: the tenant's row is locked only
@@ -485,15 +515,16 @@ SELECT pg_advisory_unlock(hashtext('relayforge.retention'));
 DELETE FROM jobs
 WHERE status IN ('succeeded', 'dead_lettered') AND updated_at < now() - make_interval(days => $1);
 
--- name: prune_stripe_idempotency
-DELETE FROM stripe_event_idempotency WHERE created_at < now() - make_interval(days => $1);
-
 -- name: prune_quota
 DELETE FROM tenant_daily_quota_usage WHERE quota_date < (now() AT TIME ZONE 'UTC')::date - 7;
 
 -- name: partitions_ensure
 -- The day partitions of every partitioned table from $1 to $2 (UTC dates): the ones made now.
 SELECT parent, day FROM relayforge_ensure_partitions($1::date, $2::date);
+
+-- name: generations_ensure
+-- The generation partitions of $1 ($3 days each) holding the days $2: the days made now.
+SELECT d AS day FROM unnest($2::date[]) AS d WHERE relayforge_ensure_generation($1::regclass, d, $3);
 
 -- name: partitions_list
 -- The partitions of every partitioned table, oldest first: the moments their rows begin (NULL:
