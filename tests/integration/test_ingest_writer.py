@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -96,6 +97,7 @@ async def test_a_replay_key_is_per_tenant_and_source(database):
     store = Stores(database).ingest
     tenant = uuid.uuid4()
     keys = [(tenant, "stripe", "evt_1"), (tenant, "paddle", "evt_1")]
-    assert await store.claim_events(keys=keys) == set(keys)
-    assert await store.claim_events(keys=keys) == set()
-    assert await store.seen_events(keys=[*keys, (tenant, "other", "evt_1")]) == set(keys)
+    now = {"span_days": 30, "at": datetime.now(UTC)}
+    assert await store.claim_events(keys=keys, **now) == set(keys)
+    assert await store.claim_events(keys=keys, **now) == set()
+    assert await store.seen_events(keys=[*keys, (tenant, "other", "evt_1")], **now) == set(keys)
