@@ -47,14 +47,36 @@ def broker_topology(prefix: str) -> Iterator[dict[str, str]]:
         asyncio.run(delete_topology(prefix))
 
 
+# A deployment in its steady state holds a partition per day of history (RETENTION__*_DAYS):
+# RELAYFORGE_BENCH_HISTORY_DAYS=N gives every benchmark's database N days of them, empty.
+HISTORY_DAYS = int(os.environ.get("RELAYFORGE_BENCH_HISTORY_DAYS", "0"))
+
+
 @contextmanager
 def database() -> Iterator[str]:
-    """A fresh, migrated database on the test PostgreSQL, dropped afterwards."""
+    """A fresh, migrated database on the test PostgreSQL (with HISTORY_DAYS of partitions),
+    dropped afterwards."""
     name, url = asyncio.run(support.create_database(prefix="rf_bench"))
     try:
+        if HISTORY_DAYS:
+            asyncio.run(_history(url, HISTORY_DAYS))
         yield url
     finally:
         asyncio.run(support.drop_database(name))
+
+
+async def _history(url: str, days: int) -> None:
+    import asyncpg
+
+    from relayforge.db.migrate import migrate_url
+
+    await migrate_url(url)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.fetch(
+            "SELECT relayforge_ensure_partitions(current_date - $1::int, current_date)", days)
+    finally:
+        await conn.close()
 
 
 class Servers:

@@ -136,19 +136,22 @@ class _Lane:
     Only the request itself holds one of the destination's `max_concurrency` slots: an
     attempt's database work (its gate and start before, its outcome after) runs outside them,
     so the destination sees back-to-back requests, and up to STARTED_AHEAD more attempts are
-    under way than it has slots (QUICK_STARTED_AHEAD while they would wait little). Slots go
+    under way than it has slots (QUICK_STARTED_AHEAD while they would wait little, which only
+    a destination that has answered can show: one that hangs from its first request gets no
+    more than STARTED_AHEAD started attempts waiting on their leases). Slots go
     in the order attempts began (their tickets), not the order their starts came back (group
     commits run side by side): an attempt that ends without a request passes its turn on."""
 
     __slots__ = ("max_concurrency", "bucket", "waiting", "in_flight", "held", "typical_seconds",
                  "wake", "sending", "senders", "deferred_until", "issued", "turn", "passed",
-                 "limits", "share")
+                 "limits", "share", "answered")
 
     def __init__(self, share: Share, limits: tuple[int, float | None] | None) -> None:
         self.waiting: deque[_Waiting] = deque()
         self.in_flight = 0  # attempts under way
         self.held = 0  # waiting ones that hold a broker message
         self.typical_seconds = MIN_DEFER_SECONDS  # an attempt's duration lately
+        self.answered = False  # an attempt's request has ended: typical_seconds is measured
         self.wake: asyncio.TimerHandle | None = None  # set while waiting for a rate token
         self.sending = 0  # requests out (slots taken)
         self.senders: dict[int, asyncio.Future[None]] = {}  # attempts waiting for a slot
@@ -183,7 +186,7 @@ class _Lane:
         if self.max_concurrency == 0:
             return False
         ahead = self.in_flight - self.max_concurrency
-        return ahead < STARTED_AHEAD or (ahead < QUICK_STARTED_AHEAD
+        return ahead < STARTED_AHEAD or (self.answered and ahead < QUICK_STARTED_AHEAD
                                          and self.wait_seconds() < QUICK_WAIT_SECONDS)
 
     def ticket(self) -> int:
@@ -498,6 +501,7 @@ class DeliveryWorker:
         lane.pass_turn(w.ticket)
         lane.in_flight -= 1
         lane.typical_seconds = 0.8 * lane.typical_seconds + 0.2 * (time.monotonic() - w.began)
+        lane.answered = True
         self._pump(destination_id, lane)
 
     async def _defer(self, delivery_id: uuid.UUID, attempt: int, seconds: float) -> None:

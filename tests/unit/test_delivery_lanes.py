@@ -152,6 +152,7 @@ def _at(members: int, rank: int) -> Share:
 def test_attempts_begin_ahead_of_their_slots_only_while_they_would_wait_little():
     fast, slow = _Lane(Share(), (10, None)), _Lane(Share(), (1, None))
     fast.typical_seconds, slow.typical_seconds = 0.005, 2.0  # a 5 ms and a 2 s destination
+    fast.answered = slow.answered = True
     for lane in (fast, slow):
         lane.in_flight = lane.max_concurrency + STARTED_AHEAD - 1
         assert lane.has_room()  # always this far ahead
@@ -162,3 +163,15 @@ def test_attempts_begin_ahead_of_their_slots_only_while_they_would_wait_little()
     assert not slow.has_room()
     fast.in_flight = fast.max_concurrency + QUICK_STARTED_AHEAD
     assert not fast.has_room()  # and never beyond this
+
+
+def test_a_destination_that_never_answered_gets_no_more_than_the_usual_started_ahead():
+    """Until a request of its own has ended, a lane can't know it is quick: one that hangs from
+    its first request must not have a burst's attempts started, waiting on their leases."""
+    lane = _Lane(Share(), (10, None))
+    lane.in_flight = lane.max_concurrency + STARTED_AHEAD
+    assert lane.wait_seconds() < QUICK_WAIT_SECONDS  # what it would guess, unmeasured
+    assert not lane.has_room()
+    lane.answered = True  # its first answer came, and quickly
+    assert lane.has_room()
+
