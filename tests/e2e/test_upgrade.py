@@ -24,7 +24,7 @@ from tests.support import (
     stripe_event,
 )
 
-PARTITIONED = "0023_partitioned_history"  # and every migration after it
+PARTITIONED = "0023_history_bounds"  # and every migration after it
 
 
 async def rows_before_the_upgrade(conn: asyncpg.Connection, tenant: uuid.UUID) -> NewItem:

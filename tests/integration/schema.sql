@@ -460,35 +460,22 @@ CREATE OR REPLACE FUNCTION public.relayforge_partition_adopt(p_table text)
 AS $function$
 DECLARE
     v_old text := p_table || '_old';
-    v_key text := (SELECT a.attname FROM pg_partitioned_table p
-                   JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
-                   WHERE p.partrelid = p_table::regclass);
-    v_newest timestamptz;
     v_until date;
-    v_bound text;
-    v_empty boolean;
+    v_name text;
 BEGIN
-    EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM partitions.%I)', v_old) INTO v_empty;
-    IF v_empty THEN
-        EXECUTE format('DROP TABLE partitions.%I', v_old);
+    IF NOT EXISTS (SELECT 1 FROM partitions.adoptions WHERE table_name = p_table) THEN
+        EXECUTE format('DROP TABLE partitions.%I', v_old);  -- empty when bounded
     ELSE
-        EXECUTE format(CASE WHEN (SELECT atttypid FROM pg_attribute
-                                  WHERE attrelid = p_table::regclass AND attname = v_key)
-                                 = 'uuid'::regtype
-                            THEN 'SELECT relayforge_uuid7_time(%1$I) FROM partitions.%2$I '
-                                 'ORDER BY %1$I DESC LIMIT 1'  -- no max(uuid) before 16
-                            ELSE 'SELECT max(%1$I) FROM partitions.%2$I' END, v_key, v_old)
-            INTO v_newest;
-        v_until := greatest((now() AT TIME ZONE 'UTC')::date,
-                            (v_newest AT TIME ZONE 'UTC')::date) + 1;
-        -- a key beyond every date (not a version-7 id) keeps the old table open-ended
-        v_bound := CASE WHEN v_newest IS NULL THEN 'MAXVALUE'
-                        ELSE relayforge_partition_bound(p_table::regclass, v_until) END;
-        EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', v_old,
-                       p_table || '_before_' || to_char(v_until, 'YYYYMMDD'));
+        v_until := (SELECT until_day FROM partitions.adoptions WHERE table_name = p_table);
+        v_name := p_table || '_before_'
+                  || coalesce(to_char(v_until, 'YYYYMMDD'), 'partitioning');
+        EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', v_old, v_name);
         EXECUTE format('ALTER TABLE %I ATTACH PARTITION partitions.%I '
-                       'FOR VALUES FROM (MINVALUE) TO (%s)',
-                       p_table, p_table || '_before_' || to_char(v_until, 'YYYYMMDD'), v_bound);
+                       'FOR VALUES FROM (MINVALUE) TO (%s)', p_table, v_name,
+                       coalesce(relayforge_partition_bound(p_table::regclass, v_until),
+                                'MAXVALUE'));
+        EXECUTE format('ALTER TABLE partitions.%I DROP CONSTRAINT IF EXISTS %I', v_name,
+                       p_table || '_before_partitioning');
     END IF;
     PERFORM relayforge_ensure_partition(p_table::regclass, d::date)
     FROM generate_series((now() AT TIME ZONE 'UTC')::date - 1,
@@ -504,6 +491,8 @@ BEGIN
     EXECUTE format('CREATE TABLE %I (LIKE partitions.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
                    'INCLUDING STORAGE INCLUDING COMMENTS) PARTITION BY RANGE (%I)',
                    p_table, p_table || '_old', p_key);
+    EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I', p_table,
+                   p_table || '_before_partitioning');  -- the old table's bound, not its own
 END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_partition_bound(p_parent regclass, p_day date)
  RETURNS text
@@ -517,6 +506,35 @@ AS $function$
     JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
     WHERE p.partrelid = p_parent
 $function$
+CREATE OR REPLACE FUNCTION public.relayforge_partition_prepare(p_table text, p_key text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_until date := (now() AT TIME ZONE 'UTC')::date + 7;
+    v_uuid boolean := (SELECT atttypid = 'uuid'::regtype FROM pg_attribute
+                       WHERE attrelid = p_table::regclass AND attname = p_key);
+    v_bound text;
+    v_beyond boolean;
+BEGIN
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I)', p_table) INTO v_beyond;
+    IF NOT v_beyond THEN
+        RETURN;  -- empty
+    END IF;
+    v_bound := CASE WHEN v_uuid
+                    THEN quote_literal(relayforge_uuid7_floor(v_until::timestamp AT TIME ZONE 'UTC'))
+                    ELSE quote_literal(v_until::timestamp AT TIME ZONE 'UTC') END;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I >= %s)', p_table, p_key, v_bound)
+        INTO v_beyond;
+    IF v_beyond THEN
+        RAISE NOTICE '% holds keys beyond %: it stays one open-ended partition', p_table, v_until;
+        INSERT INTO partitions.adoptions VALUES (p_table, NULL);
+        RETURN;
+    END IF;
+    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (%I < %s) NOT VALID',
+                   p_table, p_table || '_before_partitioning', p_key, v_bound);
+    INSERT INTO partitions.adoptions VALUES (p_table, v_until);
+END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_retry(p_why text)
  RETURNS boolean
  LANGUAGE plpgsql

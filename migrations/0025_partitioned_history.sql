@@ -6,24 +6,9 @@
 -- and the writer creates its partition on demand (relayforge_ensure_partitions).
 --
 -- An existing table is not copied: it becomes the first partition as it is
--- (partitions.<table>_before_<yyyymmdd>, everything before tomorrow), attached after one scan of
--- its rows to check the bound, which is the moment writes wait. An empty one gives way to day
+-- (partitions.<table>_before_<day>), holding every row before the bound 0023 gave it and 0024
+-- proved without stopping writes, so attaching it reads no row. An empty one gives way to day
 -- partitions.
-
-CREATE SCHEMA partitions;
-
--- The first UUIDv7 of a moment's millisecond: the partition bound of a uuid key.
-CREATE FUNCTION relayforge_uuid7_floor(p_at timestamptz) RETURNS uuid LANGUAGE sql STABLE AS $$
-    SELECT (lpad(to_hex(floor(extract(epoch FROM p_at) * 1000)::bigint), 12, '0')
-            || repeat('0', 20))::uuid
-$$;
-
--- The moment a UUIDv7 was made (NULL beyond any date: not a version-7 id).
-CREATE FUNCTION relayforge_uuid7_time(p_id uuid) RETURNS timestamptz LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN ms < 253402300800000 THEN to_timestamp(ms / 1000.0) END
-    FROM (SELECT ('x' || lpad(left(replace(p_id::text, '-', ''), 12), 16, '0'))::bit(64)::bigint
-          AS ms) m
-$$;
 
 -- The start of UTC day `p_day` as a bound of p_parent's partition key, as an SQL literal.
 CREATE FUNCTION relayforge_partition_bound(p_parent regclass, p_day date) RETURNS text
@@ -118,42 +103,32 @@ BEGIN
     EXECUTE format('CREATE TABLE %I (LIKE partitions.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
                    'INCLUDING STORAGE INCLUDING COMMENTS) PARTITION BY RANGE (%I)',
                    p_table, p_table || '_old', p_key);
+    EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I', p_table,
+                   p_table || '_before_partitioning');  -- the old table's bound, not its own
 END $$;
 
--- Step two: the old table becomes the first partition, holding everything before the day after
--- its newest row (tomorrow at least), or, when empty, is dropped; then the days around today.
+-- Step two: the old table becomes the first partition, holding everything before the bound
+-- 0023 gave it (proved by 0024: attaching reads no row), or, when it was empty, is dropped;
+-- then the days around today.
 CREATE FUNCTION relayforge_partition_adopt(p_table text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_old text := p_table || '_old';
-    v_key text := (SELECT a.attname FROM pg_partitioned_table p
-                   JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
-                   WHERE p.partrelid = p_table::regclass);
-    v_newest timestamptz;
     v_until date;
-    v_bound text;
-    v_empty boolean;
+    v_name text;
 BEGIN
-    EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM partitions.%I)', v_old) INTO v_empty;
-    IF v_empty THEN
-        EXECUTE format('DROP TABLE partitions.%I', v_old);
+    IF NOT EXISTS (SELECT 1 FROM partitions.adoptions WHERE table_name = p_table) THEN
+        EXECUTE format('DROP TABLE partitions.%I', v_old);  -- empty when bounded
     ELSE
-        EXECUTE format(CASE WHEN (SELECT atttypid FROM pg_attribute
-                                  WHERE attrelid = p_table::regclass AND attname = v_key)
-                                 = 'uuid'::regtype
-                            THEN 'SELECT relayforge_uuid7_time(%1$I) FROM partitions.%2$I '
-                                 'ORDER BY %1$I DESC LIMIT 1'  -- no max(uuid) before 16
-                            ELSE 'SELECT max(%1$I) FROM partitions.%2$I' END, v_key, v_old)
-            INTO v_newest;
-        v_until := greatest((now() AT TIME ZONE 'UTC')::date,
-                            (v_newest AT TIME ZONE 'UTC')::date) + 1;
-        -- a key beyond every date (not a version-7 id) keeps the old table open-ended
-        v_bound := CASE WHEN v_newest IS NULL THEN 'MAXVALUE'
-                        ELSE relayforge_partition_bound(p_table::regclass, v_until) END;
-        EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', v_old,
-                       p_table || '_before_' || to_char(v_until, 'YYYYMMDD'));
+        v_until := (SELECT until_day FROM partitions.adoptions WHERE table_name = p_table);
+        v_name := p_table || '_before_'
+                  || coalesce(to_char(v_until, 'YYYYMMDD'), 'partitioning');
+        EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', v_old, v_name);
         EXECUTE format('ALTER TABLE %I ATTACH PARTITION partitions.%I '
-                       'FOR VALUES FROM (MINVALUE) TO (%s)',
-                       p_table, p_table || '_before_' || to_char(v_until, 'YYYYMMDD'), v_bound);
+                       'FOR VALUES FROM (MINVALUE) TO (%s)', p_table, v_name,
+                       coalesce(relayforge_partition_bound(p_table::regclass, v_until),
+                                'MAXVALUE'));
+        EXECUTE format('ALTER TABLE partitions.%I DROP CONSTRAINT IF EXISTS %I', v_name,
+                       p_table || '_before_partitioning');
     END IF;
     PERFORM relayforge_ensure_partition(p_table::regclass, d::date)
     FROM generate_series((now() AT TIME ZONE 'UTC')::date - 1,
