@@ -1,7 +1,7 @@
 -- The bounds 0023 gave the history tables are proved: each table is read once, while writes
 -- go on (VALIDATE takes a lock that lets them through). This is the long step on a large
 -- database; 0025 then attaches each table as its first partition without reading it again.
-DO $$
+CREATE FUNCTION relayforge_partition_prove() RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v record;
 BEGIN
@@ -10,3 +10,5 @@ BEGIN
         EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v.tbl, v.conname);
     END LOOP;
 END $$;
+
+SELECT relayforge_partition_prove();

@@ -93,10 +93,19 @@ BEGIN
 END $$;
 
 -- Step one of partitioning p_table by range of p_key: the table moves aside (to
--- partitions.<table>_old) and an empty partitioned table of the same columns takes its name.
--- The caller then declares the keys and indexes, and calls relayforge_partition_adopt.
+-- partitions.<table>_old) and an empty partitioned table of the same columns takes its name;
+-- the views that read it followed it aside, and are made to read the new one. The caller then
+-- declares the keys and indexes, and calls relayforge_partition_adopt.
 CREATE FUNCTION relayforge_partition_begin(p_table text, p_key text) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_views text[][] := ARRAY(
+        SELECT ARRAY[v.oid::regclass::text, pg_get_viewdef(v.oid)]
+        FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+        JOIN pg_class v ON v.oid = r.ev_class
+        WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = p_table::regclass
+          AND v.oid <> p_table::regclass AND v.relkind = 'v'
+        GROUP BY v.oid);
 BEGIN
     EXECUTE format('ALTER TABLE %I SET SCHEMA partitions', p_table);
     EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', p_table, p_table || '_old');
@@ -105,6 +114,9 @@ BEGIN
                    p_table, p_table || '_old', p_key);
     EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I', p_table,
                    p_table || '_before_partitioning');  -- the old table's bound, not its own
+    FOR i IN 1 .. coalesce(array_length(v_views, 1), 0) LOOP
+        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', v_views[i][1], v_views[i][2]);
+    END LOOP;
 END $$;
 
 -- Step two: the old table becomes the first partition, holding everything before the bound
@@ -142,22 +154,6 @@ ALTER TABLE webhook_inbox ADD PRIMARY KEY (id);
 CREATE INDEX webhook_inbox_tenant_received ON webhook_inbox (tenant_id, received_at DESC, id DESC);
 CREATE INDEX webhook_inbox_received ON webhook_inbox (received_at);
 CREATE INDEX webhook_inbox_job ON webhook_inbox (job_id);
-
--- The view named the table, so it followed it aside: it reads the partitioned one again.
-CREATE OR REPLACE VIEW delivery_requests AS
-SELECT d.id AS destination_id, j.id AS job_id, d.url, d.payload, d.timeout_ms, d.headers_nonce,
-       d.headers_ciphertext, d.max_concurrency, d.rate_limit_per_second, j.source,
-       j.event_type, j.event, i.body, i.headers ->> 'content-type' AS content_type,
-       ARRAY(SELECT k.nonce FROM destination_secrets k WHERE k.destination_id = d.id
-             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
-           AS secret_nonces,
-       ARRAY(SELECT k.ciphertext FROM destination_secrets k WHERE k.destination_id = d.id
-             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
-           AS secret_ciphertexts,
-       j.provider_event_id, j.occurred_at_unix, j.data_path
-FROM destinations d
-CROSS JOIN jobs j
-LEFT JOIN webhook_inbox i ON i.id = j.first_inbox_id;
 
 SELECT relayforge_partition_adopt('webhook_inbox');
 

@@ -485,6 +485,14 @@ CREATE OR REPLACE FUNCTION public.relayforge_partition_begin(p_table text, p_key
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
+DECLARE
+    v_views text[][] := ARRAY(
+        SELECT ARRAY[v.oid::regclass::text, pg_get_viewdef(v.oid)]
+        FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+        JOIN pg_class v ON v.oid = r.ev_class
+        WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = p_table::regclass
+          AND v.oid <> p_table::regclass AND v.relkind = 'v'
+        GROUP BY v.oid);
 BEGIN
     EXECUTE format('ALTER TABLE %I SET SCHEMA partitions', p_table);
     EXECUTE format('ALTER TABLE partitions.%I RENAME TO %I', p_table, p_table || '_old');
@@ -493,6 +501,9 @@ BEGIN
                    p_table, p_table || '_old', p_key);
     EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I', p_table,
                    p_table || '_before_partitioning');  -- the old table's bound, not its own
+    FOR i IN 1 .. coalesce(array_length(v_views, 1), 0) LOOP
+        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', v_views[i][1], v_views[i][2]);
+    END LOOP;
 END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_partition_bound(p_parent regclass, p_day date)
  RETURNS text
@@ -534,6 +545,18 @@ BEGIN
     EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (%I < %s) NOT VALID',
                    p_table, p_table || '_before_partitioning', p_key, v_bound);
     INSERT INTO partitions.adoptions VALUES (p_table, v_until);
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_partition_prove()
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v record;
+BEGIN
+    FOR v IN SELECT conrelid::regclass AS tbl, conname FROM pg_constraint
+             WHERE conname LIKE '%\_before\_partitioning' AND NOT convalidated LOOP
+        EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v.tbl, v.conname);
+    END LOOP;
 END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_retry(p_why text)
  RETURNS boolean
