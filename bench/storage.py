@@ -36,11 +36,13 @@ CALLERS = 64
 BATCH_MAX_SIZE, WRITERS = 256, 2
 
 TABLES = """
-SELECT c.relname, pg_total_relation_size(c.oid) AS bytes
+SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text AS relname,
+       sum(pg_total_relation_size(c.oid))::bigint AS bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%'
-"""
+GROUP BY 1
+"""  # a partition counts for its table
 
 
 @dataclass
