@@ -16,6 +16,11 @@ the same number of 1 KiB bodies, signed with HMAC-SHA256 per request, 64 in flig
 Latency: mode `all` on RabbitMQ, webhooks offered at 500/s for LATENCY_SECONDS, each carrying the
 time it was sent (data.sent_at); the receiver keeps the time from then to its arrival (p50, p99),
 and the database says where it went: the p50 of each stage on the way.
+
+Isolation (--isolation): one tenant's destination drained alone, then again next to another
+tenant's destination that answers in 2 s (its events recorded first, so they are ahead in the
+queue); the fast one's deliveries/s in both runs, their ratio, and the most requests the slow
+receiver held at once next to that destination's max_concurrency.
 """
 
 from __future__ import annotations
@@ -40,31 +45,36 @@ from tests import support
 TENANT = "00000000-0000-0000-0000-000000000000"  # the default tenant (no X-Tenant-Id)
 BODY_BYTES = 1024
 IN_FLIGHT = 64
+SLOW_EVENTS = 300  # to the slow destination: 2 s each, so it stays busy through the drain
+SLOW_MAX_CONCURRENCY = 10  # DESTINATIONS__MAX_CONCURRENCY's default
 
 
-def add_destination(ingest_url: str, url: str, **fields: object) -> None:
-    r = httpx.post(f"{ingest_url}/admin/tenants/{TENANT}/destinations",
+def add_destination(ingest_url: str, url: str, tenant: str = TENANT, **fields: object) -> None:
+    r = httpx.post(f"{ingest_url}/admin/tenants/{tenant}/destinations",
                    headers={"Authorization": f"Bearer {support.ADMIN_KEY}"},
                    json={"url": url, **fields})
     assert r.status_code == 201, r.text
 
 
-async def watch_deliveries(database_url: str, events: int, timeout: float) -> float:
+async def watch_deliveries(database_url: str, events: int, timeout: float,
+                           tenant: str | None = None) -> float:
+    """Deliveries/s from the first success to the last, once `events` succeeded (of `tenant`'s
+    destinations only, when given)."""
     import asyncpg
 
     conn = await asyncpg.connect(database_url)
     started = time.monotonic()
+    mine = "status = 'succeeded' AND ($1::uuid IS NULL OR tenant_id = $1)"
     try:
         while time.monotonic() - started < timeout:
-            done = await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE status = 'succeeded'")
+            done = await conn.fetchval(f"SELECT count(*) FROM deliveries WHERE {mine}", tenant)
             progress("delivering", done, events)
             if done >= events:
                 break
             await asyncio.sleep(0.25)
         count, first, last = await conn.fetchrow(
-            "SELECT count(*), min(updated_at), max(updated_at) FROM deliveries "
-            "WHERE status = 'succeeded'")
+            f"SELECT count(*), min(updated_at), max(updated_at) FROM deliveries WHERE {mine}",
+            tenant)
     finally:
         await conn.close()
     if count < events:
@@ -83,6 +93,40 @@ def drain(events: int, receiver: str, **destination: object) -> float:
         servers.start("relay")
         servers.start("consume")
         return asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60))
+
+
+# ---------------------------------------------------------------------------- isolation
+
+def drain_beside(events: int, fast: str, slow: str | None, slow_events: int) -> float:
+    """The fast tenant's deliveries/s, alone or (`slow`) next to a slow tenant's destination
+    whose events were recorded first."""
+    prefix = unique("rf.bench.isolation")
+    fast_tenant, slow_tenant = str(uuid.uuid4()), str(uuid.uuid4())
+    with broker_topology(prefix) as names, database() as url, \
+            Servers(url, **names, DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true") as servers:
+        ingest = servers.start("ingest")
+        add_destination(ingest.url, fast, fast_tenant)
+        if slow is not None:
+            add_destination(ingest.url, slow, slow_tenant)
+            asyncio.run(fill(ingest.url, slow_events, body_bytes=BODY_BYTES, tenant=slow_tenant))
+        asyncio.run(fill(ingest.url, events, body_bytes=BODY_BYTES, tenant=fast_tenant))
+        ingest.stop()
+        servers.start("relay")
+        servers.start("consume")
+        return asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60,
+                                            tenant=fast_tenant))
+
+
+def isolation(events: int, port: int) -> None:
+    fast = f"http://127.0.0.1:{port}/webhooks/destination"
+    slow = f"http://127.0.0.1:{port}/slow"
+    alone = drain_beside(events, fast, None, 0)
+    beside = drain_beside(events, fast, slow, SLOW_EVENTS)
+    report(f"isolation, {events:,} events to a fast destination next to one answering in 2 s",
+           beside, alone, "the same destination alone", "deliveries/s", target=0.9)
+    held = httpx.get(slow).json()["max_in_flight"]
+    print(f"        the slow destination held at most {held} requests at once "
+          f"(its max_concurrency: {SLOW_MAX_CONCURRENCY}, the default)")
 
 
 # ----------------------------------------------------------------------------- the baseline
@@ -213,6 +257,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--latency-rate", type=int, default=500)
+    parser.add_argument("--isolation", action="store_true",
+                        help="only the isolation figure: a fast destination next to a slow one")
     parser.add_argument("--bare-client", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_client:
@@ -221,6 +267,13 @@ def main() -> None:
     port = support.free_port()
     echo = echo_server(port)
     receiver = f"http://127.0.0.1:{port}/webhooks/destination"
+    if args.isolation:
+        try:
+            isolation(args.events, port)
+        finally:
+            echo.terminate()
+            echo.wait()
+        return
     try:
         for label, destination in (("defaults", {}), ("max_concurrency 64",
                                                      {"max_concurrency": 64})):

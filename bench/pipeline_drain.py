@@ -38,8 +38,9 @@ from common import (
 OUT = ROOT / "bench" / "out"
 
 
-async def fill(url: str, jobs: int, body_bytes: int = 0) -> None:
-    """Record `jobs` signed generic webhooks, 64 at a time; bodies padded to `body_bytes`."""
+async def fill(url: str, jobs: int, body_bytes: int = 0, tenant: str | None = None) -> None:
+    """Record `jobs` signed generic webhooks, 64 at a time; bodies padded to `body_bytes`; for
+    `tenant` (else the default tenant)."""
     import httpx
 
     done = 0
@@ -51,8 +52,8 @@ async def fill(url: str, jobs: int, body_bytes: int = 0) -> None:
             if len(body) < body_bytes:
                 body = body[:-2] + b',"pad":"%s"}}' % (b"x" * (body_bytes - len(body) - 9))
             sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            r = await client.post(f"{url}/webhooks/generic", content=body,
-                                  headers={"X-Signature": sig})
+            headers = {"X-Signature": sig, **({"X-Tenant-Id": tenant} if tenant else {})}
+            r = await client.post(f"{url}/webhooks/generic", content=body, headers=headers)
             assert r.status_code == 202, r.text
             done += 1
             if done % 500 == 0:
