@@ -3,7 +3,6 @@ the bound on ids a client supplies (request and correlation ids, echoed and stor
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import threading
@@ -48,18 +47,6 @@ def new_id() -> uuid.UUID:
     """48 bits of milliseconds, version 7, variant 10, 74 random bits."""
     raw = bytearray(_random.take(16))
     raw[0:6] = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
-    raw[6] = 0x70 | raw[6] & 0x0F
-    raw[8] = 0x80 | raw[8] & 0x3F
-    return _FastUUID(bytes(raw))  # type: ignore[no-any-return]
-
-
-def id_beside(parent: uuid.UUID, name: bytes | None = None) -> uuid.UUID:
-    """A version-7 id in `parent`'s millisecond, so that a row hanging from another (a job's
-    delivery) lands in its day partition: made from `name` (the same name, the same id: one
-    delivery per job and destination needs no unique index across partitions), or random."""
-    tail = hashlib.sha256(parent.bytes + name).digest()[:10] if name is not None \
-        else _random.take(10)
-    raw = bytearray(parent.bytes[:6] + tail)
     raw[6] = 0x70 | raw[6] & 0x0F
     raw[8] = 0x80 | raw[8] & 0x3F
     return _FastUUID(bytes(raw))  # type: ignore[no-any-return]

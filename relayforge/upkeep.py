@@ -1,7 +1,8 @@
 """Periodic upkeep, apart from the work itself: jobs whose consumer died (lease), jobs queued
 whose message never arrived (RELAY__QUEUED_TIMEOUT_SECONDS), and retention. The relay process
-runs it once a second; retention (partitions made ahead, expired ones dropped) at its first
-round and hourly. The backlog gauges are read on /metrics (runtime)."""
+runs it once a second; retention hourly: partitions made ahead (every process also makes them
+at its start), expired ones dropped (first a minute after the start). The backlog gauges are
+read on /metrics (runtime)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class Upkeep:
         self._stores = stores
         self._settings = settings
         self._next_prune = time.monotonic() + FIRST_PRUNE_AFTER_SECONDS
-        self._next_partitions = 0.0  # at the first round: a new day may have begun while down
+        # the process made them at its start (runtime): next, an hour on
+        self._next_partitions = time.monotonic() + PRUNE_INTERVAL_SECONDS
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
