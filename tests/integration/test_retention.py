@@ -158,11 +158,13 @@ async def test_a_write_that_finds_no_partition_makes_it(template_db):
     name, url = await create_database(template_db)
     conn = await asyncpg.connect(url)
     try:
+        stores, kept = Stores(conn), load_settings({}).retention
+        # The template may have been made before midnight: bring its days ahead up to today's.
+        await retention.ensure_partitions(stores, kept)
         today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
         for table in ("webhook_inbox", "admin_audit_log"):
             await conn.execute(f"ALTER TABLE {table} DETACH PARTITION partitions.{table}_{today}")
             await conn.execute(f"DROP TABLE partitions.{table}_{today}")
-        stores, kept = Stores(conn), load_settings({}).retention
         made = await retention.ensure_partitions(stores, kept, on_demand=True)
         assert made == 2
         assert f"webhook_inbox_{today}" in await partitions(conn, "webhook_inbox")
