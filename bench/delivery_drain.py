@@ -199,8 +199,6 @@ STAGES = """
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.created_at) - (
            convert_from(i.body, 'UTF8')::jsonb #>> '{data,sent_at}')::float8)
            AS "provider's request -> recorded",
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM o.sent_at - j.created_at))
-           AS "recorded -> message confirmed",
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.created_at - j.created_at))
            AS "recorded -> fanned out",
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at - d.created_at))
@@ -208,7 +206,6 @@ SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.created_
        percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms / 1000) AS "request"
 FROM jobs j
 JOIN webhook_inbox i ON i.id = j.first_inbox_id
-JOIN outbox_messages o ON o.job_id = j.id AND o.attempt = 1
 JOIN deliveries d ON d.job_id = j.id
 JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = 1
 """
@@ -216,7 +213,7 @@ JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = 1
 
 async def stages(database_url: str) -> str:
     """Where the time goes, p50 of each stage in ms (each timestamp is its transaction's
-    start: a job is recorded at its batch's, a message confirmed when it is marked sent)."""
+    start: a job is recorded at its batch's, fanned out at its consumer's)."""
     import asyncpg
 
     conn = await asyncpg.connect(database_url)

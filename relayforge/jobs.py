@@ -25,11 +25,11 @@ class JobStatus(enum.StrEnum):
     """A job's states; the jobs table's CHECK holds exactly these (a test compares them).
     Every move between them is a conditional UPDATE in db/sql/queries.sql."""
 
-    PENDING = "pending"  # row + outbox written
+    PENDING = "pending"  # row written, owing the message of its first attempt
     QUEUED = "queued"  # published
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
-    RETRYING = "retrying"  # the next attempt is scheduled through the outbox
+    RETRYING = "retrying"  # owes the message of its next attempt, after the backoff
     DEAD_LETTERED = "dead_lettered"
 
 

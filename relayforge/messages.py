@@ -1,5 +1,5 @@
-"""The messages between relay and consumer, in one place: the relay encodes an outbox row or a
-due delivery, the consumer decodes what arrives.
+"""The messages between relay and consumer, in one place: the relay encodes a job's or a
+delivery's due message, the consumer decodes what arrives.
 
 A job: body `{"job_id", "tenant_id", "attempt"}`, routing key `<AMQP__ROUTING_PREFIX>.<source>`.
 A delivery: body `{"delivery_id", "destination_id", "attempt"}`, routing key
@@ -55,7 +55,7 @@ def encode(row: OutboxRow, routing_prefix: str) -> OutgoingMessage:
     headers = _headers(row.headers, JOB_ID_HEADER, str(row.job_id), row.attempt)
     body = orjson.dumps({"job_id": str(row.job_id), "tenant_id": str(row.tenant_id),
                          "attempt": row.attempt})
-    return OutgoingMessage(row.id, routing_key(routing_prefix, row.source), body, headers,
+    return OutgoingMessage(routing_key(routing_prefix, row.source), body, headers,
                            message_id=f"{row.job_id}:{row.attempt}")
 
 
@@ -63,7 +63,7 @@ def encode_delivery(row: DueDelivery, routing_prefix: str) -> OutgoingMessage:
     headers = _headers(row.headers, DELIVERY_HEADER, str(row.id), row.attempt)
     body = orjson.dumps({"delivery_id": str(row.id), "destination_id": str(row.destination_id),
                          "attempt": row.attempt})
-    return OutgoingMessage(0, routing_key(routing_prefix, "delivery"), body, headers,
+    return OutgoingMessage(routing_key(routing_prefix, "delivery"), body, headers,
                            message_id=f"delivery:{row.id}:{row.attempt}")
 
 

@@ -1,19 +1,20 @@
-"""Outbox → broker: claim due rows (SKIP LOCKED lease), publish the batch with pipelined
-confirms, mark them sent and their jobs queued. Deliveries left to it (retries, and those no
-consumer attempts itself) go the same way. Woken by LISTEN/NOTIFY, a channel for each, and by
-the time its next-due query gives; polling as a fallback. Deliveries are claimed only when some
-may be due, not after every outbox batch.
+"""Outbox → broker. Jobs owing a message: claimed in a transaction (SKIP LOCKED row locks),
+published with pipelined confirms, marked sent (queued) and committed, so the claim costs no
+write and a relay that dies leaves them claimable at once. Deliveries left to it (retries, and
+those no consumer attempts itself) are leased (a claim written to the row) and published the
+same way. Woken by LISTEN/NOTIFY, a channel for each, and by the time its next-due query gives;
+polling as a fallback. Deliveries are claimed only when some may be due, not after every batch.
 
-It never dies on an error: with the database or broker down it logs, backs off and resumes;
-rows it had claimed become claimable again when their lease passes. One row never blocks the
-others: a failed batch goes again one message at a time, and a row the broker keeps refusing
-is set aside (its job dead-lettered with the reason).
+It never dies on an error: with the database or broker down it logs, backs off and resumes.
+One message never blocks the others: a failed batch goes again one message at a time, and a
+job whose message the broker keeps refusing is set aside (dead-lettered with the reason).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from relayforge import messages
 from relayforge.broker import Broker, OutgoingMessage, Refused
@@ -23,6 +24,7 @@ from relayforge.ids import process_identity
 from relayforge.observability import metrics
 from relayforge.settings import Settings
 from relayforge.stores import Stores
+from relayforge.stores.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ NOTIFY_CHANNEL = "relayforge_outbox"
 DELIVERIES_CHANNEL = "relayforge_deliveries"
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 PUBLISH_RETRY_SECONDS = 1.0
+# Due messages another relay holds (it is publishing them): look again this soon, not at once.
+HELD_RETRY_SECONDS = 0.05
 
 Errors = list[BaseException | None]
 
@@ -48,7 +52,8 @@ class Relay:
         self._poll_seconds = settings.relay.poll_interval_ms / 1000
         self._task: asyncio.Task[None] | None = None
         self._identity = process_identity()
-        self._release_claims = False
+        self._release_claims = False  # after an error: give back the deliveries it leased
+        self._claimed_none = False  # the last claim found every due message held by others
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -69,7 +74,6 @@ class Relay:
         while True:
             try:
                 if self._release_claims:
-                    await self._outbox.release_mine(owner=self._identity)
                     await self._stores.deliveries.release_mine(owner=self._identity)
                     self._release_claims = False
                 # Cleared before the claim: a NOTIFY that comes while this batch is published
@@ -107,7 +111,10 @@ class Relay:
         due = await self._outbox.next_due()
         if due.deliveries is not None:
             self._deliveries_at = min(self._deliveries_at, loop.time() + due.deliveries)
-        for seconds in (due.outbox, due.deliveries):
+        outbox = due.outbox
+        if outbox is not None and self._claimed_none:
+            outbox = max(outbox, HELD_RETRY_SECONDS)
+        for seconds in (outbox, due.deliveries):
             if seconds is not None:
                 timeout = max(0.0, min(timeout, seconds))
         try:
@@ -116,22 +123,27 @@ class Relay:
             pass
 
     async def relay_once(self) -> int:
-        """Publish one batch of due rows; returns how many were claimed."""
+        """Publish one batch of due messages of jobs; returns how many were claimed."""
         s = self._settings
-        rows = await self._outbox.claim(limit=s.relay.batch_size,
-                                        lease_seconds=float(s.relay.claim_timeout_seconds),
-                                        owner=self._identity)
-        if not rows:
-            return 0
-        batch = [messages.encode(r, s.amqp.routing_prefix) for r in rows]
-        errors = await self._publish(batch)
-        if len(batch) > 1 and any(errors):
-            await self._isolate(batch, errors)
-        sent = [m.outbox_id for m, err in zip(batch, errors, strict=True) if err is None]
-        if sent:
-            await self._outbox.mark_sent(ids=sent)
-            metrics.OUTBOX_PUBLISHED.inc(len(sent))
-        await self._record_failures(batch, errors, took_some=bool(sent))
+        async with self._stores.transaction() as tx:
+            rows = await tx.outbox.claim(limit=s.relay.batch_size)
+            self._claimed_none = not rows
+            if not rows:
+                return 0
+            batch = [messages.encode(r, s.amqp.routing_prefix) for r in rows]
+            errors = await self._publish(batch)
+            if len(batch) > 1 and any(errors):
+                await self._isolate(batch, errors)
+            sent = [r.job_id for r, err in zip(rows, errors, strict=True) if err is None]
+            if sent:
+                await tx.outbox.mark_sent(job_ids=sent)
+            set_aside = await self._record_failures(tx, rows, errors, took_some=bool(sent))
+        metrics.OUTBOX_PUBLISHED.inc(len(sent))
+        for job_id in set_aside:
+            metrics.OUTBOX_SET_ASIDE.inc()
+            metrics.DLQ_MESSAGES.inc()
+            log.error("unpublishable message set aside; its job is dead-lettered",
+                      extra={"job_id": str(job_id)})
         return len(rows)
 
     async def relay_deliveries_once(self) -> int:
@@ -177,34 +189,29 @@ class Relay:
             elif not took_some:
                 return
 
-    async def _record_failures(self, batch: list[OutgoingMessage], errors: Errors,
-                               took_some: bool) -> None:
-        """Rows the broker refused while it was up count against themselves (a row at
-        RELAY__MAX_PUBLISH_FAILURES is set aside, its job dead-lettered); the others, failed
-        while the broker was down, are only released for a later try."""
-        failed = [(m.outbox_id, err) for m, err in zip(batch, errors, strict=True)
+    async def _record_failures(self, tx: Stores, rows: list[OutboxRow], errors: Errors,
+                               took_some: bool) -> list[uuid.UUID]:
+        """Messages the broker refused while it was up count against their jobs (a job at
+        RELAY__MAX_PUBLISH_FAILURES is set aside, dead-lettered: returned); the others, failed
+        while the broker was down, are only due again a little later."""
+        failed = [(r.job_id, err) for r, err in zip(rows, errors, strict=True)
                   if err is not None]
         if not failed:
-            return
+            return []
         metrics.OUTBOX_PUBLISH_FAILURES.inc(len(failed))
-        log.warning("publish failed; rows released for retry",
+        log.warning("publish failed; messages due again shortly",
                     extra={"count": len(failed), "error": repr(failed[0][1])})
-        counted: list[tuple[int, str]] = []  # refused while the broker was up: their fault
-        released: list[int] = []
-        for i, err in failed:
+        counted: list[tuple[uuid.UUID, str]] = []  # refused while the broker was up: theirs
+        released: list[uuid.UUID] = []
+        for job_id, err in failed:
             if took_some or isinstance(err, Refused):
-                counted.append((i, repr(err)[:500]))
+                counted.append((job_id, repr(err)[:500]))
             else:
-                released.append(i)
+                released.append(job_id)
         if released:
-            await self._outbox.release(ids=released, error=repr(failed[0][1])[:500],
-                                       delay_seconds=PUBLISH_RETRY_SECONDS)
-        if counted:
-            dead = await self._outbox.publish_failed(
-                failures=counted, delay_seconds=PUBLISH_RETRY_SECONDS,
-                max_failures=self._settings.relay.max_publish_failures)
-            for job_id in dead:
-                metrics.OUTBOX_SET_ASIDE.inc()
-                metrics.DLQ_MESSAGES.inc()
-                log.error("unpublishable message set aside; its job is dead-lettered",
-                          extra={"job_id": str(job_id)})
+            await tx.outbox.release(job_ids=released, delay_seconds=PUBLISH_RETRY_SECONDS)
+        if not counted:
+            return []
+        return await tx.outbox.publish_failed(
+            failures=counted, delay_seconds=PUBLISH_RETRY_SECONDS,
+            max_failures=self._settings.relay.max_publish_failures)

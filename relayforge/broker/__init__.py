@@ -13,7 +13,6 @@ class Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
-    outbox_id: int
     routing_key: str
     body: bytes
     headers: dict[str, str]

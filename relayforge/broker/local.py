@@ -1,6 +1,6 @@
 """The in-process broker of mode `all` without AMQP__URL: an asyncio queue in place of RabbitMQ,
-behind the same interface. Messages live only in memory; on start the runtime re-arms from the
-outbox every job that was waiting on one (see Runtime), so a restart loses nothing."""
+behind the same interface. Messages live only in memory; on start every job that was waiting on
+one owes it again (see Runtime), so a restart loses nothing."""
 
 from __future__ import annotations
 

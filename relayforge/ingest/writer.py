@@ -1,5 +1,5 @@
-"""Records verified webhooks: replay check, quota reservation, then inbox + job + outbox rows
-in one transaction.
+"""Records verified webhooks: replay check, quota reservation, then inbox + job rows (the job
+its own outbox entry) in one transaction.
 
 In `batch` mode (group commit) concurrent requests are written together, each batch in one
 transaction of multi-row statements, so transactions grow with batches, not requests. `single`

@@ -59,12 +59,13 @@ JOBS_IN_FLIGHT = Gauge("consumer_jobs_in_flight", "Messages in hand in this cons
 JOB_RETRIES = Counter("job_retries_total", "Job attempts scheduled for retry")
 DLQ_MESSAGES = Counter("dlq_messages_total", "Messages dead-lettered (jobs and poison messages)")
 # max across worker processes (PROMETHEUS_MULTIPROC_DIR): each relay reads the same table
-OUTBOX_PENDING = Gauge("outbox_pending_count", "Outbox rows not yet published",
+OUTBOX_PENDING = Gauge("outbox_pending_count",
+                       "Messages jobs owe, not published yet (a job is its own outbox entry)",
                        multiprocess_mode="max")
 # Read from the database when /metrics is scraped (at most every LAG_REFRESH_SECONDS), by every
 # process that serves it; with several workers the largest answer wins ("max").
 OUTBOX_OLDEST_AGE = Gauge("outbox_oldest_pending_age_seconds",
-                          "Age of the oldest outbox row not yet published (0 when none)",
+                          "How long the most overdue message of a job has been due (0 when none)",
                           multiprocess_mode="max")
 JOBS_WAITING = Gauge("jobs_in_state", "Jobs in each open state", ["status"],
                      multiprocess_mode="max")
@@ -83,11 +84,12 @@ DB_STATEMENTS = Counter(
     "db_statements_total",
     "Statements this process ran on PostgreSQL, by named query (begin, commit, other)",
     ["query"])
-OUTBOX_PUBLISHED = Counter("outbox_published_total", "Outbox rows published with a confirm")
+OUTBOX_PUBLISHED = Counter("outbox_published_total",
+                           "Messages published with a confirm (jobs and deliveries)")
 OUTBOX_PUBLISH_FAILURES = Counter(
-    "outbox_publish_failures_total", "Outbox rows the broker refused or could not take")
+    "outbox_publish_failures_total", "Messages the broker refused or could not take")
 OUTBOX_SET_ASIDE = Counter(
-    "outbox_set_aside_total", "Outbox rows set aside as unpublishable (their jobs dead-lettered)")
+    "outbox_set_aside_total", "Jobs set aside as unpublishable (dead-lettered)")
 INGEST_BATCH_SIZE = Histogram(
     "ingest_batch_size", "Requests written per ingest transaction",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),

@@ -1,5 +1,6 @@
-"""OpenTelemetry: W3C traceparent/tracestate/baggage in at ingest, stored with the outbox row,
-carried in AMQP headers, continued by the consumer on every attempt."""
+"""OpenTelemetry: W3C traceparent/tracestate/baggage in at ingest, stored with the job (each
+retry's in place of the attempt before), carried in AMQP headers, continued by the consumer on
+every attempt."""
 
 from __future__ import annotations
 

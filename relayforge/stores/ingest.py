@@ -1,4 +1,4 @@
-"""What ingest writes: the batch statement (jobs, inbox, outbox), rows of refused requests,
+"""What ingest writes: the batch statement (jobs, inbox), rows of refused requests,
 Stripe event claims, and the daily quota ledger."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""outbox_messages: what the relay claims (SKIP LOCKED leases), publishes and marks sent."""
+"""The jobs' outbox: a job owes the message of its next attempt while `message_due_at` is set.
+The relay claims due ones in a transaction (SKIP LOCKED row locks, held while it publishes),
+marks them sent (their jobs queued) and commits."""
 
 from __future__ import annotations
 
@@ -11,12 +13,11 @@ from relayforge.stores.base import Q, Store
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    id: int
     job_id: uuid.UUID
     tenant_id: uuid.UUID
     source: str
     attempt: int  # the job attempt this message starts
-    headers: str  # JSON object text: W3C headers and correlation id
+    headers: str  # JSON object text: W3C headers and correlation id (the job's trace context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,27 +44,24 @@ class OutboxStore(Store):
         """The pipeline's backlog, for /metrics in every process."""
         return PipelineLag(**dict(await self._db.fetchrow(Q["pipeline_lag"])))
 
-    async def claim(self, *, limit: int, lease_seconds: float, owner: str) -> list[OutboxRow]:
-        rows = await self._db.fetch(Q["outbox_claim"], limit, lease_seconds, owner)
-        return [OutboxRow(**dict(r)) for r in rows]
+    async def claim(self, *, limit: int) -> list[OutboxRow]:
+        """Due messages, their jobs locked until the transaction this runs in ends."""
+        return [OutboxRow(**dict(r)) for r in await self._db.fetch(Q["outbox_claim"], limit)]
 
-    async def mark_sent(self, *, ids: Sequence[int]) -> None:
-        """Sent, and their jobs queued, in one statement."""
-        await self._db.execute(Q["outbox_mark_sent"], list(ids))
+    async def mark_sent(self, *, job_ids: Sequence[uuid.UUID]) -> None:
+        """Confirmed: their jobs queued, in one statement."""
+        await self._db.execute(Q["outbox_mark_sent"], list(job_ids))
 
-    async def release(self, *, ids: Sequence[int], error: str, delay_seconds: float) -> None:
-        await self._db.execute(Q["outbox_release"], list(ids), error, delay_seconds)
+    async def release(self, *, job_ids: Sequence[uuid.UUID], delay_seconds: float) -> None:
+        await self._db.execute(Q["outbox_release"], list(job_ids), delay_seconds)
 
-    async def publish_failed(self, *, failures: Sequence[tuple[int, str]], delay_seconds: float,
-                             max_failures: int) -> list[uuid.UUID]:
-        """Count a refusal against each row; rows at `max_failures` are set aside and their
-        jobs dead-lettered: returns those jobs."""
+    async def publish_failed(self, *, failures: Sequence[tuple[uuid.UUID, str]],
+                             delay_seconds: float, max_failures: int) -> list[uuid.UUID]:
+        """Count a refusal against each job; a job at `max_failures` is set aside
+        (dead-lettered): returns those."""
         rows = await self._db.fetch(Q["outbox_publish_failed"], [i for i, _ in failures],
                                     [e for _, e in failures], delay_seconds, max_failures)
-        return [r["id"] for r in rows]
-
-    async def release_mine(self, *, owner: str) -> None:
-        await self._db.execute(Q["outbox_release_mine"], owner)
+        return [r["id"] for r in rows if r["set_aside"]]
 
     async def pending_count(self) -> int:
         count: int = await self._db.fetchval(Q["outbox_pending_count"])
@@ -75,5 +73,5 @@ class OutboxStore(Store):
         return NextDue(row["outbox"], row["deliveries"])
 
     async def requeue_volatile(self) -> int:
-        """Re-arm the next message of every waiting job (the in-process broker lost them)."""
+        """Every queued job owes its message again (the in-process broker lost them)."""
         return len(await self._db.fetch(Q["outbox_requeue_volatile"]))

@@ -14,6 +14,12 @@ import orjson
 from tests.support import Server, amqp_url, new_tenant, sign_generic
 
 
+def counter(metrics: str, name: str) -> float:
+    """A counter's value in a /metrics text (0 before its first increment)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
 def amqp_env(prefix: str) -> dict[str, str]:
     return {
         "AMQP__URL": amqp_url(), "AMQP__EXCHANGE": f"{prefix}.events",

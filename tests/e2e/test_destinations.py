@@ -17,7 +17,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.e2e.pipeline_support import FAST, amqp_env, delete_topology, wait_for_jobs
+from tests.e2e.pipeline_support import FAST, amqp_env, counter, delete_topology, wait_for_jobs
 from tests.e2e.receiver import Receiver, Reply
 from tests.support import ADMIN_KEY, OPERATOR_KEY, VIEWER_KEY, new_tenant, sign_generic
 
@@ -484,12 +484,6 @@ async def test_max_concurrency_and_rate_limit_are_honoured(client, server, recei
     # 4 a second with a burst of 4: the 12th can't come sooner than 2 s after the first
     stamps = sorted(r.at for r in metered)
     assert stamps[-1] - stamps[0] >= 1.9, stamps
-
-
-def counter(metrics: str, name: str) -> float:
-    """A counter's value in a /metrics text (0 before its first increment)."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 async def test_a_busy_destination_s_deliveries_wait_in_the_consumer_not_the_broker(

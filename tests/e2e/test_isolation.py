@@ -48,7 +48,7 @@ async def test_oversized_trace_headers_halt_no_delivery(client, start_server, pr
     rows = await wait_for_jobs(server.database_url, job_ids, timeout=60)
     assert {r["status"] for r in rows} == {"succeeded"}
     conn = await db(server.database_url)
-    stored = await conn.fetch("SELECT headers::text AS h FROM outbox_messages")
+    stored = await conn.fetch("SELECT trace_context::text AS h FROM jobs")
     assert max(len(r["h"]) for r in stored) < 1024  # nothing unbounded was kept
     assert (await client.get(f"{server.url}/readyz")).status_code == 200
 
@@ -65,7 +65,7 @@ async def test_an_unpublishable_row_is_set_aside_while_the_rest_flow(client, sta
     conn = await db(ingest.database_url)
     unroutable, oversized = uuid.UUID(early[0]["job_id"]), uuid.UUID(early[1]["job_id"])
     await conn.execute("UPDATE jobs SET source = 'generic.legacy' WHERE id = $1", unroutable)
-    await conn.execute("UPDATE outbox_messages SET headers = $2::jsonb WHERE job_id = $1",
+    await conn.execute("UPDATE jobs SET trace_context = $2::jsonb WHERE id = $1",
                        oversized, orjson.dumps({"tracestate": "a=" + "x" * HUGE}).decode())
 
     pipeline = start_server("all", database_url=ingest.database_url, **amqp_env(prefix), **FAST,
@@ -77,9 +77,9 @@ async def test_an_unpublishable_row_is_set_aside_while_the_rest_flow(client, sta
     assert bad["status"] == "dead_lettered"
     assert "could not be published (2 tries)" in bad["last_error"]
     assert {r["status"] for r in rows.values()} == {"succeeded"}
-    row = await conn.fetchrow("SELECT status, publish_failures FROM outbox_messages "
-                              "WHERE job_id = $1", unroutable)
-    assert (row["status"], row["publish_failures"]) == ("failed", 2)
+    row = await conn.fetchrow("SELECT message_due_at, publish_failures FROM jobs WHERE id = $1",
+                              unroutable)
+    assert (row["message_due_at"], row["publish_failures"]) == (None, 2)  # owes nothing now
 
     await conn.execute("UPDATE jobs SET source = 'generic' WHERE id = $1", unroutable)
     r = await client.post(f"{pipeline.url}/admin/jobs/{unroutable}/reprocess",

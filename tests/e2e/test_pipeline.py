@@ -22,7 +22,6 @@ from tests.e2e.pipeline_support import (
 from tests.support import (
     ADMIN_KEY,
     OPERATOR_KEY,
-    eventually,
     new_tenant,
     run_sync,
     sign_generic,
@@ -57,18 +56,9 @@ async def test_deduped_event_makes_one_job_that_succeeds_on_attempt_1(client, pi
     [job] = await wait_for_jobs(pipeline.database_url, list(job_ids))
     assert (job["status"], job["attempts"]) == ("succeeded", 1)
     conn = await db(pipeline.database_url)
-
-    async def outbox() -> list[tuple[str, int]]:
-        rows = await conn.fetch("SELECT status, attempt FROM outbox_messages WHERE job_id = $1",
-                                job["id"])
-        return [(r["status"], r["attempt"]) for r in rows]
-
-    # the relay marks a message sent after the broker's confirm; the consumer may finish the
-    # job before that UPDATE commits, so wait for it, then: one message, attempt 1, sent
-    async def settled() -> list[tuple[str, int]] | None:
-        rows = await outbox()
-        return None if rows and rows[0][0] == "pending" else rows
-    assert await eventually(settled) == [("sent", 1)]
+    row = await conn.fetchrow("SELECT message_due_at, publish_failures FROM jobs WHERE id = $1",
+                              job["id"])
+    assert tuple(row) == (None, None)  # it owes no message: its one was sent once
 
 
 async def test_fail_until_attempt_2_succeeds_on_attempt_3(client, pipeline, db):
@@ -76,9 +66,10 @@ async def test_fail_until_attempt_2_succeeds_on_attempt_3(client, pipeline, db):
     [job] = await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
     assert (job["status"], job["attempts"], job["last_error"]) == ("succeeded", 3, None)
     conn = await db(pipeline.database_url)
-    attempts = [r["attempt"] for r in await conn.fetch(
-        "SELECT attempt FROM outbox_messages WHERE job_id = $1 ORDER BY attempt", job["id"])]
-    assert attempts == [1, 2, 3]  # every retry went through the outbox
+    failed = [r["attempt"] for r in await conn.fetch(
+        "SELECT attempt FROM job_attempts WHERE job_id = $1 ORDER BY attempt", job["id"])]
+    assert failed == [1, 2]  # each failure scheduled the next attempt, which ran
+    assert await conn.fetchval("SELECT message_due_at FROM jobs WHERE id = $1", job["id"]) is None
 
 
 async def test_always_failing_job_is_dead_lettered_with_message_in_dlq(client, pipeline, prefix):
@@ -253,10 +244,10 @@ async def test_retries_carry_the_providers_trace_with_tracing_off(client, pipeli
     [job] = await wait_for_jobs(pipeline.database_url, [r.json()["job_id"]])
     assert (job["status"], job["attempts"]) == ("succeeded", 2)
     conn = await db(pipeline.database_url)
-    rows = await conn.fetch("SELECT attempt, headers->>'traceparent' AS tp FROM outbox_messages "
-                            "WHERE job_id = $1 ORDER BY attempt", job["id"])
-    assert [r["attempt"] for r in rows] == [1, 2]
-    assert all(r["tp"] and r["tp"][3:35] == trace_id for r in rows), rows
+    # the message of attempt 2 carried what attempt 1 had: the provider's trace
+    traceparent = await conn.fetchval(
+        "SELECT trace_context->>'traceparent' FROM jobs WHERE id = $1", job["id"])
+    assert traceparent and traceparent[3:35] == trace_id, traceparent
 
 
 async def test_the_relay_claims_deliveries_only_when_some_may_be_due(client, start_server,

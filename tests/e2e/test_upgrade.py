@@ -1,6 +1,7 @@
-"""A database from before partitioned history, with rows in it, upgraded in place: its tables
-become the first partitions as they are, and every row stays readable through the admin API
-and the console, next to webhooks recorded after the upgrade."""
+"""A database from before partitioned history and before jobs were their own outbox, with rows
+in it, upgraded in place: its tables become the first partitions as they are, a message pending
+in the outbox becomes its job's, and every row stays readable through the admin API and the
+console, next to webhooks recorded after the upgrade."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import orjson
 
 from relayforge.db.migrate import available, migrate
 from relayforge.ids import new_id
-from relayforge.stores.ingest import IngestStore, NewItem
+from relayforge.stores.ingest import NewItem
 from tests.support import (
     ADMIN_KEY,
     create_database,
@@ -28,8 +29,8 @@ PARTITIONED = "0023_history_bounds"  # and every migration after it
 
 
 async def rows_before_the_upgrade(conn: asyncpg.Connection, tenant: uuid.UUID) -> NewItem:
-    """A webhook recorded by the ingest statement itself, as a server of that schema did (its
-    event put together from the body when read), an audit entry naming its job, and a Stripe
+    """A webhook recorded as a server of that schema did (its event put together from the body
+    when read; its message pending in the outbox), an audit entry naming its job, and a Stripe
     event's replay key."""
     body = orjson.dumps({"event": "order.created", "data": {"order": 7}})
     item = NewItem(
@@ -40,8 +41,21 @@ async def rows_before_the_upgrade(conn: asyncpg.Connection, tenant: uuid.UUID) -
         headers='{"content-type": "application/json"}', body=body, event=None,
         request_id="req-before", correlation_id="corr-before", trace_context="{}",
         occurred_at_unix=None, data_path=["data"])
-    [accepted] = await IngestStore(conn).accept(items=[item], max_attempts=3)
-    assert accepted.job_created
+    await conn.execute(
+        "INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, data_path, max_attempts, "
+        "correlation_id, trace_context, first_inbox_id, last_inbox_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, 3, $7, $8::jsonb, $9, $9)",
+        item.job_id, tenant, item.source, item.dedup_key, item.event_type, item.data_path,
+        item.correlation_id, '{"traceparent": "00-before"}', item.inbox_id)
+    await conn.execute(
+        "INSERT INTO webhook_inbox (id, tenant_id, source, event_type, dedup_key, payload_hash, "
+        "headers, body, accepted, signature_valid, job_id, request_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, true, true, $9, $10)",
+        item.inbox_id, tenant, item.source, item.event_type, item.dedup_key, item.payload_hash,
+        item.headers, item.body, item.job_id, item.request_id)
+    await conn.execute("INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers) "
+                       "VALUES ($1, $2, 1, '{\"traceparent\": \"00-before\"}')",
+                       item.job_id, tenant)
     await conn.execute("INSERT INTO admin_audit_log (key_source, role, action, target) "
                        "VALUES ('cli', 'admin', 'job.reprocess', $1)", str(item.job_id))
     await conn.execute("INSERT INTO stripe_event_idempotency (tenant_id, source, event_id) "
@@ -63,6 +77,11 @@ async def test_an_upgraded_database_keeps_every_row_readable(start_server, clien
                 "ON c.oid = i.inhrelid WHERE c.relname LIKE '%\\_before\\_%'")}
             assert {n.rsplit("_before_", 1)[0] for n in firsts} == {  # adopted, not copied
                 "webhook_inbox", "admin_audit_log", "stripe_event_idempotency"}
+            owed = await conn.fetchrow("SELECT message_due_at, attempts, trace_context::text "
+                                       "AS tc FROM jobs WHERE id = $1", item.job_id)
+            assert owed["message_due_at"] is not None and owed["attempts"] == 0  # handed over
+            assert orjson.loads(owed["tc"]) == {"traceparent": "00-before"}
+            assert await conn.fetchval("SELECT count(*) FROM outbox_messages") == 0
         finally:
             await conn.close()
 

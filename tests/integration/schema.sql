@@ -108,8 +108,10 @@ jobs.last_error text
 jobs.last_inbox_id uuid NOT NULL
 jobs.lease_expires_at timestamp with time zone
 jobs.max_attempts integer NOT NULL
+jobs.message_due_at timestamp with time zone
 jobs.occurred_at_unix bigint
 jobs.provider_event_id text
+jobs.publish_failures integer
 jobs.source text NOT NULL
 jobs.status text NOT NULL DEFAULT 'pending'::text
 jobs.tenant_id uuid NOT NULL
@@ -225,6 +227,7 @@ CREATE INDEX deliveries_waiting ON public.deliveries USING btree (destination_id
 CREATE INDEX destination_secrets_destination ON public.destination_secrets USING btree (destination_id, created_at)
 CREATE INDEX destinations_tenant ON public.destinations USING btree (tenant_id, created_at, id)
 CREATE INDEX jobs_lease ON public.jobs USING btree (lease_expires_at) WHERE (status = 'processing'::text)
+CREATE INDEX jobs_message_due ON public.jobs USING btree (message_due_at, id) WHERE (message_due_at IS NOT NULL)
 CREATE INDEX jobs_status_created ON public.jobs USING btree (status, created_at DESC, id DESC)
 CREATE INDEX jobs_tenant_created ON public.jobs USING btree (tenant_id, created_at DESC, id DESC)
 CREATE INDEX outbox_due ON public.outbox_messages USING btree (available_at, id) WHERE (status = 'pending'::text)
@@ -259,6 +262,9 @@ CREATE UNIQUE INDEX webhook_inbox_pkey ON ONLY public.webhook_inbox USING btree 
 
 -- triggers
 CREATE TRIGGER deliveries_notify AFTER INSERT ON public.deliveries REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION relayforge_deliveries_notify()
+CREATE TRIGGER jobs_notify_message_due AFTER UPDATE OF message_due_at ON public.jobs FOR EACH ROW WHEN (((new.message_due_at IS NOT NULL) AND (old.message_due_at IS DISTINCT FROM new.message_due_at))) EXECUTE FUNCTION relayforge_outbox_notify()
+CREATE TRIGGER jobs_notify_new AFTER INSERT ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
+CREATE TRIGGER outbox_messages_hand_over AFTER INSERT ON public.outbox_messages FOR EACH ROW WHEN ((new.status = 'pending'::text)) EXECUTE FUNCTION relayforge_outbox_hand_over()
 CREATE TRIGGER outbox_messages_notify AFTER INSERT ON public.outbox_messages FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
 CREATE TRIGGER tenant_provider_secrets_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_provider_secrets FOR EACH STATEMENT EXECUTE FUNCTION relayforge_secrets_notify()
 CREATE TRIGGER tenant_sources_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_sources FOR EACH ROW EXECUTE FUNCTION relayforge_sources_notify()
@@ -445,6 +451,18 @@ BEGIN
     INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts)
     VALUES (relayforge_uuid7(), job, endpoint, tenant, p_attempts);
     RETURN job;
+END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_outbox_hand_over()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    UPDATE jobs
+    SET message_due_at = NEW.available_at, trace_context = NEW.headers
+    WHERE id = NEW.job_id AND attempts = NEW.attempt - 1
+      AND status IN ('pending', 'queued', 'retrying');
+    DELETE FROM outbox_messages WHERE id = NEW.id;
+    RETURN NULL;
 END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_outbox_notify()
  RETURNS trigger

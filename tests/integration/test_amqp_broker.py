@@ -47,7 +47,7 @@ async def test_a_batch_is_published_in_a_few_writes_and_arrives_whole_in_order()
     await broker.connect()
     try:
         [connection] = _my_connections(broker_port) - others
-        batch = [OutgoingMessage(i, "job.generic", b"body %d" % i, {"correlation_id": f"c{i}"},
+        batch = [OutgoingMessage("job.generic", b"body %d" % i, {"correlation_id": f"c{i}"},
                                  f"message-{i}") for i in range(300)]
         before = _data_segments_sent(connection)
         errors = await broker.publish(batch)
@@ -102,7 +102,7 @@ async def test_queues_are_quorum_by_default_and_classic_ones_keep_working(caplog
         warned = [r for r in caplog.records if "another type than AMQP__QUEUE_TYPE" in r.message]
         assert {r.queue for r in warned} == {old.queue, old.dlq}  # type: ignore[attr-defined]
         assert _queue_type(old.queue) == "classic"
-        errors = await broker.publish([OutgoingMessage(1, "job.generic", b"still", {}, "m-1")])
+        errors = await broker.publish([OutgoingMessage("job.generic", b"still", {}, "m-1")])
         assert errors == [None]
         assert [m.body for m in await drain_queue(old.queue)] == [b"still"]
     finally:

@@ -37,12 +37,17 @@ async def new_job(conn: asyncpg.Connection, max_attempts: int = 3) -> uuid.UUID:
     job_id, inbox_id = new_id(), new_id()
     await conn.execute(
         "INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, event, max_attempts, "
-        "first_inbox_id, last_inbox_id) VALUES ($1, $2, 'generic', $3, 't', $6, $4, $5, $5)",
+        "first_inbox_id, last_inbox_id, message_due_at) "
+        "VALUES ($1, $2, 'generic', $3, 't', $6, $4, $5, $5, now())",
         job_id, uuid.uuid4(), f"hash:{job_id}", max_attempts, inbox_id,
         DomainEvent("generic", "t", None, None, {}).to_json())
-    await conn.execute("INSERT INTO outbox_messages (job_id, tenant_id, attempt) "
-                       "SELECT id, tenant_id, 1 FROM jobs WHERE id = $1", job_id)
     return job_id
+
+
+async def owed(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, int]]:
+    """The messages due now (job, the attempt it starts), as a relay claims them."""
+    async with Stores(conn).transaction() as tx:
+        return [(r.job_id, r.attempt) for r in await tx.outbox.claim(limit=1000)]
 
 
 async def state(conn: asyncpg.Connection, job_id: uuid.UUID) -> tuple[str, int]:
@@ -99,7 +104,7 @@ async def test_a_succeeded_job_never_runs_again(conn):
     assert await state(conn, job) == ("succeeded", 1)
 
 
-async def test_retry_schedules_the_next_attempt_once_through_the_outbox(conn):
+async def test_retry_schedules_the_message_of_the_next_attempt_once(conn):
     job = await new_job(conn)
     await start(conn, job, 1)
     assert await jobs(conn).retry(job_id=job, attempt=1, error="boom", delay_seconds=0.0,
@@ -107,9 +112,20 @@ async def test_retry_schedules_the_next_attempt_once_through_the_outbox(conn):
     assert await jobs(conn).retry(job_id=job, attempt=1, error="boom", delay_seconds=0.0,
                                    headers="{}") is False
     assert await state(conn, job) == ("retrying", 1)
-    assert [r["attempt"] for r in await conn.fetch(
-        "SELECT attempt FROM outbox_messages WHERE job_id = $1 ORDER BY attempt", job)] == [1, 2]
+    assert await owed(conn) == [(job, 2)]  # one message, for attempt 2
     assert await start(conn, job, 2) is not None
+    assert await owed(conn) == []
+
+
+async def test_a_retry_is_due_after_its_backoff(conn):
+    job = await new_job(conn)
+    await start(conn, job, 1)
+    await jobs(conn).retry(job_id=job, attempt=1, error="boom", delay_seconds=30.0,
+                           headers='{"traceparent": "00-1-2-01"}')
+    assert await owed(conn) == []
+    assert 25.0 < (await outbox(conn).next_due()).outbox <= 30.0
+    assert await conn.fetchval("SELECT trace_context->>'traceparent' FROM jobs WHERE id = $1",
+                               job) == "00-1-2-01"  # the next attempt continues this one
 
 
 async def test_attempts_are_capped_by_max_attempts(conn):
@@ -129,6 +145,7 @@ async def test_dead_letter_then_reprocess_raises_the_budget(conn):
     assert await jobs(conn).reprocess(**reprocess) == []  # only dead letters
     row = await conn.fetchrow("SELECT status, max_attempts FROM jobs WHERE id = $1", job)
     assert (row["status"], row["max_attempts"]) == ("pending", 6)
+    assert await owed(conn) == [(job, 2)]
     assert await start(conn, job, 2) is not None
 
 
@@ -138,6 +155,7 @@ async def test_lease_recovery_retries_and_a_late_outcome_still_wins(conn):
     await expire_lease(conn, job)
     recovered = await jobs(conn).recover_expired(limit=10)
     assert [(r.id, r.status) for r in recovered] == [(job, "retrying")]
+    assert await owed(conn) == [(job, 2)]
     # the consumer was slow, not dead: its success for attempt 1 still counts ...
     assert await jobs(conn).succeed(job_id=job, attempt=1) is True
     # ... and the retry the recovery scheduled is dropped
@@ -164,55 +182,93 @@ async def test_exhausted_lease_recovery_dead_letters(conn):
     assert row.status == "dead_lettered"
 
 
-async def test_publish_confirm_never_moves_a_started_job_back_to_queued(conn):
-    job = await new_job(conn)
-    [claimed] = await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-a")
-    await start(conn, job, 1)  # the delivery beat the confirm
-    await outbox(conn).mark_sent(ids=[claimed.id])
-    assert await state(conn, job) == ("processing", 1)
-    assert await conn.fetchval("SELECT status FROM outbox_messages WHERE id = $1",
-                               claimed.id) == "sent"
+async def test_a_claimed_job_is_started_only_after_its_relay_commits(template_db):
+    """The relay holds the jobs it publishes locked: a consumer whose copy of the message came
+    before the relay marked it sent waits, then starts it; the job never goes back."""
+    name, url = await create_database(template_db)
+    relay, consumer = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        job = await new_job(relay)
+        async with Stores(relay).transaction() as tx:
+            [claimed] = await tx.outbox.claim(limit=10)
+            starting = asyncio.create_task(start(consumer, job, 1))
+            await wait_for_lock(relay, consumer)
+            await tx.outbox.mark_sent(job_ids=[claimed.job_id])
+        assert await starting is not None
+        assert await state(relay, job) == ("processing", 1)
+        assert await owed(relay) == []
+    finally:
+        await relay.close()
+        await consumer.close()
+        await drop_database(name)
 
 
-async def test_claimed_rows_are_skipped_until_their_lease_passes(conn):
-    await new_job(conn)
-    assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-a")) == 1
-    # held by relay-a
-    assert await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-b") == []
-    await conn.execute("UPDATE outbox_messages SET claimed_until = now() - interval '1 s'")
-    # relay-a died
-    assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-b")) == 1
+async def wait_for_lock(conn: asyncpg.Connection, waiting: asyncpg.Connection) -> None:
+    pid = waiting.get_server_pid()
+    for _ in range(500):
+        if await conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity "
+                               "WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the statement never waited for the lock")
 
 
-async def test_a_row_another_relay_claimed_is_due_when_its_claim_lapses(conn):
-    await new_job(conn)
-    assert (await outbox(conn).next_due()).outbox < 0  # due, unclaimed: claim it now
-    await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-a")
-    # being published by relay-a: relay-b sleeps until the claim lapses, it doesn't poll
-    assert 25.0 < (await outbox(conn).next_due()).outbox <= 30.0
+async def test_a_claimed_job_is_skipped_and_free_again_when_its_relay_dies(template_db):
+    name, url = await create_database(template_db)
+    a, b = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        job = await new_job(b)
+        tx = a.transaction()
+        await tx.start()
+        assert [r.job_id for r in await Stores(a).outbox.claim(limit=10)] == [job]
+        assert await owed(b) == []  # relay a is publishing it
+        a.terminate()  # relay a dies mid-batch: nothing of its claim was written
+        assert await owed(b) == [(job, 1)]
+    finally:
+        await b.close()
+        await drop_database(name)
 
 
-async def test_a_batch_marks_every_row_sent_and_queues_only_the_jobs_not_yet_started(conn):
+async def test_a_batch_is_marked_sent_and_queued(conn):
     job_ids = [await new_job(conn) for _ in range(300)]
-    claimed = await outbox(conn).claim(limit=300, lease_seconds=30.0, owner="relay-a")
-    started = job_ids[::3]  # their deliveries beat the confirm
-    for job in started:
-        await start(conn, job, 1)
-    await outbox(conn).mark_sent(ids=[c.id for c in claimed])
-    assert await conn.fetchval("SELECT count(*) FROM outbox_messages WHERE status = 'sent'") == 300
-    statuses = dict(await conn.fetch("SELECT id, status FROM jobs"))
-    assert {statuses[j] for j in started} == {"processing"}
-    assert {statuses[j] for j in set(job_ids) - set(started)} == {"queued"}
+    async with Stores(conn).transaction() as tx:
+        claimed = await tx.outbox.claim(limit=300)
+        await tx.outbox.mark_sent(job_ids=[c.job_id for c in claimed])
+    assert sorted(c.job_id for c in claimed) == sorted(job_ids)
+    assert set(dict(await conn.fetch("SELECT id, status FROM jobs")).values()) == {"queued"}
+    assert await outbox(conn).pending_count() == 0
 
 
-async def test_a_relay_gives_back_its_own_claims_after_an_error(conn):
-    await new_job(conn)
-    await new_job(conn)
-    await outbox(conn).claim(limit=1, lease_seconds=30.0, owner="relay-a")
-    await outbox(conn).claim(limit=1, lease_seconds=30.0, owner="relay-b")
-    await outbox(conn).release_mine(owner="relay-a")
-    # only a's row
-    assert len(await outbox(conn).claim(limit=10, lease_seconds=30.0, owner="relay-c")) == 1
+async def test_a_message_refused_again_and_again_sets_its_job_aside(conn):
+    job, other = await new_job(conn), await new_job(conn)
+    for expected in ([], [job]):
+        async with Stores(conn).transaction() as tx:
+            await tx.outbox.claim(limit=10)
+            assert await tx.outbox.publish_failed(
+                failures=[(job, "Refused()")], delay_seconds=0.0, max_failures=2) == expected
+            await tx.outbox.release(job_ids=[other], delay_seconds=0.0)
+    row = await conn.fetchrow("SELECT status, last_error, publish_failures FROM jobs "
+                              "WHERE id = $1", job)
+    assert row["status"] == "dead_lettered" and row["publish_failures"] == 2
+    assert "could not be published (2 tries): Refused()" in row["last_error"]
+    assert await owed(conn) == [(other, 1)]  # released, not counted: due again
+    assert await jobs(conn).reprocess(job_id=job, limit=1, extra_attempts=3) == [job]
+    assert sorted(await owed(conn)) == sorted([(job, 1), (other, 1)])
+    assert await conn.fetchval("SELECT publish_failures FROM jobs WHERE id = $1", job) is None
+
+
+async def test_a_message_written_by_the_version_before_is_handed_to_its_job(conn):
+    """During a rolling upgrade a process of the version before writes outbox rows: each goes
+    to its job as the message it owes, and the row goes."""
+    job = await new_job(conn)
+    await start(conn, job, 1)
+    await conn.execute("UPDATE jobs SET status = 'retrying' WHERE id = $1", job)
+    await conn.execute("INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers) "
+                       "SELECT id, tenant_id, 2, '{\"traceparent\": \"x\"}' FROM jobs "
+                       "WHERE id = $1", job)
+    assert await owed(conn) == [(job, 2)]
+    assert await conn.fetchval("SELECT count(*) FROM outbox_messages") == 0
+    assert await conn.fetchval("SELECT trace_context->>'traceparent' FROM jobs") == "x"
 
 
 async def new_delivery(conn: asyncpg.Connection) -> uuid.UUID:
@@ -260,27 +316,32 @@ async def no_deadlock(template_db: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_relay_and_consumer_batches_never_deadlock(template_db):
-    """The relay marks rows sent while consumers start and finish the same jobs (the delivery
-    beat the confirm), each in multi-row statements, many at once: row locks are taken in id
-    order everywhere, so PostgreSQL never has to break a deadlock."""
+    """Relays claim and mark sent while consumers start the same jobs (their copies of the
+    messages came first), each in multi-row statements, many at once: a relay never waits
+    (SKIP LOCKED) and consumers take row locks in id order, so PostgreSQL never has to break a
+    deadlock."""
+    async def relay(stores: Stores, limit: int) -> None:
+        async with stores.transaction() as tx:
+            claimed = await tx.outbox.claim(limit=limit)
+            await asyncio.sleep(0)  # publishing
+            await tx.outbox.mark_sent(job_ids=[c.job_id for c in claimed])
+
     async with no_deadlock(template_db) as pool:
         async with pool.acquire() as conn:
             ids = [await new_job(conn, max_attempts=5) for _ in range(120)]
         stores = Stores(pool)
-        claimed = await stores.outbox.claim(limit=1000, lease_seconds=30.0, owner="relay")
-        by_job = {r.job_id: r.id for r in claimed}
         rng = random.Random(7)
         for _ in range(40):
             shuffled = rng.sample(ids, len(ids))
-            chunks = [shuffled[i::5] for i in range(5)]
+            chunks = [shuffled[i::4] for i in range(4)]
             await asyncio.gather(
-                stores.outbox.mark_sent(ids=[by_job[j] for j in rng.sample(ids, len(ids))]),
+                relay(stores, 50), relay(stores, 50),
                 *(stores.jobs.start_many(attempts=[(j, 1) for j in chunk], lease_seconds=LEASE)
                   for chunk in chunks),
             )
             async with pool.acquire() as conn:  # back to the start for the next round
-                await conn.execute("UPDATE jobs SET status = 'pending', attempts = 0")
-                await conn.execute("UPDATE outbox_messages SET status = 'pending'")
+                await conn.execute("UPDATE jobs SET status = 'pending', attempts = 0, "
+                                   "message_due_at = now()")
 
 
 async def test_fan_out_and_job_batches_never_deadlock(template_db):

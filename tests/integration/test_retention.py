@@ -117,8 +117,11 @@ async def test_the_tables_not_partitioned_yet_lose_only_expired_rows(template_db
                                [old_done, fresh_done])
             await conn.execute("UPDATE jobs SET updated_at = now() - interval '100 days' "
                                "WHERE id = ANY($1::uuid[])", [old_done, old_open])
-            await conn.execute("UPDATE outbox_messages SET status = 'sent', sent_at = now() - "
-                               "interval '8 days' WHERE job_id = $1", fresh_done)
+            # a message sent by a version from before the jobs were their own outbox
+            await conn.execute(
+                "INSERT INTO outbox_messages (job_id, tenant_id, attempt, status, sent_at) "
+                "SELECT id, tenant_id, 1, 'sent', now() - interval '8 days' FROM jobs "
+                "WHERE id = $1", fresh_done)
         report = await retention.prune(load_settings({"DATABASE__URL": url}), url)
         assert report is not None and report.deleted == {
             "outbox_messages": 1, "jobs": 1, "tenant_daily_quota_usage": 0}

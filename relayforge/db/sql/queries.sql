@@ -5,7 +5,8 @@
 
 -- name: ingest_accept
 -- One statement records a whole batch: job upsert (first delivery of a key creates the job, the
--- others in or across batches are deduped onto it), inbox rows, and an outbox row per new job.
+-- others in or across batches are deduped onto it) and inbox rows. A new job is its own outbox
+-- entry: it owes the message of its first attempt (message_due_at).
 -- The body is stored once, in the inbox: a job whose event can be put together from its first
 -- delivery's body stores only where the data sits (data_path), no event.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
@@ -28,10 +29,10 @@ firsts AS (
 job AS (
     INSERT INTO jobs AS j (id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
                            occurred_at_unix, data_path, max_attempts, correlation_id,
-                           trace_context, first_inbox_id, last_inbox_id)
+                           trace_context, first_inbox_id, last_inbox_id, message_due_at)
     SELECT job_id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
            occurred_at_unix, data_path, $2, correlation_id, trace_context::jsonb, inbox_id,
-           last_inbox_id
+           last_inbox_id, now()
     FROM firsts
     ORDER BY tenant_id, source, dedup_key
     ON CONFLICT (tenant_id, source, dedup_key)
@@ -45,12 +46,6 @@ inbox AS (
     SELECT i.inbox_id, i.tenant_id, i.source, i.event_type, i.provider_event_id, i.dedup_key,
            i.payload_hash, i.headers::jsonb, i.body, true, true, job.id, i.request_id
     FROM input i JOIN job USING (tenant_id, source, dedup_key)
-),
-outbox AS (
-    INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers)
-    SELECT job.id, job.tenant_id, 1, f.trace_context::jsonb
-    FROM job JOIN firsts f USING (tenant_id, source, dedup_key)
-    WHERE job.created
 )
 SELECT i.ord, job.id AS job_id, (job.created AND i.ord = f.ord) AS job_created
 FROM input i
@@ -182,95 +177,69 @@ ORDER BY created_at DESC, expires_at DESC NULLS FIRST;  -- the current one first
 -- name: secrets_delete
 DELETE FROM tenant_provider_secrets WHERE tenant_id = $1 AND provider = $2 AND id = $3 RETURNING id;
 
---------------------------------------------------------------------------- outbox_messages (relay)
+---------------------------------------------------------------------- the jobs' outbox (relay)
 
 -- name: outbox_claim
--- A lease, not a held transaction: a relay that dies mid-batch leaves rows claimable again
--- once claimed_until passes; live relays skip each other's rows.
--- The job's source comes along: the relay builds the routing key from it when it publishes.
-UPDATE outbox_messages o
-SET claimed_until = now() + make_interval(secs => $2), claimed_by = $3,
-    publish_attempts = o.publish_attempts + 1
-FROM (
-    SELECT id FROM outbox_messages
-    WHERE status = 'pending' AND available_at <= now()
-      AND (claimed_until IS NULL OR claimed_until < now())
-    ORDER BY available_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-) due, jobs j
-WHERE o.id = due.id AND j.id = o.job_id
-RETURNING o.id, o.job_id, o.tenant_id, j.source, o.attempt, o.headers::text AS headers;
+-- The due messages of jobs, in due order: run in the transaction that publishes them, their
+-- rows stay locked (SKIP LOCKED: other relays take the next ones) until it marks them sent.
+-- Nothing of the claim is written: a relay that dies mid-batch leaves its rows claimable the
+-- moment its transaction ends.
+SELECT id AS job_id, tenant_id, source, attempts + 1 AS attempt,
+       trace_context::text AS headers
+FROM jobs
+WHERE message_due_at <= now()
+ORDER BY message_due_at, id
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
 
 -- name: outbox_mark_sent
--- Confirmed rows become sent and their jobs queued, in one statement. A job whose consumer
--- already started this attempt (the delivery beat the confirm) keeps its newer state.
-WITH sent AS (
-    UPDATE outbox_messages
-    SET status = 'sent', sent_at = now(), claimed_until = NULL, last_error = NULL
-    -- "not sent nor failed" is "pending" (the CHECK), said so that no plan walks the partial
-    -- index of pending rows for these ids: stale statistics after a burst make it look small
-    WHERE id = ANY($1::bigint[]) AND status NOT IN ('sent', 'failed')
-    RETURNING job_id, attempt
-),
-locked AS (  -- in id order, like every multi-row update of jobs (no deadlock with consumers);
-             -- a job its consumer already took is not locked (nor waited for): it stays as is
-    SELECT j.id FROM jobs j JOIN sent ON sent.job_id = j.id
-    WHERE j.status IN ('pending', 'retrying') AND j.attempts = sent.attempt - 1
-    ORDER BY j.id FOR UPDATE OF j
-)
--- joined to `locked` alone: a join of two CTEs, each guessed at one row, is planned as a
--- nested loop that compares every pair (quadratic in the batch)
-UPDATE jobs j SET status = 'queued', updated_at = now()
-FROM locked
-WHERE j.id = locked.id;
+-- Confirmed messages: their jobs are queued (each was locked by the claim, so none has started
+-- meanwhile). A reprocessed or re-armed job may carry failures from before: cleared with it.
+UPDATE jobs
+SET status = 'queued', message_due_at = NULL, publish_failures = NULL, updated_at = now()
+WHERE id = ANY($1::uuid[]) AND message_due_at IS NOT NULL;
 
 -- name: outbox_release
-UPDATE outbox_messages
-SET claimed_until = NULL, last_error = $2, available_at = now() + make_interval(secs => $3)
-WHERE id = ANY($1::bigint[]) AND status = 'pending';
+-- Not published (the broker was down): due again shortly.
+UPDATE jobs SET message_due_at = now() + make_interval(secs => $2)
+WHERE id = ANY($1::uuid[]) AND message_due_at IS NOT NULL;
 
 -- name: outbox_publish_failed
--- Rows the broker refused while it was up (it took others, or refused this one by name): one
--- more failure each. A row at $4 failures is set aside ('failed') and its job dead-lettered
--- with the reason, so it never blocks the rows behind it; a reprocess re-arms it.
+-- Messages the broker refused while it was up (it took others, or refused this one by name):
+-- one more failure each. A job at $4 failures is set aside: dead-lettered with the reason, so
+-- it never blocks the messages behind it; a reprocess gives it a message again.
 WITH failed AS (
-    UPDATE outbox_messages o
-    SET publish_failures = o.publish_failures + 1, claimed_until = NULL, last_error = f.error,
-        available_at = now() + make_interval(secs => $3),
-        status = CASE WHEN o.publish_failures + 1 >= $4 THEN 'failed' ELSE o.status END
-    FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
-    WHERE o.id = f.id AND o.status = 'pending'
-    RETURNING o.job_id, o.attempt, o.status, o.publish_failures, f.error
+    SELECT f.id, f.error, coalesce(j.publish_failures, 0) + 1 AS failures
+    FROM unnest($1::uuid[], $2::text[]) AS f(id, error) JOIN jobs j ON j.id = f.id
+    WHERE j.message_due_at IS NOT NULL
 )
 UPDATE jobs j
-SET status = 'dead_lettered', lease_expires_at = NULL, updated_at = now(),
-    last_error = 'its message could not be published (' || f.publish_failures || ' tries): '
-                 || f.error
+SET publish_failures = f.failures, updated_at = now(),
+    message_due_at = CASE WHEN f.failures >= $4 THEN NULL
+                          ELSE now() + make_interval(secs => $3) END,
+    status = CASE WHEN f.failures >= $4 THEN 'dead_lettered' ELSE j.status END,
+    last_error = CASE WHEN f.failures >= $4
+                      THEN 'its message could not be published (' || f.failures || ' tries): '
+                           || f.error
+                      ELSE j.last_error END
 FROM failed f
-WHERE f.status = 'failed' AND j.id = f.job_id AND j.status IN ('pending', 'retrying')
-  AND j.attempts = f.attempt - 1
-RETURNING j.id;
-
--- name: outbox_release_mine
--- After an error a relay can't know which claims went through (a reply lost with its
--- connection): it gives back every pending row it holds instead of waiting for the leases.
-UPDATE outbox_messages SET claimed_until = NULL, claimed_by = NULL
-WHERE claimed_by = $1 AND status = 'pending';
+WHERE j.id = f.id
+RETURNING j.id, j.status = 'dead_lettered' AS set_aside;
 
 -- name: deliveries_release_mine
--- The same for the deliveries it claimed (a start or a deferral has cleared the claim of any
--- that went through).
+-- After an error a relay can't know which claims of deliveries went through (a reply lost with
+-- its connection): it gives back every one it holds instead of waiting for the leases (a start
+-- or a deferral has cleared the claim of any that went through).
 UPDATE deliveries SET claimed_until = NULL, claimed_by = NULL
 WHERE claimed_by = $1 AND claimed_until IS NOT NULL AND status IN ('pending', 'retrying');
 
 -- name: pipeline_lag
 -- What /metrics shows of the pipeline, in one cheap statement (partial and status indexes):
--- the outbox backlog and its oldest row's age, the jobs waiting in each open state and the age
--- of the oldest one waiting for a consumer.
-SELECT (SELECT count(*) FROM outbox_messages WHERE status = 'pending') AS outbox_pending,
-       (SELECT EXTRACT(EPOCH FROM now() - min(created_at))::float8
-        FROM outbox_messages WHERE status = 'pending') AS outbox_oldest_age,
+-- the messages owed and how long the most overdue one has been due (0: none due yet), the jobs
+-- waiting in each open state and the age of the oldest one waiting for a consumer.
+SELECT (SELECT count(*) FROM jobs WHERE message_due_at IS NOT NULL) AS outbox_pending,
+       (SELECT greatest(0, EXTRACT(EPOCH FROM now() - min(message_due_at)))::float8
+        FROM jobs WHERE message_due_at IS NOT NULL) AS outbox_oldest_age,
        (SELECT count(*) FROM jobs WHERE status = 'pending') AS pending,
        (SELECT count(*) FROM jobs WHERE status = 'queued') AS queued,
        (SELECT count(*) FROM jobs WHERE status = 'processing') AS processing,
@@ -279,16 +248,16 @@ SELECT (SELECT count(*) FROM outbox_messages WHERE status = 'pending') AS outbox
         FROM jobs WHERE status IN ('queued', 'retrying')) AS oldest_waiting_age;
 
 -- name: outbox_pending_count
-SELECT count(*) FROM outbox_messages WHERE status = 'pending';
+SELECT count(*) FROM jobs WHERE message_due_at IS NOT NULL;
 
 -- name: relay_next_due
 -- Seconds until the relay has work (negative when overdue; NULL: none), in the outbox and in
--- deliveries. A claimed row is due when its claim lapses (it is being published, or attempted
--- by a consumer, meanwhile): not "overdue", which would have the relay poll until it is done.
--- A paused destination's deliveries are not due.
+-- deliveries. A claimed delivery is due when its claim lapses (it is being published, or
+-- attempted by a consumer, meanwhile): not "overdue", which would have the relay poll until it
+-- is done. A paused destination's deliveries are not due.
 SELECT
-    (SELECT EXTRACT(EPOCH FROM (min(greatest(available_at, claimed_until)) - now()))::float8
-     FROM outbox_messages WHERE status = 'pending') AS outbox,
+    (SELECT EXTRACT(EPOCH FROM (min(message_due_at) - now()))::float8
+     FROM jobs WHERE message_due_at IS NOT NULL) AS outbox,
     (SELECT EXTRACT(EPOCH FROM (min(greatest(w.available_at, w.claimed_until)) - now()))::float8
      FROM deliveries w
      WHERE w.status IN ('pending', 'retrying')
@@ -296,14 +265,11 @@ SELECT
         AS deliveries;
 
 -- name: outbox_requeue_volatile
--- With the in-process broker, messages die with the process: re-arm the message that starts
--- the next attempt of every job still waiting on one.
-UPDATE outbox_messages o
-SET status = 'pending', sent_at = NULL, claimed_until = NULL
-FROM jobs j
-WHERE o.job_id = j.id AND o.status = 'sent' AND j.status IN ('pending', 'queued', 'retrying')
-  AND o.attempt = j.attempts + 1
-RETURNING o.id;
+-- With the in-process broker, messages die with the process: every job queued (its message
+-- was sent) owes it again.
+UPDATE jobs SET message_due_at = now()
+WHERE status = 'queued' AND message_due_at IS NULL
+RETURNING id;
 
 -- name: jobs_republish_stranded
 -- A job `queued` for longer than $1 seconds lost its message (a purged queue, a broker that lost
@@ -311,23 +277,18 @@ RETURNING o.id;
 -- copy turn up after all, job_start drops it as a stale duplicate.
 WITH stranded AS (
     SELECT id FROM jobs
-    WHERE status = 'queued' AND updated_at < now() - make_interval(secs => $1)
+    WHERE status = 'queued' AND message_due_at IS NULL
+      AND updated_at < now() - make_interval(secs => $1)
     ORDER BY updated_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-),
-touched AS (
-    UPDATE jobs j SET updated_at = now()
-    FROM stranded s WHERE j.id = s.id
-    RETURNING j.id, j.attempts
 )
-UPDATE outbox_messages o
-SET status = 'pending', sent_at = NULL, claimed_until = NULL, available_at = now()
-FROM touched t
-WHERE o.job_id = t.id AND o.attempt = t.attempts + 1 AND o.status = 'sent'
-RETURNING o.job_id;
+UPDATE jobs j SET updated_at = now(), message_due_at = now()
+FROM stranded s WHERE j.id = s.id
+RETURNING j.id AS job_id;
 
 -- name: outbox_prune_sent
+-- What versions before the jobs were their own outbox left (the table is empty after them).
 DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < now() - make_interval(days => $1);
 
 ------------------------------------------------------------------------------ jobs (consumer)
@@ -346,7 +307,8 @@ WITH locked AS (
 )
 UPDATE jobs j
 SET status = 'processing', attempts = j.attempts + 1, updated_at = now(),
-    lease_expires_at = now() + make_interval(secs => $3)
+    lease_expires_at = now() + make_interval(secs => $3),
+    message_due_at = NULL  -- a copy of the message started it: a message re-armed is moot
 FROM locked m
 WHERE j.id = m.id
   AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
@@ -391,21 +353,20 @@ WHERE j.id = m.id AND j.attempts = m.attempt AND j.status <> 'succeeded'
 RETURNING j.id, extract(epoch FROM clock_timestamp() - j.created_at)::float8 AS end_to_end;
 
 -- name: job_retry
--- Fail the attempt and schedule the next one through the outbox, atomically.
+-- Fail the attempt and schedule the next one, atomically: the job owes the message of its next
+-- attempt after the backoff ($4 seconds), carrying the failed attempt's trace context ($5).
 WITH j AS (
-    UPDATE jobs SET status = 'retrying', last_error = $3, lease_expires_at = NULL, updated_at = now()
+    UPDATE jobs SET status = 'retrying', last_error = $3, lease_expires_at = NULL, updated_at = now(),
+                    message_due_at = now() + make_interval(secs => $4), trace_context = $5::jsonb
     WHERE id = $1 AND attempts = $2 AND status IN ('processing', 'retrying', 'queued')
-    RETURNING id, tenant_id, source, attempts
+      AND message_due_at IS NULL  -- scheduled once
+    RETURNING id, attempts
 ),
 logged AS (  -- the failed attempt, for the console's timeline
     INSERT INTO job_attempts (job_id, attempt, error) SELECT id, attempts, $3 FROM j
     ON CONFLICT (job_id, attempt) DO NOTHING
 )
-INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers, available_at)
-SELECT id, tenant_id, attempts + 1, $5::jsonb, now() + make_interval(secs => $4)
-FROM j
-ON CONFLICT (job_id, attempt) DO NOTHING
-RETURNING job_id;
+SELECT id AS job_id FROM j;
 
 -- name: job_dead_letter
 WITH j AS (
@@ -432,17 +393,12 @@ WITH expired AS (
 moved AS (
     UPDATE jobs j
     SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead_lettered' ELSE 'retrying' END,
+        message_due_at = CASE WHEN j.attempts >= j.max_attempts THEN NULL ELSE now() END,
         last_error = 'lease expired: the consumer of attempt ' || j.attempts || ' stopped',
         lease_expires_at = NULL, updated_at = now()
     FROM expired e
     WHERE j.id = e.id
-    RETURNING j.id, j.tenant_id, j.source, j.attempts, j.status, j.trace_context
-),
-retry AS (
-    INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers)
-    SELECT id, tenant_id, attempts + 1, trace_context
-    FROM moved WHERE status = 'retrying'
-    ON CONFLICT (job_id, attempt) DO NOTHING
+    RETURNING j.id, j.attempts, j.status
 ),
 logged AS (
     INSERT INTO job_attempts (job_id, attempt, error)
@@ -454,7 +410,8 @@ SELECT id, status FROM moved;
 
 -- name: jobs_reprocess
 -- Dead-lettered jobs only (one by id, or many by filter): max_attempts rises by
--- WORKER__MAX_ATTEMPTS ($5, a fresh budget) and the next attempt goes through the outbox.
+-- WORKER__MAX_ATTEMPTS ($5, a fresh budget) and the job owes the message of its next attempt
+-- (a job set aside as unpublishable gets its tries back).
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status = 'dead_lettered'
@@ -466,18 +423,13 @@ WITH picked AS (
     LIMIT $4
     FOR UPDATE SKIP LOCKED
 ),
-j AS (
-    UPDATE jobs SET status = 'pending', max_attempts = jobs.max_attempts + $5, updated_at = now()
+reprocessed AS (
+    UPDATE jobs SET status = 'pending', max_attempts = jobs.max_attempts + $5, updated_at = now(),
+                    message_due_at = now(), publish_failures = NULL
     FROM picked WHERE jobs.id = picked.id AND jobs.status = 'dead_lettered'
-    RETURNING jobs.id, jobs.tenant_id, jobs.source, jobs.attempts, jobs.trace_context
+    RETURNING jobs.id
 )
-INSERT INTO outbox_messages (job_id, tenant_id, attempt, headers)
-SELECT id, tenant_id, attempts + 1, trace_context FROM j
-ON CONFLICT (job_id, attempt) DO UPDATE  -- a message set aside as unpublishable is re-armed
-    SET status = 'pending', publish_failures = 0, claimed_until = NULL, available_at = now(),
-        headers = EXCLUDED.headers
-    WHERE outbox_messages.status = 'failed'
-RETURNING job_id;
+SELECT id AS job_id FROM reprocessed;
 
 ------------------------------------------------------------------------------ process leases
 
