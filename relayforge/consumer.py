@@ -235,10 +235,10 @@ class JobRunner:
         w = self._settings.worker
         delay = backoff_seconds(attempt, w.backoff_base_ms, w.backoff_max_ms)
         # The next attempt continues this trace: this span's context, else the incoming one.
-        headers = orjson.dumps({**tracing.carry(carrier), "correlation_id": job.correlation_id})
+        trace_context = orjson.dumps(tracing.carry(carrier)).decode()
         await self._outcome(lambda: self._jobs.retry(job_id=job.id, attempt=attempt,
                                                      error=reason, delay_seconds=delay,
-                                                     headers=headers.decode()))
+                                                     trace_context=trace_context))
         await settle(message.ack)
         metrics.child(metrics.JOBS_PROCESSED, JobStatus.RETRYING).inc()
         metrics.JOB_RETRIES.inc()

@@ -33,7 +33,7 @@ class Arrival:
     body: bytes
     request_id: str
     correlation_id: str
-    trace_context: str  # JSON object text: W3C headers + correlation id
+    trace_context: str  # JSON object text: W3C headers (the job keeps its correlation id apart)
     # The normalized event, as a job stores it: its JSON only when it can't be put together
     # from the body (written before the batch either way, so an event that can't be written
     # fails alone), else where its data sits in the body; the parsed data (as large as the
@@ -83,7 +83,6 @@ def arrive(connector: Connector, settings: Settings, *, tenant_id: uuid.UUID, he
     # With no SDK no span is current, so carry() would hand back the carrier, which the HTTP
     # layer already bounded: skip the propagators.
     trace_context = tracing.carry(trace_carrier) if tracing.recording() else dict(trace_carrier)
-    trace_context["correlation_id"] = correlation_id
     evidence = {}
     for name in connector.evidence_headers:
         value = headers.get(name)

@@ -107,10 +107,11 @@ class JobStore(Store):
         return {r["id"]: r["end_to_end"] for r in rows}
 
     async def retry(self, *, job_id: uuid.UUID, attempt: int, error: str, delay_seconds: float,
-                    headers: str) -> bool:
-        """Fail the attempt and schedule the next through the outbox, atomically."""
+                    trace_context: str) -> bool:
+        """Fail the attempt and owe the message of the next one after the delay, carrying
+        `trace_context` (JSON object text: W3C headers), atomically."""
         return await self._db.fetchval(Q["job_retry"], job_id, attempt, error, delay_seconds,
-                                       headers) is not None
+                                       trace_context) is not None
 
     async def dead_letter(self, *, job_id: uuid.UUID, attempt: int, error: str) -> bool:
         return await self._db.fetchval(Q["job_dead_letter"], job_id, attempt,

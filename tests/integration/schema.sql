@@ -169,7 +169,7 @@ webhook_inbox.event_type text
 webhook_inbox.headers jsonb NOT NULL DEFAULT '{}'::jsonb
 webhook_inbox.id uuid NOT NULL
 webhook_inbox.job_id uuid
-webhook_inbox.payload_hash text NOT NULL
+webhook_inbox.payload_hash text
 webhook_inbox.provider_event_id text
 webhook_inbox.received_at timestamp with time zone NOT NULL DEFAULT now()
 webhook_inbox.rejection_code text

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import orjson
 import pytest
 
 from relayforge.deliveries import DeliveryStatus
@@ -108,9 +109,9 @@ async def test_retry_schedules_the_message_of_the_next_attempt_once(conn):
     job = await new_job(conn)
     await start(conn, job, 1)
     assert await jobs(conn).retry(job_id=job, attempt=1, error="boom", delay_seconds=0.0,
-                                   headers="{}") is True
+                                   trace_context="{}") is True
     assert await jobs(conn).retry(job_id=job, attempt=1, error="boom", delay_seconds=0.0,
-                                   headers="{}") is False
+                                   trace_context="{}") is False
     assert await state(conn, job) == ("retrying", 1)
     assert await owed(conn) == [(job, 2)]  # one message, for attempt 2
     assert await start(conn, job, 2) is not None
@@ -121,7 +122,7 @@ async def test_a_retry_is_due_after_its_backoff(conn):
     job = await new_job(conn)
     await start(conn, job, 1)
     await jobs(conn).retry(job_id=job, attempt=1, error="boom", delay_seconds=30.0,
-                           headers='{"traceparent": "00-1-2-01"}')
+                           trace_context='{"traceparent": "00-1-2-01"}')
     assert await owed(conn) == []
     assert 25.0 < (await outbox(conn).next_due()).outbox <= 30.0
     assert await conn.fetchval("SELECT trace_context->>'traceparent' FROM jobs WHERE id = $1",
@@ -227,6 +228,15 @@ async def test_a_claimed_job_is_skipped_and_free_again_when_its_relay_dies(templ
     finally:
         await b.close()
         await drop_database(name)
+
+
+async def test_a_message_carries_the_job_s_trace_context_and_correlation_id(conn):
+    traced, plain = await new_job(conn), await new_job(conn)
+    await conn.execute("UPDATE jobs SET correlation_id = 'corr-1', "
+                       "trace_context = '{\"traceparent\": \"00-x\"}' WHERE id = $1", traced)
+    async with Stores(conn).transaction() as tx:
+        headers = {r.job_id: orjson.loads(r.headers) for r in await tx.outbox.claim(limit=10)}
+    assert headers == {traced: {"traceparent": "00-x", "correlation_id": "corr-1"}, plain: {}}
 
 
 async def test_a_batch_is_marked_sent_and_queued(conn):

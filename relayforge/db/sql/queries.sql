@@ -6,7 +6,8 @@
 -- name: ingest_accept
 -- One statement records a whole batch: job upsert (first delivery of a key creates the job, the
 -- others in or across batches are deduped onto it) and inbox rows. A new job is its own outbox
--- entry: it owes the message of its first attempt (message_due_at).
+-- entry: it owes the message of its first attempt (message_due_at). An inbox row's dedup key is
+-- its job's, stored there alone, and its payload hash is its body's (both read back so).
 -- The body is stored once, in the inbox: a job whose event can be put together from its first
 -- delivery's body stores only where the data sits (data_path), no event.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
@@ -43,8 +44,8 @@ inbox AS (
     INSERT INTO webhook_inbox (id, tenant_id, source, event_type, provider_event_id, dedup_key,
                                payload_hash, headers, body, accepted, signature_valid, job_id,
                                request_id)
-    SELECT i.inbox_id, i.tenant_id, i.source, i.event_type, i.provider_event_id, i.dedup_key,
-           i.payload_hash, i.headers::jsonb, i.body, true, true, job.id, i.request_id
+    SELECT i.inbox_id, i.tenant_id, i.source, i.event_type, i.provider_event_id, NULL, NULL,
+           i.headers::jsonb, i.body, true, true, job.id, i.request_id
     FROM input i JOIN job USING (tenant_id, source, dedup_key)
 )
 SELECT i.ord, job.id AS job_id, (job.created AND i.ord = f.ord) AS job_created
@@ -183,9 +184,10 @@ DELETE FROM tenant_provider_secrets WHERE tenant_id = $1 AND provider = $2 AND i
 -- The due messages of jobs, in due order: run in the transaction that publishes them, their
 -- rows stay locked (SKIP LOCKED: other relays take the next ones) until it marks them sent.
 -- Nothing of the claim is written: a relay that dies mid-batch leaves its rows claimable the
--- moment its transaction ends.
+-- moment its transaction ends. A message carries the job's trace context and correlation id.
 SELECT id AS job_id, tenant_id, source, attempts + 1 AS attempt,
-       trace_context::text AS headers
+       jsonb_strip_nulls(trace_context || jsonb_build_object('correlation_id', correlation_id))::text
+           AS headers
 FROM jobs
 WHERE message_due_at <= now()
 ORDER BY message_due_at, id
@@ -562,19 +564,25 @@ SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, m
 FROM jobs WHERE id = $1;
 
 -- name: admin_inbox_list
-SELECT id, tenant_id, source, event_type, provider_event_id, dedup_key, payload_hash, accepted,
-       signature_valid, rejection_code, job_id, request_id, received_at
-FROM webhook_inbox
-WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR source = $2)
-  AND ($3::boolean IS NULL OR accepted = $3) AND ($4::uuid IS NULL OR id < $4)
-ORDER BY id DESC
+-- An accepted delivery's dedup key is its job's and its payload hash its body's (stored so;
+-- older rows kept their own).
+SELECT i.id, i.tenant_id, i.source, i.event_type, i.provider_event_id,
+       coalesce(i.dedup_key, (SELECT j.dedup_key FROM jobs j WHERE j.id = i.job_id)) AS dedup_key,
+       coalesce(i.payload_hash, encode(sha256(i.body), 'hex')) AS payload_hash, i.accepted, i.signature_valid, i.rejection_code, i.job_id, i.request_id,
+       i.received_at
+FROM webhook_inbox i
+WHERE ($1::uuid IS NULL OR i.tenant_id = $1) AND ($2::text IS NULL OR i.source = $2)
+  AND ($3::boolean IS NULL OR i.accepted = $3) AND ($4::uuid IS NULL OR i.id < $4)
+ORDER BY i.id DESC
 LIMIT $5;
 
 -- name: admin_inbox_get
-SELECT id, tenant_id, source, event_type, provider_event_id, dedup_key, payload_hash, accepted,
-       signature_valid, rejection_code, job_id, request_id, received_at, headers::text AS headers,
-       body
-FROM webhook_inbox WHERE id = $1;
+SELECT i.id, i.tenant_id, i.source, i.event_type, i.provider_event_id,
+       coalesce(i.dedup_key, (SELECT j.dedup_key FROM jobs j WHERE j.id = i.job_id)) AS dedup_key,
+       coalesce(i.payload_hash, encode(sha256(i.body), 'hex')) AS payload_hash, i.accepted,
+       i.signature_valid, i.rejection_code, i.job_id, i.request_id, i.received_at,
+       i.headers::text AS headers, i.body
+FROM webhook_inbox i WHERE i.id = $1;
 
 -- name: admin_job_counts
 SELECT status, count(*) AS n FROM jobs WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY status;
@@ -773,7 +781,9 @@ LEFT JOIN delivery_requests r
 -- New deliveries of an earlier event (history replayed into a destination, e.g. one created
 -- later); each is a delivery of its own, next to any earlier one.
 INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts, headers, redelivery)
-SELECT m.id, j.id, m.destination_id, j.tenant_id, $4, coalesce(j.trace_context, '{}'::jsonb), true
+SELECT m.id, j.id, m.destination_id, j.tenant_id, $4,
+       jsonb_strip_nulls(j.trace_context || jsonb_build_object('correlation_id', j.correlation_id)),
+       true
 FROM unnest($1::uuid[], $3::uuid[]) AS m(id, destination_id), jobs j
 WHERE j.id = $2
 RETURNING id, destination_id;
