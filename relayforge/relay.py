@@ -53,7 +53,6 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._identity = process_identity()
         self._release_claims = False  # after an error: give back the deliveries it leased
-        self._claimed_none = False  # the last claim found every due message held by others
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -79,7 +78,7 @@ class Relay:
                 # Cleared before the claim: a NOTIFY that comes while this batch is published
                 # wakes the next round at once instead of being lost to a later clear().
                 self._wake.clear()
-                published = await self.relay_once()
+                claimed = published = await self.relay_once()
                 if loop.time() >= self._deliveries_at:
                     # again on a NOTIFY, at the time the next-due query gives, and at the
                     # latest after a poll interval (a busy outbox never starves retries)
@@ -91,7 +90,7 @@ class Relay:
                 errors = 0
                 if published >= self._settings.relay.batch_size:
                     continue  # more is due: don't wait
-                await self._sleep_until_due(loop)
+                await self._sleep_until_due(loop, claimed_none=claimed == 0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database or broker trouble: back off, never die
@@ -104,7 +103,8 @@ class Relay:
                             extra={"error": repr(exc), "retry_in_seconds": delay})
                 await asyncio.sleep(delay)
 
-    async def _sleep_until_due(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _sleep_until_due(self, loop: asyncio.AbstractEventLoop,
+                               claimed_none: bool) -> None:
         if self._wake.is_set():  # rows came meanwhile: claim them, no need to ask when
             return
         timeout = self._poll_seconds
@@ -112,7 +112,8 @@ class Relay:
         if due.deliveries is not None:
             self._deliveries_at = min(self._deliveries_at, loop.time() + due.deliveries)
         outbox = due.outbox
-        if outbox is not None and self._claimed_none:
+        if outbox is not None and claimed_none:
+            # messages due that the claim did not get: another relay holds them (publishing)
             outbox = max(outbox, HELD_RETRY_SECONDS)
         for seconds in (outbox, due.deliveries):
             if seconds is not None:
@@ -127,7 +128,6 @@ class Relay:
         s = self._settings
         async with self._stores.transaction() as tx:
             rows = await tx.outbox.claim(limit=s.relay.batch_size)
-            self._claimed_none = not rows
             if not rows:
                 return 0
             batch = [messages.encode(r, s.amqp.routing_prefix) for r in rows]

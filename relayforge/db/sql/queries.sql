@@ -424,14 +424,11 @@ WITH picked AS (
     ORDER BY created_at, id
     LIMIT $4
     FOR UPDATE SKIP LOCKED
-),
-reprocessed AS (
-    UPDATE jobs SET status = 'pending', max_attempts = jobs.max_attempts + $5, updated_at = now(),
-                    message_due_at = now(), publish_failures = NULL
-    FROM picked WHERE jobs.id = picked.id AND jobs.status = 'dead_lettered'
-    RETURNING jobs.id
 )
-SELECT id AS job_id FROM reprocessed;
+UPDATE jobs SET status = 'pending', max_attempts = jobs.max_attempts + $5, updated_at = now(),
+                message_due_at = now(), publish_failures = NULL
+FROM picked WHERE jobs.id = picked.id AND jobs.status = 'dead_lettered'
+RETURNING jobs.id AS job_id;
 
 ------------------------------------------------------------------------------ process leases
 
@@ -568,8 +565,8 @@ FROM jobs WHERE id = $1;
 -- older rows kept their own).
 SELECT i.id, i.tenant_id, i.source, i.event_type, i.provider_event_id,
        coalesce(i.dedup_key, (SELECT j.dedup_key FROM jobs j WHERE j.id = i.job_id)) AS dedup_key,
-       coalesce(i.payload_hash, encode(sha256(i.body), 'hex')) AS payload_hash, i.accepted, i.signature_valid, i.rejection_code, i.job_id, i.request_id,
-       i.received_at
+       coalesce(i.payload_hash, encode(sha256(i.body), 'hex')) AS payload_hash, i.accepted,
+       i.signature_valid, i.rejection_code, i.job_id, i.request_id, i.received_at
 FROM webhook_inbox i
 WHERE ($1::uuid IS NULL OR i.tenant_id = $1) AND ($2::text IS NULL OR i.source = $2)
   AND ($3::boolean IS NULL OR i.accepted = $3) AND ($4::uuid IS NULL OR i.id < $4)
