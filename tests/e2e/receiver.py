@@ -58,16 +58,32 @@ class Receiver:
         return [r for r in self.received if r.path == path]
 
     async def wait_for(self, path: str, count: int, timeout: float = 30.0) -> list[Received]:
+        """Until `count` requests reached `path`, repeats included."""
+        await self._wait(lambda: len(self.at(path)) >= count, timeout,
+                         lambda: f"{path}: {len(self.at(path))} of {count} requests arrived")
+        return self.at(path)
+
+    async def wait_for_each(self, path: str, header: str, values: list[str],
+                            timeout: float = 30.0) -> list[Received]:
+        """Until a request carrying each of `values` in `header` reached `path`: a delivery sent
+        twice under faults counts once, so repeats cannot stand in for one still to come."""
+        def missing() -> set[str]:
+            return set(values) - {r.headers.get(header) for r in self.at(path)}
+        await self._wait(lambda: not missing(), timeout,
+                         lambda: f"{path}: {len(missing())} of {len(values)} never arrived")
+        return self.at(path)
+
+    async def _wait(self, done: Callable[[], bool], timeout: float,
+                    failure: Callable[[], str]) -> None:
         deadline = time.monotonic() + timeout
-        while len(self.at(path)) < count:
+        while not done():
             if time.monotonic() > deadline:
-                raise AssertionError(f"{path}: {len(self.at(path))} of {count} requests arrived")
+                raise AssertionError(failure())
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), 0.2)
             except TimeoutError:
                 pass
-        return self.at(path)
 
     async def _handle(self, request: web.Request) -> web.Response:
         got = Received(request.path, {k.lower(): v for k, v in request.headers.items()},

@@ -362,7 +362,7 @@ async def test_two_of_each_process_lose_and_double_nothing_and_keep_their_limits
         assert len(accepted) <= 1.1 * (tenant_rate * seconds + tenant_rate), len(accepted)
         await assert_each_ran_to_success_once(database, accepted)
         deliveries = await _deliveries_of(database, accepted)
-        arrived = await receiver.wait_for("/hooks", len(deliveries), timeout=90)
+        arrived = await receiver.wait_for_each("/hooks", "webhook-id", deliveries, timeout=90)
         first = {}
         for a in sorted(arrived, key=lambda a: a.at):
             first.setdefault(a.headers["webhook-id"], a.at)
