@@ -11,7 +11,9 @@ ingest-only process; then one `relay` and one `consume` process start (default s
 figure is the deliveries/s from the first success to the last, read from the database. It runs
 twice: the destination at its defaults (`max_concurrency` from DESTINATIONS__MAX_CONCURRENCY),
 then with `max_concurrency: 64`. Baseline, in the same run: a bare aiohttp client process POSTing
-the same number of 1 KiB bodies, signed with HMAC-SHA256 per request, 64 in flight.
+the same number of 1 KiB bodies, signed with HMAC-SHA256 per request, 64 in flight. Under each
+figure: the machine's busy CPU per delivery while it drained, and its share in the consume
+process ("server"), PostgreSQL and RabbitMQ: on a shared machine, the figure that moves least.
 
 Latency: mode `all` on RabbitMQ, webhooks offered at 500/s for LATENCY_SECONDS, each carrying the
 time it was sent (data.sent_at); the receiver keeps the time from then to its arrival (p50, p99),
@@ -37,7 +39,17 @@ import uuid
 
 import httpx
 import orjson
-from common import SECRET, Servers, broker_topology, database, echo_server, progress, report, unique
+from common import (
+    SECRET,
+    CpuAccount,
+    Servers,
+    broker_topology,
+    database,
+    echo_server,
+    progress,
+    report,
+    unique,
+)
 from pipeline_drain import fill
 
 from tests import support
@@ -82,7 +94,9 @@ async def watch_deliveries(database_url: str, events: int, timeout: float,
     return float(count / max((last - first).total_seconds(), 1e-6))
 
 
-def drain(events: int, receiver: str, **destination: object) -> float:
+def drain(events: int, receiver: str, **destination: object) -> tuple[float, str]:
+    """Deliveries/s, and where the machine's CPU went per delivery (the consume process is
+    "server"): the figure noise on a shared machine moves least."""
     prefix = unique("rf.bench.delivery")
     with broker_topology(prefix) as names, database() as url, \
             Servers(url, **names, DESTINATIONS__ALLOW_PRIVATE_NETWORKS="true") as servers:
@@ -91,8 +105,10 @@ def drain(events: int, receiver: str, **destination: object) -> float:
         asyncio.run(fill(ingest.url, events, body_bytes=BODY_BYTES))
         ingest.stop()
         servers.start("relay")
-        servers.start("consume")
-        return asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60))
+        consume = servers.start("consume")
+        with CpuAccount(consume.process.pid) as cpu:
+            rate = asyncio.run(watch_deliveries(url, events, timeout=events / 10 + 60))
+        return rate, cpu.per(events, "delivery")
 
 
 # ---------------------------------------------------------------------------- isolation
@@ -274,11 +290,12 @@ def main() -> None:
     try:
         for label, destination in (("defaults", {}), ("max_concurrency 64",
                                                      {"max_concurrency": 64})):
-            ours = drain(args.events, receiver, **destination)
+            ours, cpu = drain(args.events, receiver, **destination)
             bare = bare_rate(receiver, args.events)
             report(f"delivery drain, {args.events:,} events, {label}", ours, bare,
                    f"bare aiohttp client ({IN_FLIGHT} in flight)", "per second",
                    target=0.25 if not destination else 0.4)
+            print(f"        {cpu}")
         if args.latency_seconds > 0:
             p50, p99, where = latency(port, args.latency_rate, args.latency_seconds)
             print(f"provider -> receiver at {args.latency_rate}/s for "
