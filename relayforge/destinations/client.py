@@ -1,19 +1,21 @@
 """The HTTP call of one delivery attempt: aiohttp with pooled keep-alive connections, through
-the SSRF guard's resolver, no redirects followed, at most 64 KiB of the answer read."""
+the SSRF guard's resolver, no redirects followed, at most 64 KiB of the answer read, all of it
+within the destination's timeout."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from relayforge.destinations.guard import ForbiddenDestination, GuardedResolver, parse_url
 
 MAX_RESPONSE_READ = 65536
 RESPONSE_KEPT = 1024
 MAX_RETRY_AFTER_SECONDS = 3600.0
+MAX_CACHED_URLS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,9 @@ class DeliveryClient:
         self._allow_private = allow_private
         self._production = production
         self._session: aiohttp.ClientSession | None = None
+        # per URL as a destination stores it: its parse and check, the same every attempt
+        self._targets: dict[str, URL] = {}
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -65,18 +70,15 @@ class DeliveryClient:
         assert self._session is not None
         started = time.perf_counter()
         try:
-            # checked as parsed, and that parse is what connects: an IP literal reaches no
-            # resolver, so this is its only check
-            target = parse_url(url, production=self._production,
-                               allow_private=self._allow_private)
-            async with asyncio.timeout(timeout_ms / 1000):
-                async with self._session.post(target, data=body, headers=headers,
-                                              allow_redirects=False) as response:
-                    raw = await _read_some(response)
-                    return Answer(response.status, None, raw[:RESPONSE_KEPT].decode(
-                        "utf-8", "replace"), _ms(started),
-                        retry_after_seconds(response.headers.get("Retry-After")))
-        except TimeoutError:
+            # one timer for all of it, aiohttp's: connecting, sending, and reading the answer
+            async with self._session.post(self._target(url), data=body, headers=headers,
+                                          allow_redirects=False,
+                                          timeout=self._timeout(timeout_ms)) as response:
+                raw = await _read_some(response)
+                return Answer(response.status, None, raw[:RESPONSE_KEPT].decode(
+                    "utf-8", "replace"), _ms(started),
+                    retry_after_seconds(response.headers.get("Retry-After")))
+        except TimeoutError:  # (aiohttp's timeouts are TimeoutErrors)
             return Answer(None, f"timed out after {timeout_ms} ms", None, _ms(started), None)
         except ForbiddenDestination as exc:
             return Answer(None, f"refused by the SSRF guard: {exc}", None, _ms(started), None)
@@ -88,6 +90,27 @@ class DeliveryClient:
             return Answer(None, f"connection failed: {exc}", None, _ms(started), None)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Answer(None, f"{type(exc).__name__}: {exc}"[:500], None, _ms(started), None)
+
+
+    def _target(self, url: str) -> URL:
+        """The URL checked as parsed, and that parse is what connects: an IP literal reaches
+        no resolver, so this is its only check. A refused URL is not kept (and rare)."""
+        target = self._targets.get(url)
+        if target is None:
+            target = parse_url(url, production=self._production,
+                               allow_private=self._allow_private)
+            if len(self._targets) >= MAX_CACHED_URLS:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    def _timeout(self, timeout_ms: int) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(timeout_ms)
+        if timeout is None:
+            if len(self._timeouts) >= MAX_CACHED_URLS:
+                self._timeouts.clear()
+            timeout = self._timeouts[timeout_ms] = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        return timeout
 
 
 async def _read_some(response: aiohttp.ClientResponse) -> bytes:

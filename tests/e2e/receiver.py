@@ -25,6 +25,7 @@ class Reply:
     body: str = "ok"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a hanging service: longer than the timeout)
+    stall: float = 0.0  # seconds the body stops after its first byte, the status long sent
 
 
 class Receiver:
@@ -85,7 +86,7 @@ class Receiver:
             except TimeoutError:
                 pass
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         got = Received(request.path, {k.lower(): v for k, v in request.headers.items()},
                        await request.read(), time.monotonic())
         self.received.append(got)
@@ -98,6 +99,16 @@ class Receiver:
         try:
             if reply.delay:
                 await asyncio.sleep(reply.delay)
-            return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+            if not reply.stall:
+                return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+            body = reply.body.encode()
+            stalled = web.StreamResponse(status=reply.status, headers=reply.headers)
+            stalled.content_length = len(body)
+            await stalled.prepare(request)
+            await stalled.write(body[:1])
+            await asyncio.sleep(reply.stall)
+            await stalled.write(body[1:])
+            await stalled.write_eof()
+            return stalled
         finally:
             self.active[path] -= 1

@@ -542,6 +542,24 @@ async def test_a_hanging_destination_does_not_slow_a_healthy_one(client, server,
     assert all(d["status"] != "succeeded" for d in items)
 
 
+async def test_an_answer_whose_body_stalls_is_cut_at_the_timeout(client, server, receiver):
+    """The timeout covers the whole attempt: a service that sends its status at once and then
+    holds its body back fails that attempt when timeout_ms is up, not when it lets go."""
+    receiver.scripts["/stalls"] = lambda n, _: (
+        Reply(200, "x" * 100, stall=20) if n == 1 else Reply(200))
+    tenant = new_tenant()
+    destination = await create(client, server, tenant, url=f"{receiver.url}/stalls",
+                               timeout_ms=1500)
+    await send(client, server, tenant)
+    [delivery] = await wait_deliveries(client, server, ("succeeded",), 1, timeout=15,
+                                       destination_id=destination["id"])
+    r = await client.get(f"{server.url}/admin/deliveries/{delivery['id']}", headers=VIEWER)
+    first, second = r.json()["attempts_log"]
+    assert (first["status_code"], first["error"]) == (None, "timed out after 1500 ms"), first
+    assert 1500 <= first["duration_ms"] < 5000, first
+    assert second["status_code"] == 200
+
+
 async def test_ssrf_guard_refuses_internal_addresses_at_creation(client, start_server):
     server = start_server("ingest")  # DESTINATIONS__ALLOW_PRIVATE_NETWORKS unset: false
     tenant = new_tenant()
