@@ -60,12 +60,14 @@ _NAMES = {sql: name for name, sql in Q.items()}
 
 async def create_pool(url: str, max_size: int,
                       count_statement: Callable[[str], None] | None = None,
-                      statement_cache: bool = True) -> asyncpg.Pool:
+                      statement_cache: bool = True, custom_plans: bool = True
+                      ) -> asyncpg.Pool:
     """`count_statement(name)` is called after each statement a pool connection runs (a round
     trip to PostgreSQL, whatever it does there): what a webhook costs the one shared server is
     counted, not guessed. `statement_cache` is DATABASE__STATEMENT_CACHE: false behind a pooler
     in transaction mode, where a connection's next statement may run on another server
-    connection (connect_options)."""
+    connection; `custom_plans` for a process that starts and finishes jobs and deliveries
+    (connect_options)."""
     async def init(conn: asyncpg.Connection) -> None:
         if count_statement is not None:
             counted = count_statement
@@ -77,23 +79,33 @@ async def create_pool(url: str, max_size: int,
 
     return await asyncpg.create_pool(
         url, min_size=1, max_size=max_size, command_timeout=60, reset=_no_session_state,
-        init=init, **connect_options(statement_cache),
+        init=init, **connect_options(statement_cache, custom_plans),
     )
 
 
-def connect_options(statement_cache: bool = True) -> dict[str, Any]:
+def connect_options(statement_cache: bool = True, custom_plans: bool = True) -> dict[str, Any]:
     """How a pool connection is opened. Every runtime query is one of a fixed set of names, so
-    the statement cache needs no cap. Each prepared statement is planned for the values and
-    table sizes of its execution (force_custom_plan): a connection lives for days, and the plan
-    PostgreSQL would otherwise keep after five runs is the one it made when the tables were
-    small. Until ANALYZE runs (never, where autovacuum is off) that plan scans the whole jobs
-    table to start each batch: at 1,000 webhooks/s that cost PostgreSQL 1.1-1.3 ms of CPU per
-    job, planning afresh 0.53-0.56 ms. Behind a pooler in transaction mode no statement is
-    kept prepared (each is planned anyway), and no startup parameter is sent (PgBouncer
-    refuses those it does not know: set them on the database instead)."""
+    the statement cache needs no cap.
+
+    `custom_plans`: each prepared statement is planned for the values and table sizes of its
+    execution (force_custom_plan). A connection lives for days, and the plan PostgreSQL would
+    otherwise keep after five runs is the one it made then: made while jobs was small, and kept
+    until ANALYZE (never, where autovacuum is off), the plans of jobs_start and jobs_succeed
+    scan the whole table for each batch. At 1,000 webhooks/s in mode all that cost PostgreSQL
+    1.1-1.2 ms of CPU per job, planning afresh 0.57-0.61 ms. Ingest alone reads no table by a
+    batch of ids, and planning its one statement afresh costs it more than it saves (51-72 µs
+    of PostgreSQL CPU per webhook with a kept plan, 74-94 planning each time): an ingest-only
+    process keeps its plans.
+
+    Behind a pooler in transaction mode no statement is kept prepared (each is planned anyway),
+    and no startup parameter is sent (PgBouncer refuses those it does not know: set them on the
+    database instead)."""
     if not statement_cache:
         return {"statement_cache_size": 0}
-    return {"server_settings": {"jit": "off", "plan_cache_mode": "force_custom_plan"}}
+    settings = {"jit": "off"}
+    if custom_plans:
+        settings["plan_cache_mode"] = "force_custom_plan"
+    return {"server_settings": settings}
 
 
 def start_embedded(embedded_dir: str) -> str:

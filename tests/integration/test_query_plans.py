@@ -1,7 +1,7 @@
-"""The plans of the statements every job runs, on a connection opened as the server opens its
-own: they follow the tables as they grow, with no ANALYZE (autovacuum off, as on machines that
-run without it). A plan made while the tables were small and kept would scan all of jobs for
-each batch: the cost per job would grow with the table."""
+"""The plans of the statements every job runs, on a connection opened as a consume or relay
+process opens its own: they follow the tables as they grow, with no ANALYZE (autovacuum off, as
+on machines that run without it). A plan made while the tables were small and kept would scan
+all of jobs for each batch: the cost per job would grow with the table."""
 
 from __future__ import annotations
 
