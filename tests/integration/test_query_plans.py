@@ -22,7 +22,12 @@ STATEMENTS = {"jobs_start": ", 30", "jobs_succeed": ""}
 
 @pytest.fixture
 async def url(template_db):
+    """A database whose jobs table holds 20 rows and is never analyzed."""
     name, url = await create_database(template_db)
+    setup = await asyncpg.connect(url)
+    await setup.execute("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+    await grow_jobs(setup, 20)
+    await setup.close()
     yield url
     await drop_database(name)
 
@@ -50,10 +55,6 @@ async def plan_after_growth(conn: asyncpg.Connection, name: str) -> str:
 
 @pytest.mark.parametrize("name", sorted(STATEMENTS))
 async def test_a_hot_statement_reads_jobs_by_index_after_the_table_grows(url, name):
-    setup = await asyncpg.connect(url)
-    await setup.execute("ALTER TABLE jobs SET (autovacuum_enabled = false)")
-    await grow_jobs(setup, 20)
-    await setup.close()
     conn = await asyncpg.connect(url, **connect_options())
     try:
         plan = await plan_after_growth(conn, name)
@@ -66,10 +67,6 @@ async def test_a_hot_statement_reads_jobs_by_index_after_the_table_grows(url, na
 async def test_without_the_servers_setting_the_plan_made_small_is_kept(url):
     """What the setting is for: the same statement, on a connection opened without it, scans
     the whole table once it has grown."""
-    setup = await asyncpg.connect(url)
-    await setup.execute("ALTER TABLE jobs SET (autovacuum_enabled = false)")
-    await grow_jobs(setup, 20)
-    await setup.close()
     conn = await asyncpg.connect(url)
     try:
         plan = await plan_after_growth(conn, "jobs_start")
