@@ -4,11 +4,11 @@ within the destination's timeout."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 import aiohttp
-from yarl import URL
 
 from relayforge.destinations.guard import ForbiddenDestination, GuardedResolver, parse_url
 
@@ -49,9 +49,6 @@ class DeliveryClient:
         self._allow_private = allow_private
         self._production = production
         self._session: aiohttp.ClientSession | None = None
-        # per URL as a destination stores it: its parse and check, the same every attempt
-        self._targets: dict[str, URL] = {}
-        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -70,10 +67,12 @@ class DeliveryClient:
         assert self._session is not None
         started = time.perf_counter()
         try:
+            target = _checked_url(url, production=self._production,
+                                  allow_private=self._allow_private)
             # one timer for all of it, aiohttp's: connecting, sending, and reading the answer
-            async with self._session.post(self._target(url), data=body, headers=headers,
+            async with self._session.post(target, data=body, headers=headers,
                                           allow_redirects=False,
-                                          timeout=self._timeout(timeout_ms)) as response:
+                                          timeout=_timeout(timeout_ms)) as response:
                 raw = await _read_some(response)
                 return Answer(response.status, None, raw[:RESPONSE_KEPT].decode(
                     "utf-8", "replace"), _ms(started),
@@ -92,25 +91,15 @@ class DeliveryClient:
             return Answer(None, f"{type(exc).__name__}: {exc}"[:500], None, _ms(started), None)
 
 
-    def _target(self, url: str) -> URL:
-        """The URL checked as parsed, and that parse is what connects: an IP literal reaches
-        no resolver, so this is its only check. A refused URL is not kept (and rare)."""
-        target = self._targets.get(url)
-        if target is None:
-            target = parse_url(url, production=self._production,
-                               allow_private=self._allow_private)
-            if len(self._targets) >= MAX_CACHED_URLS:
-                self._targets.clear()
-            self._targets[url] = target
-        return target
+# The URL checked as parsed, and that parse is what connects: an IP literal reaches no resolver,
+# so this is its only check. The same every attempt, so kept per URL; lru_cache keeps no
+# exception, so a refused URL is checked again.
+_checked_url = functools.lru_cache(maxsize=MAX_CACHED_URLS)(parse_url)
 
-    def _timeout(self, timeout_ms: int) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(timeout_ms)
-        if timeout is None:
-            if len(self._timeouts) >= MAX_CACHED_URLS:
-                self._timeouts.clear()
-            timeout = self._timeouts[timeout_ms] = aiohttp.ClientTimeout(total=timeout_ms / 1000)
-        return timeout
+
+@functools.lru_cache(maxsize=1024)
+def _timeout(timeout_ms: int) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=timeout_ms / 1000)
 
 
 async def _read_some(response: aiohttp.ClientResponse) -> bytes:
