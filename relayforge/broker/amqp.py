@@ -234,7 +234,9 @@ class AmqpBroker:
         if self._connection is None or self._connection.is_closed:
             raise ConnectionError("RabbitMQ connection is closed")
         if self._publish_channel is None or self._publish_channel.is_closed:
-            raise ConnectionError("RabbitMQ channel is closed")
+            # re-opened here as the next publish would: a process whose jobs begin at ingest
+            # may publish nothing for a long time
+            await self._open_publish_channel()
 
     async def depths(self) -> dict[str, int]:
         """Passive declares on a channel of their own: a missing queue closes only that one."""
