@@ -41,6 +41,7 @@ from relayforge.outcomes import MAX_ERROR_TEXT, OutcomeWriter, settle
 from relayforge.settings import Settings
 from relayforge.stores import Stores
 from relayforge.stores.jobs import StartedJob
+from relayforge.stores.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,11 @@ class Consumer:
         self._settings = settings
         self._outcomes = OutcomeWriter(stores)
         self._deliveries = deliveries
-        self._jobs = JobRunner(stores, settings, registry, deliveries, self._outcomes)
+        self._jobs = JobRunner(stores, broker, settings, registry, deliveries,
+                               self._outcomes)
         self._slots = asyncio.Semaphore(settings.worker.concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         await self._deliveries.start()
@@ -77,6 +80,7 @@ class Consumer:
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop taking messages, then let the ones in hand finish within the grace period."""
+        self._stopping = True
         await self._broker.stop_consuming()
         log.info("draining", extra={"jobs": len(self._inflight),
                                     "deliveries": self._deliveries.under_way(),
@@ -88,6 +92,39 @@ class Consumer:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._jobs.close()
         await self._deliveries.close(grace_seconds)
+
+    # HandOff (ingest/writer.py): the jobs this process's ingest began, run in the same slots.
+
+    async def reserve(self, wanted: int) -> int:
+        """Free slots, taken now; none while messages wait for one (they came first), while
+        stopping, or while outcomes lag (as a message would wait, a job started now would)."""
+        taken = 0
+        if self._stopping or self._jobs.lagging():
+            return 0
+        while taken < wanted and not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once
+            taken += 1
+        return taken
+
+    def release(self, slots: int) -> None:
+        for _ in range(slots):
+            self._slots.release()
+
+    def run(self, job: StartedJob) -> None:
+        task = asyncio.create_task(self._run_started(job))
+        self._inflight.add(task)
+
+    async def _run_started(self, job: StartedJob) -> None:
+        metrics.JOBS_IN_FLIGHT.inc()
+        try:
+            await self._jobs.run_started(job)
+        except Exception as exc:  # database gone mid-job: its lease recovers it
+            await on_connection_error(self._stores.db, exc)
+            log.exception("job begun at ingest failed to finish; its lease recovers it")
+        finally:
+            self._slots.release()
+            self._inflight.discard(asyncio.current_task())
+            metrics.JOBS_IN_FLIGHT.dec()
 
     async def handle(self, message: IncomingMessage) -> None:
         task = asyncio.current_task()
@@ -125,9 +162,11 @@ class JobRunner:
     """A job's attempt: start it (conditionally), fan out its deliveries, run its handler,
     record the outcome, settle the message."""
 
-    def __init__(self, stores: Stores, settings: Settings, registry: HandlerRegistry,
-                 deliveries: DeliveryWorker, outcomes: OutcomeWriter) -> None:
+    def __init__(self, stores: Stores, broker: Broker, settings: Settings,
+                 registry: HandlerRegistry, deliveries: DeliveryWorker,
+                 outcomes: OutcomeWriter) -> None:
         self._jobs = stores.jobs
+        self._broker = broker
         self._settings = settings
         self._registry = registry
         self._deliveries = deliveries
@@ -180,7 +219,24 @@ class JobRunner:
                     "attempts": state.attempts})
                 await message.ack()
             return
-        carrier = messages.trace_carrier(message.headers)
+        await self._begin(message, job, messages.trace_carrier(message.headers))
+
+    async def run_started(self, job: StartedJob) -> None:
+        """A job whose first attempt began at ingest, in this process: no message to settle
+        (a dead-lettered one is put into the DLQ as its message would have been)."""
+        log_context.job_id.set(str(job.id))
+        carried = orjson.loads(job.trace_context)
+        await self._begin(_StartedHere(self._broker, job, carried,
+                                       self._settings.amqp.routing_prefix), job,
+                          messages.trace_carrier(carried))
+
+    def lagging(self) -> bool:
+        """Whether the oldest outcome not yet written is older than WORKER__MAX_OUTCOME_LAG_MS."""
+        return bool(self._unwritten) and (
+            time.monotonic() - next(iter(self._unwritten.values())) > self._max_lag)
+
+    async def _begin(self, message: IncomingMessage, job: StartedJob,
+                     carrier: dict[str, str]) -> None:
         log_context.correlation_id.set(job.correlation_id)
         log_context.tenant_id.set(str(job.tenant_id))
         if not tracing.recording():  # no span objects per job; logs keep the trace id
@@ -249,8 +305,7 @@ class JobRunner:
         """Wait while the oldest outcome not yet written is older than
         WORKER__MAX_OUTCOME_LAG_MS (the database is slow or away): a handler started now could
         finish with no chance of its outcome being recorded, and a kill would repeat it."""
-        while self._unwritten and (
-                time.monotonic() - next(iter(self._unwritten.values())) > self._max_lag):
+        while self.lagging():
             self._written.clear()
             await self._written.wait()  # set whenever an outcome is written (or given up)
 
@@ -267,6 +322,40 @@ class JobRunner:
             metrics.OUTCOMES_UNWRITTEN.dec()
             self._written.set()
         metrics.OUTCOME_LAG.observe(time.monotonic() - ended)
+
+
+class _StartedHere:
+    """The IncomingMessage of a job begun at ingest: there is none to settle; dead-lettered,
+    its message goes to the DLQ as the queue would have put it there."""
+
+    __slots__ = ("_broker", "_job", "_routing_prefix", "body", "headers")
+
+    def __init__(self, broker: Broker, job: StartedJob, carried: dict[str, object],
+                 routing_prefix: str) -> None:
+        self._broker = broker
+        self._job = job
+        self._routing_prefix = routing_prefix
+        self.body = b""
+        self.headers = carried
+
+    async def ack(self) -> None:
+        return None
+
+    async def dead_letter(self) -> None:
+        job = self._job
+        carried = dict(self.headers, correlation_id=job.correlation_id) \
+            if job.correlation_id else self.headers
+        try:
+            await self._broker.dead_letter(messages.encode(
+                OutboxRow(job.id, job.tenant_id, job.source, job.attempts,
+                          orjson.dumps(carried).decode()), self._routing_prefix))
+        except Exception as exc:  # the database holds the dead letter either way
+            log.warning("job dead-lettered; its message could not be put into the DLQ",
+                        extra={"error": repr(exc)})
+
+    async def release(self) -> None:
+        return None  # the job is leased: the lease brings it back
+
 
 async def poison(message: IncomingMessage, why: str) -> None:
     """A message no one can act on: dead-lettered, and said so."""

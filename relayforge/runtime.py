@@ -128,6 +128,8 @@ class Runtime:
             self.consumer = Consumer(stores, self.broker, s, registry, DeliveryWorker(
                 stores, s, self.cipher, self.consume_lease.share))
             await self.consumer.start()
+            if self.writer is not None and s.worker.begin_at_ingest:
+                self.writer.hand_off = self.consumer
         if self.relays:
             assert self.broker is not None
             self.relay = Relay(stores, self.broker, s, listener)

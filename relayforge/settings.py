@@ -145,6 +145,9 @@ class WorkerSettings:
     # While the oldest outcome not yet written is older than this, no new handler starts: a
     # consume process killed meanwhile repeats only the handlers it had in flight.
     max_outcome_lag_ms: int = 1000
+    # A process that ingests and consumes begins new jobs itself, while it has free slots,
+    # with no message through the relay and the broker (ingest/writer.py).
+    begin_at_ingest: bool = True
     enable_test_faults: bool = False
 
 

@@ -47,6 +47,10 @@ class Broker(Protocol):
         when the broker refused that message itself). A broken channel is re-opened on the
         next call."""
 
+    async def dead_letter(self, message: OutgoingMessage) -> None:
+        """Put a message that never went through the queue straight into the DLQ (a job that
+        began at ingest and was dead-lettered), confirmed."""
+
     async def start_consuming(self, consumer: Consumer, prefetch: int) -> None: ...
 
     async def stop_consuming(self) -> None: ...

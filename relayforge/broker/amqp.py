@@ -165,7 +165,8 @@ class AmqpBroker:
             await self._connection.close()
             self._connection = None
 
-    async def publish(self, messages: list[OutgoingMessage]) -> list[BaseException | None]:
+    async def publish(self, messages: list[OutgoingMessage], exchange: str | None = None,
+                      routing_key: str | None = None) -> list[BaseException | None]:
         if self._connection is None or self._connection.is_closed:
             raise ConnectionError("not connected to RabbitMQ")
         publish_channel = self._publish_channel
@@ -176,7 +177,7 @@ class AmqpBroker:
 
         async def one(m: OutgoingMessage) -> None:
             try:
-                await self._publish_one(channel, m)
+                await self._publish_one(channel, m, exchange, routing_key)
             except aio_pika.exceptions.DeliveryError as exc:  # returned or nacked: this message
                 raise Refused(repr(exc)) from exc
 
@@ -184,14 +185,23 @@ class AmqpBroker:
         results = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
 
-    async def _publish_one(self, channel: aiormq.Channel, m: OutgoingMessage) -> None:
+    async def dead_letter(self, message: OutgoingMessage) -> None:
+        """As the queue's own dead-lettering does: to the DLX, keyed for the DLQ."""
+        errors = await self.publish([message], exchange=self._names.dlx,
+                                    routing_key=self._names.dlq)
+        if errors[0] is not None:
+            raise errors[0]
+
+    async def _publish_one(self, channel: aiormq.Channel, m: OutgoingMessage,
+                           exchange: str | None, routing_key: str | None) -> None:
         # Straight to the channel, without waiting for each frame to be written: aio-pika's
         # publish holds the channel's lock until the writer task has sent the frame, so a batch
         # went out one message per event-loop round (1-2 ms each under load), not at once.
         # What waits to be written stays bounded: each message still awaits its confirm, and
         # the relay publishes its next batch only once this one is confirmed.
         await channel.basic_publish(
-            m.body, exchange=self._names.exchange, routing_key=m.routing_key,
+            m.body, exchange=exchange or self._names.exchange,
+            routing_key=routing_key or m.routing_key,
             properties=aiormq.spec.Basic.Properties(
                 content_type="application/json", delivery_mode=PERSISTENT,
                 headers=cast("FieldTable", m.headers),

@@ -54,6 +54,9 @@ class LocalBroker:
             self._queue.put_nowait(m)
         return [None] * len(messages)
 
+    async def dead_letter(self, message: OutgoingMessage) -> None:
+        self.dead_letters.append(message)
+
     async def start_consuming(self, consumer: Consumer, prefetch: int) -> None:
         slots = asyncio.Semaphore(prefetch)
 

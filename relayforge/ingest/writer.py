@@ -6,13 +6,21 @@ transaction of multi-row statements, so transactions grow with batches, not requ
 mode writes each request in its own transaction, for comparison. One request never fails
 another: a batch that fails for any reason but an unreachable database is narrowed down to
 the item at fault, which alone is refused.
+
+A process that also consumes starts new jobs itself (`HandOff`): the batch's statement begins
+the first attempt of as many new jobs as the consumer has free slots for, leased as a start is,
+and they go to the consumer once committed, with no message through the relay and the broker.
+The lease is the record: should the process die first, the job is recovered as any job whose
+consumer died.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 
@@ -20,6 +28,7 @@ from relayforge import retention
 from relayforge.batcher import GroupCommitBatcher
 from relayforge.db.pool import CONNECTION_ERRORS, on_connection_error
 from relayforge.errors import InvalidPayload, QuotaExceeded, RelayforgeError, Unavailable
+from relayforge.events import DomainEvent
 from relayforge.ids import new_id
 from relayforge.ingest import replay
 from relayforge.ingest.arrival import Arrival
@@ -28,6 +37,7 @@ from relayforge.observability import metrics
 from relayforge.settings import Settings
 from relayforge.stores import Stores
 from relayforge.stores.ingest import Accepted, NewItem, RefusedItem
+from relayforge.stores.jobs import StartedJob
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,7 @@ class Written:
     accepted: list[tuple[Arrival, NewItem, Accepted]]
     replays: list[Arrival]
     refused: list[tuple[Arrival, RefusedItem]]
+    begun: set[uuid.UUID] = field(default_factory=set)  # jobs whose first attempt began here
 
     def apply(self) -> None:
         for d, item, outcome in self.accepted:
@@ -59,10 +70,24 @@ class Written:
             d.inbox_id = row.inbox_id
 
 
+class HandOff(Protocol):
+    """The consumer of this process, taking the jobs whose first attempt began at ingest."""
+
+    async def reserve(self, wanted: int) -> int:
+        """Take up to `wanted` free slots at once (never waits); returns how many."""
+
+    def release(self, slots: int) -> None:
+        """Give back reserved slots that no job took."""
+
+    def run(self, job: StartedJob) -> None:
+        """Run a started job in one reserved slot (returns at once)."""
+
+
 class IngestWriter:
     def __init__(self, stores: Stores, settings: Settings) -> None:
         self._stores = stores
         self._settings = settings
+        self.hand_off: HandOff | None = None  # set when this process consumes too
         self._quota = QuotaLedger(stores.ingest, settings.hardening.tenant_daily_quota)
         self._batcher: GroupCommitBatcher[Arrival] | None = None
         if settings.ingest.mode == "batch":
@@ -121,18 +146,30 @@ class IngestWriter:
         await replay.check(self._stores.ingest, batch,
                            span_days=self._settings.retention.inbox_days)
         await self._quota.reserve(batch)
+        hand_off = self.hand_off
+        slots = await hand_off.reserve(len(batch)) if hand_off is not None else 0
         try:
-            written = await self._transaction_with_retry(batch)
+            written = await self._transaction_with_retry(batch, slots)
         except BaseException:
+            if hand_off is not None:
+                hand_off.release(slots)
             await self._quota.refund(batch)  # nothing was recorded
             raise
         written.apply()
+        if hand_off is not None:
+            max_attempts = self._settings.worker.max_attempts
+            begun = [_begun(item, outcome, max_attempts) for _, item, outcome in written.accepted
+                     if outcome.job_created and item.job_id in written.begun]
+            hand_off.release(slots - len(begun))
+            for job in begun:
+                hand_off.run(job)
+            metrics.JOBS_BEGUN_AT_INGEST.inc(len(begun))
         await self._quota.refund([d for d in batch if d.failure is not None])
 
-    async def _transaction_with_retry(self, batch: list[Arrival]) -> Written:
+    async def _transaction_with_retry(self, batch: list[Arrival], slots: int) -> Written:
         for attempt in range(1, WRITE_TRIES + 1):
             try:
-                return await self._transaction(batch)
+                return await self._transaction(batch, slots)
             except RETRYABLE_DB_ERRORS:
                 if attempt == WRITE_TRIES:
                     raise
@@ -144,24 +181,27 @@ class IngestWriter:
                     raise
         raise AssertionError("unreachable")
 
-    async def _transaction(self, batch: Sequence[Arrival]) -> Written:
+    async def _transaction(self, batch: Sequence[Arrival], slots: int) -> Written:
         if not any(d.event_key for d in batch if d.open) and not any(map(_kept_as_evidence, batch)):
             # One statement is atomic on its own: no BEGIN and COMMIT round trips.
-            return await self._write_rows(self._stores, batch)
+            return await self._write_rows(self._stores, batch, slots)
         async with self._stores.transaction() as tx:
-            return await self._write_rows(tx, batch)
+            return await self._write_rows(tx, batch, slots)
 
-    async def _write_rows(self, tx: Stores, batch: Sequence[Arrival]) -> Written:
+    async def _write_rows(self, tx: Stores, batch: Sequence[Arrival], slots: int) -> Written:
         replays = await replay.claim(tx.ingest, batch,
                                      span_days=self._settings.retention.inbox_days)
         accepting = [d for d in batch if d.open and d not in replays]
         items = [_new_item(d) for d in accepting]
+        w = self._settings.worker
+        here = {item.job_id for item in items[:slots]}
         outcomes = await tx.ingest.accept(
-            items=items, max_attempts=self._settings.worker.max_attempts) if items else []
+            items=items, max_attempts=w.max_attempts, start_here=list(here),
+            lease_seconds=float(w.lease_seconds)) if items else []
         refused = [(d, self._refused_item(d, d.failure.code if d.failure else "replayed_event"))
                    for d in batch if d in replays or _kept_as_evidence(d)]
         await tx.ingest.insert_refused(items=[row for _, row in refused])
-        return Written(list(zip(accepting, items, outcomes, strict=True)), replays, refused)
+        return Written(list(zip(accepting, items, outcomes, strict=True)), replays, refused, here)
 
     def _refused_item(self, d: Arrival, code: str) -> RefusedItem:
         return RefusedItem(
@@ -175,6 +215,18 @@ class IngestWriter:
 def _kept_as_evidence(d: Arrival) -> bool:
     """Refused after the signature verified: a row is kept (not for quota: that sheds load)."""
     return d.failure is not None and not isinstance(d.failure, QuotaExceeded)
+
+
+def _begun(item: NewItem, outcome: Accepted, max_attempts: int) -> StartedJob:
+    """A job whose first attempt began in the batch, as job_start would have returned it."""
+    event = DomainEvent.stored(
+        item.event, source=item.source, event_type=item.event_type,
+        provider_event_id=item.provider_event_id, occurred_at_unix=item.occurred_at_unix,
+        data_path=item.data_path, body=item.body)
+    return StartedJob(
+        id=item.job_id, tenant_id=item.tenant_id, source=item.source, event=event, attempts=1,
+        max_attempts=max_attempts, correlation_id=item.correlation_id,
+        trace_context=item.trace_context, destinations=outcome.destinations)
 
 
 def _new_item(d: Arrival) -> NewItem:

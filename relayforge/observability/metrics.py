@@ -84,6 +84,9 @@ DB_STATEMENTS = Counter(
     "db_statements_total",
     "Statements this process ran on PostgreSQL, by named query (begin, commit, other)",
     ["query"])
+JOBS_BEGUN_AT_INGEST = Counter(
+    "jobs_begun_at_ingest_total",
+    "New jobs whose first attempt began in the process that received them (no message)")
 OUTBOX_PUBLISHED = Counter("outbox_published_total",
                            "Messages published with a confirm (jobs and deliveries)")
 OUTBOX_PUBLISH_FAILURES = Counter(

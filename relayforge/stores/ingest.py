@@ -51,6 +51,7 @@ class RefusedItem(NamedTuple):
 class Accepted(NamedTuple):
     job_id: uuid.UUID
     job_created: bool
+    destinations: str | None = None  # of a job started here: its tenant's, for fan-out
 
 
 EventKey = tuple[uuid.UUID, str, str]  # (tenant, source, provider event id)
@@ -63,12 +64,16 @@ def _columns(keys: Sequence[EventKey]) -> tuple[list[uuid.UUID], list[str], list
 
 
 class IngestStore(Store):
-    async def accept(self, *, items: Sequence[NewItem], max_attempts: int) -> list[Accepted]:
-        """Record every item in one statement; results in the items' order."""
-        rows = await self._db.fetch(Q["ingest_accept"], items, max_attempts)  # ingest_row[]
+    async def accept(self, *, items: Sequence[NewItem], max_attempts: int,
+                     start_here: Sequence[uuid.UUID] = (), lease_seconds: float = 0.0
+                     ) -> list[Accepted]:
+        """Record every item in one statement; results in the items' order. The new jobs
+        among `start_here` (job ids) begin their first attempt, leased for `lease_seconds`."""
+        rows = await self._db.fetch(Q["ingest_accept"], items, max_attempts,  # ingest_row[]
+                                    start_here, lease_seconds)
         out: list[Accepted | None] = [None] * len(items)
         for row in rows:
-            out[row["ord"]] = Accepted(row["job_id"], row["job_created"])
+            out[row["ord"]] = Accepted(row["job_id"], row["job_created"], row["destinations"])
         assert all(a is not None for a in out)
         return out  # type: ignore[return-value]
 

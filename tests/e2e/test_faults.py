@@ -97,6 +97,24 @@ async def test_consumer_killed_mid_job_recovers_every_job(client, start_server, 
     assert recovered, "no job was in flight when the consumer died"
 
 
+async def test_a_process_killed_with_jobs_begun_at_ingest_recovers_every_job(
+        client, start_server, database, names):
+    """Mode `all` begins new jobs in the statement that records them, with no message: killed
+    while running them, their leases bring them back, and each runs to success once."""
+    env = {**names, **FAST, **RECORDING, **SHORT_LEASE, "TEST_HANDLER_SLEEP": "1.0",
+           "WORKER__CONCURRENCY": "8"}
+    server = start_server("all", database_url=database, **env)
+    docs = [await send(client, server) for _ in range(12)]
+    await wait_until(database, "SELECT count(*) >= 4 FROM jobs WHERE status = 'processing'")
+    begun = [line for line in (await client.get(f"{server.url}/metrics")).text.splitlines()
+             if line.startswith("jobs_begun_at_ingest_total ")]
+    assert begun and float(begun[0].split()[1]) >= 1, begun
+    server.kill()  # SIGKILL: the jobs it began die mid-handler, with no message anywhere
+    start_server("all", database_url=database, **env)
+    rows = await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
+    assert [r for r in rows if r["attempts"] > 1], "no job was in flight when the process died"
+
+
 async def test_a_killed_consumer_repeats_only_the_handlers_it_had_in_flight(
         client, start_server, database, names):
     """The documented window: a handler runs to the end again only if its process died
@@ -160,8 +178,10 @@ async def test_relay_killed_mid_batch_loses_and_doubles_nothing(client, start_se
 
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl on this machine")
 async def test_broker_closing_connections_loses_nothing(client, start_server, database, names):
+    """Every job through the broker (none begins at ingest), whose connections are closed
+    three times under way; the process is ready again once it has reconnected."""
     server = start_server("all", database_url=database, **names, **FAST, **RECORDING,
-                          **SHORT_LEASE)
+                          **SHORT_LEASE, WORKER__BEGIN_AT_INGEST="false")
     docs = []
     for _ in range(3):
         docs += [await send(client, server) for _ in range(30)]
@@ -169,8 +189,10 @@ async def test_broker_closing_connections_loses_nothing(client, start_server, da
                        check=True, capture_output=True, timeout=60)
     docs += [await send(client, server) for _ in range(30)]
     await assert_each_ran_to_success_once(database, [d["job_id"] for d in docs])
-    ready = await client.get(f"{server.url}/readyz")
-    assert ready.status_code == 200, ready.text
+    deadline = time.monotonic() + 30
+    while (ready := await client.get(f"{server.url}/readyz")).status_code != 200:
+        assert time.monotonic() < deadline, ready.text
+        await asyncio.sleep(0.2)
 
 
 async def test_sigterm_lets_jobs_in_hand_finish(client, start_server, database, names):

@@ -81,10 +81,14 @@ async def test_always_failing_job_is_dead_lettered_with_message_in_dlq(client, p
     assert doc["job_id"] in {m.headers.get("job_id") for m in dead}
 
 
-async def test_permanent_failure_dead_letters_at_once(client, pipeline):
+async def test_permanent_failure_dead_letters_at_once(client, pipeline, prefix):
+    """Its one attempt began at ingest, with no message: its message is put into the DLQ as
+    the queue would have put it there."""
     doc = await send(client, pipeline, force_permanent_fail=True)
     [job] = await wait_for_jobs(pipeline.database_url, [doc["job_id"]])
     assert (job["status"], job["attempts"]) == ("dead_lettered", 1)
+    dead = {m.headers.get("job_id"): m for m in await drain_queue(f"{prefix}.dlq")}
+    assert orjson.loads(dead[doc["job_id"]].body)["attempt"] == 1
 
 
 async def test_reprocess_runs_a_dead_letter_again_with_a_fresh_budget(client, pipeline):
@@ -173,12 +177,72 @@ async def test_metrics_move_with_the_work(client, start_server, own_prefix):
     assert moved("jobs_processed_total", status="succeeded") == 1
     assert moved("job_retries_total") == 1
     assert moved("job_processing_duration_seconds_count") == 2
-    assert moved("outbox_published_total") == 2
+    # the first attempt began at ingest; the retry's message went through the broker
+    assert moved("jobs_begun_at_ingest_total") == 1
+    assert moved("outbox_published_total") == 1
     assert moved("http_requests_total", method="POST", route="/webhooks/{source}",
                  status="202") == 1
     assert moved("http_request_duration_seconds_count", method="POST",
                  route="/webhooks/{source}") == 1
     assert moved("dlq_messages_total") == 0
+
+
+async def test_a_new_job_begins_where_it_was_received_with_no_message(client, start_server,
+                                                                      own_prefix, db):
+    """Mode `all`: the statement that records a new job begins its first attempt (leased),
+    and this process runs it; no message goes through the relay and the broker for it."""
+    server = start_server("all", **amqp_env(own_prefix), **FAST)
+    before = await scrape(client, server)
+    spent_before = statements((await client.get(f"{server.url}/metrics")).text)
+    docs = [await send(client, server) for _ in range(5)]
+    rows = await wait_for_jobs(server.database_url, [d["job_id"] for d in docs])
+    assert [(r["status"], r["attempts"], r["message_due_at"]) for r in rows] == [
+        ("succeeded", 1, None)] * 5
+    after = await scrape(client, server)
+    assert after[("jobs_begun_at_ingest_total", ())] \
+        - before.get(("jobs_begun_at_ingest_total", ()), 0) == 5
+    assert after[("outbox_published_total", ())] == before.get(("outbox_published_total", ()), 0)
+    spent = {k: v - spent_before.get(k, 0)
+             for k, v in statements((await client.get(f"{server.url}/metrics")).text).items()}
+    assert spent.get("jobs_start", 0) == 0 and spent["ingest_accept"] == 5, spent
+    assert spent.get("outbox_claim", 0) <= 2, spent  # the relay's poll, not woken by ingest
+
+
+async def test_with_begin_at_ingest_off_every_job_goes_through_the_broker(client, start_server,
+                                                                          own_prefix):
+    server = start_server("all", **amqp_env(own_prefix), **FAST,
+                          WORKER__BEGIN_AT_INGEST="false")
+    before = await scrape(client, server)
+    docs = [await send(client, server) for _ in range(3)]
+    rows = await wait_for_jobs(server.database_url, [d["job_id"] for d in docs])
+    assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 3
+    after = await scrape(client, server)
+    assert after.get(("jobs_begun_at_ingest_total", ()), 0) == 0
+    assert after[("outbox_published_total", ())] \
+        - before.get(("outbox_published_total", ()), 0) == 3
+
+
+async def test_jobs_beyond_the_free_slots_go_through_the_broker(client, start_server,
+                                                               fresh_database, own_prefix, db):
+    """Two slots, held by slow handlers: the jobs that find none owe a message, which waits
+    for a slot; each job runs once, none is lost."""
+    database = fresh_database()
+    conn = await db(database)
+    await conn.execute("CREATE TABLE handler_runs (job_id uuid NOT NULL, attempt int NOT NULL, "
+                       "finished_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    server = start_server("all", database_url=database, **amqp_env(own_prefix), **FAST,
+                          WORKER__CONCURRENCY="2", TEST_HANDLER_SLEEP="3",
+                          WORKER__HANDLERS="generic=tests.handlers:recording")
+    docs = [await send(client, server) for _ in range(6)]
+    rows = await wait_for_jobs(database, [d["job_id"] for d in docs])
+    assert [(r["status"], r["attempts"]) for r in rows] == [("succeeded", 1)] * 6
+    runs = await conn.fetch("SELECT job_id, count(*) AS n FROM handler_runs GROUP BY job_id")
+    assert sorted(str(r["job_id"]) for r in runs) == sorted(d["job_id"] for d in docs)
+    assert {r["n"] for r in runs} == {1}
+    metrics = await scrape(client, server)
+    begun = metrics[("jobs_begun_at_ingest_total", ())]
+    published = metrics.get(("outbox_published_total", ()), 0)
+    assert begun >= 2 and published >= 1 and begun + published == 6, (begun, published)
 
 
 async def test_readyz_checks_database_and_broker(client, pipeline):
@@ -254,8 +318,10 @@ async def test_the_relay_claims_deliveries_only_when_some_may_be_due(client, sta
                                                                      own_prefix):
     """Outbox traffic alone doesn't make the relay look for deliveries after every batch:
     it does on their own NOTIFY, at the time its next-due query gives, and at the latest
-    once per poll interval (200 ms here)."""
-    server = start_server("all", **amqp_env(own_prefix), **FAST)
+    once per poll interval (200 ms here). (Every job owes a message here: none begins at
+    ingest.)"""
+    server = start_server("all", **amqp_env(own_prefix), **FAST,
+                          WORKER__BEGIN_AT_INGEST="false")
     before = statements((await client.get(f"{server.url}/metrics")).text)
     started = time.monotonic()
     docs = [await send(client, server) for _ in range(40)]  # one after another: a batch each

@@ -263,7 +263,7 @@ CREATE UNIQUE INDEX webhook_inbox_pkey ON ONLY public.webhook_inbox USING btree 
 -- triggers
 CREATE TRIGGER deliveries_notify AFTER INSERT ON public.deliveries REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION relayforge_deliveries_notify()
 CREATE TRIGGER jobs_notify_message_due AFTER UPDATE OF message_due_at ON public.jobs FOR EACH ROW WHEN (((new.message_due_at IS NOT NULL) AND (old.message_due_at IS DISTINCT FROM new.message_due_at))) EXECUTE FUNCTION relayforge_outbox_notify()
-CREATE TRIGGER jobs_notify_new AFTER INSERT ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
+CREATE TRIGGER jobs_notify_new AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION relayforge_jobs_notify_new()
 CREATE TRIGGER outbox_messages_hand_over AFTER INSERT ON public.outbox_messages FOR EACH ROW WHEN ((new.status = 'pending'::text)) EXECUTE FUNCTION relayforge_outbox_hand_over()
 CREATE TRIGGER outbox_messages_notify AFTER INSERT ON public.outbox_messages FOR EACH STATEMENT EXECUTE FUNCTION relayforge_outbox_notify()
 CREATE TRIGGER tenant_provider_secrets_notify AFTER INSERT OR DELETE OR UPDATE ON public.tenant_provider_secrets FOR EACH STATEMENT EXECUTE FUNCTION relayforge_secrets_notify()
@@ -389,6 +389,18 @@ BEGIN
         END LOOP;
     END LOOP;
 END $function$
+CREATE OR REPLACE FUNCTION public.relayforge_fan_out_destinations(p_tenant uuid)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT jsonb_agg(jsonb_build_object(
+               'id', d.id, 'filter', d.filter::text, 'max_concurrency', d.max_concurrency,
+               'rate_limit_per_second', d.rate_limit_per_second, 'circuit', d.circuit,
+               'paused', d.paused))::text
+    FROM destinations d
+    WHERE d.tenant_id = p_tenant AND d.enabled AND d.kind = 'events'
+$function$
 CREATE OR REPLACE FUNCTION public.relayforge_generation(p_day date, p_span integer)
  RETURNS date
  LANGUAGE sql
@@ -405,6 +417,16 @@ AS $function$
                 THEN ARRAY[g, g + p_span] ELSE ARRAY[g] END
     FROM (SELECT relayforge_generation((p_at AT TIME ZONE 'UTC')::date, p_span) AS g) s
 $function$
+CREATE OR REPLACE FUNCTION public.relayforge_jobs_notify_new()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF EXISTS (SELECT 1 FROM inserted WHERE message_due_at IS NOT NULL) THEN
+        PERFORM pg_notify('relayforge_outbox', '');
+    END IF;
+    RETURN NULL;
+END $function$
 CREATE OR REPLACE FUNCTION public.relayforge_oldest_row(p_parent regclass)
  RETURNS timestamp with time zone
  LANGUAGE plpgsql

@@ -11,10 +11,13 @@
 -- The body is stored once, in the inbox: a job whose event can be put together from its first
 -- delivery's body stores only where the data sits (data_path), no event.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
+-- A new job among $3 starts its first attempt here (leased for $4 seconds, as job_start does):
+-- this process runs it, with no message; it owes one only if the lease lapses. Those return
+-- what fan-out needs, as job_start does.
 WITH input AS (
     SELECT inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
            payload_hash, headers, body, event, request_id, correlation_id, trace_context,
-           occurred_at_unix, data_path, (n - 1)::int AS ord
+           occurred_at_unix, data_path, (n - 1)::int AS ord, job_id = ANY($3::uuid[]) AS here
     FROM unnest($1::ingest_row[]) WITH ORDINALITY
         AS i(inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
              payload_hash, headers, body, event, request_id, correlation_id, trace_context,
@@ -30,10 +33,13 @@ firsts AS (
 job AS (
     INSERT INTO jobs AS j (id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
                            occurred_at_unix, data_path, max_attempts, correlation_id,
-                           trace_context, first_inbox_id, last_inbox_id, message_due_at)
+                           trace_context, first_inbox_id, last_inbox_id, message_due_at,
+                           status, attempts, lease_expires_at)
     SELECT job_id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
            occurred_at_unix, data_path, $2, correlation_id, trace_context::jsonb, inbox_id,
-           last_inbox_id, now()
+           last_inbox_id, CASE WHEN here THEN NULL ELSE now() END,
+           CASE WHEN here THEN 'processing' ELSE 'pending' END, here::int,
+           CASE WHEN here THEN now() + make_interval(secs => $4) END
     FROM firsts
     ORDER BY tenant_id, source, dedup_key
     ON CONFLICT (tenant_id, source, dedup_key)
@@ -48,7 +54,9 @@ inbox AS (
            i.headers::jsonb, i.body, true, true, job.id, i.request_id
     FROM input i JOIN job USING (tenant_id, source, dedup_key)
 )
-SELECT i.ord, job.id AS job_id, (job.created AND i.ord = f.ord) AS job_created
+SELECT i.ord, job.id AS job_id, (job.created AND i.ord = f.ord) AS job_created,
+       CASE WHEN job.created AND i.ord = f.ord AND f.here
+            THEN relayforge_fan_out_destinations(i.tenant_id) END AS destinations
 FROM input i
 JOIN job USING (tenant_id, source, dedup_key)
 JOIN firsts f USING (tenant_id, source, dedup_key);
@@ -322,13 +330,7 @@ RETURNING j.id, j.tenant_id, j.source, j.attempts, j.max_attempts, j.correlation
           (SELECT i.body FROM webhook_inbox i WHERE i.id = j.first_inbox_id AND j.event IS NULL)
               AS body,
           -- what fan-out needs, read here (nothing more for tenants without destinations)
-          (SELECT jsonb_agg(jsonb_build_object(
-                      'id', d.id, 'filter', d.filter::text, 'max_concurrency', d.max_concurrency,
-                      'rate_limit_per_second', d.rate_limit_per_second, 'circuit', d.circuit,
-                      'paused', d.paused))
-           FROM destinations d
-           WHERE d.tenant_id = j.tenant_id AND d.enabled AND d.kind = 'events')::text
-              AS destinations;
+          relayforge_fan_out_destinations(j.tenant_id) AS destinations;
 
 -- name: job_event
 SELECT j.event, j.source, j.event_type, j.provider_event_id, j.occurred_at_unix, j.data_path,
