@@ -22,7 +22,9 @@ async def recording(ctx: JobContext) -> None:
     await asyncio.sleep(float(os.environ.get("TEST_HANDLER_SLEEP", "0")))
     if _pool is None:
         # Named, so fault tests can cut Relayforge's connections and leave this witness alone.
+        # No prepared statements kept: the URL may be a pooler's in transaction mode.
         _pool = await asyncpg.create_pool(os.environ["DATABASE__URL"], min_size=1, max_size=4,
+                                          statement_cache_size=0,
                                           server_settings={"application_name": WITNESS})
     await _pool.execute("INSERT INTO handler_runs (job_id, attempt) VALUES ($1, $2)",
                         ctx.job_id, ctx.attempt)
