@@ -90,8 +90,7 @@ class Runtime:
         self.pool = await create_pool(
             s.database.url, s.database.max_connections,
             count_statement=lambda name: metrics.child(metrics.DB_STATEMENTS, name).inc(),
-            statement_cache=s.database.statement_cache,
-            custom_plans=self.consumes or self.relays)
+            statement_cache=s.database.statement_cache)
         self.stores = stores = Stores(self.pool)
         # a new day may have begun while every process was down
         await retention.ensure_partitions(stores, s.retention)

@@ -58,16 +58,19 @@ def statement_name(sql: str) -> str:
 _NAMES = {sql: name for name, sql in Q.items()}
 
 
+# How long a connection keeps a prepared statement, and so the plan PostgreSQL settled on for
+# it (connect_options).
+PLAN_LIFETIME_SECONDS = 30
+
+
 async def create_pool(url: str, max_size: int,
                       count_statement: Callable[[str], None] | None = None,
-                      statement_cache: bool = True, custom_plans: bool = True
-                      ) -> asyncpg.Pool:
+                      statement_cache: bool = True) -> asyncpg.Pool:
     """`count_statement(name)` is called after each statement a pool connection runs (a round
     trip to PostgreSQL, whatever it does there): what a webhook costs the one shared server is
     counted, not guessed. `statement_cache` is DATABASE__STATEMENT_CACHE: false behind a pooler
     in transaction mode, where a connection's next statement may run on another server
-    connection; `custom_plans` for a process that starts and finishes jobs and deliveries
-    (connect_options)."""
+    connection."""
     async def init(conn: asyncpg.Connection) -> None:
         if count_statement is not None:
             counted = count_statement
@@ -79,33 +82,32 @@ async def create_pool(url: str, max_size: int,
 
     return await asyncpg.create_pool(
         url, min_size=1, max_size=max_size, command_timeout=60, reset=_no_session_state,
-        init=init, **connect_options(statement_cache, custom_plans),
+        init=init, **connect_options(statement_cache),
     )
 
 
-def connect_options(statement_cache: bool = True, custom_plans: bool = True) -> dict[str, Any]:
+def connect_options(statement_cache: bool = True,
+                    plan_lifetime: float = PLAN_LIFETIME_SECONDS) -> dict[str, Any]:
     """How a pool connection is opened. Every runtime query is one of a fixed set of names, so
-    the statement cache needs no cap.
+    the statement cache needs no cap on its size.
 
-    `custom_plans`: each prepared statement is planned for the values and table sizes of its
-    execution (force_custom_plan). A connection lives for days, and the plan PostgreSQL would
-    otherwise keep after five runs is the one it made then: made while jobs was small, and kept
-    until ANALYZE (never, where autovacuum is off), the plans of jobs_start and jobs_succeed
-    scan the whole table for each batch. At 1,000 webhooks/s in mode all that cost PostgreSQL
-    1.1-1.2 ms of CPU per job, planning afresh 0.57-0.61 ms. Ingest alone reads no table by a
-    batch of ids, so its kept plan stays right, and planning afresh showed no gain for it (in
-    two alternating runs, 74 and 94 µs of PostgreSQL CPU per webhook against 72 and 51 µs with
-    the plan kept): an ingest-only process keeps its plans.
+    Plans: after five runs PostgreSQL keeps one plan for a prepared statement, until the tables
+    are analyzed (never, where autovacuum is off). With its default `random_page_cost` (4, a
+    disk's) a plan made while `jobs` was small reads the whole table for each batch, however
+    large it grows. Relayforge reads by index what is in memory (the recent jobs, deliveries and
+    inbox rows), where a random read costs about what a sequential one does: at 1.1 the plans of
+    a small table read by index too. And no plan is kept longer than `plan_lifetime` seconds:
+    the statement is then prepared afresh, for the tables as they are. (Planning every
+    execution instead, as force_custom_plan does, took 30 % of PostgreSQL's time per delivery:
+    the foreign-key check of each row inserted was planned anew too.)
 
     Behind a pooler in transaction mode no statement is kept prepared (each is planned anyway),
     and no startup parameter is sent (PgBouncer refuses those it does not know: set them on the
     database instead)."""
     if not statement_cache:
         return {"statement_cache_size": 0}
-    settings = {"jit": "off"}
-    if custom_plans:
-        settings["plan_cache_mode"] = "force_custom_plan"
-    return {"server_settings": settings}
+    return {"server_settings": {"jit": "off", "random_page_cost": "1.1"},
+            "max_cached_statement_lifetime": plan_lifetime}
 
 
 def start_embedded(embedded_dir: str) -> str:
