@@ -72,6 +72,37 @@ async def test_generic_accepted_records_inbox_job_and_outbox(client, ingest_serv
     assert event.data == orjson.loads(body)["data"]
 
 
+async def test_the_delivery_that_made_a_job_keeps_its_metadata_with_the_job(
+        client, ingest_server, db):
+    """Its row holds no source, event type or request id (the job's correlation id); the admin
+    API shows them as received, and a later delivery of the same event keeps its own."""
+    tenant = new_tenant()
+    body = generic_body()
+    first = await post_generic(client, ingest_server, body, tenant, **{"X-Request-Id": "req-a1"})
+    again = await post_generic(client, ingest_server, body, tenant, **{"X-Request-Id": "req-a2"})
+    other = await post_generic(client, ingest_server, generic_body(), tenant,
+                               **{"X-Request-Id": "req-b1", "X-Correlation-Id": "corr-b"})
+    conn = await db(ingest_server.database_url)
+    stored = {r["id"]: r for r in await conn.fetch(
+        "SELECT id, source, event_type, request_id FROM webhook_inbox WHERE tenant_id = $1",
+        uuid.UUID(tenant))}
+    ids = [uuid.UUID(r.json()["inbox_id"]) for r in (first, again, other)]
+    assert [tuple(stored[i])[1:] for i in ids] == [
+        (None, None, None), ("generic", "order.created", "req-a2"), (None, None, "req-b1")]
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    listed = await client.get(f"{ingest_server.url}/admin/inbox",
+                              params={"tenant_id": tenant, "source": "generic"}, headers=auth)
+    assert listed.status_code == 200, listed.text
+    shown = {uuid.UUID(r["id"]): (r["source"], r["event_type"], r["request_id"])
+             for r in listed.json()["items"]}
+    assert [shown[i] for i in ids] == [("generic", "order.created", "req-a1"),
+                                       ("generic", "order.created", "req-a2"),
+                                       ("generic", "order.created", "req-b1")]
+    one = await client.get(f"{ingest_server.url}/admin/inbox/{ids[0]}", headers=auth)
+    assert (one.json()["source"], one.json()["event_type"], one.json()["request_id"]) == (
+        "generic", "order.created", "req-a1")
+
+
 async def test_duplicate_body_returns_same_job_deduped(client, ingest_server, db):
     tenant = new_tenant()
     body = generic_body()

@@ -175,7 +175,7 @@ webhook_inbox.received_at timestamp with time zone NOT NULL DEFAULT now()
 webhook_inbox.rejection_code text
 webhook_inbox.request_id text
 webhook_inbox.signature_valid boolean NOT NULL
-webhook_inbox.source text NOT NULL
+webhook_inbox.source text
 webhook_inbox.tenant_id uuid NOT NULL
 
 -- constraints
@@ -416,6 +416,20 @@ AS $function$
     SELECT CASE WHEN p_at >= ((g + p_span)::timestamp AT TIME ZONE 'UTC') - interval '10 minutes'
                 THEN ARRAY[g, g + p_span] ELSE ARRAY[g] END
     FROM (SELECT relayforge_generation((p_at AT TIME ZONE 'UTC')::date, p_span) AS g) s
+$function$
+CREATE OR REPLACE FUNCTION public.relayforge_inbox_metadata(i webhook_inbox)
+ RETURNS TABLE(source text, event_type text, provider_event_id text, dedup_key text, request_id text)
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT coalesce(i.source, j.source),
+           CASE WHEN j.first_inbox_id = i.id THEN j.event_type ELSE i.event_type END,
+           CASE WHEN j.first_inbox_id = i.id THEN j.provider_event_id
+                ELSE i.provider_event_id END,
+           coalesce(i.dedup_key, j.dedup_key),
+           CASE WHEN j.first_inbox_id = i.id THEN coalesce(i.request_id, j.correlation_id)
+                ELSE i.request_id END
+    FROM (SELECT) AS one LEFT JOIN jobs j ON j.id = i.job_id
 $function$
 CREATE OR REPLACE FUNCTION public.relayforge_jobs_notify_new()
  RETURNS trigger

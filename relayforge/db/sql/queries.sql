@@ -7,8 +7,9 @@
 -- One statement records a whole batch: job upsert (first delivery of a key creates the job, the
 -- others in or across batches are deduped onto it) and inbox rows. A new job is its own outbox
 -- entry: it owes the message of its first attempt (message_due_at). An inbox row's dedup key is
--- its job's, stored there alone, and its payload hash is its body's (both read back so).
--- The body is stored once, in the inbox: a job whose event can be put together from its first
+-- its job's, stored there alone, and its payload hash is its body's (both read back so); the
+-- row of the delivery that made its job keeps none of the metadata the job holds (read back
+-- with relayforge_inbox_metadata). The body is stored once, in the inbox: a job whose event can be put together from its first
 -- delivery's body stores only where the data sits (data_path), no event.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
 -- A new job among $3 starts its first attempt here (leased for $4 seconds, as job_start does):
@@ -44,15 +45,20 @@ job AS (
     ORDER BY tenant_id, source, dedup_key
     ON CONFLICT (tenant_id, source, dedup_key)
         DO UPDATE SET last_inbox_id = EXCLUDED.last_inbox_id, updated_at = now()
-    RETURNING j.id, j.tenant_id, j.source, j.dedup_key, (j.xmax = 0) AS created
+    RETURNING j.id, j.tenant_id, j.source, j.dedup_key, (j.xmax = 0) AS created,
+              j.first_inbox_id, j.correlation_id
 ),
 inbox AS (
     INSERT INTO webhook_inbox (id, tenant_id, source, event_type, provider_event_id, dedup_key,
                                payload_hash, headers, body, accepted, signature_valid, job_id,
                                request_id)
-    SELECT i.inbox_id, i.tenant_id, i.source, i.event_type, i.provider_event_id, NULL, NULL,
-           i.headers::jsonb, i.body, true, true, job.id, i.request_id
-    FROM input i JOIN job USING (tenant_id, source, dedup_key)
+    SELECT i.inbox_id, i.tenant_id, CASE WHEN made THEN NULL ELSE i.source END,
+           CASE WHEN made THEN NULL ELSE i.event_type END,
+           CASE WHEN made THEN NULL ELSE i.provider_event_id END, NULL, NULL,
+           i.headers::jsonb, i.body, true, true, job.id,
+           CASE WHEN made AND i.request_id = job.correlation_id THEN NULL ELSE i.request_id END
+    FROM input i JOIN job USING (tenant_id, source, dedup_key),
+         LATERAL (SELECT job.first_inbox_id = i.inbox_id AS made) m
 )
 SELECT i.ord, job.id AS job_id, (job.created AND i.ord = f.ord) AS job_created,
        CASE WHEN job.created AND i.ord = f.ord AND f.here
@@ -563,25 +569,22 @@ SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, m
 FROM jobs WHERE id = $1;
 
 -- name: admin_inbox_list
--- An accepted delivery's dedup key is its job's and its payload hash its body's (stored so;
--- older rows kept their own).
-SELECT i.id, i.tenant_id, i.source, i.event_type, i.provider_event_id,
-       coalesce(i.dedup_key, (SELECT j.dedup_key FROM jobs j WHERE j.id = i.job_id)) AS dedup_key,
+-- An accepted delivery is read with its job (relayforge_inbox_metadata).
+SELECT i.id, i.tenant_id, m.source, m.event_type, m.provider_event_id, m.dedup_key,
        coalesce(i.payload_hash, encode(sha256(i.body), 'hex')) AS payload_hash, i.accepted,
-       i.signature_valid, i.rejection_code, i.job_id, i.request_id, i.received_at
-FROM webhook_inbox i
-WHERE ($1::uuid IS NULL OR i.tenant_id = $1) AND ($2::text IS NULL OR i.source = $2)
+       i.signature_valid, i.rejection_code, i.job_id, m.request_id, i.received_at
+FROM webhook_inbox i, relayforge_inbox_metadata(i) m
+WHERE ($1::uuid IS NULL OR i.tenant_id = $1) AND ($2::text IS NULL OR m.source = $2)
   AND ($3::boolean IS NULL OR i.accepted = $3) AND ($4::uuid IS NULL OR i.id < $4)
 ORDER BY i.id DESC
 LIMIT $5;
 
 -- name: admin_inbox_get
-SELECT i.id, i.tenant_id, i.source, i.event_type, i.provider_event_id,
-       coalesce(i.dedup_key, (SELECT j.dedup_key FROM jobs j WHERE j.id = i.job_id)) AS dedup_key,
+SELECT i.id, i.tenant_id, m.source, m.event_type, m.provider_event_id, m.dedup_key,
        coalesce(i.payload_hash, encode(sha256(i.body), 'hex')) AS payload_hash, i.accepted,
-       i.signature_valid, i.rejection_code, i.job_id, i.request_id, i.received_at,
+       i.signature_valid, i.rejection_code, i.job_id, m.request_id, i.received_at,
        i.headers::text AS headers, i.body
-FROM webhook_inbox i WHERE i.id = $1;
+FROM webhook_inbox i, relayforge_inbox_metadata(i) m WHERE i.id = $1;
 
 -- name: admin_job_counts
 SELECT status, count(*) AS n FROM jobs WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY status;
@@ -1075,9 +1078,11 @@ GROUP BY m.minute ORDER BY m.minute;
 
 -- name: inbox_for_job
 -- the first $2 bytes of each body only: twenty 18 MiB duplicates must not all come back whole
-SELECT id, received_at, request_id, accepted, rejection_code, headers::text AS headers,
-       substring(body FROM 1 FOR $2) AS body_preview, octet_length(body) AS body_size
-FROM webhook_inbox WHERE job_id = $1 ORDER BY received_at, id LIMIT 50;
+SELECT i.id, i.received_at, m.request_id, i.accepted, i.rejection_code,
+       i.headers::text AS headers, substring(i.body FROM 1 FOR $2) AS body_preview,
+       octet_length(i.body) AS body_size
+FROM webhook_inbox i, relayforge_inbox_metadata(i) m
+WHERE i.job_id = $1 ORDER BY i.received_at, i.id LIMIT 50;
 
 -- name: inbox_body_size
 SELECT octet_length(body) FROM webhook_inbox WHERE id = $1;
