@@ -9,8 +9,9 @@
 -- entry: it owes the message of its first attempt (message_due_at). An inbox row's dedup key is
 -- its job's, stored there alone, and its payload hash is its body's (both read back so); the
 -- row of the delivery that made its job keeps none of the metadata the job holds (read back
--- with relayforge_inbox_metadata). The body is stored once, in the inbox: a job whose event can be put together from its first
--- delivery's body stores only where the data sits (data_path), no event.
+-- with relayforge_inbox_metadata). The body is stored once, in the inbox: a job whose event
+-- can be put together from its first delivery's body stores only where the data sits
+-- (data_path), no event.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
 -- A new job among $3 starts its first attempt here (leased for $4 seconds, as job_start does):
 -- this process runs it, with no message; it owes one only if the lease lapses. Those return
@@ -45,27 +46,28 @@ job AS (
     ORDER BY tenant_id, source, dedup_key
     ON CONFLICT (tenant_id, source, dedup_key)
         DO UPDATE SET last_inbox_id = EXCLUDED.last_inbox_id, updated_at = now()
-    RETURNING j.id, j.tenant_id, j.source, j.dedup_key, (j.xmax = 0) AS created,
-              j.first_inbox_id, j.correlation_id
+    RETURNING j.id, j.tenant_id, j.source, j.dedup_key, j.first_inbox_id, j.correlation_id
+),
+arrived AS (  -- each delivery with its job; `made`: the one that made it (its first inbox row)
+    SELECT i.*, job.id AS recorded_job, job.correlation_id AS job_correlation_id,
+           job.first_inbox_id = i.inbox_id AS made
+    FROM input i JOIN job USING (tenant_id, source, dedup_key)
 ),
 inbox AS (
     INSERT INTO webhook_inbox (id, tenant_id, source, event_type, provider_event_id, dedup_key,
                                payload_hash, headers, body, accepted, signature_valid, job_id,
                                request_id)
-    SELECT i.inbox_id, i.tenant_id, CASE WHEN made THEN NULL ELSE i.source END,
-           CASE WHEN made THEN NULL ELSE i.event_type END,
-           CASE WHEN made THEN NULL ELSE i.provider_event_id END, NULL, NULL,
-           i.headers::jsonb, i.body, true, true, job.id,
-           CASE WHEN made AND i.request_id = job.correlation_id THEN NULL ELSE i.request_id END
-    FROM input i JOIN job USING (tenant_id, source, dedup_key),
-         LATERAL (SELECT job.first_inbox_id = i.inbox_id AS made) m
+    SELECT inbox_id, tenant_id, CASE WHEN made THEN NULL ELSE source END,
+           CASE WHEN made THEN NULL ELSE event_type END,
+           CASE WHEN made THEN NULL ELSE provider_event_id END, NULL, NULL,
+           headers::jsonb, body, true, true, recorded_job,
+           CASE WHEN made AND request_id = job_correlation_id THEN NULL ELSE request_id END
+    FROM arrived
 )
-SELECT i.ord, job.id AS job_id, (job.created AND i.ord = f.ord) AS job_created,
-       CASE WHEN job.created AND i.ord = f.ord AND f.here
-            THEN relayforge_fan_out_destinations(i.tenant_id) END AS destinations
-FROM input i
-JOIN job USING (tenant_id, source, dedup_key)
-JOIN firsts f USING (tenant_id, source, dedup_key);
+SELECT ord, recorded_job AS job_id, made AS job_created,
+       CASE WHEN made AND here THEN relayforge_fan_out_destinations(tenant_id) END
+           AS destinations
+FROM arrived;
 
 -- name: inbox_insert_rejected
 -- Requests refused after their signature verified: kept as evidence, body only when configured.
