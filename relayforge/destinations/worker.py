@@ -97,6 +97,7 @@ _DESTINATIONS = msgspec.json.Decoder(list[_FanOutDestination])
 class _FanOut:
     """A job's new deliveries on their way through a batched insert; `made` once written."""
 
+    job: StartedJob
     deliveries: list[NewDelivery]
     made: dict[uuid.UUID, FannedOut] = field(default_factory=dict)
 
@@ -336,7 +337,7 @@ class DeliveryWorker:
         default = self._settings.destinations.max_concurrency
         carried = tracing.carry(carrier)
         headers = orjson.dumps({**carried, "correlation_id": job.correlation_id}).decode()
-        fan = _FanOut([])
+        fan = _FanOut(job, [])
         for d in _DESTINATIONS.decode(job.destinations):
             if self._filter(d.filter).matches(facts):
                 lane = self._lane(d.id, (d.max_concurrency or default, d.rate_limit_per_second))
@@ -380,6 +381,7 @@ class DeliveryWorker:
         """The deliveries of the jobs started at the same moment, in one statement."""
         made = {f.id: f for f in await self._stores.deliveries.fan_out(
             deliveries=[d for fan in batch for d in fan.deliveries],
+            jobs={fan.job.id: fan.job for fan in batch},
             max_attempts=self._settings.worker.max_attempts, claim_seconds=self._claim_seconds)}
         for fan in batch:
             fan.made = {d.id: made[d.id] for d in fan.deliveries if d.id in made}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import asyncpg
+import orjson
 
 from relayforge import retention
 from relayforge.batcher import GroupCommitBatcher
@@ -226,7 +227,10 @@ def _begun(item: NewItem, outcome: Accepted, max_attempts: int) -> StartedJob:
     return StartedJob(
         id=item.job_id, tenant_id=item.tenant_id, source=item.source, event=event, attempts=1,
         max_attempts=max_attempts, correlation_id=item.correlation_id,
-        trace_context=item.trace_context, destinations=outcome.destinations)
+        trace_context=item.trace_context, destinations=outcome.destinations,
+        # as the inbox row keeps them: its content type is the one among its headers
+        body=item.body, content_type=orjson.loads(item.headers).get("content-type")
+        if outcome.destinations is not None else None)
 
 
 def _new_item(d: Arrival) -> NewItem:

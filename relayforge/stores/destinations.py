@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from relayforge.models import (
     DestinationView,
 )
 from relayforge.stores.base import Q, Store
+from relayforge.stores.jobs import StartedJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,26 @@ def _started(row: Any) -> StartedDelivery:
             None, source=fields["source"], event_type=fields["event_type"],
             body=fields["body"], **parts).to_json()
     return StartedDelivery(**fields)
+
+
+class _JobRequestParts:
+    """What the deliveries of jobs just started take from their job (a fan-out's rows carry
+    their destination's parts alone): its event's JSON made once per job, when one needs it."""
+
+    def __init__(self, jobs: Mapping[uuid.UUID, StartedJob]) -> None:
+        self._jobs = jobs
+        self._events: dict[uuid.UUID, bytes] = {}
+
+    def started(self, row: Any) -> StartedDelivery:
+        job = self._jobs[row["job_id"]]
+        event = None
+        if row["payload"] == "event":
+            event = self._events.get(job.id)
+            if event is None:
+                event = self._events[job.id] = job.event.to_json()
+        fields = {k: v for k, v in row.items() if k not in ("claimed", "started")}
+        return StartedDelivery(**fields, source=job.source, event_type=job.event.event_type,
+                               event=event, body=job.body, content_type=job.content_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,17 +288,20 @@ class DestinationStore(Store):
 
 
 class DeliveryStore(Store):
-    async def fan_out(self, *, deliveries: Sequence[NewDelivery], max_attempts: int,
+    async def fan_out(self, *, deliveries: Sequence[NewDelivery],
+                      jobs: Mapping[uuid.UUID, StartedJob], max_attempts: int,
                       claim_seconds: float) -> list[FannedOut]:
         """Insert each delivery once per (job, destination); the new ones. A started or claimed
-        delivery is left to its consumer for `claim_seconds`."""
+        delivery is left to its consumer for `claim_seconds`. `jobs`: the started jobs of the
+        deliveries started here, whose event and body their requests carry."""
         rows = await self._db.fetch(
             Q["deliveries_fan_out"], [d.id for d in deliveries], [d.job_id for d in deliveries],
             [d.destination_id for d in deliveries], [d.tenant_id for d in deliveries],
             [d.headers for d in deliveries], [d.take for d in deliveries], max_attempts,
             claim_seconds)
+        parts = _JobRequestParts(jobs)
         return [FannedOut(r["id"], r["destination_id"], r["claimed"],
-                          _started(r) if r["started"] else None) for r in rows]
+                          parts.started(r) if r["started"] else None) for r in rows]
 
     async def redeliver(self, *, job_id: uuid.UUID,
                         deliveries: Sequence[tuple[uuid.UUID, uuid.UUID]],

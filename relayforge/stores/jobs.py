@@ -28,6 +28,10 @@ class StartedJob:
     correlation_id: str | None
     trace_context: str
     destinations: str | None = None  # its tenant's enabled destinations (JSON), for fan-out
+    # Its first delivery's body and content type, for its deliveries' requests (None: it has
+    # no destinations, or the body is no longer kept)
+    body: bytes | None = None
+    content_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,8 @@ class JobStore(Store):
             id=r["id"], tenant_id=r["tenant_id"], source=r["source"], event=_event(r),
             attempts=r["attempts"], max_attempts=r["max_attempts"],
             correlation_id=r["correlation_id"], trace_context=r["trace_context"],
-            destinations=r["destinations"]) for r in rows]
+            destinations=r["destinations"], body=r["body"], content_type=r["content_type"])
+            for r in rows]
 
     async def event(self, *, job_id: uuid.UUID) -> DomainEvent:
         """The normalized event of a job that exists."""

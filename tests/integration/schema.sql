@@ -61,6 +61,16 @@ delivery_requests.secret_nonces ARRAY
 delivery_requests.source text
 delivery_requests.timeout_ms integer
 delivery_requests.url text
+destination_requests.destination_id uuid
+destination_requests.headers_ciphertext bytea
+destination_requests.headers_nonce bytea
+destination_requests.max_concurrency integer
+destination_requests.payload text
+destination_requests.rate_limit_per_second double precision
+destination_requests.secret_ciphertexts ARRAY
+destination_requests.secret_nonces ARRAY
+destination_requests.timeout_ms integer
+destination_requests.url text
 destination_secrets.ciphertext bytea NOT NULL
 destination_secrets.created_at timestamp with time zone NOT NULL DEFAULT now()
 destination_secrets.destination_id uuid NOT NULL

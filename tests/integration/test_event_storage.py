@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import replace
 
 import asyncpg
 import orjson
@@ -55,9 +56,11 @@ async def old_job(conn: asyncpg.Connection, event: DomainEvent) -> uuid.UUID:
     return job_id
 
 
-async def record(stores: Stores, tenant: uuid.UUID, body: bytes) -> uuid.UUID:
+async def record(stores: Stores, tenant: uuid.UUID, body: bytes,
+                 headers: dict[bytes, bytes] | None = None) -> uuid.UUID:
     """A generic webhook through the real ingest path (normalize, then the batch statement)."""
-    arrival = arrive(CONNECTORS["generic"], SETTINGS, tenant_id=tenant, headers={}, body=body,
+    arrival = arrive(CONNECTORS["generic"], SETTINGS, tenant_id=tenant, headers=headers or {},
+                     body=body,
                      signed=Signed(), request_id="r", correlation_id="c", trace_carrier={})
     writer = IngestWriter(stores, SETTINGS)
     await writer.start()
@@ -108,9 +111,59 @@ async def test_an_event_destination_gets_the_events_json_byte_for_byte(old_datab
         "VALUES ($1, $2, 'https://example.com/hook', 'event')", destination, tenant)
     rows = await conn.fetch("SELECT * FROM delivery_requests WHERE job_id = $1", job_id)
     assert rows[0]["event"] is None and rows[0]["body"] == body
+    [job] = await stores.jobs.start_many(attempts=[(job_id, 1)], lease_seconds=60)
     made = await stores.deliveries.fan_out(
         deliveries=[NewDelivery(new_id(), job_id, destination, tenant, "{}", "started")],
-        max_attempts=3, claim_seconds=60)
+        jobs={job_id: job}, max_attempts=3, claim_seconds=60)
     request = made[0].started
     assert request is not None
     assert request.event == CONNECTORS["generic"].normalize({}, body).to_json()
+
+
+@pytest.mark.parametrize("payload", ["raw", "event"])
+async def test_a_fan_out_starts_the_request_a_later_attempt_would_make(old_database, payload):
+    """A delivery its fan-out starts is sent its job's event and body as the job's start read
+    them; a later attempt reads them again through delivery_requests. The two requests are the
+    same, byte for byte, for a job whose event is put together from its body and for one that
+    stores it whole (recorded before 0019)."""
+    conn = old_database
+    whole = DomainEvent("generic", "old.one", None, None, {"kept": ["whole", 1.5, "\u00e9"]})
+    old_id = await old_job(conn, whole)
+    conn, stores, tenant = await today(conn)
+    body = b'{"event": "new.one",\n "data": {"n": 1.5, "s": "\\u00e9"}}'
+    new_id_ = await record(stores, tenant, body,
+                           {b"content-type": b"application/json; charset=utf-8"})
+    jobs = {r["id"]: r["tenant_id"] for r in await conn.fetch("SELECT id, tenant_id FROM jobs")}
+    destinations = {}
+    for job_id, owner in jobs.items():
+        destinations[job_id] = new_id()
+        await conn.execute(
+            "INSERT INTO destinations (id, tenant_id, url, payload, headers_nonce, "
+            "headers_ciphertext) VALUES ($1, $2, 'https://example.com/hook', $3, $4, $5)",
+            destinations[job_id], owner, payload, b"n" * 12, b"sealed headers")
+        await conn.execute(
+            "INSERT INTO destination_secrets (id, destination_id, nonce, ciphertext, fingerprint)"
+            " VALUES ($1, $2, $3, $4, 'f')", new_id(), destinations[job_id], b"k" * 12,
+            b"sealed secret")
+    started = {j.id: j for j in await stores.jobs.start_many(
+        attempts=[(old_id, 1), (new_id_, 1)], lease_seconds=60)}
+    assert started.keys() == {old_id, new_id_}
+    made = await stores.deliveries.fan_out(
+        deliveries=[NewDelivery(new_id(), j, destinations[j], jobs[j], "{}", "started")
+                    for j in sorted(jobs)], jobs=started, max_attempts=3, claim_seconds=60)
+    first = {m.started.job_id: m.started for m in made if m.started is not None}
+    assert first.keys() == {old_id, new_id_}
+    assert first[new_id_].content_type == "application/json; charset=utf-8"
+    assert first[new_id_].body == body
+    await conn.execute("UPDATE deliveries SET status = 'retrying'")
+    again = {d.job_id: d for d in await stores.deliveries.start_many(
+        attempts=[(m.id, 2) for m in made], lease_seconds=60, closed_only=False)}
+    for job_id in jobs:
+        later = replace(again[job_id], attempts=1)
+        if payload == "raw":  # sent the body: the event is never read (the view has it whole)
+            assert first[job_id].event is None
+            later = replace(later, event=None)
+        assert later == first[job_id]
+    if payload == "event":
+        assert first[old_id].event == whole.to_json()
+        assert first[new_id_].event == CONNECTORS["generic"].normalize({}, body).to_json()

@@ -376,7 +376,8 @@ async def test_fan_out_and_job_batches_never_deadlock(template_db):
             await asyncio.gather(
                 *(stores.deliveries.fan_out(deliveries=[
                     NewDelivery(new_id(), j, destination, tenant, "{}", "claimed")
-                    for j in chunk], max_attempts=3, claim_seconds=30.0) for chunk in chunks()),
+                    for j in chunk], jobs={}, max_attempts=3, claim_seconds=30.0)
+                  for chunk in chunks()),
                 *(stores.jobs.succeed_many(attempts=[(j, round_) for j in chunk])
                   for chunk in chunks()),
             )

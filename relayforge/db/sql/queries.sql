@@ -318,27 +318,40 @@ DELETE FROM outbox_messages WHERE status = 'sent' AND sent_at < now() - make_int
 -- of the relay and consumers never deadlock on each other.
 -- (`locked` carries each message's attempt: the update joins it alone, as a join of two CTEs,
 -- each guessed at one row, is planned as a nested loop comparing every pair.)
+-- Returns what fan-out needs, read once per tenant (nothing more for tenants without
+-- destinations), and the first delivery's body and content type where the event is put
+-- together from it or a destination may be sent it: a delivery's request reads neither again.
 WITH locked AS (
     SELECT j.id, m.attempt
     FROM jobs j JOIN unnest($1::uuid[], $2::int[]) AS m(id, attempt) ON m.id = j.id
     ORDER BY j.id FOR UPDATE OF j
+),
+started AS (
+    UPDATE jobs j
+    SET status = 'processing', attempts = j.attempts + 1, updated_at = now(),
+        lease_expires_at = now() + make_interval(secs => $3),
+        message_due_at = NULL  -- a copy of the message started it: a message re-armed is moot
+    FROM locked m
+    WHERE j.id = m.id
+      AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
+      AND j.attempts < j.max_attempts
+    RETURNING j.id, j.tenant_id, j.source, j.attempts, j.max_attempts, j.correlation_id,
+              j.trace_context, j.event, j.event_type, j.provider_event_id,
+              j.occurred_at_unix, j.data_path, j.first_inbox_id
+),
+tenants AS MATERIALIZED (  -- (else the function is called for every job)
+    SELECT t.tenant_id, relayforge_fan_out_destinations(t.tenant_id) AS destinations
+    FROM (SELECT DISTINCT tenant_id FROM started) t
 )
-UPDATE jobs j
-SET status = 'processing', attempts = j.attempts + 1, updated_at = now(),
-    lease_expires_at = now() + make_interval(secs => $3),
-    message_due_at = NULL  -- a copy of the message started it: a message re-armed is moot
-FROM locked m
-WHERE j.id = m.id
-  AND j.status IN ('pending', 'queued', 'retrying') AND j.attempts = m.attempt - 1
-  AND j.attempts < j.max_attempts
-RETURNING j.id, j.tenant_id, j.source, j.attempts, j.max_attempts, j.correlation_id,
-          j.trace_context::text AS trace_context,
-          -- the event, or what it is put together from (the first delivery's body)
-          j.event, j.event_type, j.provider_event_id, j.occurred_at_unix, j.data_path,
-          (SELECT i.body FROM webhook_inbox i WHERE i.id = j.first_inbox_id AND j.event IS NULL)
-              AS body,
-          -- what fan-out needs, read here (nothing more for tenants without destinations)
-          relayforge_fan_out_destinations(j.tenant_id) AS destinations;
+SELECT s.id, s.tenant_id, s.source, s.attempts, s.max_attempts, s.correlation_id,
+       s.trace_context::text AS trace_context,
+       -- the event, or what it is put together from (the first delivery's body)
+       s.event, s.event_type, s.provider_event_id, s.occurred_at_unix, s.data_path,
+       i.body, i.headers ->> 'content-type' AS content_type, t.destinations
+FROM started s
+JOIN tenants t USING (tenant_id)
+LEFT JOIN webhook_inbox i
+    ON i.id = s.first_inbox_id AND (s.event IS NULL OR t.destinations IS NOT NULL);
 
 -- name: job_event
 SELECT j.event, j.source, j.event_type, j.provider_event_id, j.occurred_at_unix, j.data_path,
@@ -670,15 +683,9 @@ SELECT id FROM changed WHERE (SELECT count(*) FROM woken) >= 0;
 
 -- name: destination_test_request
 -- What a test event to a destination needs: what delivery_requests gives, without a job.
-SELECT d.id AS destination_id, d.tenant_id, d.url, d.payload, d.timeout_ms, d.headers_nonce,
-       d.headers_ciphertext, d.max_concurrency, d.rate_limit_per_second,
-       ARRAY(SELECT k.nonce FROM destination_secrets k WHERE k.destination_id = d.id
-             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
-           AS secret_nonces,
-       ARRAY(SELECT k.ciphertext FROM destination_secrets k WHERE k.destination_id = d.id
-             AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.created_at DESC)
-           AS secret_ciphertexts
-FROM destinations d WHERE d.tenant_id = $1 AND d.id = $2;
+SELECT r.*, d.tenant_id
+FROM destinations d JOIN destination_requests r ON r.destination_id = d.id
+WHERE d.tenant_id = $1 AND d.id = $2;
 
 -- name: destination_delete
 DELETE FROM destinations WHERE tenant_id = $1 AND id = $2 RETURNING id;
@@ -756,7 +763,8 @@ RETURNING x.id;
 -- consumer attempts some itself ($6): 'started' ones at once (their first attempt begins here,
 -- leased for $8 seconds, and what their requests need comes back), 'claimed' ones when it has
 -- room (the relay leaves them alone for $8 seconds unless the consumer dies); 'left' ones go
--- through the relay.
+-- through the relay. A started one's request is made of its destination's parts, returned here,
+-- and its job's event and body, which the consumer holds.
 WITH made AS (
     INSERT INTO deliveries (id, job_id, destination_id, tenant_id, max_attempts, headers,
                             claimed_until, status, attempts, lease_expires_at)
@@ -774,12 +782,11 @@ WITH made AS (
 SELECT s.id, s.destination_id, s.claimed_until IS NOT NULL AS claimed,
        s.status = 'processing' AS started, s.job_id, s.tenant_id, s.attempts, s.max_attempts,
        s.headers::text AS headers, r.url, r.payload, r.timeout_ms, r.headers_nonce,
-       r.headers_ciphertext, r.max_concurrency, r.rate_limit_per_second, r.source,
-       r.event_type, r.event, r.body, r.content_type, r.secret_nonces, r.secret_ciphertexts,
-       r.provider_event_id, r.occurred_at_unix, r.data_path
+       r.headers_ciphertext, r.max_concurrency, r.rate_limit_per_second, r.secret_nonces,
+       r.secret_ciphertexts
 FROM made s
-LEFT JOIN delivery_requests r
-    ON s.status = 'processing' AND r.destination_id = s.destination_id AND r.job_id = s.job_id;
+LEFT JOIN destination_requests r
+    ON s.status = 'processing' AND r.destination_id = s.destination_id;
 
 -- name: deliveries_redeliver
 -- New deliveries of an earlier event (history replayed into a destination, e.g. one created
