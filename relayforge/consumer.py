@@ -37,7 +37,7 @@ from relayforge.jobs import (
 )
 from relayforge.observability import logging as log_context
 from relayforge.observability import metrics, tracing
-from relayforge.outcomes import MAX_ERROR_TEXT, OutcomeWriter, settle
+from relayforge.outcomes import MAX_ERROR_TEXT, OUTCOME_WRITERS, OutcomeWriter, settle
 from relayforge.settings import Settings
 from relayforge.stores import Stores
 from relayforge.stores.jobs import StartedJob
@@ -45,7 +45,7 @@ from relayforge.stores.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
-BATCH_WRITERS = 2
+START_WRITERS = 2  # (outcomes: OUTCOME_WRITERS)
 
 
 @dataclass(slots=True, eq=False)
@@ -174,9 +174,9 @@ class JobRunner:
         # Group commit, as at ingest: the starts and successes of messages in hand at the same
         # moment are written by one statement each; a message is settled only after its write.
         size = max(settings.worker.prefetch, 1)
-        self._starts = GroupCommitBatcher(self._start_batch, max_size=size, writers=BATCH_WRITERS)
+        self._starts = GroupCommitBatcher(self._start_batch, max_size=size, writers=START_WRITERS)
         self._successes = GroupCommitBatcher(self._succeed_batch, max_size=size,
-                                             writers=BATCH_WRITERS)
+                                             writers=OUTCOME_WRITERS)
         # Handlers finished whose outcome is not yet committed, oldest first: token -> end time.
         self._unwritten: dict[object, float] = {}
         self._written = asyncio.Event()

@@ -56,7 +56,7 @@ from relayforge.ids import new_id
 from relayforge.jobs import backoff_seconds
 from relayforge.messages import DeliveryMessage, trace_carrier
 from relayforge.observability import metrics, tracing
-from relayforge.outcomes import MAX_ERROR_TEXT, OutcomeWriter, settle
+from relayforge.outcomes import MAX_ERROR_TEXT, OUTCOME_WRITERS, OutcomeWriter, settle
 from relayforge.security.limits import TokenBucket
 from relayforge.security.secrets import SecretCipher
 from relayforge.settings import Settings
@@ -280,7 +280,8 @@ class DeliveryWorker:
         size = max(settings.worker.prefetch, 1)
         self._fan_outs = GroupCommitBatcher(self._fan_out_batch, max_size=size, writers=2)
         self._starts = GroupCommitBatcher(self._start_batch, max_size=size, writers=2)
-        self._finishes = GroupCommitBatcher(self._finish_batch, max_size=size, writers=2)
+        self._finishes = GroupCommitBatcher(self._finish_batch, max_size=size,
+                                            writers=OUTCOME_WRITERS)
 
     async def start(self) -> None:
         await self._client.start()
