@@ -23,8 +23,8 @@ MAX_ERROR_TEXT = 2000  # of a failure's text kept with a job or a delivery
 # for the next, together. They are past the work they record (the receiver has its request,
 # the handler has run), so the wait delays no one, and a second writer only split them into
 # more statements: each is a round trip that costs the consume process and PostgreSQL more
-# than its rows do (twice as many statements, and a third more PostgreSQL time per delivery,
-# in the delivery drain). Starts, on the way to the work, keep two writers.
+# than its rows do (1.7 times the statements, and half again the PostgreSQL time per
+# delivery, in the delivery drain). Starts, on the way to the work, keep two writers.
 OUTCOME_WRITERS = 1
 
 Write = Callable[[Callable[[], Awaitable[object]]], Awaitable[None]]

@@ -119,7 +119,7 @@ _EVENT_PARTS = ("provider_event_id", "occurred_at_unix", "data_path")
 def _started(row: Any) -> StartedDelivery:
     """A started delivery from its row (delivery_requests' columns). Where the job stores no
     event, an `event` destination's is put together from the body here (a `raw` one needs none)."""
-    fields = {k: v for k, v in row.items() if k not in ("claimed", "started")}
+    fields = dict(row.items())
     parts = {k: fields.pop(k) for k in _EVENT_PARTS}
     if fields["event"] is None and fields["payload"] == "event" and fields["body"] is not None:
         fields["event"] = DomainEvent.stored(
