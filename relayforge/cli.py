@@ -160,8 +160,11 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     log_setup.configure(settings.log.level, settings.log.json)
     url, _ = _database_url(settings)
     _wait_for_database(url)
-    applied = _migrate(settings.database.listen_url or url)
+    applied, waiting = _migrate(settings.database.listen_url or url, finish=args.finish)
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    if waiting:
+        print(f"{len(waiting)} migration(s) finish the upgrade ({', '.join(waiting)}): run "
+              "`relayforge migrate --finish` once every process runs this release")
 
 
 def _check_master_key(url: str, settings: Settings) -> None:
@@ -231,12 +234,13 @@ def _wait_for_broker(url: str) -> None:
         quiet.setLevel(level)
 
 
-def _migrate(url: str) -> list[str]:
-    """Apply pending migrations; a changed landed migration stops the process with one line."""
+def _migrate(url: str, *, finish: bool = False) -> tuple[list[str], list[str]]:
+    """Apply pending migrations (those that finish an upgrade with `finish` only): (applied,
+    waiting for `finish`). A changed landed migration stops the process with one line."""
     from relayforge.db.migrate import MigrationDrift, migrate_url
 
     try:
-        return asyncio.run(migrate_url(url))
+        return asyncio.run(migrate_url(url, finish=finish))
     except MigrationDrift as exc:
         print(f"relayforge: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -288,7 +292,7 @@ def _doctor_handlers(settings: Settings) -> bool:
 
 
 async def _doctor_database(settings: Settings) -> bool:
-    from relayforge.db.migrate import MigrationDrift, available, status
+    from relayforge.db.migrate import MigrationDrift, available, finishing, status
 
     try:
         conn = await asyncpg.connect(settings.database.url, timeout=10, **ONE_OFF)
@@ -306,9 +310,13 @@ async def _doctor_database(settings: Settings) -> bool:
         print("database: FAILED: applied migrations this version does not know "
               f"({', '.join(unknown)}): it is older than the database")
         return False
+    waiting = finishing(pending)
+    notes = [f"{len(pending) - len(waiting)} pending: serve or relayforge migrate applies them"
+             ] if len(pending) > len(waiting) else []
+    notes += [f"{len(waiting)} finish the upgrade: relayforge migrate --finish applies them once "
+              "every process runs this release"] if waiting else []
     print(f"database: reachable; migrations {len(available()) - len(pending)}/{len(available())} "
-          f"applied" + (f" ({len(pending)} pending: serve or relayforge migrate applies them)"
-                        if pending else ""))
+          f"applied" + (f" ({'; '.join(notes)})" if notes else ""))
     return True
 
 
@@ -545,7 +553,11 @@ def main(argv: list[str] | None = None) -> None:
                        help="ingest, relay, consume, or all three in one process")
     serve.set_defaults(func=cmd_serve)
 
-    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+    migrate = sub.add_parser("migrate", help="apply pending migrations")
+    migrate.add_argument("--finish", action="store_true",
+                         help="also those that finish an upgrade: once every process runs this "
+                              "release")
+    migrate.set_defaults(func=cmd_migrate)
     sub.add_parser("doctor", help="check kernels, handlers, database and broker").set_defaults(
         func=cmd_doctor)
     sub.add_parser("bench", help="kernel ops/s and ratios").set_defaults(func=cmd_bench)

@@ -5,6 +5,11 @@ The migrations ship inside the package (the top-level migrations/ folder is mapp
 `relayforge.migrations`) and are read with importlib.resources. A landed migration is never
 edited: when an applied file's checksum no longer matches, the runner refuses to go on.
 An advisory lock makes concurrent starters (several containers at once) take turns.
+
+A migration that drops what only the release before used (its first line is
+FINISHES_AN_UPGRADE) waits while that release may still be running beside this one: it is
+applied by `relayforge migrate --finish`, run once every process runs this release, or at once
+on a new database, where no release before ever ran. Nothing after it depends on it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_ID = 0x52454C4159  # "RELAY"
 PACKAGE = "relayforge.migrations"
+FINISHES_AN_UPGRADE = "-- relayforge: finishes an upgrade\n"
 
 
 # Checksums of other texts of landed migrations that make the schema their file makes now, as
@@ -49,6 +55,10 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
+    @property
+    def finishes_an_upgrade(self) -> bool:
+        return self.sql.startswith(FINISHES_AN_UPGRADE)
+
 
 def available() -> list[Migration]:
     files = resources.files(PACKAGE)
@@ -57,16 +67,23 @@ def available() -> list[Migration]:
                   key=lambda m: m.version)
 
 
-async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None
-                  ) -> list[str]:
-    """Apply pending migrations; return the versions applied by this call."""
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None, *,
+                  finish: bool = False) -> list[str]:
+    """Apply pending migrations; return the versions applied by this call. Those that finish an
+    upgrade only with `finish`, or on a new database."""
     migrations = available() if migrations is None else migrations
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
         done = await _applied(conn, migrations)
+        finish = finish or not done
         for m in migrations:
             if m.version in done:
+                continue
+            if m.finishes_an_upgrade and not finish:
+                log.warning("migration waits for the upgrade to finish: run `relayforge migrate "
+                            "--finish` once every process runs this release",
+                            extra={"version": m.version})
                 continue
             async with conn.transaction():
                 await conn.execute(m.sql)
@@ -125,9 +142,18 @@ def _other_text(version: str, checksum: str) -> bool:
     return checksum in OTHER_TEXTS.get(version, frozenset())
 
 
-async def migrate_url(url: str) -> list[str]:
+def finishing(versions: list[str]) -> list[str]:
+    """Those of these versions that finish an upgrade."""
+    finishes = {m.version for m in available() if m.finishes_an_upgrade}
+    return [v for v in versions if v in finishes]
+
+
+async def migrate_url(url: str, *, finish: bool = False) -> tuple[list[str], list[str]]:
+    """(versions applied, versions that wait for `finish`)."""
     conn = await asyncpg.connect(url)
     try:
-        return await migrate(conn)
+        applied = await migrate(conn, finish=finish)
+        pending, _ = await status(conn)
+        return applied, finishing(pending)
     finally:
         await conn.close()

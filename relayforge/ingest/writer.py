@@ -174,6 +174,12 @@ class IngestWriter:
             except RETRYABLE_DB_ERRORS:
                 if attempt == WRITE_TRIES:
                     raise
+            except asyncpg.UniqueViolationError as exc:
+                # Until an upgrade is finished the release before's jobs_dedup holds the same
+                # keys as jobs_key, which our upsert names: two first deliveries of one key at
+                # once may meet there instead. Written again, the second finds the first's job.
+                if exc.constraint_name != "jobs_dedup" or attempt == WRITE_TRIES:
+                    raise
             except asyncpg.CheckViolationError as exc:
                 # a day with no partition yet: made now, and the batch written again
                 if not retention.is_missing_partition(exc) or attempt == WRITE_TRIES \

@@ -208,7 +208,6 @@ destinations destinations_payload_check CHECK ((payload = ANY (ARRAY['raw'::text
 destinations destinations_pkey PRIMARY KEY (id)
 job_attempts job_attempts_job_id_fkey FOREIGN KEY (job_id) REFERENCES jobs(id) ON DELETE CASCADE
 job_attempts job_attempts_pkey PRIMARY KEY (job_id, attempt)
-jobs jobs_dedup UNIQUE (tenant_id, source, dedup_key)
 jobs jobs_event_or_data_path CHECK (((event IS NOT NULL) OR (data_path IS NOT NULL))) NOT VALID
 jobs jobs_pkey PRIMARY KEY (id)
 jobs jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'processing'::text, 'succeeded'::text, 'retrying'::text, 'dead_lettered'::text])))
@@ -257,7 +256,7 @@ CREATE UNIQUE INDEX destination_secrets_pkey ON public.destination_secrets USING
 CREATE UNIQUE INDEX destinations_one_operational ON public.destinations USING btree (tenant_id) WHERE (kind = 'operational'::text)
 CREATE UNIQUE INDEX destinations_pkey ON public.destinations USING btree (id)
 CREATE UNIQUE INDEX job_attempts_pkey ON public.job_attempts USING btree (job_id, attempt)
-CREATE UNIQUE INDEX jobs_dedup ON public.jobs USING btree (tenant_id, source, dedup_key)
+CREATE UNIQUE INDEX jobs_key ON public.jobs USING btree (relayforge_job_key(tenant_id, source, dedup_key))
 CREATE UNIQUE INDEX jobs_pkey ON public.jobs USING btree (id)
 CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (job_id, attempt)
 CREATE UNIQUE INDEX outbox_messages_pkey ON public.outbox_messages USING btree (id)
@@ -440,6 +439,17 @@ AS $function$
            CASE WHEN j.first_inbox_id = i.id THEN coalesce(i.request_id, j.correlation_id)
                 ELSE i.request_id END
     FROM (SELECT) AS one LEFT JOIN jobs j ON j.id = i.job_id
+$function$
+CREATE OR REPLACE FUNCTION public.relayforge_job_key(p_tenant uuid, p_source text, p_dedup_key text)
+ RETURNS uuid
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE STRICT
+AS $function$
+    SELECT encode(substring(sha256(uuid_send(p_tenant)
+                                   || decode(replace(p_source, '\', '\\'), 'escape')
+                                   || '\x00'::bytea
+                                   || decode(replace(p_dedup_key, '\', '\\'), 'escape'))
+                            FROM 1 FOR 16), 'hex')::uuid
 $function$
 CREATE OR REPLACE FUNCTION public.relayforge_jobs_notify_new()
  RETURNS trigger

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
+from relayforge.db.migrate import available, migrate
 from relayforge.errors import Unavailable
 from relayforge.events import DomainEvent
 from relayforge.ingest import Arrival, IngestWriter
@@ -17,14 +19,24 @@ from relayforge.stores import Stores
 from tests.support import create_database, drop_database
 
 
-def arrival(tenant: uuid.UUID, evidence: str = "{}") -> Arrival:
-    event = DomainEvent("stripe", "invoice.paid", f"evt_{uuid.uuid4().hex}", None, None)
+def arrival(tenant: uuid.UUID, evidence: str = "{}", event_id: str | None = None,
+            replay_protected: bool = True) -> Arrival:
+    event = DomainEvent("stripe", "invoice.paid", event_id or f"evt_{uuid.uuid4().hex}", None,
+                        None)
     return Arrival(
         tenant_id=tenant, source="stripe", payload_hash=uuid.uuid4().hex,
         evidence_headers=evidence, body=b"{}", request_id="r", correlation_id="c",
-        trace_context="{}", replay_protected=True, event_type=event.event_type,
+        trace_context="{}", replay_protected=replay_protected, event_type=event.event_type,
         provider_event_id=event.provider_event_id, event_json=event.to_json(),
     )
+
+
+# The job upsert of the release before this one's jobs_key: it names the key's own index.
+UPSERT_OF_THE_RELEASE_BEFORE = (
+    "INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, event, max_attempts,"
+    " first_inbox_id, last_inbox_id) VALUES ($1, $2, 'stripe', $3, 'invoice.paid', '\\x7b7d',"
+    " 3, $1, $1) ON CONFLICT (tenant_id, source, dedup_key)"
+    " DO UPDATE SET last_inbox_id = EXCLUDED.last_inbox_id RETURNING id")
 
 
 @pytest.fixture
@@ -34,6 +46,111 @@ async def database(template_db):
     yield pool
     await pool.close()
     await drop_database(name)
+
+
+@pytest.fixture
+async def mid_upgrade():
+    """A database upgraded to this release whose upgrade is not finished: the release before
+    may still be running on it."""
+    name, url = await create_database(prefix="rf_roll")
+    conn = await asyncpg.connect(url)
+    await migrate(conn, [m for m in available() if m.version < "0033"])
+    assert await migrate(conn) == ["0033_job_keys"]  # 0034 waits for the upgrade to finish
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=3)
+    yield conn, pool
+    await pool.close()
+    await conn.close()
+    await drop_database(name)
+
+
+async def test_both_releases_dedupe_onto_one_job_until_the_upgrade_finishes(mid_upgrade):
+    """During the roll the release before upserts on jobs_dedup and this one on jobs_key: a key
+    either writes first is one job for both. Finishing drops jobs_dedup, which the release
+    before can no longer write without, and this one dedupes as before."""
+    conn, pool = mid_upgrade
+    writer = IngestWriter(Stores(pool), load_settings({}))
+    await writer.start()
+    tenant = uuid.uuid4()
+    try:
+        older = await conn.fetchval(UPSERT_OF_THE_RELEASE_BEFORE, uuid.uuid4(), tenant,
+                                    "provider:evt_old_first")
+        again = arrival(tenant, event_id="evt_old_first", replay_protected=False)
+        await writer.record(again)
+        assert (again.failure, again.job_id, again.job_created) == (None, older, False)
+
+        newer = arrival(tenant, event_id="evt_new_first", replay_protected=False)
+        await writer.record(newer)
+        assert newer.failure is None and newer.job_created
+        assert await conn.fetchval(UPSERT_OF_THE_RELEASE_BEFORE, uuid.uuid4(), tenant,
+                                   "provider:evt_new_first") == newer.job_id
+        assert await conn.fetchval("SELECT count(*) FROM jobs") == 2
+
+        assert await migrate(conn, finish=True) == ["0034_job_keys_only"]
+        with pytest.raises(asyncpg.InvalidColumnReferenceError):  # no index names its key
+            await conn.fetchval(UPSERT_OF_THE_RELEASE_BEFORE, uuid.uuid4(), tenant, "provider:x")
+        last = arrival(tenant, event_id="evt_old_first", replay_protected=False)
+        await writer.record(last)
+        assert (last.failure, last.job_id, last.job_created) == (None, older, False)
+    finally:
+        await writer.close()
+
+
+async def test_a_first_delivery_that_meets_another_on_the_old_key_is_written_again(mid_upgrade):
+    """Two first deliveries of one key at once, one from each release, may meet in jobs_dedup,
+    which this release's upsert does not name: PostgreSQL refuses the second. Injected here
+    (a trigger refuses the first write as that race would), the batch is written again and
+    the delivery is accepted onto the job the other made."""
+    conn, pool = mid_upgrade
+    tenant = uuid.uuid4()
+    other = await conn.fetchval(UPSERT_OF_THE_RELEASE_BEFORE, uuid.uuid4(), tenant,
+                                "provider:evt_raced")
+    await conn.execute("""
+        CREATE SEQUENCE races;  -- not rolled back with the write it refuses
+        CREATE FUNCTION race() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+            IF nextval('races') = 1 THEN
+                RAISE unique_violation USING CONSTRAINT = 'jobs_dedup',
+                      MESSAGE = 'duplicate key value violates unique constraint "jobs_dedup"';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER race BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION race()""")
+    writer = IngestWriter(Stores(pool), load_settings({}))
+    await writer.start()
+    try:
+        raced = arrival(tenant, event_id="evt_raced", replay_protected=False)
+        await writer.record(raced)
+        assert (raced.failure, raced.job_id, raced.job_created) == (None, other, False)
+        assert await conn.fetchval("SELECT last_value FROM races") == 2  # refused, then not
+        assert await conn.fetchval("SELECT count(*) FROM webhook_inbox") == 1
+    finally:
+        await writer.close()
+
+
+async def test_a_dedup_key_is_held_by_the_sha256_of_its_bytes(database):
+    """Event ids are the provider's bytes: backslashes and escapes in them are themselves (the
+    digest reads a text's UTF-8 bytes, never an escape sequence), so ids that would decode
+    alike stay two jobs, and each is deduped on its repeat."""
+    pool = database
+    writer = IngestWriter(Stores(pool), load_settings({}))
+    await writer.start()
+    tenant = uuid.uuid4()
+    ids = ["evt_A", "evt_\\101", "evt_\\x41", "evt_\\", "évt_\\\\"]
+    try:
+        firsts = [arrival(tenant, event_id=i, replay_protected=False) for i in ids]
+        repeats = [arrival(tenant, event_id=i, replay_protected=False) for i in ids]
+        for d in firsts + repeats:
+            await writer.record(d)
+        assert [d.failure for d in firsts + repeats] == [None] * 10
+        assert all(d.job_created for d in firsts) and not any(d.job_created for d in repeats)
+        assert [d.job_id for d in repeats] == [d.job_id for d in firsts]
+        assert len({d.job_id for d in firsts}) == len(ids)
+        for i in ids:
+            key = f"provider:{i}"
+            digest = hashlib.sha256(tenant.bytes + b"stripe\0" + key.encode()).digest()[:16]
+            assert await pool.fetchval("SELECT relayforge_job_key($1, 'stripe', $2)",
+                                       tenant, key) == uuid.UUID(bytes=digest)
+    finally:
+        await writer.close()
 
 
 @pytest.mark.parametrize("mode", ["batch", "single"])

@@ -122,7 +122,7 @@ async def test_a_database_migrated_before_the_edits_reaches_the_same_schema(empt
         await conn.execute(legacy.read_text() if legacy.exists() else m.sql)
         await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", m.version)
     assert await dump_schema(conn) != SNAPSHOT.read_text()  # claimed_by, last_grant missing
-    applied = await migrate(conn)
+    applied = await migrate(conn, finish=True)
     assert applied == [m.version for m in available()[5:]]
     assert await dump_schema(conn) == SNAPSHOT.read_text()
 
@@ -139,7 +139,7 @@ async def test_a_database_migrated_with_0025_and_0026_as_77556e7_edited_them_goe
         v: set(sums) for v, sums in OTHER_TEXTS.items()}
     upto = [m for m in available() if m.version <= max(other)]
     await migrate(conn, [Migration(m.version, other.get(m.version, m.sql)) for m in upto])
-    applied = await migrate(conn)
+    applied = await migrate(conn, finish=True)
     assert applied == [m.version for m in available()[len(upto):]]
     assert await dump_schema(conn) == SNAPSHOT.read_text()
     recorded = dict(await conn.fetch("SELECT version, checksum FROM schema_migrations"))
@@ -173,6 +173,35 @@ def test_the_cli_refuses_to_start_on_a_changed_migration(empty_db):
         assert out.stderr.strip().splitlines() == [
             "relayforge: migration 0002_jobs was changed after it was applied; landed migrations"
             " are never edited: restore the file and add a new migration"]
+
+
+async def test_an_upgrade_finishes_when_the_operator_says_so(empty_db):
+    """On a database an older release migrated, `migrate` (and serve's start) applies what adds
+    and leaves what drops the release before's needs, naming it; `migrate --finish` applies it.
+    `doctor` tells the two apart."""
+    url, conn = empty_db
+    await migrate(conn, [m for m in available() if m.version < "0033"])  # the release before
+    env = support.base_env() | {"DATABASE__URL": url}
+
+    def relayforge(*args: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-m", "relayforge", *args], env=env,
+                             capture_output=True, text=True, cwd=support.ROOT, timeout=60)
+        return out.stdout.splitlines()
+
+    adding = [m.version for m in available() if m.version >= "0033"
+              and not m.finishes_an_upgrade]
+    waiting = [m.version for m in available() if m.finishes_an_upgrade]
+    assert waiting == ["0034_job_keys_only"]
+    waits = (f"1 migration(s) finish the upgrade ({waiting[0]}): run `relayforge migrate"
+             " --finish` once every process runs this release")
+    assert relayforge("migrate") == [
+        f"applied {len(adding)} migration(s): {', '.join(adding)}", waits]
+    assert f"database: reachable; migrations {len(available()) - 1}/{len(available())} applied"\
+           " (1 finish the upgrade: relayforge migrate --finish applies them once every process"\
+           " runs this release)" in relayforge("doctor")
+    assert relayforge("migrate") == ["applied 0 migration(s): none pending", waits]
+    assert relayforge("migrate", "--finish") == [f"applied 1 migration(s): {waiting[0]}"]
+    assert await dump_schema(conn) == SNAPSHOT.read_text()
 
 
 async def _tamper(url: str) -> None:

@@ -1,5 +1,6 @@
--- Every runtime query of Relayforge, by name. Invariants live here: dedup is the jobs_dedup
--- unique key, claims use SKIP LOCKED, every job transition is a conditional UPDATE.
+-- Every runtime query of Relayforge, by name. Invariants live here: dedup is the jobs_key
+-- unique key (a digest of tenant, source and dedup key), claims use SKIP LOCKED, every job
+-- transition is a conditional UPDATE.
 
 ------------------------------------------------------------------------------ ingest (one batch)
 
@@ -44,7 +45,7 @@ job AS (
            CASE WHEN here THEN now() + make_interval(secs => $4) END
     FROM firsts
     ORDER BY tenant_id, source, dedup_key
-    ON CONFLICT (tenant_id, source, dedup_key)
+    ON CONFLICT (relayforge_job_key(tenant_id, source, dedup_key))
         DO UPDATE SET last_inbox_id = EXCLUDED.last_inbox_id, updated_at = now()
     RETURNING j.id, j.tenant_id, j.source, j.dedup_key, j.first_inbox_id, j.correlation_id
 ),
