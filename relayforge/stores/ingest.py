@@ -3,6 +3,7 @@ Stripe event claims, and the daily quota ledger."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -31,6 +32,16 @@ class NewItem(NamedTuple):
     trace_context: str  # JSON object text
     occurred_at_unix: int | None
     data_path: list[str] | None  # where the event's data sits in the body, when it does
+
+
+def job_key(tenant_id: uuid.UUID, source: str, dedup_key: str) -> uuid.UUID:
+    """The digest `jobs_key` holds a job's dedup key unique by: the first 16 bytes of the
+    SHA-256 of the tenant's 16 bytes, the source, a zero byte and the key (in UTF-8), as
+    relayforge_job_key computes it for rows written without it. Text PostgreSQL would refuse
+    (a lone surrogate) is digested all the same and refused by the statement."""
+    data = b"".join((tenant_id.bytes, source.encode("utf-8", "surrogatepass"), b"\0",
+                     dedup_key.encode("utf-8", "surrogatepass")))
+    return uuid.UUID(bytes=hashlib.sha256(data).digest()[:16])
 
 
 class RefusedItem(NamedTuple):
@@ -70,7 +81,8 @@ class IngestStore(Store):
         """Record every item in one statement; results in the items' order. The new jobs
         among `start_here` (job ids) begin their first attempt, leased for `lease_seconds`."""
         rows = await self._db.fetch(Q["ingest_accept"], items, max_attempts,  # ingest_row[]
-                                    start_here, lease_seconds)
+                                    start_here, lease_seconds,
+                                    [job_key(i.tenant_id, i.source, i.dedup_key) for i in items])
         out: list[Accepted | None] = [None] * len(items)
         for row in rows:
             out[row["ord"]] = Accepted(row["job_id"], row["job_created"], row["destinations"])

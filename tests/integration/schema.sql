@@ -109,6 +109,7 @@ jobs.attempts integer NOT NULL DEFAULT 0
 jobs.correlation_id text
 jobs.created_at timestamp with time zone NOT NULL DEFAULT now()
 jobs.data_path ARRAY
+jobs.dedup_digest uuid
 jobs.dedup_key text NOT NULL
 jobs.event bytea
 jobs.event_type text NOT NULL
@@ -256,7 +257,7 @@ CREATE UNIQUE INDEX destination_secrets_pkey ON public.destination_secrets USING
 CREATE UNIQUE INDEX destinations_one_operational ON public.destinations USING btree (tenant_id) WHERE (kind = 'operational'::text)
 CREATE UNIQUE INDEX destinations_pkey ON public.destinations USING btree (id)
 CREATE UNIQUE INDEX job_attempts_pkey ON public.job_attempts USING btree (job_id, attempt)
-CREATE UNIQUE INDEX jobs_key ON public.jobs USING btree (relayforge_job_key(tenant_id, source, dedup_key))
+CREATE UNIQUE INDEX jobs_key ON public.jobs USING btree (COALESCE(dedup_digest, relayforge_job_key(tenant_id, source, dedup_key)))
 CREATE UNIQUE INDEX jobs_pkey ON public.jobs USING btree (id)
 CREATE UNIQUE INDEX outbox_job_attempt ON public.outbox_messages USING btree (job_id, attempt)
 CREATE UNIQUE INDEX outbox_messages_pkey ON public.outbox_messages USING btree (id)

@@ -12,7 +12,7 @@
 -- row of the delivery that made its job keeps none of the metadata the job holds (read back
 -- with relayforge_inbox_metadata). The body is stored once, in the inbox: a job whose event
 -- can be put together from its first delivery's body stores only where the data sits
--- (data_path), no event.
+-- (data_path), no event. $5: each item's dedup digest (job_key), in the items' order.
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
 -- A new job among $3 starts its first attempt here (leased for $4 seconds, as job_start does):
 -- this process runs it, with no message; it owes one only if the lease lapses. Those return
@@ -20,11 +20,12 @@
 WITH input AS (
     SELECT inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
            payload_hash, headers, body, event, request_id, correlation_id, trace_context,
-           occurred_at_unix, data_path, (n - 1)::int AS ord, job_id = ANY($3::uuid[]) AS here
-    FROM unnest($1::ingest_row[]) WITH ORDINALITY
+           occurred_at_unix, data_path, dedup_digest, (n - 1)::int AS ord,
+           job_id = ANY($3::uuid[]) AS here
+    FROM ROWS FROM (unnest($1::ingest_row[]), unnest($5::uuid[])) WITH ORDINALITY
         AS i(inbox_id, job_id, tenant_id, source, event_type, provider_event_id, dedup_key,
              payload_hash, headers, body, event, request_id, correlation_id, trace_context,
-             occurred_at_unix, data_path, n)
+             occurred_at_unix, data_path, dedup_digest, n)
 ),
 firsts AS (
     SELECT DISTINCT ON (tenant_id, source, dedup_key) *,
@@ -34,18 +35,20 @@ firsts AS (
     ORDER BY tenant_id, source, dedup_key, ord
 ),
 job AS (
-    INSERT INTO jobs AS j (id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
+    INSERT INTO jobs AS j (id, tenant_id, source, dedup_key, dedup_digest, event_type,
+                           provider_event_id, event,
                            occurred_at_unix, data_path, max_attempts, correlation_id,
                            trace_context, first_inbox_id, last_inbox_id, message_due_at,
                            status, attempts, lease_expires_at)
-    SELECT job_id, tenant_id, source, dedup_key, event_type, provider_event_id, event,
+    SELECT job_id, tenant_id, source, dedup_key, dedup_digest, event_type, provider_event_id,
+           event,
            occurred_at_unix, data_path, $2, correlation_id, trace_context::jsonb, inbox_id,
            last_inbox_id, CASE WHEN here THEN NULL ELSE now() END,
            CASE WHEN here THEN 'processing' ELSE 'pending' END, here::int,
            CASE WHEN here THEN now() + make_interval(secs => $4) END
     FROM firsts
     ORDER BY tenant_id, source, dedup_key
-    ON CONFLICT (relayforge_job_key(tenant_id, source, dedup_key))
+    ON CONFLICT ((coalesce(dedup_digest, relayforge_job_key(tenant_id, source, dedup_key))))
         DO UPDATE SET last_inbox_id = EXCLUDED.last_inbox_id, updated_at = now()
     RETURNING j.id, j.tenant_id, j.source, j.dedup_key, j.first_inbox_id, j.correlation_id
 ),
