@@ -75,14 +75,22 @@ def _columns(keys: Sequence[EventKey]) -> tuple[list[uuid.UUID], list[str], list
 
 
 class IngestStore(Store):
+    async def job_keys_finished(self) -> bool:
+        """Whether the upgrade that keys jobs by their dedup digest is finished: no process
+        of the release before writes jobs any more."""
+        return bool(await self._db.fetchval(Q["job_keys_finished"]))
+
     async def accept(self, *, items: Sequence[NewItem], max_attempts: int,
-                     start_here: Sequence[uuid.UUID] = (), lease_seconds: float = 0.0
-                     ) -> list[Accepted]:
+                     start_here: Sequence[uuid.UUID] = (), lease_seconds: float = 0.0,
+                     hash_keys_from_body: bool = False) -> list[Accepted]:
         """Record every item in one statement; results in the items' order. The new jobs
-        among `start_here` (job ids) begin their first attempt, leased for `lease_seconds`."""
+        among `start_here` (job ids) begin their first attempt, leased for `lease_seconds`.
+        With `hash_keys_from_body` (only once job_keys_finished) a job whose dedup key is its
+        body's hash does not store it."""
         rows = await self._db.fetch(Q["ingest_accept"], items, max_attempts,  # ingest_row[]
                                     start_here, lease_seconds,
-                                    [job_key(i.tenant_id, i.source, i.dedup_key) for i in items])
+                                    [job_key(i.tenant_id, i.source, i.dedup_key) for i in items],
+                                    hash_keys_from_body)
         out: list[Accepted | None] = [None] * len(items)
         for row in rows:
             out[row["ord"]] = Accepted(row["job_id"], row["job_created"], row["destinations"])

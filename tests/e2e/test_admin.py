@@ -92,6 +92,10 @@ async def test_job_and_inbox_views_with_filters_and_cursor(client, ingest_server
                         "attempts", "max_attempts", "last_error", "created_at", "updated_at",
                         "first_inbox_id", "last_inbox_id"}
     assert job["status"] == "pending" and job["first_inbox_id"] == docs[0]["inbox_id"]
+    # delivered once: its last delivery is its first (not stored, read back as such)
+    assert job["last_inbox_id"] == docs[0]["inbox_id"]
+    assert [(j["first_inbox_id"], j["last_inbox_id"]) for j in page1["items"]] == [
+        (d["inbox_id"], d["inbox_id"]) for d in reversed(docs[2:])]
     filtered = (await client.get(f"{base}/jobs?status=succeeded&tenant_id={tenant}",
                                  headers=bearer(VIEWER_KEY))).json()
     assert filtered["items"] == []

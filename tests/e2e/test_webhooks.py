@@ -57,14 +57,20 @@ async def test_generic_accepted_records_inbox_job_and_outbox(client, ingest_serv
     assert inbox["job_id"] == job["id"]
     # the job is its own outbox entry: it owes the message of attempt 1
     assert job["message_due_at"] is not None and job["attempts"] == 0
-    # the dedup key is stored once, with the job, and the payload hash not beside the body it
-    # is the hash of; the admin API shows both for the delivery
-    assert (inbox["dedup_key"], inbox["payload_hash"]) == (None, None)
-    shown = await client.get(f"{ingest_server.url}/admin/inbox/{doc['inbox_id']}",
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    assert shown.status_code == 200, shown.text
-    assert shown.json()["dedup_key"] == job["dedup_key"] == "hash:" + sha256(body).hexdigest()
-    assert shown.json()["payload_hash"] == sha256(body).hexdigest()
+    # with no event id the dedup key is the body's hash: neither it nor the payload hash is
+    # stored beside the body they are the hash of; the admin API shows both for the delivery
+    # and for a repeat of it
+    assert (inbox["dedup_key"], inbox["payload_hash"], job["dedup_key"]) == (None, None, None)
+    repeat = await post_generic(client, ingest_server, body, tenant)
+    assert repeat.json()["job_id"] == doc["job_id"] and repeat.json()["deduped"] is True
+    assert await conn.fetchval("SELECT last_inbox_id FROM jobs WHERE id = $1",
+                               job["id"]) == uuid.UUID(repeat.json()["inbox_id"])
+    for inbox_id in (doc["inbox_id"], repeat.json()["inbox_id"]):
+        shown = await client.get(f"{ingest_server.url}/admin/inbox/{inbox_id}",
+                                 headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["dedup_key"] == "hash:" + sha256(body).hexdigest()
+        assert shown.json()["payload_hash"] == sha256(body).hexdigest()
     # the body is stored once: the job keeps where the event's data sits in it, no copy
     assert job["event"] is None and job["data_path"] == ["data"]
     event = await stored_event(conn, job)

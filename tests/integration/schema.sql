@@ -110,13 +110,13 @@ jobs.correlation_id text
 jobs.created_at timestamp with time zone NOT NULL DEFAULT now()
 jobs.data_path ARRAY
 jobs.dedup_digest uuid
-jobs.dedup_key text NOT NULL
+jobs.dedup_key text
 jobs.event bytea
 jobs.event_type text NOT NULL
 jobs.first_inbox_id uuid NOT NULL
 jobs.id uuid NOT NULL
 jobs.last_error text
-jobs.last_inbox_id uuid NOT NULL
+jobs.last_inbox_id uuid
 jobs.lease_expires_at timestamp with time zone
 jobs.max_attempts integer NOT NULL
 jobs.message_due_at timestamp with time zone
@@ -436,7 +436,9 @@ AS $function$
            CASE WHEN j.first_inbox_id = i.id THEN j.event_type ELSE i.event_type END,
            CASE WHEN j.first_inbox_id = i.id THEN j.provider_event_id
                 ELSE i.provider_event_id END,
-           coalesce(i.dedup_key, j.dedup_key),
+           coalesce(i.dedup_key, j.dedup_key,
+                    'hash:' || (SELECT coalesce(f.payload_hash, encode(sha256(f.body), 'hex'))
+                                FROM webhook_inbox f WHERE f.id = j.first_inbox_id)),
            CASE WHEN j.first_inbox_id = i.id THEN coalesce(i.request_id, j.correlation_id)
                 ELSE i.request_id END
     FROM (SELECT) AS one LEFT JOIN jobs j ON j.id = i.job_id

@@ -31,6 +31,13 @@ def arrival(tenant: uuid.UUID, evidence: str = "{}", event_id: str | None = None
     )
 
 
+def unnamed(tenant: uuid.UUID, body: bytes) -> Arrival:
+    """A webhook without an event id: its dedup key is its body's hash."""
+    a = arrival(tenant, replay_protected=False)
+    a.provider_event_id, a.body, a.payload_hash = None, body, hashlib.sha256(body).hexdigest()
+    return a
+
+
 # The job upsert of the release before this one's jobs_key: it names the key's own index.
 UPSERT_OF_THE_RELEASE_BEFORE = (
     "INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, event, max_attempts,"
@@ -55,7 +62,8 @@ async def mid_upgrade():
     name, url = await create_database(prefix="rf_roll")
     conn = await asyncpg.connect(url)
     await migrate(conn, [m for m in available() if m.version < "0033"])
-    assert await migrate(conn) == ["0033_job_keys"]  # 0034 waits for the upgrade to finish
+    assert await migrate(conn) == [m.version for m in available()  # 0034 waits
+                                   if m.version >= "0033" and not m.finishes_an_upgrade]
     pool = await asyncpg.create_pool(url, min_size=1, max_size=3)
     yield conn, pool
     await pool.close()
@@ -85,12 +93,42 @@ async def test_both_releases_dedupe_onto_one_job_until_the_upgrade_finishes(mid_
                                    "provider:evt_new_first") == newer.job_id
         assert await conn.fetchval("SELECT count(*) FROM jobs") == 2
 
+        hashed = unnamed(tenant, b'{"n": 1}')  # stored whole while the release before runs
+        await writer.record(hashed)
+        assert await conn.fetchval("SELECT dedup_key FROM jobs WHERE id = $1",
+                                   hashed.job_id) == f"hash:{hashed.payload_hash}"
+
         assert await migrate(conn, finish=True) == ["0034_job_keys_only"]
         with pytest.raises(asyncpg.InvalidColumnReferenceError):  # no index names its key
             await conn.fetchval(UPSERT_OF_THE_RELEASE_BEFORE, uuid.uuid4(), tenant, "provider:x")
         last = arrival(tenant, event_id="evt_old_first", replay_protected=False)
         await writer.record(last)
         assert (last.failure, last.job_id, last.job_created) == (None, older, False)
+    finally:
+        await writer.close()
+
+    # A writer started after the finish leaves out a key that is its body's hash.
+    writer = IngestWriter(Stores(pool), load_settings({}))
+    await writer.start()
+    try:
+        compact, again, before = (unnamed(tenant, b'{"n": 2}'), unnamed(tenant, b'{"n": 2}'),
+                                  unnamed(tenant, b'{"n": 1}'))
+        for d in (compact, again, before):
+            await writer.record(d)
+        assert [(d.failure, d.job_created) for d in (compact, again, before)] == [
+            (None, True), (None, False), (None, False)]
+        assert (again.job_id, before.job_id) == (compact.job_id, hashed.job_id)
+        # neither its key nor its last delivery is stored (the repeat was its last delivery)
+        assert tuple(await conn.fetchrow("SELECT dedup_key, last_inbox_id FROM jobs WHERE id = $1",
+                                         compact.job_id)) == (None, again.inbox_id)
+        once = unnamed(tenant, b'{"n": 3}')
+        await writer.record(once)
+        assert tuple(await conn.fetchrow("SELECT dedup_key, last_inbox_id FROM jobs WHERE id = $1",
+                                         once.job_id)) == (None, None)
+        shown = await conn.fetch(  # as the admin API and the console read them
+            "SELECT m.dedup_key FROM webhook_inbox i, relayforge_inbox_metadata(i) m"
+            " WHERE i.job_id = $1", compact.job_id)
+        assert [r["dedup_key"] for r in shown] == [f"hash:{compact.payload_hash}"] * 2
     finally:
         await writer.close()
 

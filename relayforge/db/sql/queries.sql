@@ -12,7 +12,10 @@
 -- row of the delivery that made its job keeps none of the metadata the job holds (read back
 -- with relayforge_inbox_metadata). The body is stored once, in the inbox: a job whose event
 -- can be put together from its first delivery's body stores only where the data sits
--- (data_path), no event. $5: each item's dedup digest (job_key), in the items' order.
+-- (data_path), no event. $5: each item's dedup digest (job_key), in the items' order. With $6
+-- (once the upgrade to digests is finished) a key that is the body's hash is not stored (read
+-- back from the first delivery's body), nor the last delivery when it is the first (readers
+-- take coalesce(last_inbox_id, first_inbox_id)).
 -- Keys are upserted in sorted order so concurrent batches lock job rows in the same order.
 -- A new job among $3 starts its first attempt here (leased for $4 seconds, as job_start does):
 -- this process runs it, with no message; it owes one only if the lease lapses. Those return
@@ -40,22 +43,27 @@ job AS (
                            occurred_at_unix, data_path, max_attempts, correlation_id,
                            trace_context, first_inbox_id, last_inbox_id, message_due_at,
                            status, attempts, lease_expires_at)
-    SELECT job_id, tenant_id, source, dedup_key, dedup_digest, event_type, provider_event_id,
-           event,
+    SELECT job_id, tenant_id, source,
+           CASE WHEN $6 AND dedup_key = 'hash:' || payload_hash THEN NULL ELSE dedup_key END,
+           dedup_digest, event_type, provider_event_id, event,
            occurred_at_unix, data_path, $2, correlation_id, trace_context::jsonb, inbox_id,
-           last_inbox_id, CASE WHEN here THEN NULL ELSE now() END,
+           CASE WHEN $6 AND last_inbox_id = inbox_id THEN NULL ELSE last_inbox_id END,
+           CASE WHEN here THEN NULL ELSE now() END,
            CASE WHEN here THEN 'processing' ELSE 'pending' END, here::int,
            CASE WHEN here THEN now() + make_interval(secs => $4) END
     FROM firsts
     ORDER BY tenant_id, source, dedup_key
     ON CONFLICT ((coalesce(dedup_digest, relayforge_job_key(tenant_id, source, dedup_key))))
-        DO UPDATE SET last_inbox_id = EXCLUDED.last_inbox_id, updated_at = now()
-    RETURNING j.id, j.tenant_id, j.source, j.dedup_key, j.first_inbox_id, j.correlation_id
+        DO UPDATE SET last_inbox_id = coalesce(EXCLUDED.last_inbox_id, EXCLUDED.first_inbox_id),
+                      updated_at = now()
+    RETURNING j.id, j.first_inbox_id, j.correlation_id,
+              coalesce(j.dedup_digest, relayforge_job_key(j.tenant_id, j.source, j.dedup_key))
+                  AS dedup_digest
 ),
 arrived AS (  -- each delivery with its job; `made`: the one that made it (its first inbox row)
     SELECT i.*, job.id AS recorded_job, job.correlation_id AS job_correlation_id,
            job.first_inbox_id = i.inbox_id AS made
-    FROM input i JOIN job USING (tenant_id, source, dedup_key)
+    FROM input i JOIN job USING (dedup_digest)
 ),
 inbox AS (
     INSERT INTO webhook_inbox (id, tenant_id, source, event_type, provider_event_id, dedup_key,
@@ -571,7 +579,8 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb);
 -- name: admin_jobs_list
 -- Newest first; ids are time-ordered (UUIDv7), so the cursor is the last id seen.
 SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, max_attempts,
-       last_error, created_at, updated_at, first_inbox_id, last_inbox_id
+       last_error, created_at, updated_at, first_inbox_id,
+       coalesce(last_inbox_id, first_inbox_id) AS last_inbox_id
 FROM jobs
 WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR tenant_id = $2)
   AND ($3::text IS NULL OR source = $3) AND ($4::text IS NULL OR event_type = $4)
@@ -582,9 +591,16 @@ WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR tenant_id = $2)
 ORDER BY id DESC
 LIMIT $6;
 
+-- name: job_keys_finished
+-- Whether the upgrade that keys jobs by their dedup digest is finished (0034 dropped
+-- jobs_dedup): from then on no process of the release before, which matches jobs by the key
+-- itself, writes jobs.
+SELECT to_regclass('jobs_dedup') IS NULL;
+
 -- name: admin_job_get
 SELECT id, tenant_id, source, event_type, provider_event_id, status, attempts, max_attempts,
-       last_error, created_at, updated_at, first_inbox_id, last_inbox_id
+       last_error, created_at, updated_at, first_inbox_id,
+       coalesce(last_inbox_id, first_inbox_id) AS last_inbox_id
 FROM jobs WHERE id = $1;
 
 -- name: admin_inbox_list
