@@ -44,6 +44,19 @@ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 GROUP BY 1
 """  # a partition counts for its table
 
+# Where the WAL went, by the relation of each record's first block (a partition counts for
+# its table, an index partition for its index); records with no block (commits) are "other".
+WAL_BY_RELATION = """
+WITH r AS (
+    SELECT record_length, substring(block_ref FROM 'rel \\d+/\\d+/(\\d+)')::oid AS node
+    FROM pg_get_wal_records_info($1, pg_current_wal_lsn()))
+SELECT coalesce(pg_partition_root(rel), rel)::regclass::text AS relname,
+       sum(record_length)::bigint AS bytes
+FROM (SELECT record_length, CASE WHEN node IS NULL THEN NULL
+                                 ELSE pg_filenode_relation(0, node) END AS rel FROM r) x
+GROUP BY 1
+"""  # needs pg_walinspect (PostgreSQL 15+); the breakdown is left out where it is missing
+
 
 @dataclass
 class Cost:
@@ -51,6 +64,7 @@ class Cost:
     stored: dict[str, int]  # bytes added, by table
     wal: int
     postgres_cpu: float  # seconds
+    wal_by_relation: dict[str, int]
 
     def per(self) -> tuple[float, float, float]:
         n = max(self.webhooks, 1)
@@ -101,11 +115,20 @@ class Measured:
                                       self._lsn0)
             sizes = await self._sizes(conn)
             webhooks = await conn.fetchval(count_sql)
+            wal_by_relation = await self._wal_by_relation(conn)
         finally:
             await conn.close()
         stored = {t: b - self._sizes0.get(t, 0) for t, b in sizes.items()
                   if b != self._sizes0.get(t, 0)}
-        return Cost(webhooks, stored, wal, self._cpu.spent["PostgreSQL"])
+        return Cost(webhooks, stored, wal, self._cpu.spent["PostgreSQL"], wal_by_relation)
+
+    async def _wal_by_relation(self, conn: asyncpg.Connection) -> dict[str, int]:
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        except asyncpg.PostgresError:
+            return {}
+        return {r["relname"] or "other": r["bytes"]
+                for r in await conn.fetch(WAL_BY_RELATION, self._lsn0)}
 
 
 async def one_copy(url: str, n: int) -> Cost:
@@ -172,6 +195,10 @@ def main() -> None:
               + (" (target <= 1.6)" if label == "bytes stored" else ""))
     print("  stored, by table: " + ", ".join(
         f"{t} {b / n:,.0f}" for t, b in sorted(ours.stored.items(), key=lambda x: -x[1])))
+    if ours.wal_by_relation:
+        print("  WAL, by relation: " + ", ".join(
+            f"{t} {b / n:,.0f}"
+            for t, b in sorted(ours.wal_by_relation.items(), key=lambda x: -x[1]) if b / n >= 1))
     print("  " + per_unit(before, after, n).format(unit="webhook"))
 
 
