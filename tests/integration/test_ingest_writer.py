@@ -47,15 +47,6 @@ UPSERT_OF_THE_RELEASE_BEFORE = (
 
 
 @pytest.fixture
-async def database(template_db):
-    name, url = await create_database(template_db)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=3)
-    yield pool
-    await pool.close()
-    await drop_database(name)
-
-
-@pytest.fixture
 async def mid_upgrade():
     """A database upgraded to this release whose upgrade is not finished: the release before
     may still be running on it."""
@@ -98,7 +89,8 @@ async def test_both_releases_dedupe_onto_one_job_until_the_upgrade_finishes(mid_
         assert await conn.fetchval("SELECT dedup_key FROM jobs WHERE id = $1",
                                    hashed.job_id) == f"hash:{hashed.payload_hash}"
 
-        assert await migrate(conn, finish=True) == ["0034_job_keys_only"]
+        assert await migrate(conn, finish=True) == [m.version for m in available()
+                                                    if m.finishes_an_upgrade]
         with pytest.raises(asyncpg.InvalidColumnReferenceError):  # no index names its key
             await conn.fetchval(UPSERT_OF_THE_RELEASE_BEFORE, uuid.uuid4(), tenant, "provider:x")
         last = arrival(tenant, event_id="evt_old_first", replay_protected=False)

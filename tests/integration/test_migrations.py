@@ -189,16 +189,17 @@ async def test_an_upgrade_finishes_when_the_operator_says_so(empty_db):
     adding = [m.version for m in available() if m.version >= "0033"
               and not m.finishes_an_upgrade]
     waiting = [m.version for m in available() if m.finishes_an_upgrade]
-    assert waiting == ["0034_job_keys_only"]
-    waits = (f"1 migration(s) finish the upgrade ({waiting[0]}): run `relayforge migrate"
-             " --finish` once every process runs this release")
+    assert waiting == ["0034_job_keys_only", "0037_inbox_indexes_by_id_only"]
+    waits = (f"2 migration(s) finish the upgrade ({', '.join(waiting)}): run `relayforge"
+             " migrate --finish` once every process runs this release")
     assert relayforge("migrate") == [
         f"applied {len(adding)} migration(s): {', '.join(adding)}", waits]
-    assert f"database: reachable; migrations {len(available()) - 1}/{len(available())} applied"\
-           " (1 finish the upgrade: relayforge migrate --finish applies them once every process"\
+    assert f"database: reachable; migrations {len(available()) - 2}/{len(available())} applied"\
+           " (2 finish the upgrade: relayforge migrate --finish applies them once every process"\
            " runs this release)" in relayforge("doctor")
     assert relayforge("migrate") == ["applied 0 migration(s): none pending", waits]
-    assert relayforge("migrate", "--finish") == [f"applied 1 migration(s): {waiting[0]}"]
+    assert relayforge("migrate", "--finish") == [
+        f"applied 2 migration(s): {', '.join(waiting)}"]
     assert await dump_schema(conn) == SNAPSHOT.read_text()
 
 

@@ -625,9 +625,13 @@ FROM webhook_inbox i, relayforge_inbox_metadata(i) m WHERE i.id = $1;
 SELECT status, count(*) AS n FROM jobs WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY status;
 
 -- name: admin_inbox_counts
+-- Time windows on the inbox bound its id (a UUIDv7 made at receipt, on the server's clock) to
+-- reach only the rows and partitions they need, five minutes early for a clock behind
+-- PostgreSQL's, and filter on received_at for the exact window.
 SELECT count(*) FILTER (WHERE accepted) AS accepted, count(*) FILTER (WHERE NOT accepted) AS rejected
 FROM webhook_inbox
-WHERE received_at > now() - interval '24 hours' AND ($1::uuid IS NULL OR tenant_id = $1);
+WHERE id >= relayforge_uuid7_floor(now() - interval '24 hours' - interval '5 minutes')
+  AND received_at > now() - interval '24 hours' AND ($1::uuid IS NULL OR tenant_id = $1);
 
 -- ============================================================================ destinations
 
@@ -1095,7 +1099,7 @@ DELETE FROM console_sessions WHERE token_hash = $1;
 
 -- name: inbox_per_minute
 -- Accepted and refused webhooks per minute over the last $1 minutes, oldest first, every minute
--- present (zero when none).
+-- present (zero when none). The id bounds the window as in admin_inbox_counts.
 SELECT m.minute,
        count(i.id) FILTER (WHERE i.accepted) AS accepted,
        count(i.id) FILTER (WHERE NOT i.accepted) AS refused
@@ -1103,15 +1107,21 @@ FROM generate_series(date_trunc('minute', now()) - make_interval(mins => $1 - 1)
                      date_trunc('minute', now()), interval '1 minute') AS m(minute)
 LEFT JOIN webhook_inbox i
        ON i.received_at >= m.minute AND i.received_at < m.minute + interval '1 minute'
+      AND i.id >= relayforge_uuid7_floor(date_trunc('minute', now())
+                                         - make_interval(mins => $1 - 1) - interval '5 minutes')
 GROUP BY m.minute ORDER BY m.minute;
 
 -- name: inbox_for_job
--- the first $2 bytes of each body only: twenty 18 MiB duplicates must not all come back whole
+-- the first $2 bytes of each body only: twenty 18 MiB duplicates must not all come back whole.
+-- The job's first delivery is found from the job, its repeats by webhook_inbox_repeats.
 SELECT i.id, i.received_at, m.request_id, i.accepted, i.rejection_code,
        i.headers::text AS headers, substring(i.body FROM 1 FOR $2) AS body_preview,
        octet_length(i.body) AS body_size
 FROM webhook_inbox i, relayforge_inbox_metadata(i) m
-WHERE i.job_id = $1 ORDER BY i.received_at, i.id LIMIT 50;
+WHERE i.id IN (SELECT first_inbox_id FROM jobs WHERE id = $1
+               UNION ALL  -- a row written before 0031 is in both: IN reads it once
+               SELECT r.id FROM webhook_inbox r WHERE r.job_id = $1 AND r.source IS NOT NULL)
+ORDER BY i.received_at, i.id LIMIT 50;
 
 -- name: inbox_body_size
 SELECT octet_length(body) FROM webhook_inbox WHERE id = $1;
