@@ -90,7 +90,7 @@ class IngestWriter:
         self._settings = settings
         self.hand_off: HandOff | None = None  # set when this process consumes too
         self._quota = QuotaLedger(stores.ingest, settings.hardening.tenant_daily_quota)
-        self._hash_keys_from_body = False  # until start() finds the upgrade finished
+        self._release_before_gone = False  # until start() finds the upgrade finished
         self._batcher: GroupCommitBatcher[Arrival] | None = None
         if settings.ingest.mode == "batch":
             self._batcher = GroupCommitBatcher(self._write_or_unavailable,
@@ -98,8 +98,9 @@ class IngestWriter:
                                                writers=settings.ingest.writers)
 
     async def start(self) -> None:
-        # Read once: a process started before `migrate --finish` keeps storing every key.
-        self._hash_keys_from_body = await self._stores.ingest.job_keys_finished()
+        # Read once: a process started before `migrate --finish` keeps storing what the release
+        # before reads.
+        self._release_before_gone = await self._stores.ingest.job_keys_finished()
         if self._batcher is not None:
             self._batcher.start()
 
@@ -208,7 +209,7 @@ class IngestWriter:
         outcomes = await tx.ingest.accept(
             items=items, max_attempts=w.max_attempts, start_here=list(here),
             lease_seconds=float(w.lease_seconds),
-            hash_keys_from_body=self._hash_keys_from_body) if items else []
+            release_before_gone=self._release_before_gone) if items else []
         refused = [(d, self._refused_item(d, d.failure.code if d.failure else "replayed_event"))
                    for d in batch if d in replays or _kept_as_evidence(d)]
         await tx.ingest.insert_refused(items=[row for _, row in refused])

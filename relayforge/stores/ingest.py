@@ -82,15 +82,16 @@ class IngestStore(Store):
 
     async def accept(self, *, items: Sequence[NewItem], max_attempts: int,
                      start_here: Sequence[uuid.UUID] = (), lease_seconds: float = 0.0,
-                     hash_keys_from_body: bool = False) -> list[Accepted]:
+                     release_before_gone: bool = False) -> list[Accepted]:
         """Record every item in one statement; results in the items' order. The new jobs
         among `start_here` (job ids) begin their first attempt, leased for `lease_seconds`.
-        With `hash_keys_from_body` (only once job_keys_finished) a job whose dedup key is its
-        body's hash does not store it."""
+        With `release_before_gone` (only once job_keys_finished: no process of the release
+        before reads jobs any more) a job stores what it can read back instead: no dedup key
+        that is its body's hash, no last delivery that is its first."""
         rows = await self._db.fetch(Q["ingest_accept"], items, max_attempts,  # ingest_row[]
                                     start_here, lease_seconds,
                                     [job_key(i.tenant_id, i.source, i.dedup_key) for i in items],
-                                    hash_keys_from_body)
+                                    release_before_gone)
         out: list[Accepted | None] = [None] * len(items)
         for row in rows:
             out[row["ord"]] = Accepted(row["job_id"], row["job_created"], row["destinations"])
