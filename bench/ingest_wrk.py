@@ -6,7 +6,8 @@
 Both servers get the same requests: signed ~1 KiB generic webhooks, each from a new tenant (so
 each makes a new job), 2 wrk threads, one Granian worker. The figure is relayforge's req/s (every
 request recorded: inbox + job + outbox in PostgreSQL) over the bare app's (reads the body,
-answers 202), with the non-2xx count, latency percentiles, and the ingest worker's peak RSS.
+answers 202), with the non-2xx count, latency percentiles, the ingest worker's peak RSS and
+the statements it ran on PostgreSQL per request (its `db_statements_total`).
 For each run it also says where the machine's CPU went per request (the server, PostgreSQL, the
 rest): on a machine where the load generator and the database share the cores, that is what the
 ratio follows. The sweep over connection counts draws latency against throughput for both
@@ -36,9 +37,11 @@ from common import (
     database,
     echo_server,
     next_run,
+    per_unit,
     process_tree,
     progress,
     report,
+    statements,
 )
 
 from tests import support
@@ -170,8 +173,10 @@ def main() -> None:
         ingest = servers.start("ingest")
         assert ingest.process is not None
         with PeakRss(ingest.process.pid) as rss:
+            ran = statements(ingest.url)
             with CpuAccount(ingest.process.pid) as ours_cpu:
                 ours = wrk(ingest.url, args.seconds, args.connections, bodies_file)
+            ran = per_unit(ran, statements(ingest.url), ours.requests)
             ours_sweep = [] if args.no_sweep else sweep(ingest.url, "relayforge", bodies_file,
                                                         steps)
     report(f"durable ingest, {args.connections} connections, {args.seconds}s", ours.rps,
@@ -184,6 +189,7 @@ def main() -> None:
     # Both runs leave about the same share of the cores idle, so the ratio of requests per
     # second follows the ratio of CPU per request: this says where relayforge's goes.
     print(f"  relayforge: {ours_cpu.per(ours.requests, 'request')}")
+    print(f"  relayforge: {ran.format(unit='request')} on PostgreSQL")
     print(f"  echo:       {echo_cpu.per(echo_result.requests, 'request')}")
     if ours_sweep:
         # Each server's best over the sweep: the bare app is CPU-bound at any count, while
