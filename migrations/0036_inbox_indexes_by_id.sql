@@ -11,6 +11,7 @@
 --
 -- The time-window reads (webhook_inbox_received's) bound the id instead: ids are UUIDv7.
 --
--- Writes to the inbox wait while the two indexes are built: one scan of the inbox each.
-CREATE INDEX webhook_inbox_tenant ON webhook_inbox (tenant_id, id);
-CREATE INDEX webhook_inbox_repeats ON webhook_inbox (job_id) WHERE source IS NOT NULL;
+-- Made ON ONLY the inbox (a moment's lock): the runner builds them partition by partition,
+-- concurrently, so writes to the inbox never wait for the builds.
+CREATE INDEX webhook_inbox_tenant ON ONLY webhook_inbox (tenant_id, id);
+CREATE INDEX webhook_inbox_repeats ON ONLY webhook_inbox (job_id) WHERE source IS NOT NULL;

@@ -10,10 +10,16 @@ A migration that drops what only the release before used (its first line is
 FINISHES_AN_UPGRADE) waits while that release may still be running beside this one: it is
 applied by `relayforge migrate --finish`, run once every process runs this release, or at once
 on a new database, where no release before ever ran. Nothing after it depends on it.
+
+An index on a partitioned table is made `ON ONLY` the table by its migration, which takes a
+moment; the runner then builds it partition by partition with CREATE INDEX CONCURRENTLY (which
+no transaction may hold) and attaches each, so writes never wait for a build. A build cut short
+is finished by the next run, before any later migration.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_ID = 0x52454C4159  # "RELAY"
+LOCK_POLL_SECONDS = 0.1
 PACKAGE = "relayforge.migrations"
 FINISHES_AN_UPGRADE = "-- relayforge: finishes an upgrade\n"
 
@@ -72,7 +79,10 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     upgrade only with `finish`, or on a new database."""
     migrations = available() if migrations is None else migrations
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    # Waited for here, not in PostgreSQL: a session waiting in a statement holds a snapshot,
+    # which the holder's CREATE INDEX CONCURRENTLY would wait for in turn.
+    while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_ID):
+        await asyncio.sleep(LOCK_POLL_SECONDS)
     try:
         done = await _applied(conn, migrations)
         finish = finish or not done
@@ -91,9 +101,51 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                     m.version, m.checksum)
             applied_now.append(m.version)
             log.info("migration applied", extra={"version": m.version})
+            await _build_partition_indexes(conn)
+        await _build_partition_indexes(conn)  # one a run before left unfinished
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return applied_now
+
+
+# Each partition of a table whose partitioned index (made ON ONLY the table) has none attached
+# for it yet, with the index's definition and the name its partition's index gets.
+UNBUILT_PARTITION_INDEXES = """
+SELECT i.indexrelid::regclass::text AS parent_index, pg_get_indexdef(i.indexrelid) AS definition,
+       p.oid::regclass::text AS partition, n.nspname AS schema,
+       left(p.relname || '_' || c.relname, 63) AS name
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid AND c.relkind = 'I'
+JOIN pg_inherits h ON h.inhparent = i.indrelid
+JOIN pg_class p ON p.oid = h.inhrelid
+JOIN pg_namespace n ON n.oid = p.relnamespace
+WHERE NOT i.indisvalid
+  AND NOT EXISTS (SELECT 1 FROM pg_inherits hi JOIN pg_index pi ON pi.indexrelid = hi.inhrelid
+                  WHERE hi.inhparent = i.indexrelid AND pi.indrelid = p.oid)
+ORDER BY 1, 3
+"""
+
+
+async def _build_partition_indexes(conn: asyncpg.Connection) -> None:
+    """Build and attach, one partition at a time and without blocking writes, the partitions'
+    indexes of every partitioned index not yet valid (see the module's docstring)."""
+    for row in await conn.fetch(UNBUILT_PARTITION_INDEXES):
+        name = f'{_quote(row["schema"])}.{_quote(row["name"])}'
+        valid = await conn.fetchval(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)", name)
+        if valid is False:  # a build cut short leaves an invalid index: start again
+            await conn.execute(f"DROP INDEX CONCURRENTLY {name}")
+        if not valid:
+            using = row["definition"].split(" USING ", 1)[1]
+            await conn.execute(f'CREATE INDEX CONCURRENTLY {_quote(row["name"])} '
+                               f'ON {row["partition"]} USING {using}')
+        await conn.execute(f'ALTER INDEX {row["parent_index"]} ATTACH PARTITION {name}')
+        log.info("partition index built", extra={"index": row["parent_index"],
+                                                 "partition": row["partition"]})
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 async def _applied(conn: asyncpg.Connection, migrations: list[Migration]) -> set[str]:

@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -224,3 +225,65 @@ def test_migrations_are_ordered_and_named():
     assert versions == sorted(versions)
     assert all(v[:4].isdigit() and v[4] == "_" for v in versions)
     assert len({v[:4] for v in versions}) == len(versions)
+
+
+INVALID_INDEXES = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+INBOX_ROW = ("INSERT INTO webhook_inbox (id, tenant_id, source, headers, body, accepted,"
+             " signature_valid) VALUES (relayforge_uuid7(), $1, 'generic', '{}', '{}', true, true)")
+
+
+async def test_an_index_on_the_inbox_is_built_while_webhooks_keep_arriving(empty_db):
+    """0036's indexes are built partition by partition, concurrently: while a build waits for
+    an older reader to finish, webhooks are still written, and the build then completes."""
+    url, conn = empty_db
+    await migrate(conn, [m for m in available() if m.version < "0036"])
+    tenant = uuid.uuid4()
+    for _ in range(20):
+        await conn.execute(INBOX_ROW, tenant)
+    reader, writer = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        reader_tx = reader.transaction(isolation="repeatable_read")
+        await reader_tx.start()
+        await reader.fetchval("SELECT count(*) FROM jobs")  # holds a snapshot, locks no inbox
+        migrating = asyncio.create_task(migrate(conn))
+        for _ in range(300):  # the build waits for the reader's snapshot
+            if await writer.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'CREATE INDEX CONCURRENTLY%'"
+                    " AND datname = current_database()"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no concurrent build waited for the reader")
+        await writer.execute("SET lock_timeout = '10s'")
+        for _ in range(5):  # not one of them waits for the build
+            await writer.execute(INBOX_ROW, tenant)
+        assert not migrating.done()
+        await reader_tx.commit()
+        assert "0036_inbox_indexes_by_id" in await migrating
+    finally:
+        await reader.close()
+        await writer.close()
+    assert await conn.fetchval(INVALID_INDEXES) == 0
+    assert await conn.fetchval("SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1",
+                               tenant) == 25
+
+
+async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_run(empty_db):
+    """A run that applied 0036 and stopped before building its indexes (a crash, a kill): the
+    next `migrate`, with nothing else pending, builds them."""
+    _, conn = empty_db
+    await migrate(conn, [m for m in available() if m.version < "0036"])
+    m = next(m for m in available() if m.version == "0036_inbox_indexes_by_id")
+    async with conn.transaction():  # as the runner applies it, without the builds after
+        await conn.execute(m.sql)
+        await conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
+                           m.version, m.checksum)
+    assert await conn.fetchval(INVALID_INDEXES) == 2
+    await migrate(conn, [m for m in available() if m.version <= "0036"])
+    assert await conn.fetchval(INVALID_INDEXES) == 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhparent"
+        " WHERE c.relname = 'webhook_inbox_tenant'") == await conn.fetchval(
+        "SELECT count(*) FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhparent"
+        " WHERE c.relname = 'webhook_inbox'")
