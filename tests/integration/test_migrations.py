@@ -270,8 +270,8 @@ async def test_an_index_on_the_inbox_is_built_while_webhooks_keep_arriving(empty
 
 
 async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_run(empty_db):
-    """A run that applied 0036 and stopped before building its indexes (a crash, a kill): the
-    next `migrate`, with nothing else pending, builds them."""
+    """A run that applied 0036 and stopped before building its indexes, or halfway through
+    one (a crash, a kill): the next `migrate`, with nothing else pending, builds them."""
     _, conn = empty_db
     await migrate(conn, [m for m in available() if m.version < "0036"])
     m = next(m for m in available() if m.version == "0036_inbox_indexes_by_id")
@@ -280,6 +280,15 @@ async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_r
         await conn.execute("INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
                            m.version, m.checksum)
     assert await conn.fetchval(INVALID_INDEXES) == 2
+    # ... and one partition's build was killed halfway: its index is there, and invalid
+    partition = await conn.fetchval(
+        "SELECT min(h.inhrelid::regclass::text) FROM pg_inherits h"
+        " WHERE h.inhparent = 'webhook_inbox'::regclass")
+    leftover = partition + "_webhook_inbox_tenant"
+    await conn.execute(f"CREATE INDEX {leftover.split('.')[1]} ON {partition} (tenant_id, id)")
+    await conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = $1::regclass",
+                       leftover)
+    assert await conn.fetchval(INVALID_INDEXES) == 3
     await migrate(conn, [m for m in available() if m.version <= "0036"])
     assert await conn.fetchval(INVALID_INDEXES) == 0
     assert await conn.fetchval(
