@@ -292,7 +292,13 @@ def _doctor_handlers(settings: Settings) -> bool:
 
 
 async def _doctor_database(settings: Settings) -> bool:
-    from relayforge.db.migrate import MigrationDrift, available, finishing, status
+    from relayforge.db.migrate import (
+        MigrationDrift,
+        available,
+        finishing,
+        status,
+        unbuilt_partition_indexes,
+    )
 
     try:
         conn = await asyncpg.connect(settings.database.url, timeout=10, **ONE_OFF)
@@ -301,6 +307,7 @@ async def _doctor_database(settings: Settings) -> bool:
         return False
     try:
         pending, unknown = await status(conn)
+        unbuilt = await unbuilt_partition_indexes(conn)
     except MigrationDrift as exc:
         print(f"database: FAILED: {exc}")
         return False
@@ -315,6 +322,8 @@ async def _doctor_database(settings: Settings) -> bool:
              ] if len(pending) > len(waiting) else []
     notes += [f"{len(waiting)} finish the upgrade: relayforge migrate --finish applies them once "
               "every process runs this release"] if waiting else []
+    notes += [f"{unbuilt} partition index(es) still to build: relayforge migrate builds them"
+              ] if unbuilt else []
     print(f"database: reachable; migrations {len(available()) - len(pending)}/{len(available())} "
           f"applied" + (f" ({'; '.join(notes)})" if notes else ""))
     return True

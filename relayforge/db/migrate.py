@@ -144,6 +144,11 @@ async def _build_partition_indexes(conn: asyncpg.Connection) -> None:
                                                  "partition": row["partition"]})
 
 
+async def unbuilt_partition_indexes(conn: asyncpg.Connection) -> int:
+    """How many partitions' indexes a run left to build (`migrate` builds them). Reads only."""
+    return len(await conn.fetch(UNBUILT_PARTITION_INDEXES))
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 

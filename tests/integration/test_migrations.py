@@ -271,8 +271,9 @@ async def test_an_index_on_the_inbox_is_built_while_webhooks_keep_arriving(empty
 
 async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_run(empty_db):
     """A run that applied 0036 and stopped before building its indexes, or halfway through
-    one (a crash, a kill): the next `migrate`, with nothing else pending, builds them."""
-    _, conn = empty_db
+    one (a crash, a kill): `doctor` counts what is left, and the next `migrate`, with nothing
+    else pending, builds them."""
+    url, conn = empty_db
     await migrate(conn, [m for m in available() if m.version < "0036"])
     m = next(m for m in available() if m.version == "0036_inbox_indexes_by_id")
     async with conn.transaction():  # as the runner applies it, without the builds after
@@ -289,6 +290,13 @@ async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_r
     await conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = $1::regclass",
                        leftover)
     assert await conn.fetchval(INVALID_INDEXES) == 3
+    partitions = await conn.fetchval(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'webhook_inbox'::regclass")
+    doctor = subprocess.run([sys.executable, "-m", "relayforge", "doctor"],
+                            env=support.base_env() | {"DATABASE__URL": url},
+                            capture_output=True, text=True, cwd=support.ROOT, timeout=60)
+    assert f"{2 * partitions} partition index(es) still to build: relayforge migrate builds"\
+           " them" in doctor.stdout, doctor.stdout
     await migrate(conn, [m for m in available() if m.version <= "0036"])
     assert await conn.fetchval(INVALID_INDEXES) == 0
     assert await conn.fetchval(
