@@ -86,6 +86,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     try:
         done = await _applied(conn, migrations)
         finish = finish or not done
+        await _build_partition_indexes(conn)  # what a run before left unfinished, first
         for m in migrations:
             if m.version in done:
                 continue
@@ -102,7 +103,6 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
             applied_now.append(m.version)
             log.info("migration applied", extra={"version": m.version})
             await _build_partition_indexes(conn)
-        await _build_partition_indexes(conn)  # one a run before left unfinished
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return applied_now

@@ -5,6 +5,7 @@ checksums that stop a changed landed migration, and a schema that is always visi
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -269,10 +270,12 @@ async def test_an_index_on_the_inbox_is_built_while_webhooks_keep_arriving(empty
                                tenant) == 25
 
 
-async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_run(empty_db):
+async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_run(
+        empty_db, caplog):
     """A run that applied 0036 and stopped before building its indexes, or halfway through
-    one (a crash, a kill): `doctor` counts what is left, and the next `migrate`, with nothing
-    else pending, builds them."""
+    one (a crash, a kill): `doctor` counts what is left, and the next `migrate` builds them
+    before it applies anything else (here `--finish`, whose 0037 drops the indexes they
+    replace)."""
     url, conn = empty_db
     await migrate(conn, [m for m in available() if m.version < "0036"])
     m = next(m for m in available() if m.version == "0036_inbox_indexes_by_id")
@@ -297,7 +300,12 @@ async def test_a_partition_index_build_left_unfinished_is_finished_by_the_next_r
                             capture_output=True, text=True, cwd=support.ROOT, timeout=60)
     assert f"{2 * partitions} partition index(es) still to build: relayforge migrate builds"\
            " them" in doctor.stdout, doctor.stdout
-    await migrate(conn, [m for m in available() if m.version <= "0036"])
+    with caplog.at_level(logging.INFO, logger="relayforge.db.migrate"):
+        assert "0037_inbox_indexes_by_id_only" in await migrate(conn, finish=True)
+    steps = [(r.getMessage(), getattr(r, "version", None)) for r in caplog.records]
+    assert steps.index(("migration applied", "0037_inbox_indexes_by_id_only")) > max(
+        i for i, (message, _) in enumerate(steps) if message == "partition index built")
+    assert [m for m, _ in steps].count("partition index built") == 2 * partitions
     assert await conn.fetchval(INVALID_INDEXES) == 0
     assert await conn.fetchval(
         "SELECT count(*) FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhparent"
