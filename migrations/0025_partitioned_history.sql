@@ -71,8 +71,7 @@ BEGIN
     RETURN true;
 END $$;
 
--- Every partitioned table's partitions for the days p_from..p_to: the ones made. Tables
--- partitioned by a date hold generations of keys, made apart (relayforge_ensure_generation).
+-- Every partitioned table's partitions for the days p_from..p_to: the ones made.
 CREATE FUNCTION relayforge_ensure_partitions(p_from date, p_to date)
 RETURNS TABLE (parent text, day date) LANGUAGE plpgsql AS $$
 DECLARE
@@ -81,9 +80,7 @@ DECLARE
 BEGIN
     FOR v_parent IN SELECT p.partrelid::regclass FROM pg_partitioned_table p
                     JOIN pg_class c ON c.oid = p.partrelid
-                    JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
                     WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition
-                      AND a.atttypid <> 'date'::regtype
                     ORDER BY c.relname LOOP
         FOR v_day IN SELECT d::date FROM generate_series(p_from, p_to, interval '1 day') d LOOP
             IF relayforge_ensure_partition(v_parent, v_day) THEN

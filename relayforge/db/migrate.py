@@ -35,16 +35,17 @@ PACKAGE = "relayforge.migrations"
 FINISHES_AN_UPGRADE = "-- relayforge: finishes an upgrade\n"
 
 
-# Checksums of earlier texts of landed migrations that make the schema their file makes now, as
-# databases may have applied them. 0025 and 0026 as they first landed (a34c323): 0025 defined
-# relayforge_ensure_partitions and 0026 replaced it with the definition 0025 was then edited to
-# hold (77556e7), so either pair leaves the same function. Such a database adopts the current
-# checksums; any other change to an applied file is still drift.
-EARLIER_TEXTS: dict[str, frozenset[str]] = {
+# Checksums of other texts of landed migrations that make the schema their file makes now, as
+# databases may have applied them. 0025 and 0026 as they first landed (a34c323, the files as
+# they are): 0025 defines relayforge_ensure_partitions and 0026 replaces it. 77556e7 edited both
+# to one definition in 0025 and none in 0026, and databases migrated at that release recorded
+# those texts' checksums; either pair leaves the same function. Such a database adopts the
+# files' checksums; any other change to an applied file is still drift.
+OTHER_TEXTS: dict[str, frozenset[str]] = {
     "0025_partitioned_history": frozenset(
-        {"09cfe2903385d230e4522e687f2a26b31507e393c5adf5b7035548058bcdd9ce"}),
+        {"34af7936ced6b833358c315bdd09e336579fc4fc4d71a5ada5a9ead63749ccc1"}),
     "0026_replay_key_generations": frozenset(
-        {"5ef1341d024de582b9191894986855f5672f28300c311233a281ee62b34909be"}),
+        {"9aa16c23e4c94bad511572c052147c788b3e7c56a3dfe3caa0e4b9364da46668"}),
 }
 
 
@@ -155,7 +156,7 @@ def _quote(identifier: str) -> str:
 
 async def _applied(conn: asyncpg.Connection, migrations: list[Migration]) -> set[str]:
     """The applied versions, after checking their files did not change. Rows applied before
-    checksums were recorded, or from an earlier text of the same schema (EARLIER_TEXTS), adopt
+    checksums were recorded, or from another text of the same schema (OTHER_TEXTS), adopt
     the file's current checksum."""
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -165,7 +166,7 @@ async def _applied(conn: asyncpg.Connection, migrations: list[Migration]) -> set
     rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
     for row in rows:
         current = files.get(row["version"])
-        if current is not None and (row["checksum"] is None or _earlier(row["version"],
+        if current is not None and (row["checksum"] is None or _other_text(row["version"],
                                                                        row["checksum"])):
             await conn.execute("UPDATE schema_migrations SET checksum = $2 WHERE version = $1",
                                row["version"], current)
@@ -187,15 +188,15 @@ async def status(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
     for row in rows:
         if row["checksum"] is not None and row["version"] in files \
                 and files[row["version"]] != row["checksum"] \
-                and not _earlier(row["version"], row["checksum"]):
+                and not _other_text(row["version"], row["checksum"]):
             raise MigrationDrift(f"migration {row['version']} was changed after it was applied")
     applied = {r["version"] for r in rows}
     return [v for v in files if v not in applied], sorted(applied - set(files))
 
 
-def _earlier(version: str, checksum: str) -> bool:
-    """The checksum of an earlier text of this migration that makes the same schema."""
-    return checksum in EARLIER_TEXTS.get(version, frozenset())
+def _other_text(version: str, checksum: str) -> bool:
+    """The checksum of another landed text of this migration that makes the same schema."""
+    return checksum in OTHER_TEXTS.get(version, frozenset())
 
 
 def finishing(versions: list[str]) -> list[str]:

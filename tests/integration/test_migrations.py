@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from relayforge.db.migrate import (
-    EARLIER_TEXTS,
+    OTHER_TEXTS,
     Migration,
     MigrationDrift,
     available,
@@ -32,7 +32,8 @@ CONTRACT_TABLES = {
 }
 HERE = Path(__file__).parent
 SNAPSHOT = HERE / "schema.sql"
-LEGACY = HERE / "legacy"  # 0003 and 0004 as they first landed, before they were edited
+# 0003 and 0004 as they first landed, before they were edited; 0025 and 0026 as 77556e7 edited them
+LEGACY = HERE / "legacy"
 
 SCHEMA_QUERIES = {
     "columns": """
@@ -128,24 +129,25 @@ async def test_a_database_migrated_before_the_edits_reaches_the_same_schema(empt
     assert await dump_schema(conn) == SNAPSHOT.read_text()
 
 
-async def test_a_database_migrated_with_0025_and_0026_as_they_first_landed_goes_on(empty_db):
+async def test_a_database_migrated_with_0025_and_0026_as_77556e7_edited_them_goes_on(empty_db):
     """0025 and 0026 were edited after they first landed (one definition of a function instead
-    of a definition and its replacement): a database that applied the first texts, checksums
-    recorded, is not drift. It adopts the current checksums, migrates on to the same schema,
-    and a change to the file beyond those texts is still refused."""
+    of a definition and its replacement), then put back as they first landed: a database that
+    applied the edited texts, checksums recorded, is not drift. It adopts the files' checksums,
+    migrates on to the same schema, and a change to the file beyond those texts is still
+    refused."""
     _, conn = empty_db
-    first = {v: (LEGACY / f"{v}.sql").read_text() for v in EARLIER_TEXTS}
-    assert {v: {Migration(v, sql).checksum} for v, sql in first.items()} == {
-        v: set(sums) for v, sums in EARLIER_TEXTS.items()}
-    upto = [m for m in available() if m.version <= max(first)]
-    await migrate(conn, [Migration(m.version, first.get(m.version, m.sql)) for m in upto])
+    other = {v: (LEGACY / f"{v}.sql").read_text() for v in OTHER_TEXTS}
+    assert {v: {Migration(v, sql).checksum} for v, sql in other.items()} == {
+        v: set(sums) for v, sums in OTHER_TEXTS.items()}
+    upto = [m for m in available() if m.version <= max(other)]
+    await migrate(conn, [Migration(m.version, other.get(m.version, m.sql)) for m in upto])
     applied = await migrate(conn, finish=True)
     assert applied == [m.version for m in available()[len(upto):]]
     assert await dump_schema(conn) == SNAPSHOT.read_text()
     recorded = dict(await conn.fetch("SELECT version, checksum FROM schema_migrations"))
-    assert {v: recorded[v] for v in first} == {
-        m.version: m.checksum for m in available() if m.version in first}
-    edited = [Migration(m.version, m.sql + "\n-- edited") if m.version in first else m
+    assert {v: recorded[v] for v in other} == {
+        m.version: m.checksum for m in available() if m.version in other}
+    edited = [Migration(m.version, m.sql + "\n-- edited") if m.version in other else m
               for m in available()]
     with pytest.raises(MigrationDrift, match="0025_partitioned_history was changed"):
         await migrate(conn, edited)

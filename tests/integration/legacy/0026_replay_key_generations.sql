@@ -66,29 +66,6 @@ BEGIN
     RETURN true;
 END $$;
 
--- Day partitions are for tables partitioned by an id or a moment; generations are made apart.
-CREATE OR REPLACE FUNCTION relayforge_ensure_partitions(p_from date, p_to date)
-RETURNS TABLE (parent text, day date) LANGUAGE plpgsql AS $$
-DECLARE
-    v_parent regclass;
-    v_day date;
-BEGIN
-    FOR v_parent IN SELECT p.partrelid::regclass FROM pg_partitioned_table p
-                    JOIN pg_class c ON c.oid = p.partrelid
-                    JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
-                    WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition
-                      AND a.atttypid <> 'date'::regtype
-                    ORDER BY c.relname LOOP
-        FOR v_day IN SELECT d::date FROM generate_series(p_from, p_to, interval '1 day') d LOOP
-            IF relayforge_ensure_partition(v_parent, v_day) THEN
-                parent := v_parent::text;
-                day := v_day;
-                RETURN NEXT;
-            END IF;
-        END LOOP;
-    END LOOP;
-END $$;
-
 -- A claim that lost a race across a generation boundary: its transaction is tried again.
 CREATE FUNCTION relayforge_retry(p_why text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
