@@ -5,7 +5,6 @@ UUIDv7 id): every delivery of a job once, each window exact, and no read of the 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 
 import asyncpg
@@ -15,17 +14,9 @@ from relayforge.ingest import IngestWriter
 from relayforge.settings import load_settings
 from relayforge.stores import Stores
 from tests.integration.test_ingest_writer import arrival
+from tests.support import uuid7_at
 
 HISTORY = 20_000  # rows received two days ago, in their own partition
-
-
-def id_at(at: dt.datetime) -> uuid.UUID:
-    """A UUIDv7 made at `at`, as the server makes an inbox row's id at receipt."""
-    raw = bytearray(os.urandom(16))
-    raw[0:6] = (int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
-    raw[6] = 0x70 | raw[6] & 0x0F
-    raw[8] = 0x80 | raw[8] & 0x3F
-    return uuid.UUID(bytes=bytes(raw))
 
 
 async def insert(conn: asyncpg.Connection, *, received_at: dt.datetime, accepted: bool = True,
@@ -34,7 +25,7 @@ async def insert(conn: asyncpg.Connection, *, received_at: dt.datetime, accepted
                  ) -> uuid.UUID:
     """An inbox row received at `received_at` whose id was made `id_early` before it (a
     server clock behind PostgreSQL's)."""
-    inbox_id = id_at(received_at - id_early)
+    inbox_id = uuid7_at(received_at - id_early)
     await conn.execute(
         "INSERT INTO webhook_inbox (id, tenant_id, source, headers, body, accepted,"
         " signature_valid, job_id, received_at) VALUES ($1, $2, $3, '{}', '{}', $4, true, $5, $6)",
@@ -60,7 +51,7 @@ async def test_each_delivery_of_a_job_is_read_once(database):
     assert await database.fetchval("SELECT source FROM webhook_inbox WHERE id = $1",
                                made.inbox_id) is None
 
-    old_job, old_first, old_repeat = uuid.uuid4(), id_at(dt.datetime.now(dt.UTC)), None
+    old_job, old_first, old_repeat = uuid.uuid4(), uuid7_at(dt.datetime.now(dt.UTC)), None
     async with database.acquire() as conn:
         await conn.execute(
             "INSERT INTO jobs (id, tenant_id, source, dedup_key, event_type, event, max_attempts,"
