@@ -110,8 +110,15 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
 
 
 # Each partition of a table whose partitioned index (made ON ONLY the table) has none attached
-# for it yet, with the index's definition and the name its partition's index gets.
+# for it yet, with the index's definition, the name its partition's index gets (bare and
+# schema-qualified, quoted) and whether an index of that name is left from a build cut short
+# (NULL: none; false: invalid).
 UNBUILT_PARTITION_INDEXES = """
+SELECT parent_index, definition, partition, quote_ident(name) AS name,
+       format('%I.%I', schema, name) AS qualified,
+       (SELECT indisvalid FROM pg_index
+        WHERE indexrelid = to_regclass(format('%I.%I', schema, name))) AS leftover_valid
+FROM (
 SELECT i.indexrelid::regclass::text AS parent_index, pg_get_indexdef(i.indexrelid) AS definition,
        p.oid::regclass::text AS partition, n.nspname AS schema,
        left(p.relname || '_' || c.relname, 63) AS name
@@ -123,6 +130,7 @@ JOIN pg_namespace n ON n.oid = p.relnamespace
 WHERE NOT i.indisvalid
   AND NOT EXISTS (SELECT 1 FROM pg_inherits hi JOIN pg_index pi ON pi.indexrelid = hi.inhrelid
                   WHERE hi.inhparent = i.indexrelid AND pi.indrelid = p.oid)
+) unbuilt
 ORDER BY 1, 3
 """
 
@@ -131,16 +139,14 @@ async def _build_partition_indexes(conn: asyncpg.Connection) -> None:
     """Build and attach, one partition at a time and without blocking writes, the partitions'
     indexes of every partitioned index not yet valid (see the module's docstring)."""
     for row in await conn.fetch(UNBUILT_PARTITION_INDEXES):
-        name = f'{_quote(row["schema"])}.{_quote(row["name"])}'
-        valid = await conn.fetchval(
-            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)", name)
-        if valid is False:  # a build cut short leaves an invalid index: start again
-            await conn.execute(f"DROP INDEX CONCURRENTLY {name}")
-        if not valid:
+        if row["leftover_valid"] is False:  # a build cut short leaves an invalid index: again
+            await conn.execute(f'DROP INDEX CONCURRENTLY {row["qualified"]}')
+        if not row["leftover_valid"]:
             using = row["definition"].split(" USING ", 1)[1]
-            await conn.execute(f'CREATE INDEX CONCURRENTLY {_quote(row["name"])} '
+            await conn.execute(f'CREATE INDEX CONCURRENTLY {row["name"]} '
                                f'ON {row["partition"]} USING {using}')
-        await conn.execute(f'ALTER INDEX {row["parent_index"]} ATTACH PARTITION {name}')
+        await conn.execute(
+            f'ALTER INDEX {row["parent_index"]} ATTACH PARTITION {row["qualified"]}')
         log.info("partition index built", extra={"index": row["parent_index"],
                                                  "partition": row["partition"]})
 
@@ -148,10 +154,6 @@ async def _build_partition_indexes(conn: asyncpg.Connection) -> None:
 async def unbuilt_partition_indexes(conn: asyncpg.Connection) -> int:
     """How many partitions' indexes a run left to build (`migrate` builds them). Reads only."""
     return len(await conn.fetch(UNBUILT_PARTITION_INDEXES))
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 async def _applied(conn: asyncpg.Connection, migrations: list[Migration]) -> set[str]:
